@@ -1,0 +1,64 @@
+//! The one error type of fedkit. Every fallible library function returns [`Result`].
+
+/// Everything that can go wrong in fedkit, by kind. Messages are written for the user: they name
+/// the file, the key and the allowed values where those are known.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad configuration value: `key` is the dotted config path (e.g. `algorithm.mu`).
+    #[error("{}{key}: {msg}", .file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Config { file: Option<String>, key: String, msg: String },
+    /// Tensor or parameter shapes that do not fit together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A dataset that is missing, truncated or malformed.
+    #[error("{0}")]
+    Data(String),
+    /// An I/O failure, with the path it concerned.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// A failure to reach or talk to a client.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// A method that cannot proceed (bad state, numerical failure, ...).
+    #[error("{0}")]
+    Method(String),
+}
+
+/// fedkit's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A configuration error at `key` (no file known yet; see [`Error::in_file`]).
+    pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config { file: None, key: key.into(), msg: msg.into() }
+    }
+    /// An I/O error about `path`.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+    /// Attach the config file name to a configuration error that lacks one.
+    pub fn in_file(self, file: &str) -> Self {
+        match self {
+            Error::Config { file: None, key, msg } => Error::Config { file: Some(file.to_string()), key, msg },
+            other => other,
+        }
+    }
+}
+
+/// Return early with an [`Error::Method`] (or any error expression) unless `cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $err:expr) => {
+        if !$cond {
+            return Err($err.into());
+        }
+    };
+}
+
+/// Return early with an error.
+#[macro_export]
+macro_rules! bail {
+    ($err:expr) => {
+        return Err($err.into())
+    };
+}

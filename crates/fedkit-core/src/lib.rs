@@ -1,0 +1,26 @@
+//! fedkit core: flat parameters, updates, contexts, seeded random streams, the extension traits,
+//! the registry and the one error type. No ML backend and no async runtime appear here.
+
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod partition;
+pub mod registry;
+pub mod rng;
+pub mod traits;
+pub mod update;
+
+pub use data::{Batch, ClientData, Dataset};
+pub use error::{Error, Result};
+pub use model::{EvalStats, GradHook, Model, ModelSpec, NoHook, TrainStats, evaluate_range, local_train};
+pub use optim::{LocalTrain, OptimizerKind};
+pub use params::{Layout, ParamKind, Params};
+pub use partition::Partitioner;
+pub use rng::RngStream;
+pub use traits::{
+    Aggregator, AnyState, Algorithm, ClientCtx, DynAlgorithm, RoundCtx, Stage, State, StragglerPolicy, Transport,
+    local_update,
+};
+pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update};

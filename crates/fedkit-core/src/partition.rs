@@ -1,0 +1,13 @@
+//! The partitioner trait: how a pooled dataset is split among clients.
+
+use crate::{Dataset, Result, RngStream};
+
+/// Splits a dataset's samples among `n_clients` clients.
+pub trait Partitioner: Send + Sync {
+    /// One list of sample indices per client. Lists must be disjoint.
+    fn partition(&self, data: &Dataset, n_clients: usize, rng: &mut RngStream) -> Result<Vec<Vec<u32>>>;
+    /// Per-client feature noise std (NIID-Bench's noise-based feature skew); zeros by default.
+    fn feature_noise(&self, n_clients: usize) -> Vec<f32> {
+        vec![0.0; n_clients]
+    }
+}

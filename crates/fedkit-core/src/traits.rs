@@ -1,0 +1,208 @@
+//! The extension points: [`Algorithm`] (a paper's client rule + server rule), [`Aggregator`]
+//! (mean or a robust rule), [`Stage`] (clipping, DP, compression, attacks, filters) and
+//! [`Transport`] (in-process or networked), with the contexts they receive.
+
+use std::any::Any;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::model::{GradHook, Model, NoHook, TrainStats, local_train};
+use crate::update::{Aggregate, ClientFailure, ClientId, Downlink, Extras, Metrics, Update};
+use crate::{ClientData, Error, LocalTrain, Params, Result, RngStream};
+
+/// What the engine knows about one client's work in a round.
+pub struct ClientCtx<'a> {
+    pub round: u32,
+    pub client: ClientId,
+    /// The run seed: draw randomness with [`ClientCtx::rng`], never from elsewhere.
+    pub seed: u64,
+    pub global: &'a Params,
+    pub broadcast: &'a Extras,
+    pub train: &'a LocalTrain,
+    /// Local epochs for this client this round (fewer than `train.epochs` for a straggler doing
+    /// partial work).
+    pub epochs: usize,
+    /// True when the threat model marks this client malicious.
+    pub malicious: bool,
+}
+
+impl ClientCtx<'_> {
+    /// The random stream for `purpose` of this client in this round.
+    pub fn rng(&self, purpose: &str) -> RngStream {
+        RngStream::derive(self.seed, purpose, self.round as u64, self.client as u64)
+    }
+}
+
+/// What the engine knows about a round on the server.
+pub struct RoundCtx<'a> {
+    pub round: u32,
+    pub cohort: &'a [ClientId],
+    pub global: &'a Params,
+    pub seed: u64,
+    /// Clients in the federation.
+    pub population: usize,
+}
+
+impl RoundCtx<'_> {
+    /// The random stream for `purpose` on the server this round.
+    pub fn rng(&self, purpose: &str) -> RngStream {
+        RngStream::derive(self.seed, purpose, self.round as u64, u64::MAX)
+    }
+}
+
+/// Persistent state of an algorithm (per client or on the server): serialisable, so it survives
+/// checkpoints and can live on a remote client.
+pub trait State: Serialize + DeserializeOwned + Default + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Default + Send + Sync + 'static> State for T {}
+
+/// What happens to the clients that the straggler model marks slow this round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StragglerPolicy {
+    /// Their updates are discarded (FedAvg in the FedProx paper).
+    Drop,
+    /// They send what they have after fewer local epochs (FedProx).
+    Partial,
+}
+
+/// Train locally from the global model with `hook` and return the delta as an update weighted by
+/// the client's sample count: the FedAvg client step that most algorithms build on.
+pub fn local_update(cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, hook: &mut dyn GradHook) -> Result<(Update, Params)> {
+    let mut w = cx.global.clone();
+    let stats: TrainStats = local_train(m, &mut w, d, cx.train, cx.epochs, hook, &mut cx.rng("batches"))?;
+    let delta = w.sub(cx.global);
+    let mut metrics = Metrics::new();
+    metrics.insert("loss".into(), stats.loss);
+    metrics.insert("steps".into(), stats.steps as f64);
+    let u = Update { client: cx.client, delta, weight: d.len() as f32, extras: Extras::default(), metrics };
+    Ok((u, w))
+}
+
+/// A paper's federated algorithm: its client rule and its server rule, in one impl.
+pub trait Algorithm: Send + Sync + 'static {
+    /// Per-client persistent state (`()` when stateless).
+    type Client: State;
+    /// Server state (`()` when stateless).
+    type Server: State;
+    /// What this algorithm does with stragglers.
+    fn straggler_policy(&self) -> StragglerPolicy {
+        StragglerPolicy::Drop
+    }
+    /// Side payloads sent to every client of the round.
+    fn broadcast(&self, _r: &RoundCtx, _s: &Self::Server) -> Extras {
+        Extras::default()
+    }
+    /// The client rule; default: FedAvg (plain local SGD, delta weighted by sample count).
+    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut Self::Client) -> Result<Update> {
+        Ok(local_update(cx, m, d, &mut NoHook)?.0)
+    }
+    /// The server rule; default: `w += aggregated delta`.
+    fn server_update(&self, _r: &RoundCtx, w: &mut Params, _s: &mut Self::Server, agg: &Aggregate) -> Result<Metrics> {
+        w.axpy(1.0, &agg.delta);
+        Ok(Metrics::new())
+    }
+}
+
+/// A type-erased algorithm state.
+pub trait AnyState: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Serialise (for checkpoints and the wire).
+    fn to_bytes(&self) -> Result<Vec<u8>>;
+}
+
+impl<T: State> AnyState for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        bincode::serialize(self).map_err(|e| Error::Method(format!("cannot serialise state: {e}")))
+    }
+}
+
+/// An [`Algorithm`] behind a trait object, so the registry can build one by name. Implemented
+/// for every `Algorithm`; engines use this.
+pub trait DynAlgorithm: Send + Sync {
+    fn straggler_policy(&self) -> StragglerPolicy;
+    fn new_client_state(&self) -> Box<dyn AnyState>;
+    fn new_server_state(&self) -> Box<dyn AnyState>;
+    fn client_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
+    fn server_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
+    fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras>;
+    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState) -> Result<Update>;
+    fn server_update(&self, r: &RoundCtx, w: &mut Params, s: &mut dyn AnyState, agg: &Aggregate) -> Result<Metrics>;
+}
+
+fn downcast<T: 'static>(s: &dyn AnyState) -> Result<&T> {
+    s.as_any().downcast_ref::<T>().ok_or_else(|| Error::Method("algorithm state of the wrong type".into()))
+}
+fn downcast_mut<T: 'static>(s: &mut dyn AnyState) -> Result<&mut T> {
+    s.as_any_mut().downcast_mut::<T>().ok_or_else(|| Error::Method("algorithm state of the wrong type".into()))
+}
+fn from_bytes<T: State>(b: &[u8]) -> Result<Box<dyn AnyState>> {
+    let v: T = bincode::deserialize(b).map_err(|e| Error::Method(format!("cannot read saved state: {e}")))?;
+    Ok(Box::new(v))
+}
+
+impl<A: Algorithm> DynAlgorithm for A {
+    fn straggler_policy(&self) -> StragglerPolicy {
+        Algorithm::straggler_policy(self)
+    }
+    fn new_client_state(&self) -> Box<dyn AnyState> {
+        Box::new(A::Client::default())
+    }
+    fn new_server_state(&self) -> Box<dyn AnyState> {
+        Box::new(A::Server::default())
+    }
+    fn client_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>> {
+        from_bytes::<A::Client>(b)
+    }
+    fn server_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>> {
+        from_bytes::<A::Server>(b)
+    }
+    fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras> {
+        Ok(Algorithm::broadcast(self, r, downcast::<A::Server>(s)?))
+    }
+    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState) -> Result<Update> {
+        Algorithm::client_update(self, cx, m, d, downcast_mut::<A::Client>(st)?)
+    }
+    fn server_update(&self, r: &RoundCtx, w: &mut Params, s: &mut dyn AnyState, agg: &Aggregate) -> Result<Metrics> {
+        Algorithm::server_update(self, r, w, downcast_mut::<A::Server>(s)?, agg)
+    }
+}
+
+/// Combines the cohort's updates: a mean, or a robust rule. Fills `accepted`.
+pub trait Aggregator: Send {
+    fn aggregate(&mut self, r: &RoundCtx, updates: &[Update]) -> Result<Aggregate>;
+}
+
+/// A pipeline stage: clipping, DP, compression, attacks, filters. Client-side hooks run in the
+/// declared order; server-side hooks in reverse order. `mem` is this stage's persistent memory
+/// for this client (e.g. an error-feedback residual), saved in checkpoints.
+pub trait Stage: Send + Sync {
+    /// Before local training, on the client's data.
+    fn on_data(&self, _cx: &ClientCtx, _d: &mut ClientData, _mem: &mut Extras) -> Result<()> {
+        Ok(())
+    }
+    /// After local training, on the client's update.
+    fn on_update(&self, _cx: &ClientCtx, _u: &mut Update, _mem: &mut Extras) -> Result<()> {
+        Ok(())
+    }
+    /// On the server, on the whole cohort before aggregation.
+    fn on_cohort(&mut self, _r: &RoundCtx, _us: &mut Vec<Update>) -> Result<()> {
+        Ok(())
+    }
+    /// On the server, on the aggregate before the server rule.
+    fn on_aggregate(&mut self, _r: &RoundCtx, _a: &mut Aggregate) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Moves a round's work to clients and their updates back: in-process (rayon) or networked.
+pub trait Transport: Send {
+    fn run_clients(&mut self, r: &RoundCtx, down: &Downlink, ids: &[ClientId])
+    -> Result<Vec<std::result::Result<Update, ClientFailure>>>;
+}

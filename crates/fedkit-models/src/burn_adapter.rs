@@ -1,0 +1,171 @@
+//! The adapter between flat [`Params`] and burn: a [`Net`] describes its layout and a functional
+//! forward pass over tensors built from the flat buffer; [`BurnModel`] turns that into a
+//! [`Model`] (loss, flat gradient, evaluation). This is the only file that moves data between
+//! fedkit and the tensor backend.
+//!
+//! Each training step builds the parameter leaves from the flat buffer, runs forward and
+//! backward, and copies the gradients back into one flat buffer, so optimisers, hooks and all FL
+//! arithmetic stay backend-free.
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use fedkit_core::{Batch, Error, Layout, Model, Params, Result, RngStream};
+
+/// The device models run on: burn's pure-Rust `flex` CPU backend unless another backend feature
+/// is compiled in and selected by `FEDKIT_DEVICE` (`cpu` for CubeCL's CPU backend, `cuda`).
+pub fn device() -> Device {
+    match std::env::var("FEDKIT_DEVICE").as_deref() {
+        #[cfg(feature = "cubecl-cpu")]
+        Ok("cpu") => Device::cpu(),
+        #[cfg(feature = "cuda")]
+        Ok("cuda") => Device::cuda(0),
+        _ => Device::flex(),
+    }
+}
+
+/// Parameter tensors built from a flat buffer, remembered so their gradients can be read back.
+pub struct Leaves<'a> {
+    layout: &'a Layout,
+    data: &'a [f32],
+    device: Device,
+    track: bool,
+    made: Vec<(usize, Leaf)>,
+}
+
+enum Leaf {
+    R1(Tensor<1>),
+    R2(Tensor<2>),
+    R4(Tensor<4>),
+}
+
+impl<'a> Leaves<'a> {
+    fn tensor<const D: usize>(&self, i: usize) -> Tensor<D> {
+        let e = &self.layout.entries()[i];
+        let shape: [usize; D] = std::array::from_fn(|k| e.shape[k]);
+        let t = Tensor::<D>::from_data(TensorData::new(self.data[e.range()].to_vec(), shape), &self.device);
+        if self.track { t.require_grad() } else { t }
+    }
+    /// Layout entry `i` as a rank-1 tensor.
+    pub fn r1(&mut self, i: usize) -> Tensor<1> {
+        let t = self.tensor::<1>(i);
+        self.made.push((i, Leaf::R1(t.clone())));
+        t
+    }
+    /// Layout entry `i` as a rank-2 tensor.
+    pub fn r2(&mut self, i: usize) -> Tensor<2> {
+        let t = self.tensor::<2>(i);
+        self.made.push((i, Leaf::R2(t.clone())));
+        t
+    }
+    /// Layout entry `i` as a rank-4 tensor.
+    pub fn r4(&mut self, i: usize) -> Tensor<4> {
+        let t = self.tensor::<4>(i);
+        self.made.push((i, Leaf::R4(t.clone())));
+        t
+    }
+}
+
+/// A network written as a functional forward pass over [`Leaves`].
+pub trait Net: Clone + Send + 'static {
+    /// The parameter layout.
+    fn layout(&self) -> Arc<Layout>;
+    /// Fresh parameters.
+    fn init(&self, rng: &mut RngStream) -> Params;
+    /// Logits `[batch, classes]` for input `x` of shape `[batch, ...sample shape]` flattened to
+    /// rank 4 `[batch, c, h, w]` (vector data arrives as `[batch, 1, 1, d]`).
+    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> Tensor<2>;
+}
+
+/// A [`Net`] as a fedkit [`Model`].
+#[derive(Clone)]
+pub struct BurnModel<N: Net> {
+    net: N,
+    layout: Arc<Layout>,
+    sample_shape: [usize; 3],
+    classes: usize,
+}
+
+impl<N: Net> BurnModel<N> {
+    /// Wrap `net` for samples of `sample_shape` (`[c, h, w]`) and `classes` classes.
+    pub fn new(net: N, sample_shape: [usize; 3], classes: usize) -> Self {
+        let layout = net.layout();
+        BurnModel { net, layout, sample_shape, classes }
+    }
+
+    fn input(&self, batch: &Batch, device: &Device) -> Result<(Tensor<4>, usize)> {
+        let n = batch.len();
+        let [c, h, w] = self.sample_shape;
+        if batch.x.len() != n * c * h * w {
+            return Err(Error::Shape(format!(
+                "model expects samples of {:?}, batch has {} values for {n} samples",
+                self.sample_shape,
+                batch.x.len()
+            )));
+        }
+        Ok((Tensor::<4>::from_data(TensorData::new(batch.x.clone(), [n, c, h, w]), device), n))
+    }
+
+    fn labels(&self, batch: &Batch, device: &Device) -> Tensor<1, Int> {
+        let y: Vec<i64> = batch.y.iter().map(|&v| v as i64).collect();
+        Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), device)
+    }
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data().try_into_vec::<f32>().map_err(|e| Error::Method(format!("tensor readback failed: {e:?}")))
+}
+
+impl<N: Net> Model for BurnModel<N> {
+    fn clone_box(&self) -> Box<dyn Model> {
+        Box::new(self.clone())
+    }
+    fn layout(&self) -> Arc<Layout> {
+        self.layout.clone()
+    }
+    fn init(&self, rng: &mut RngStream) -> Params {
+        self.net.init(rng)
+    }
+    fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params) -> Result<f32> {
+        let device = device().autodiff();
+        let (x, n) = self.input(batch, &device)?;
+        let y = self.labels(batch, &device);
+        let mut leaves = Leaves { layout: &self.layout, data: params.as_slice(), device: device.clone(), track: true, made: Vec::new() };
+        let logits = self.net.forward(&mut leaves, x);
+        let logp = activation::log_softmax(logits, 1);
+        let picked: Tensor<2> = logp.gather(1, y.reshape([n, 1]));
+        let loss = picked.sum().neg().div_scalar(n as f32);
+        let grads = loss.backward();
+        let g = grad.as_mut_slice();
+        g.fill(0.0);
+        for (i, leaf) in leaves.made.drain(..) {
+            let r = self.layout.entries()[i].range();
+            let v = match leaf {
+                Leaf::R1(t) => t.grad(&grads).map(to_vec),
+                Leaf::R2(t) => t.grad(&grads).map(to_vec),
+                Leaf::R4(t) => t.grad(&grads).map(to_vec),
+            };
+            if let Some(v) = v {
+                g[r].copy_from_slice(&v?);
+            }
+        }
+        let l = to_vec(loss)?;
+        Ok(l.first().copied().unwrap_or(f32::NAN))
+    }
+    fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
+        let device = device();
+        let (x, n) = self.input(batch, &device)?;
+        let mut leaves = Leaves { layout: &self.layout, data: params.as_slice(), device: device.clone(), track: false, made: Vec::new() };
+        let logits = self.net.forward(&mut leaves, x);
+        let logp = to_vec(activation::log_softmax(logits, 1))?;
+        let c = self.classes;
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        for (i, row) in logp.chunks(c).enumerate().take(n) {
+            let y = batch.y[i] as usize;
+            loss -= row[y] as f64;
+            let arg = row.iter().enumerate().fold(0, |a, (k, &v)| if v > row[a] { k } else { a });
+            correct += (arg == y) as usize;
+        }
+        Ok((loss, correct))
+    }
+}

@@ -1,0 +1,78 @@
+//! `cnn`: the CNN of McMahan et al. (AISTATS 2017) as used by LEAF: conv 5x5x32 (pad 2), ReLU,
+//! 2x2 max-pool, conv 5x5x64 (pad 2), ReLU, 2x2 max-pool, fully connected 3136-512 (for 28x28
+//! inputs), ReLU, fully connected 512-classes.
+//!
+//! Parameters: `channels` ([32, 64]), `hidden` (512). Input: images `[c, h, w]` with h, w
+//! divisible by 4.
+//!
+//! ```toml
+//! [model]
+//! use = "cnn"
+//! ```
+
+use std::sync::Arc;
+
+use burn::tensor::{Tensor, activation};
+use fedkit_core::{Error, Layout, Model, ModelSpec, ParamKind, Params, Result, RngStream};
+use serde::{Deserialize, Serialize};
+
+use crate::burn_adapter::{BurnModel, Leaves, Net};
+use crate::nets::{conv, flatten, image_shape, linear, relu_pool};
+
+/// `[model] use = "cnn"`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CnnSpec {
+    /// Output channels of the two convolutions.
+    pub channels: [usize; 2],
+    /// Width of the hidden fully connected layer.
+    pub hidden: usize,
+}
+
+impl Default for CnnSpec {
+    fn default() -> Self {
+        CnnSpec { channels: [32, 64], hidden: 512 }
+    }
+}
+
+impl ModelSpec for CnnSpec {
+    fn instantiate(&self, feature_shape: &[usize], classes: usize) -> Result<Box<dyn Model>> {
+        let [c, h, w] = image_shape("cnn", feature_shape)?;
+        if h % 4 != 0 || w % 4 != 0 {
+            return Err(Error::config("model.use", format!("cnn needs image sides divisible by 4, data has {h}x{w}")));
+        }
+        let [c1, c2] = self.channels;
+        let flat = c2 * (h / 4) * (w / 4);
+        let mut l = Layout::new();
+        l.push("conv1.weight", &[c1, c, 5, 5], ParamKind::Weight);
+        l.push("conv1.bias", &[c1], ParamKind::Bias);
+        l.push("conv2.weight", &[c2, c1, 5, 5], ParamKind::Weight);
+        l.push("conv2.bias", &[c2], ParamKind::Bias);
+        l.push("fc1.weight", &[flat, self.hidden], ParamKind::Weight);
+        l.push("fc1.bias", &[self.hidden], ParamKind::Bias);
+        l.push("fc2.weight", &[self.hidden, classes], ParamKind::Weight);
+        l.push("fc2.bias", &[classes], ParamKind::Bias);
+        Ok(Box::new(BurnModel::new(Cnn { layout: Arc::new(l) }, [c, h, w], classes)))
+    }
+}
+
+/// The network.
+#[derive(Clone)]
+pub struct Cnn {
+    layout: Arc<Layout>,
+}
+
+impl Net for Cnn {
+    fn layout(&self) -> Arc<Layout> {
+        self.layout.clone()
+    }
+    fn init(&self, rng: &mut RngStream) -> Params {
+        crate::init::pytorch_default(&self.layout, rng)
+    }
+    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> Tensor<2> {
+        let h = relu_pool(conv(p, 0, x, 2));
+        let h = relu_pool(conv(p, 2, h, 2));
+        let h = activation::relu(linear(p, 4, flatten(h)));
+        linear(p, 6, h)
+    }
+}
