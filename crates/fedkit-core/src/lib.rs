@@ -20,7 +20,7 @@ pub use params::{Layout, ParamKind, Params};
 pub use partition::Partitioner;
 pub use rng::RngStream;
 pub use traits::{
-    Aggregator, AnyState, Algorithm, ClientCtx, DynAlgorithm, RoundCtx, Stage, State, StragglerPolicy, Transport,
+    Aggregator, Algorithm, AnyState, ClientCtx, DynAlgorithm, RoundCtx, Stage, State, StragglerPolicy, Transport,
     local_update,
 };
 pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update};

@@ -128,7 +128,11 @@ impl EvalStats {
     }
     /// Sum two partial evaluations.
     pub fn merge(self, o: EvalStats) -> EvalStats {
-        EvalStats { loss_sum: self.loss_sum + o.loss_sum, correct: self.correct + o.correct, count: self.count + o.count }
+        EvalStats {
+            loss_sum: self.loss_sum + o.loss_sum,
+            correct: self.correct + o.correct,
+            count: self.count + o.count,
+        }
     }
 }
 

@@ -37,8 +37,9 @@ pub struct Entry<T: ?Sized> {
     pub name: &'static str,
     /// The method's source file (via `include_str!`): its `//!` lines are the documentation.
     pub source: &'static str,
-    /// Build from the method's config table (the `use` key already removed).
-    pub build: fn(&toml::Table) -> Result<Box<T>>,
+    /// Build from the method's config table (the `use` key already removed), writing the fully
+    /// resolved parameters (defaults filled in) into the second table.
+    pub build: fn(&toml::Table, &mut toml::Table) -> Result<Box<T>>,
 }
 
 impl<T: ?Sized> Entry<T> {
@@ -94,11 +95,24 @@ impl LowerFirst for String {
 /// Deserialise a method's parameters from its table, with errors naming `section` (the dotted
 /// config path) and the field at fault. Structs should use `#[serde(deny_unknown_fields, default)]`.
 pub fn params_from<T: DeserializeOwned>(table: &toml::Table, section: &str) -> Result<T> {
-    T::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-        let msg = e.to_string();
-        let msg = msg.trim().trim_start_matches("TOML parse error").trim();
-        Error::config(section.to_string(), msg.to_string())
+    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." || path.is_empty() { section.to_string() } else { format!("{section}.{path}") };
+        Error::config(key, e.into_inner().to_string().trim().to_string())
     })
+}
+
+/// [`params_from`], also writing the resolved parameters (defaults filled in) into `resolved`.
+pub fn params_resolved<T: DeserializeOwned + serde::Serialize>(
+    table: &toml::Table,
+    section: &str,
+    resolved: &mut toml::Table,
+) -> Result<T> {
+    let v: T = params_from(table, section)?;
+    if let Ok(toml::Value::Table(t)) = toml::Value::try_from(&v) {
+        resolved.extend(t);
+    }
+    Ok(v)
 }
 
 /// Build a registered method of `kind` from a table holding `use = "<name>"` plus its parameters.
@@ -109,11 +123,14 @@ pub fn build_from_table<T: ?Sized>(
     section: &str,
     table: &toml::Table,
     extra_keys: &[&str],
-) -> Result<Box<T>> {
+) -> Result<(Box<T>, toml::Table)> {
     let name = match table.get("use") {
         Some(toml::Value::String(s)) => s.clone(),
         Some(other) => {
-            return Err(Error::config(format!("{section}.use"), format!("expected a method name (string), found {}", other.type_str())));
+            return Err(Error::config(
+                format!("{section}.use"),
+                format!("expected a method name (string), found {}", other.type_str()),
+            ));
         }
         None => {
             let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
@@ -129,12 +146,20 @@ pub fn build_from_table<T: ?Sized>(
     for k in extra_keys {
         params.remove(*k);
     }
-    (entry.build)(&params).map_err(|e| match e {
+    let mut resolved = toml::Table::new();
+    resolved.insert("use".into(), toml::Value::String(name.clone()));
+    for k in extra_keys {
+        if let Some(v) = table.get(*k) {
+            resolved.insert(k.to_string(), v.clone());
+        }
+    }
+    let built = (entry.build)(&params, &mut resolved).map_err(|e| match e {
         Error::Config { file, key, msg } if !key.starts_with(section) => {
             Error::Config { file, key: format!("{section}.{key}").trim_end_matches('.').to_string(), msg }
         }
         other => other,
-    })
+    })?;
+    Ok((built, resolved))
 }
 
 #[cfg(test)]

@@ -67,7 +67,12 @@ pub enum StragglerPolicy {
 
 /// Train locally from the global model with `hook` and return the delta as an update weighted by
 /// the client's sample count: the FedAvg client step that most algorithms build on.
-pub fn local_update(cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, hook: &mut dyn GradHook) -> Result<(Update, Params)> {
+pub fn local_update(
+    cx: &ClientCtx,
+    m: &mut dyn Model,
+    d: &ClientData,
+    hook: &mut dyn GradHook,
+) -> Result<(Update, Params)> {
     let mut w = cx.global.clone();
     let stats: TrainStats = local_train(m, &mut w, d, cx.train, cx.epochs, hook, &mut cx.rng("batches"))?;
     let delta = w.sub(cx.global);
@@ -93,7 +98,13 @@ pub trait Algorithm: Send + Sync + 'static {
         Extras::default()
     }
     /// The client rule; default: FedAvg (plain local SGD, delta weighted by sample count).
-    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut Self::Client) -> Result<Update> {
+    fn client_update(
+        &self,
+        cx: &ClientCtx,
+        m: &mut dyn Model,
+        d: &ClientData,
+        _st: &mut Self::Client,
+    ) -> Result<Update> {
         Ok(local_update(cx, m, d, &mut NoHook)?.0)
     }
     /// The server rule; default: `w += aggregated delta`.
@@ -132,7 +143,8 @@ pub trait DynAlgorithm: Send + Sync {
     fn client_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
     fn server_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras>;
-    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState) -> Result<Update>;
+    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
+    -> Result<Update>;
     fn server_update(&self, r: &RoundCtx, w: &mut Params, s: &mut dyn AnyState, agg: &Aggregate) -> Result<Metrics>;
 }
 
@@ -166,7 +178,13 @@ impl<A: Algorithm> DynAlgorithm for A {
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras> {
         Ok(Algorithm::broadcast(self, r, downcast::<A::Server>(s)?))
     }
-    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState) -> Result<Update> {
+    fn client_update(
+        &self,
+        cx: &ClientCtx,
+        m: &mut dyn Model,
+        d: &ClientData,
+        st: &mut dyn AnyState,
+    ) -> Result<Update> {
         Algorithm::client_update(self, cx, m, d, downcast_mut::<A::Client>(st)?)
     }
     fn server_update(&self, r: &RoundCtx, w: &mut Params, s: &mut dyn AnyState, agg: &Aggregate) -> Result<Metrics> {
@@ -203,6 +221,10 @@ pub trait Stage: Send + Sync {
 
 /// Moves a round's work to clients and their updates back: in-process (rayon) or networked.
 pub trait Transport: Send {
-    fn run_clients(&mut self, r: &RoundCtx, down: &Downlink, ids: &[ClientId])
-    -> Result<Vec<std::result::Result<Update, ClientFailure>>>;
+    fn run_clients(
+        &mut self,
+        r: &RoundCtx,
+        down: &Downlink,
+        ids: &[ClientId],
+    ) -> Result<Vec<std::result::Result<Update, ClientFailure>>>;
 }

@@ -130,7 +130,13 @@ impl<N: Net> Model for BurnModel<N> {
         let device = device().autodiff();
         let (x, n) = self.input(batch, &device)?;
         let y = self.labels(batch, &device);
-        let mut leaves = Leaves { layout: &self.layout, data: params.as_slice(), device: device.clone(), track: true, made: Vec::new() };
+        let mut leaves = Leaves {
+            layout: &self.layout,
+            data: params.as_slice(),
+            device: device.clone(),
+            track: true,
+            made: Vec::new(),
+        };
         let logits = self.net.forward(&mut leaves, x);
         let logp = activation::log_softmax(logits, 1);
         let picked: Tensor<2> = logp.gather(1, y.reshape([n, 1]));
@@ -155,7 +161,13 @@ impl<N: Net> Model for BurnModel<N> {
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
         let device = device();
         let (x, n) = self.input(batch, &device)?;
-        let mut leaves = Leaves { layout: &self.layout, data: params.as_slice(), device: device.clone(), track: false, made: Vec::new() };
+        let mut leaves = Leaves {
+            layout: &self.layout,
+            data: params.as_slice(),
+            device: device.clone(),
+            track: false,
+            made: Vec::new(),
+        };
         let logits = self.net.forward(&mut leaves, x);
         let logp = to_vec(activation::log_softmax(logits, 1))?;
         let c = self.classes;

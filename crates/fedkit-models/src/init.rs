@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use fedkit_core::{Layout, ParamKind, Params, RngStream};
 use fedkit_core::params::Entry;
+use fedkit_core::{Layout, ParamKind, Params, RngStream};
 
 /// fan_in of a weight: linear weights are stored `[in, out]`, convolutions `[out, in, kh, kw]`.
 fn fan_in(e: &Entry) -> usize {

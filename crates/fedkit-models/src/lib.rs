@@ -10,16 +10,32 @@ pub mod logreg;
 pub mod mlp;
 mod nets;
 
-use fedkit_core::registry::{Entry, params_from};
 use fedkit_core::ModelSpec;
+use fedkit_core::registry::{Entry, params_resolved};
 
 /// Every registered model, by `[model] use = "<name>"`.
 pub fn models() -> &'static [Entry<dyn ModelSpec>] {
     static MODELS: &[Entry<dyn ModelSpec>] = &[
-        Entry { name: "cnn", source: include_str!("cnn.rs"), build: |t| Ok(Box::new(params_from::<cnn::CnnSpec>(t, "model")?)) },
-        Entry { name: "lenet", source: include_str!("lenet.rs"), build: |t| Ok(Box::new(params_from::<lenet::LeNetSpec>(t, "model")?)) },
-        Entry { name: "logreg", source: include_str!("logreg.rs"), build: |t| Ok(Box::new(params_from::<logreg::LogRegSpec>(t, "model")?)) },
-        Entry { name: "mlp", source: include_str!("mlp.rs"), build: |t| Ok(Box::new(params_from::<mlp::MlpSpec>(t, "model")?)) },
+        Entry {
+            name: "cnn",
+            source: include_str!("cnn.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<cnn::CnnSpec>(t, "model", r)?)),
+        },
+        Entry {
+            name: "lenet",
+            source: include_str!("lenet.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<lenet::LeNetSpec>(t, "model", r)?)),
+        },
+        Entry {
+            name: "logreg",
+            source: include_str!("logreg.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<logreg::LogRegSpec>(t, "model", r)?)),
+        },
+        Entry {
+            name: "mlp",
+            source: include_str!("mlp.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<mlp::MlpSpec>(t, "model", r)?)),
+        },
     ];
     MODELS
 }

@@ -25,7 +25,10 @@ impl ModelSpec for LogRegSpec {
     fn instantiate(&self, feature_shape: &[usize], classes: usize) -> Result<Box<dyn Model>> {
         let d: usize = feature_shape.iter().product();
         if d == 0 || classes < 2 {
-            return Err(Error::config("model.use", format!("logreg needs features and >= 2 classes (got {feature_shape:?}, {classes})")));
+            return Err(Error::config(
+                "model.use",
+                format!("logreg needs features and >= 2 classes (got {feature_shape:?}, {classes})"),
+            ));
         }
         let mut l = Layout::new();
         l.push("linear.weight", &[d, classes], ParamKind::Weight);
@@ -65,7 +68,8 @@ impl LogReg {
                 }
             }
             let y = batch.y[i] as usize;
-            let (arg, max) = z.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
+            let (arg, max) =
+                z.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
             correct += (arg == y) as usize;
             let mut s = 0.0f32;
             z.iter_mut().for_each(|v| {

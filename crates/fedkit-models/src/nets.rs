@@ -35,7 +35,9 @@ pub fn image_shape(model: &str, shape: &[usize]) -> fedkit_core::Result<[usize; 
         [c, h, w] => Ok([*c, *h, *w]),
         _ => Err(fedkit_core::Error::config(
             "model.use",
-            format!("{model} needs image samples [channels, height, width]; the data's samples have shape {shape:?} (use mlp or logreg)"),
+            format!(
+                "{model} needs image samples [channels, height, width]; the data's samples have shape {shape:?} (use mlp or logreg)"
+            ),
         )),
     }
 }

@@ -1,0 +1,53 @@
+//! `fedkit list` and `fedkit explain`: every registered name with its documentation, taken from
+//! the method's own source file.
+
+use anyhow::{Result, bail};
+use fedkit_core::registry::{Entry, module_doc};
+
+struct Item {
+    kind: &'static str,
+    name: &'static str,
+    doc: String,
+}
+
+fn items_of<T: ?Sized>(kind: &'static str, entries: &'static [Entry<T>]) -> impl Iterator<Item = Item> {
+    entries.iter().map(move |e| Item { kind, name: e.name, doc: e.doc() })
+}
+
+fn all() -> Vec<Item> {
+    let mut v: Vec<Item> = Vec::new();
+    v.extend(items_of("algorithm", fedkit_methods::algorithms()));
+    v.extend(items_of("aggregator", fedkit_methods::aggregators()));
+    v.extend(items_of("stage", fedkit_methods::stages()));
+    v.extend(items_of("model", fedkit_models::models()));
+    v.extend(items_of("partitioner", fedkit_data::partitioners()));
+    v.extend(fedkit_data::datasets().iter().map(|(name, src)| Item { kind: "dataset", name, doc: module_doc(src) }));
+    v
+}
+
+/// One line per registered name, grouped by kind.
+pub fn list() -> String {
+    let mut out = String::new();
+    let mut last = "";
+    for it in all() {
+        if it.kind != last {
+            out.push_str(&format!("{}{}s:\n", if last.is_empty() { "" } else { "\n" }, it.kind));
+            last = it.kind;
+        }
+        let summary = it.doc.lines().next().unwrap_or("").to_string();
+        out.push_str(&format!("  {:<18} {}\n", it.name, summary));
+    }
+    out.push_str("\n`fedkit explain NAME` shows one in full.\n");
+    out
+}
+
+/// The full documentation of `name`.
+pub fn explain(name: &str) -> Result<String> {
+    let all = all();
+    let hits: Vec<&Item> = all.iter().filter(|i| i.name == name).collect();
+    if hits.is_empty() {
+        let names: Vec<&str> = all.iter().map(|i| i.name).collect();
+        bail!("no method, model, dataset or partitioner called `{name}`; known names: {}", names.join(", "));
+    }
+    Ok(hits.iter().map(|i| format!("{} `{}`\n\n{}", i.kind, i.name, i.doc)).collect::<Vec<_>>().join("\n"))
+}

@@ -1,0 +1,197 @@
+//! `fedkit`: run federated-learning experiments from one config file.
+
+mod bench;
+mod catalog;
+mod demo;
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fedkit_engine::{RunConfig, Summary};
+
+#[derive(Parser)]
+#[command(name = "fedkit", version, about = "Federated learning: every method composes in one config file.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment. Without CONFIG: a demo on the embedded synthetic data (FedAvg vs FedProx).
+    Run {
+        /// The TOML config (see `configs/`).
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. `--set algorithm.mu=0.1` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Run directory (default: runs/<config>-<time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in this directory from its last checkpoint.
+        #[arg(long, conflicts_with_all = ["config", "sets", "out"])]
+        resume: Option<PathBuf>,
+        /// Stop after this round (the run can be continued with --resume).
+        #[arg(long, value_name = "ROUND")]
+        stop_after: Option<u32>,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List every registered method, model, dataset and partitioner.
+    List,
+    /// Show a method's documentation: paper, update rule, parameters, example config.
+    Explain {
+        /// A name from `fedkit list`.
+        name: String,
+    },
+    /// Inspect the federation a config builds.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Measure local-training throughput and round rate (see docs/performance.md).
+    Bench {
+        /// Shorter measurement (smoke test).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Per-client sample counts and label histograms.
+    Stats {
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Run { config: None, sets, out, resume: None, stop_after: _, quiet } => demo::run(&sets, out, quiet),
+        Command::Run { config: Some(config), sets, out, resume: None, stop_after, quiet } => {
+            let cfg = RunConfig::load(Some(&config), &sets)?;
+            let dir = out.unwrap_or_else(|| default_out(&config));
+            let s = run_config(cfg, &dir, stop_after, quiet)?;
+            print_summary(&s);
+            Ok(())
+        }
+        Command::Run { resume: Some(dir), stop_after, quiet, .. } => {
+            let (mut engine, mut out) = fedkit_engine::resume(&dir)?;
+            eprintln!("resuming {} after round {}", dir.display(), engine.round);
+            let s = drive(&mut engine, &mut out, stop_after, quiet, "")?;
+            print_summary(&s);
+            Ok(())
+        }
+        Command::List => {
+            print!("{}", catalog::list());
+            Ok(())
+        }
+        Command::Explain { name } => {
+            print!("{}", catalog::explain(&name)?);
+            Ok(())
+        }
+        Command::Data { command: DataCommand::Stats { config, sets } } => {
+            let cfg = RunConfig::load(config.as_deref(), &sets)?;
+            let fed = fedkit_data::build_federation(&cfg.data, cfg.seed)?;
+            print!("{}", fedkit_data::stats_table(&fed));
+            Ok(())
+        }
+        Command::Bench { quick } => bench::run(quick),
+    }
+}
+
+/// Build and drive one run in `dir`.
+pub fn run_config(cfg: RunConfig, dir: &Path, stop_after: Option<u32>, quiet: bool) -> Result<Summary> {
+    let label = cfg.algorithm.get("use").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let (mut engine, mut out) = fedkit_engine::start(cfg, dir)?;
+    if !quiet {
+        eprintln!(
+            "run {}: {} clients, {} per round, {} rounds, {} worker thread(s)",
+            dir.display(),
+            engine.population(),
+            engine.cfg.sampling.per_round.min(engine.population()),
+            engine.cfg.rounds,
+            engine.threads()
+        );
+    }
+    drive(&mut engine, &mut out, stop_after, quiet, &label)
+}
+
+fn drive(
+    engine: &mut fedkit_engine::Engine,
+    out: &mut fedkit_engine::RunDir,
+    stop_after: Option<u32>,
+    quiet: bool,
+    label: &str,
+) -> Result<Summary> {
+    let mut bar = progress::Bar::new(quiet, label);
+    let s = fedkit_engine::drive(engine, out, stop_after, &mut |p| bar.update(&p))
+        .with_context(|| format!("run in {} stopped; completed rounds are saved there", out.dir.display()))?;
+    bar.finish();
+    Ok(s)
+}
+
+fn print_summary(s: &Summary) {
+    let get = |k: &str| s.last.get(k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    println!(
+        "done: {} rounds in {:.1}s; test_acc {} (best {}), test_loss {}, train_loss {}\nrun directory: {}",
+        s.rounds,
+        s.seconds,
+        get("test_acc"),
+        s.best_test_acc.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
+        get("test_loss"),
+        get("train_loss"),
+        s.dir.display()
+    );
+}
+
+/// `runs/<config stem>-<UTC time>`, made unique.
+pub fn default_out(config: &Path) -> PathBuf {
+    let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    unique_dir(&format!("runs/{stem}-{}", utc_stamp()))
+}
+
+fn unique_dir(base: &str) -> PathBuf {
+    let mut p = PathBuf::from(base);
+    let mut i = 2;
+    while p.exists() {
+        p = PathBuf::from(format!("{base}-{i}"));
+        i += 1;
+    }
+    p
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC.
+pub fn utc_stamp() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}

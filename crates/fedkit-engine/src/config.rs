@@ -1,0 +1,336 @@
+//! The run configuration (DESIGN.md section 7): TOML file -> `--set key=value` overrides ->
+//! typed sections with defaults and `deny_unknown_fields` -> each `use` resolved in its registry
+//! -> validated -> built. Errors name the file, the key and the allowed values. The fully
+//! resolved configuration is what `resolved.toml` holds.
+
+use std::path::Path;
+
+use fedkit_core::registry::{Kind, build_from_table};
+use fedkit_core::{Aggregator, DynAlgorithm, Error, LocalTrain, ModelSpec, Result, Stage, StragglerPolicy};
+use fedkit_data::DataConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole run configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Run seed: every random draw derives from (seed, round, client, purpose).
+    pub seed: u64,
+    /// Communication rounds T.
+    pub rounds: u32,
+    /// Worker threads for clients and evaluation (0 = RAYON_NUM_THREADS or all cores). Results
+    /// do not depend on it.
+    pub threads: usize,
+    /// Save a checkpoint every this many rounds (0 = only after the last round).
+    pub checkpoint_every: u32,
+    pub data: DataConfig,
+    /// `use = "<model>"` plus the model's parameters.
+    pub model: toml::Table,
+    pub client: LocalTrain,
+    pub sampling: Sampling,
+    pub eval: EvalConfig,
+    pub threat: Threat,
+    /// `use = "<algorithm>"` plus its parameters.
+    pub algorithm: toml::Table,
+    /// `use = "<aggregator>"` plus its parameters.
+    pub aggregator: toml::Table,
+    /// Stages, each `use = "<stage>"`, optional `on = "all" | "malicious" | "benign"`, parameters.
+    pub pipeline: Vec<toml::Table>,
+}
+
+fn table(name: &str) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("use".into(), toml::Value::String(name.into()));
+    t
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            seed: 0,
+            rounds: 20,
+            threads: 0,
+            checkpoint_every: 0,
+            data: DataConfig::default(),
+            model: table("logreg"),
+            client: LocalTrain::default(),
+            sampling: Sampling::default(),
+            eval: EvalConfig::default(),
+            threat: Threat::default(),
+            algorithm: table("fedavg"),
+            aggregator: table("mean"),
+            pipeline: Vec::new(),
+        }
+    }
+}
+
+/// `[sampling]`: which clients take part in a round.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sampling {
+    /// Clients sampled per round K, uniformly without replacement (capped at the population).
+    pub per_round: usize,
+    /// Fraction of each round's cohort that are stragglers (FedProx's `drop_percent`).
+    pub drop_percent: f64,
+    /// What stragglers do: `drop` or `partial`; default: the algorithm's choice (FedAvg drops,
+    /// FedProx does partial work).
+    pub stragglers: Option<StragglerPolicy>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling { per_round: 10, drop_percent: 0.0, stragglers: None }
+    }
+}
+
+/// `[eval]`: when and how the global model is evaluated.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate every this many rounds (and always after the last).
+    pub every: u32,
+    /// Also evaluate the initial model as round 0.
+    pub initial: bool,
+    /// Evaluation batch size.
+    pub batch_size: usize,
+    /// Also compute the training loss of the global model over all clients' data (the
+    /// objective FedProx plots).
+    pub train_loss: bool,
+    /// Evaluate on at most this many test samples (0 = all; the first ones in a fixed order).
+    pub test_samples: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { every: 1, initial: true, batch_size: 256, train_loss: true, test_samples: 0 }
+    }
+}
+
+/// `[threat]`: which clients are malicious (stages with `on = "malicious"` run only on them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Threat {
+    /// Fraction of the population marked malicious (a seeded random subset).
+    pub malicious_fraction: f64,
+}
+
+/// Where a stage runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    All,
+    Malicious,
+    Benign,
+}
+
+/// A built stage with its scope.
+pub struct StageSlot {
+    pub stage: Box<dyn Stage>,
+    pub on: Scope,
+}
+
+impl StageSlot {
+    /// Whether the stage applies to a client.
+    pub fn applies(&self, malicious: bool) -> bool {
+        match self.on {
+            Scope::All => true,
+            Scope::Malicious => malicious,
+            Scope::Benign => !malicious,
+        }
+    }
+}
+
+/// The methods a config selects, built.
+pub struct Built {
+    pub algorithm: Box<dyn DynAlgorithm>,
+    pub aggregator: Box<dyn Aggregator>,
+    pub stages: Vec<StageSlot>,
+    pub model: Box<dyn ModelSpec>,
+}
+
+/// Parse TOML text into a table; errors carry the file name and toml's line/column report.
+pub fn parse_toml(text: &str, file: &str) -> Result<toml::Table> {
+    text.parse::<toml::Table>().map_err(|e| Error::Config {
+        file: Some(file.into()),
+        key: String::new(),
+        msg: e.to_string(),
+    })
+}
+
+/// Apply `key=value` overrides (dotted keys; the value is TOML, or a bare string).
+pub fn apply_sets(t: &mut toml::Table, sets: &[String]) -> Result<()> {
+    for s in sets {
+        let (key, raw) = s
+            .split_once('=')
+            .ok_or_else(|| Error::config("--set", format!("`{s}` is not key=value (e.g. --set algorithm.mu=0.1)")))?;
+        let key = key.trim();
+        let value = match format!("v = {raw}").parse::<toml::Table>() {
+            Ok(mut v) => v.remove("v").unwrap_or(toml::Value::String(raw.into())),
+            Err(_) => toml::Value::String(raw.trim().to_string()),
+        };
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(Error::config("--set", format!("`{key}` is not a valid dotted key")));
+        }
+        set_path(t, &parts, value, key)?;
+    }
+    Ok(())
+}
+
+fn set_path(t: &mut toml::Table, parts: &[&str], value: toml::Value, full: &str) -> Result<()> {
+    let (head, rest) = (parts[0], &parts[1..]);
+    if rest.is_empty() {
+        t.insert(head.to_string(), value);
+        return Ok(());
+    }
+    let slot = t.entry(head.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match slot {
+        toml::Value::Table(inner) => set_path(inner, rest, value, full),
+        toml::Value::Array(items) => {
+            let i: usize = rest[0].parse().map_err(|_| {
+                Error::config(
+                    format!("--set {full}"),
+                    format!("`{head}` is a list: index it by number, e.g. {head}.0.{}", rest[0]),
+                )
+            })?;
+            let n = items.len();
+            match items.get_mut(i) {
+                Some(toml::Value::Table(inner)) if rest.len() > 1 => set_path(inner, &rest[1..], value, full),
+                Some(v) if rest.len() == 1 => {
+                    *v = value;
+                    Ok(())
+                }
+                _ => Err(Error::config(format!("--set {full}"), format!("`{head}` has {n} entries"))),
+            }
+        }
+        _ => Err(Error::config(format!("--set {full}"), format!("`{head}` is not a table"))),
+    }
+}
+
+impl RunConfig {
+    /// Read a config file (or the defaults when `path` is None), apply overrides, deserialise.
+    pub fn load(path: Option<&Path>, sets: &[String]) -> Result<RunConfig> {
+        let (mut t, file) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+                let f = p.display().to_string();
+                (parse_toml(&text, &f)?, f)
+            }
+            None => (toml::Table::new(), "(defaults)".to_string()),
+        };
+        let before = t.clone();
+        apply_sets(&mut t, sets)?;
+        let from_sets = before != t;
+        Self::from_table(t).map_err(|e| match e {
+            Error::Config { file: None, key, msg } => {
+                let file = if from_sets { format!("{file} with --set overrides") } else { file.clone() };
+                Error::Config { file: Some(file), key, msg }
+            }
+            other => other,
+        })
+    }
+
+    /// Deserialise from a table, naming the key path of any error.
+    pub fn from_table(t: toml::Table) -> Result<RunConfig> {
+        serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(|e| {
+            let path = e.path().to_string();
+            Error::config(if path == "." { String::new() } else { path }, e.into_inner().to_string().trim().to_string())
+        })
+    }
+
+    /// Check the top-level ranges and build every selected method, filling the method tables
+    /// with their resolved parameters.
+    pub fn build(&mut self) -> Result<Built> {
+        let bad = |k: &str, m: String| Err(Error::config(k, m));
+        if self.rounds == 0 {
+            return bad("rounds", "must be at least 1".into());
+        }
+        if self.sampling.per_round == 0 {
+            return bad("sampling.per_round", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.sampling.drop_percent) {
+            return bad("sampling.drop_percent", format!("must be in [0, 1], got {}", self.sampling.drop_percent));
+        }
+        if !(0.0..=1.0).contains(&self.threat.malicious_fraction) {
+            return bad(
+                "threat.malicious_fraction",
+                format!("must be in [0, 1], got {}", self.threat.malicious_fraction),
+            );
+        }
+        if self.eval.every == 0 {
+            return bad("eval.every", "must be at least 1".into());
+        }
+        if self.eval.batch_size == 0 {
+            return bad("eval.batch_size", "must be at least 1".into());
+        }
+        self.client.validate()?;
+        let (algorithm, a) =
+            build_from_table(fedkit_methods::algorithms(), Kind::Algorithm, "algorithm", &self.algorithm, &[])?;
+        let (aggregator, g) =
+            build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
+        let (model, m) = build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &[])?;
+        let mut stages = Vec::new();
+        for (i, st) in self.pipeline.iter_mut().enumerate() {
+            let section = format!("pipeline.{i}");
+            let on = match st.get("on") {
+                None => Scope::All,
+                Some(v) => Scope::deserialize(v.clone()).map_err(|_| {
+                    Error::config(format!("{section}.on"), format!("`{v}`: allowed values are all, malicious, benign"))
+                })?,
+            };
+            let (stage, resolved) = build_from_table(fedkit_methods::stages(), Kind::Stage, &section, st, &["on"])?;
+            *st = resolved;
+            stages.push(StageSlot { stage, on });
+        }
+        self.algorithm = a;
+        self.aggregator = g;
+        self.model = m;
+        Ok(Built { algorithm, aggregator, stages, model })
+    }
+
+    /// The resolved configuration as TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::Method(format!("cannot write the resolved config: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_override_nested_keys_and_parse_values() {
+        let mut t = parse_toml("rounds = 3\n[algorithm]\nuse = \"fedprox\"\n", "x.toml").unwrap();
+        apply_sets(&mut t, &["algorithm.mu=0.5".into(), "data.name=fcube".into(), "rounds=7".into()]).unwrap();
+        let c = RunConfig::from_table(t).unwrap();
+        assert_eq!(c.rounds, 7);
+        assert_eq!(c.algorithm["mu"].as_float(), Some(0.5));
+        assert_eq!(c.data.name, "fcube");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key() {
+        let e = RunConfig::from_table(parse_toml("[client]\nlr = \"fast\"\n", "x").unwrap()).unwrap_err().to_string();
+        assert!(e.contains("client.lr"), "{e}");
+        let e = RunConfig::from_table(parse_toml("roundz = 3\n", "x").unwrap()).unwrap_err().to_string();
+        assert!(e.contains("roundz") && e.contains("rounds"), "{e}");
+        let mut c =
+            RunConfig::from_table(parse_toml("[algorithm]\nuse = \"fedprox\"\nmux = 1\n", "x").unwrap()).unwrap();
+        let e = c.build().err().unwrap().to_string();
+        assert!(e.contains("algorithm") && e.contains("mux") && e.contains("mu"), "{e}");
+        let mut c = RunConfig::from_table(parse_toml("[algorithm]\nuse = \"fedfoo\"\n", "x").unwrap()).unwrap();
+        let e = c.build().err().unwrap().to_string();
+        assert!(e.contains("algorithm.use") && e.contains("fedavg") && e.contains("fedprox"), "{e}");
+    }
+
+    #[test]
+    fn resolved_tables_hold_defaults() {
+        let mut c = RunConfig::from_table(parse_toml("[algorithm]\nuse = \"fedprox\"\n", "x").unwrap()).unwrap();
+        c.build().unwrap();
+        assert!(c.algorithm.contains_key("mu"));
+        let text = c.to_toml().unwrap();
+        let back = RunConfig::from_table(parse_toml(&text, "resolved").unwrap()).unwrap();
+        assert_eq!(back.to_toml().unwrap(), text);
+    }
+}

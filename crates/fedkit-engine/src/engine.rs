@@ -1,0 +1,352 @@
+//! The round loop (DESIGN.md section 5): sample -> broadcast -> clients (in parallel) -> cohort
+//! stages -> aggregate -> server stages (reverse order) -> server rule -> evaluate. Every random
+//! draw derives from (seed, round, client, purpose); clients run single-threaded on a fixed set
+//! of workers and everything is reduced in client-id order, so the numbers are the same bit for
+//! bit whatever the thread count.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use fedkit_core::{
+    AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats, Extras, Model, Params, Result,
+    RngStream, RoundCtx, StragglerPolicy, Update, evaluate_range,
+};
+use fedkit_data::Federation;
+
+use crate::config::{Built, RunConfig, StageSlot};
+use crate::record::Record;
+use crate::workers::Workers;
+
+/// Wall-clock seconds spent in each phase of a round (for `timings.jsonl`, never the metrics).
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub round: u32,
+    pub clients_s: f64,
+    pub aggregate_s: f64,
+    pub eval_s: f64,
+    pub total_s: f64,
+}
+
+impl Timings {
+    /// One JSON line.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"round\":{},\"clients_s\":{:.6},\"aggregate_s\":{:.6},\"eval_s\":{:.6},\"total_s\":{:.6}}}",
+            self.round, self.clients_s, self.aggregate_s, self.eval_s, self.total_s
+        )
+    }
+}
+
+/// Per-client persistent state: the algorithm's and each stage's memory.
+#[derive(Default)]
+pub struct ClientSlot {
+    pub state: Option<Box<dyn AnyState>>,
+    pub stage_mem: Vec<Extras>,
+}
+
+/// A federation, its methods and its state: everything a run needs.
+pub struct Engine {
+    pub cfg: RunConfig,
+    pub algorithm: Box<dyn DynAlgorithm>,
+    pub aggregator: Box<dyn fedkit_core::Aggregator>,
+    pub stages: Vec<StageSlot>,
+    pub fed: Federation,
+    pub test: ClientData,
+    pub global: Params,
+    pub server: Box<dyn AnyState>,
+    pub clients: Vec<ClientSlot>,
+    pub malicious: Vec<bool>,
+    /// The last completed round (0 before the first).
+    pub round: u32,
+    /// Metrics of every completed round (and round 0 when evaluated).
+    pub records: Vec<Record>,
+    workers: Workers,
+}
+
+impl Engine {
+    /// Build the federation, the methods and the initial model from a (resolved) config.
+    pub fn new(mut cfg: RunConfig) -> Result<Engine> {
+        let Built { algorithm, aggregator, stages, model } = cfg.build()?;
+        let fed = fedkit_data::build_federation(&cfg.data, cfg.seed)?;
+        let model = model.instantiate(&fed.train.feature_shape, fed.train.classes)?;
+        let global = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
+        let workers = Workers::new(cfg.threads, model.as_ref())?;
+        let n = fed.clients.len();
+        let mut malicious = vec![false; n];
+        let n_bad = (cfg.threat.malicious_fraction * n as f64).round() as usize;
+        for i in RngStream::derive(cfg.seed, "malicious", 0, 0).choose(n, n_bad) {
+            malicious[i] = true;
+        }
+        let test = ClientData::whole(fed.test.clone());
+        let server = algorithm.new_server_state();
+        let clients = (0..n).map(|_| ClientSlot::default()).collect();
+        Ok(Engine {
+            cfg,
+            algorithm,
+            aggregator,
+            stages,
+            fed,
+            test,
+            global,
+            server,
+            clients,
+            malicious,
+            round: 0,
+            records: Vec::new(),
+            workers,
+        })
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Clients in the federation.
+    pub fn population(&self) -> usize {
+        self.fed.clients.len()
+    }
+
+    /// This round's cohort: `per_round` clients uniformly without replacement, sorted by id.
+    pub fn sample(&self, round: u32) -> Vec<u32> {
+        let n = self.population();
+        let mut c: Vec<u32> = RngStream::derive(self.cfg.seed, "sample", round as u64, 0)
+            .choose(n, self.cfg.sampling.per_round.min(n))
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
+        c.sort_unstable();
+        c
+    }
+
+    /// Local epochs per cohort member this round (None: dropped straggler), following FedProx:
+    /// round(K (1 - drop_percent)) clients are active; stragglers either drop out or run a number
+    /// of epochs drawn uniformly from [1, E - 1].
+    pub fn straggler_epochs(&self, round: u32, cohort: &[u32]) -> Vec<Option<usize>> {
+        let e = self.cfg.client.epochs;
+        let k = cohort.len();
+        let active_n = (k as f64 * (1.0 - self.cfg.sampling.drop_percent)).round() as usize;
+        let mut active = vec![false; k];
+        for i in RngStream::derive(self.cfg.seed, "stragglers", round as u64, 0).choose(k, active_n) {
+            active[i] = true;
+        }
+        let policy = self.cfg.sampling.stragglers.unwrap_or_else(|| self.algorithm.straggler_policy());
+        cohort
+            .iter()
+            .zip(active)
+            .map(|(&c, a)| match (a, policy) {
+                (true, _) => Some(e),
+                (false, StragglerPolicy::Drop) => None,
+                (false, StragglerPolicy::Partial) => {
+                    let mut r = RngStream::derive(self.cfg.seed, "straggler_epochs", round as u64, c as u64);
+                    Some(if e > 1 { 1 + r.below(e as u64 - 1) as usize } else { 1 })
+                }
+            })
+            .collect()
+    }
+
+    /// Run one round; returns its metrics and timings.
+    pub fn run_round(&mut self) -> Result<(Record, Timings)> {
+        let t0 = Instant::now();
+        let round = self.round + 1;
+        let cohort = self.sample(round);
+        let epochs = self.straggler_epochs(round, &cohort);
+        let running: Vec<(u32, usize)> = cohort.iter().zip(&epochs).filter_map(|(&c, e)| e.map(|e| (c, e))).collect();
+        let run_ids: Vec<u32> = running.iter().map(|r| r.0).collect();
+        let (seed, population) = (self.cfg.seed, self.population());
+        let broadcast = {
+            let r = RoundCtx { round, cohort: &run_ids, global: &self.global, seed, population };
+            self.algorithm.broadcast(&r, self.server.as_ref())?
+        };
+
+        // 1. clients, in parallel; each takes its persistent state out and puts it back after.
+        let slots: Vec<Mutex<ClientSlot>> =
+            run_ids.iter().map(|&c| Mutex::new(std::mem::take(&mut self.clients[c as usize]))).collect();
+        let results = {
+            let (algo, stages, fed, global, cfg, malicious) =
+                (self.algorithm.as_ref(), &self.stages, &self.fed, &self.global, &self.cfg, &self.malicious);
+            let broadcast = &broadcast;
+            let running = &running;
+            let slots = &slots;
+            self.workers.map(running.len(), move |model, j| {
+                let (client, epochs) = running[j];
+                let cx = ClientCtx {
+                    round,
+                    client,
+                    seed,
+                    global,
+                    broadcast,
+                    train: &cfg.client,
+                    epochs,
+                    malicious: malicious[client as usize],
+                };
+                let mut slot = slots[j].lock().unwrap_or_else(|p| p.into_inner());
+                client_step(algo, stages, model, &cx, &fed.clients[client as usize], &mut slot)
+                    .map_err(|e| ClientFailure { client, reason: e.to_string() })
+            })
+        };
+        for (&c, slot) in run_ids.iter().zip(slots) {
+            self.clients[c as usize] = slot.into_inner().unwrap_or_else(|p| p.into_inner());
+        }
+        let t_clients = t0.elapsed().as_secs_f64();
+
+        let mut rec = Record::new(round);
+        let (mut ups, failed): (Vec<Update>, Vec<ClientFailure>) = split(results);
+        rec.set("sampled", cohort.len() as f64);
+        rec.set("participants", ups.len() as f64);
+        rec.set("stragglers", epochs.iter().filter(|e| e.map_or(true, |e| e < self.cfg.client.epochs)).count() as f64);
+        rec.set("failed", failed.len() as f64);
+        rec.set("bytes_down", (run_ids.len() * (self.global.wire_bytes() + broadcast.wire_bytes())) as f64);
+        rec.set("bytes_up", ups.iter().map(Update::wire_bytes).sum::<usize>() as f64);
+        let w: f64 = ups.iter().map(|u| u.weight as f64).sum();
+        if w > 0.0 {
+            let l: f64 = ups.iter().map(|u| u.weight as f64 * u.metrics.get("loss").copied().unwrap_or(0.0)).sum();
+            rec.set("client_loss", l / w);
+        }
+        if ups.is_empty() && !failed.is_empty() {
+            return Err(Error::Method(format!(
+                "round {round}: every client failed; first: client {}: {}",
+                failed[0].client, failed[0].reason
+            )));
+        }
+
+        // 2-5. cohort stages, aggregation, server stages (reverse), server rule.
+        let t1 = Instant::now();
+        if !ups.is_empty() {
+            let r = RoundCtx { round, cohort: &run_ids, global: &self.global, seed, population };
+            for s in self.stages.iter_mut() {
+                s.stage.on_cohort(&r, &mut ups)?;
+            }
+            let mut agg = self.aggregator.aggregate(&r, &ups)?;
+            for s in self.stages.iter_mut().rev() {
+                s.stage.on_aggregate(&r, &mut agg)?;
+            }
+            let mut global = self.global.clone();
+            let m = {
+                let r = RoundCtx { round, cohort: &run_ids, global: &self.global, seed, population };
+                self.algorithm.server_update(&r, &mut global, self.server.as_mut(), &agg)?
+            };
+            if !global.is_finite() {
+                return Err(Error::Method(format!(
+                    "round {round}: the global model diverged (non-finite values); lower client.lr"
+                )));
+            }
+            self.global = global;
+            for (k, v) in agg.metrics.iter().chain(m.iter()) {
+                rec.set(k, *v);
+            }
+        }
+        let t_agg = t1.elapsed().as_secs_f64();
+
+        let t2 = Instant::now();
+        self.round = round;
+        if round % self.cfg.eval.every == 0 || round == self.cfg.rounds {
+            self.evaluate_into(&mut rec)?;
+        }
+        let t_eval = t2.elapsed().as_secs_f64();
+        self.records.push(rec.clone());
+        let timings = Timings {
+            round,
+            clients_s: t_clients,
+            aggregate_s: t_agg,
+            eval_s: t_eval,
+            total_s: t0.elapsed().as_secs_f64(),
+        };
+        Ok((rec, timings))
+    }
+
+    /// Evaluate the initial model as round 0 (when `eval.initial`).
+    pub fn evaluate_initial(&mut self) -> Result<Option<Record>> {
+        if !self.cfg.eval.initial || self.round != 0 {
+            return Ok(None);
+        }
+        let mut rec = Record::new(0);
+        self.evaluate_into(&mut rec)?;
+        self.records.push(rec.clone());
+        Ok(Some(rec))
+    }
+
+    /// Test loss/accuracy (and training loss/accuracy over all clients) of the global model.
+    pub fn evaluate_into(&mut self, rec: &mut Record) -> Result<()> {
+        let bs = self.cfg.eval.batch_size;
+        let n_test = match self.cfg.eval.test_samples {
+            0 => self.test.len(),
+            k => k.min(self.test.len()),
+        };
+        let test = evaluate_parallel(&mut self.workers, &self.global, std::slice::from_ref(&self.test), n_test, bs)?;
+        if self.cfg.eval.train_loss {
+            let train = evaluate_parallel(&mut self.workers, &self.global, &self.fed.clients, usize::MAX, bs)?;
+            rec.set("train_loss", train.loss());
+            rec.set("train_acc", train.accuracy());
+        }
+        rec.set("test_loss", test.loss());
+        rec.set("test_acc", test.accuracy());
+        Ok(())
+    }
+}
+
+/// Evaluate `params` on `sets` (at most `limit` samples of each), in fixed chunks spread over
+/// the workers, summed in chunk order.
+pub fn evaluate_parallel(
+    workers: &mut Workers,
+    params: &Params,
+    sets: &[ClientData],
+    limit: usize,
+    batch: usize,
+) -> Result<EvalStats> {
+    const CHUNK: usize = 1024;
+    let jobs: Vec<(usize, std::ops::Range<usize>)> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(s, d)| {
+            let n = d.len().min(limit);
+            (0..n).step_by(CHUNK).map(move |a| (s, a..(a + CHUNK).min(n)))
+        })
+        .collect();
+    let parts = workers.map(jobs.len(), |model, j| {
+        let (s, r) = jobs[j].clone();
+        evaluate_range(model, params, &sets[s], r, batch)
+    });
+    parts.into_iter().try_fold(EvalStats::default(), |acc, p| Ok(acc.merge(p?)))
+}
+
+/// One client's work in a round, shared by the simulator and the networked client:
+/// `on_data` stages -> the algorithm's client rule -> `on_update` stages (declared order).
+pub fn client_step(
+    algo: &dyn DynAlgorithm,
+    stages: &[StageSlot],
+    model: &mut dyn Model,
+    cx: &ClientCtx,
+    data: &ClientData,
+    slot: &mut ClientSlot,
+) -> Result<Update> {
+    if slot.stage_mem.len() != stages.len() {
+        slot.stage_mem.resize(stages.len(), Extras::default());
+    }
+    let mut data = std::borrow::Cow::Borrowed(data);
+    for (s, mem) in stages.iter().zip(slot.stage_mem.iter_mut()) {
+        if s.applies(cx.malicious) {
+            s.stage.on_data(cx, data.to_mut(), mem)?;
+        }
+    }
+    let state = slot.state.get_or_insert_with(|| algo.new_client_state());
+    let mut u = algo.client_update(cx, model, &data, state.as_mut())?;
+    for (s, mem) in stages.iter().zip(slot.stage_mem.iter_mut()) {
+        if s.applies(cx.malicious) {
+            s.stage.on_update(cx, &mut u, mem)?;
+        }
+    }
+    Ok(u)
+}
+
+fn split(results: Vec<std::result::Result<Update, ClientFailure>>) -> (Vec<Update>, Vec<ClientFailure>) {
+    let mut ok = Vec::with_capacity(results.len());
+    let mut bad = Vec::new();
+    for r in results {
+        match r {
+            Ok(u) => ok.push(u),
+            Err(f) => bad.push(f),
+        }
+    }
+    (ok, bad)
+}

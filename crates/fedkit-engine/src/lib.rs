@@ -1,0 +1,14 @@
+//! fedkit engine: the run configuration, the deterministic round loop with in-process parallel
+//! clients, checkpoints and exact resume, and the metric files of a run directory.
+
+pub mod checkpoint;
+pub mod config;
+pub mod engine;
+pub mod record;
+pub mod run;
+pub mod workers;
+
+pub use config::RunConfig;
+pub use engine::{Engine, client_step};
+pub use record::Record;
+pub use run::{Progress, RunDir, Summary, drive, resume, start};

@@ -1,0 +1,165 @@
+//! A run on disk: the run directory with `resolved.toml`, `metrics.jsonl`, `metrics.csv`,
+//! `timings.jsonl` and `checkpoint.bin`; fresh runs and `--resume`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fedkit_core::{Error, Result};
+
+use crate::config::RunConfig;
+use crate::engine::{Engine, Timings};
+use crate::record::{Record, to_csv};
+
+/// What the caller sees after each round (for progress display).
+pub struct Progress<'a> {
+    pub record: &'a Record,
+    pub timings: &'a Timings,
+    pub rounds: u32,
+}
+
+/// The end of a run.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub dir: PathBuf,
+    pub rounds: u32,
+    pub last: Record,
+    pub best_test_acc: Option<f64>,
+    pub seconds: f64,
+}
+
+fn io<T>(p: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| Error::io(p, e))
+}
+
+/// A run directory being written.
+pub struct RunDir {
+    pub dir: PathBuf,
+    metrics: File,
+    timings: File,
+}
+
+impl RunDir {
+    /// Create `dir` for a new run; refuses a directory that already holds a run.
+    pub fn create(dir: &Path, cfg: &RunConfig) -> Result<RunDir> {
+        if dir.join("metrics.jsonl").exists() {
+            return Err(Error::config(
+                "--out",
+                format!(
+                    "{} already holds a run; choose another --out, or continue it with --resume {}",
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
+        }
+        io(dir, std::fs::create_dir_all(dir))?;
+        let resolved = dir.join("resolved.toml");
+        io(&resolved, std::fs::write(&resolved, cfg.to_toml()?))?;
+        Self::open(dir, false)
+    }
+
+    fn open(dir: &Path, append: bool) -> Result<RunDir> {
+        let open = |name: &str| {
+            let p = dir.join(name);
+            io(&p, OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(&p))
+        };
+        Ok(RunDir { dir: dir.to_path_buf(), metrics: open("metrics.jsonl")?, timings: open("timings.jsonl")? })
+    }
+
+    fn write_record(&mut self, r: &Record) -> Result<()> {
+        let p = self.dir.join("metrics.jsonl");
+        io(&p, writeln!(self.metrics, "{}", r.to_json()).and_then(|_| self.metrics.flush()))
+    }
+
+    fn write_csv(&self, records: &[Record]) -> Result<()> {
+        let p = self.dir.join("metrics.csv");
+        io(&p, std::fs::write(&p, to_csv(records)))
+    }
+}
+
+/// Load the resolved config of an existing run directory.
+pub fn resolved_config(dir: &Path) -> Result<RunConfig> {
+    let p = dir.join("resolved.toml");
+    if !p.exists() {
+        return Err(Error::config(
+            "--resume",
+            format!("{} is not a fedkit run directory (no resolved.toml)", dir.display()),
+        ));
+    }
+    RunConfig::load(Some(&p), &[])
+}
+
+/// Start a fresh run of `cfg` in `dir`.
+pub fn start(cfg: RunConfig, dir: &Path) -> Result<(Engine, RunDir)> {
+    let engine = Engine::new(cfg)?;
+    let out = RunDir::create(dir, &engine.cfg)?;
+    Ok((engine, out))
+}
+
+/// Reopen the run in `dir` at its last checkpoint; the metrics files are rewritten to match it.
+pub fn resume(dir: &Path) -> Result<(Engine, RunDir)> {
+    let cfg = resolved_config(dir)?;
+    let mut engine = Engine::new(cfg)?;
+    if !dir.join(crate::checkpoint::CHECKPOINT_FILE).exists() {
+        return Err(Error::config(
+            "--resume",
+            format!("{} has no checkpoint yet; start it again instead", dir.display()),
+        ));
+    }
+    engine.load_checkpoint(dir)?;
+    let mut out = RunDir::open(dir, false)?;
+    for r in engine.records.clone() {
+        out.write_record(&r)?;
+    }
+    out.write_csv(&engine.records)?;
+    Ok((engine, out))
+}
+
+/// Run the remaining rounds, writing every file, checkpointing every `checkpoint_every` rounds
+/// and at the end. `stop_after` ends early (for tests and interrupted runs).
+pub fn drive(
+    engine: &mut Engine,
+    out: &mut RunDir,
+    stop_after: Option<u32>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
+    let t0 = std::time::Instant::now();
+    let rounds = engine.cfg.rounds;
+    if let Some(r) = engine.evaluate_initial()? {
+        out.write_record(&r)?;
+        progress(Progress { record: &r, timings: &Timings::default(), rounds });
+    }
+    let every = engine.cfg.checkpoint_every;
+    while engine.round < rounds && stop_after.is_none_or(|s| engine.round < s) {
+        let (rec, t) = engine.run_round()?;
+        out.write_record(&rec)?;
+        let p = out.dir.join("timings.jsonl");
+        io(&p, writeln!(out.timings, "{}", t.to_json()))?;
+        if (every > 0 && engine.round % every == 0) || engine.round == rounds || stop_after == Some(engine.round) {
+            engine.save_checkpoint(&out.dir)?;
+            out.write_csv(&engine.records)?;
+        }
+        progress(Progress { record: &rec, timings: &t, rounds });
+    }
+    out.write_csv(&engine.records)?;
+    let best = engine
+        .records
+        .iter()
+        .filter_map(|r| r.get("test_acc"))
+        .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+    let last = engine
+        .records
+        .iter()
+        .rev()
+        .find(|r| r.get("test_acc").is_some())
+        .or(engine.records.last())
+        .cloned()
+        .unwrap_or_default();
+    Ok(Summary {
+        dir: out.dir.clone(),
+        rounds: engine.round,
+        last,
+        best_test_acc: best,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,15 @@
+//! fedkit methods: one file per paper method, registered by name. Algorithms (a paper's client +
+//! server rule), aggregators (mean or robust rules) and pipeline stages (clipping, DP,
+//! compression, attacks, defences) compose freely in one config.
+//!
+//! Adding a method: write `<kind>/<name>.rs` with module docs (what it does, paper, parameters
+//! with the paper's symbols, example TOML), implement the trait, add one line to the kind's
+//! registry in `<kind>/mod.rs`, and test its defining property at the bottom of the file.
+
+pub mod aggregators;
+pub mod algorithms;
+pub mod stages;
+
+pub use aggregators::aggregators;
+pub use algorithms::algorithms;
+pub use stages::stages;
