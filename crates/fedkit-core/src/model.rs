@@ -99,7 +99,7 @@ pub fn local_train(
                 )));
             }
             hook.on_grad(stats.steps, params, &mut grad);
-            opt.step(params.as_mut_slice(), grad.as_slice(), cfg.lr);
+            opt.step(params.as_mut_slice(), grad.as_slice(), cfg.lr as f32);
             loss_sum += loss as f64 * ids.len() as f64;
             stats.steps += 1;
             stats.samples += ids.len();

@@ -20,7 +20,7 @@ pub enum OptimizerKind {
 #[serde(deny_unknown_fields, default)]
 pub struct LocalTrain {
     /// Learning rate (eta).
-    pub lr: f32,
+    pub lr: f64,
     /// Local epochs (E).
     pub epochs: usize,
     /// Mini-batch size (B).
@@ -28,14 +28,14 @@ pub struct LocalTrain {
     /// `sgd` or `adam`.
     pub optimizer: OptimizerKind,
     /// SGD momentum (0 = plain SGD).
-    pub momentum: f32,
+    pub momentum: f64,
     /// L2 weight decay added to the gradient (PyTorch's `weight_decay`).
-    pub weight_decay: f32,
+    pub weight_decay: f64,
     /// Nesterov momentum (SGD).
     pub nesterov: bool,
     /// Adam's beta1, beta2, eps.
-    pub betas: (f32, f32),
-    pub eps: f32,
+    pub betas: (f64, f64),
+    pub eps: f64,
     /// Stop after this many local steps (0 = no cap).
     pub max_steps: usize,
 }
@@ -102,7 +102,7 @@ impl Optimizer {
     /// One step: `w -= lr * direction(g)`, with `lr` possibly overridden (schedules).
     pub fn step(&mut self, w: &mut [f32], g: &[f32], lr: f32) {
         let c = &self.cfg;
-        let (wd, mom) = (c.weight_decay, c.momentum);
+        let (wd, mom) = (c.weight_decay as f32, c.momentum as f32);
         self.t += 1;
         match c.optimizer {
             OptimizerKind::Sgd if mom == 0.0 => {
@@ -132,7 +132,8 @@ impl Optimizer {
                     self.m = vec![0.0; w.len()];
                     self.v = vec![0.0; w.len()];
                 }
-                let (b1, b2) = c.betas;
+                let (b1, b2) = (c.betas.0 as f32, c.betas.1 as f32);
+                let eps = c.eps as f32;
                 let bc1 = 1.0 - b1.powi(self.t);
                 let bc2 = 1.0 - b2.powi(self.t);
                 for r in &self.trainable {
@@ -140,7 +141,7 @@ impl Optimizer {
                         let d = g[i] + wd * w[i];
                         self.m[i] = b1 * self.m[i] + (1.0 - b1) * d;
                         self.v[i] = b2 * self.v[i] + (1.0 - b2) * d * d;
-                        let denom = (self.v[i] / bc2).sqrt() + c.eps;
+                        let denom = (self.v[i] / bc2).sqrt() + eps;
                         w[i] -= lr * (self.m[i] / bc1) / denom;
                     }
                 }

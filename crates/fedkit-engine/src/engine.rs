@@ -68,6 +68,7 @@ impl Engine {
     pub fn new(mut cfg: RunConfig) -> Result<Engine> {
         let Built { algorithm, aggregator, stages, model } = cfg.build()?;
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed)?;
+        cfg.data.partition = fed.partition.clone();
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes)?;
         let global = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
         let workers = Workers::new(cfg.threads, model.as_ref())?;

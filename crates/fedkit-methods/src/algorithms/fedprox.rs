@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct FedProx {
     /// Proximal coefficient mu.
-    pub mu: f32,
+    pub mu: f64,
 }
 
 impl Default for FedProx {
@@ -54,7 +54,7 @@ impl Algorithm for FedProx {
     }
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _: &mut ()) -> Result<Update> {
-        let (mu, w0) = (self.mu, cx.global.as_slice());
+        let (mu, w0) = (self.mu as f32, cx.global.as_slice());
         let mut prox = |_: usize, w: &Params, g: &mut Params| {
             g.as_mut_slice().iter_mut().zip(w.as_slice()).zip(w0).for_each(|((g, w), w0)| *g += mu * (w - w0));
         };
