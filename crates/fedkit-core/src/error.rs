@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A bad configuration value: `key` is the dotted config path (e.g. `algorithm.mu`).
-    #[error("{}{key}: {msg}", .file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    #[error("{}", config_message(.file, .key, .msg))]
     Config { file: Option<String>, key: String, msg: String },
     /// Tensor or parameter shapes that do not fit together.
     #[error("shape mismatch: {0}")]
@@ -22,6 +22,13 @@ pub enum Error {
     /// A method that cannot proceed (bad state, numerical failure, ...).
     #[error("{0}")]
     Method(String),
+}
+
+fn config_message(file: &Option<String>, key: &str, msg: &str) -> String {
+    // serde adds "in `key`" lines that repeat the key we already name.
+    let msg: Vec<&str> = msg.lines().filter(|l| !l.starts_with("in `")).collect();
+    let parts: Vec<&str> = [file.as_deref().unwrap_or(""), key].into_iter().filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() { msg.join("\n") } else { format!("{}: {}", parts.join(": "), msg.join("\n")) }
 }
 
 /// fedkit's result type.

@@ -36,6 +36,9 @@ pub struct RunConfig {
     pub aggregator: toml::Table,
     /// Stages, each `use = "<stage>"`, optional `on = "all" | "malicious" | "benign"`, parameters.
     pub pipeline: Vec<toml::Table>,
+    /// Where this config came from (for error messages); not part of the config.
+    #[serde(skip)]
+    pub source: String,
 }
 
 fn table(name: &str) -> toml::Table {
@@ -60,6 +63,7 @@ impl Default for RunConfig {
             algorithm: table("fedavg"),
             aggregator: table("mean"),
             pipeline: Vec::new(),
+            source: String::new(),
         }
     }
 }
@@ -221,14 +225,10 @@ impl RunConfig {
         };
         let before = t.clone();
         apply_sets(&mut t, sets)?;
-        let from_sets = before != t;
-        Self::from_table(t).map_err(|e| match e {
-            Error::Config { file: None, key, msg } => {
-                let file = if from_sets { format!("{file} with --set overrides") } else { file.clone() };
-                Error::Config { file: Some(file), key, msg }
-            }
-            other => other,
-        })
+        let source = if before != t { format!("{file} with --set overrides") } else { file };
+        let mut cfg = Self::from_table(t).map_err(|e| e.in_file(&source))?;
+        cfg.source = source;
+        Ok(cfg)
     }
 
     /// Deserialise from a table, naming the key path of any error.

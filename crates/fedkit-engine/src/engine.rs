@@ -66,10 +66,12 @@ pub struct Engine {
 impl Engine {
     /// Build the federation, the methods and the initial model from a (resolved) config.
     pub fn new(mut cfg: RunConfig) -> Result<Engine> {
-        let Built { algorithm, aggregator, stages, model } = cfg.build()?;
-        let fed = fedkit_data::build_federation(&cfg.data, cfg.seed)?;
+        let source = cfg.source.clone();
+        let in_file = |e: Error| if source.is_empty() { e } else { e.in_file(&source) };
+        let Built { algorithm, aggregator, stages, model } = cfg.build().map_err(in_file)?;
+        let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
-        let model = model.instantiate(&fed.train.feature_shape, fed.train.classes)?;
+        let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
         let global = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
         let workers = Workers::new(cfg.threads, model.as_ref())?;
         let n = fed.clients.len();

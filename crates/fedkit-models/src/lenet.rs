@@ -37,9 +37,10 @@ impl Default for LeNetSpec {
 impl ModelSpec for LeNetSpec {
     fn instantiate(&self, feature_shape: &[usize], classes: usize) -> Result<Box<dyn Model>> {
         let [c, h, w] = image_shape("lenet", feature_shape)?;
-        let side = |s: usize| (s.checked_sub(4).map(|v| v / 2)).and_then(|v| v.checked_sub(4)).map(|v| v / 2);
-        let (Some(oh), Some(ow)) = (side(h), side(w)) else {
-            return Err(Error::config("model.use", format!("lenet needs images of at least 12x12, data has {h}x{w}")));
+        // conv 5x5 (-4), pool /2, conv 5x5 (-4), pool /2; at least one output pixel must remain.
+        let side = |s: usize| s.checked_sub(4).map(|v| v / 2).and_then(|v| v.checked_sub(4)).map(|v| v / 2);
+        let (Some(oh @ 1..), Some(ow @ 1..)) = (side(h), side(w)) else {
+            return Err(Error::config("model.use", format!("lenet needs images of at least 16x16, data has {h}x{w}")));
         };
         let [c1, c2] = self.channels;
         let [h1, h2] = self.hidden;

@@ -71,12 +71,14 @@ impl LogReg {
             let (arg, max) =
                 z.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
             correct += (arg == y) as usize;
+            // -log softmax(z)_y = log sum exp(z - max) - (z_y - max), stable for large logit gaps
+            let zy = z[y] - max;
             let mut s = 0.0f32;
             z.iter_mut().for_each(|v| {
                 *v = (*v - max).exp();
                 s += *v;
             });
-            loss += (s.ln() - (z[y].ln())) as f64;
+            loss += (s.ln() - zy) as f64;
             z.iter_mut().for_each(|v| *v /= s);
         }
         Ok((loss, correct))

@@ -1,0 +1,168 @@
+//! End-to-end tests of the `fedkit` binary: the demo, determinism across RAYON_NUM_THREADS,
+//! resume, list/explain/data stats, every bad-input case (clear message, non-zero exit, never a
+//! panic), and a short Fashion-MNIST run when the dataset is installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fedkit(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fedkit"));
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("fedkit runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fedkit-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failing command: non-zero exit, no panic, and every expected fragment in its message.
+fn fails_with(o: Output, fragments: &[&str]) {
+    let e = stderr(&o);
+    assert!(!o.status.success(), "expected failure, got success: {e}");
+    assert!(!e.contains("panicked"), "panic instead of an error: {e}");
+    for f in fragments {
+        assert!(e.contains(f), "message lacks `{f}`:\n{e}");
+    }
+}
+
+const SMALL: &str = "rounds = 3\n[data.synthetic]\nusers = 8\n[sampling]\nper_round = 4\n[client]\nepochs = 2\n";
+
+#[test]
+fn demo_runs_and_prints_a_table() {
+    let d = tmp("demo");
+    let out = d.join("demo");
+    let o = fedkit(&["run", "--out", out.to_str().unwrap(), "--set", "rounds=5", "--quiet"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("fedavg") && table.contains("fedprox") && table.contains("test_acc"), "{table}");
+    for algo in ["fedavg", "fedprox"] {
+        for f in ["metrics.jsonl", "metrics.csv", "timings.jsonl", "resolved.toml"] {
+            assert!(out.join(algo).join(f).exists(), "{algo}/{f}");
+        }
+    }
+}
+
+#[test]
+fn metrics_are_byte_identical_across_thread_counts() {
+    let d = tmp("threads");
+    let cfg = write(&d, "c.toml", &format!("{SMALL}[model]\nuse = \"mlp\"\nhidden = [8]\n"));
+    let mut files = Vec::new();
+    for t in ["1", "2"] {
+        let out = d.join(format!("t{t}"));
+        let o = fedkit(&["run", &cfg, "--out", out.to_str().unwrap(), "--quiet"], &[("RAYON_NUM_THREADS", t)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        files.push(std::fs::read(out.join("metrics.jsonl")).unwrap());
+    }
+    assert_eq!(files[0], files[1]);
+}
+
+#[test]
+fn stop_and_resume_match_an_uninterrupted_run() {
+    let d = tmp("resume");
+    let cfg = write(&d, "c.toml", &format!("checkpoint_every = 1\n{SMALL}"));
+    let (full, part) = (d.join("full"), d.join("part"));
+    assert!(fedkit(&["run", &cfg, "--out", full.to_str().unwrap(), "-q"], &[]).status.success());
+    assert!(fedkit(&["run", &cfg, "--out", part.to_str().unwrap(), "-q", "--stop-after", "1"], &[]).status.success());
+    let o = fedkit(&["run", "--resume", part.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(full.join("metrics.jsonl")).unwrap(), std::fs::read(part.join("metrics.jsonl")).unwrap());
+    // The finished directory is not overwritten by a new run.
+    fails_with(fedkit(&["run", &cfg, "--out", full.to_str().unwrap()], &[]), &["already holds a run", "--resume"]);
+}
+
+#[test]
+fn list_explain_and_data_stats() {
+    let o = fedkit(&["list"], &[]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    for name in ["fedavg", "fedprox", "mean", "clip", "cnn", "lenet", "dirichlet_label", "synthetic"] {
+        assert!(s.contains(name), "list lacks {name}");
+    }
+    let o = fedkit(&["explain", "fedprox"], &[]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("Federated Optimization in Heterogeneous Networks") && s.contains("mu"), "{s}");
+    fails_with(fedkit(&["explain", "fedfoo"], &[]), &["fedfoo", "fedprox"]);
+    let d = tmp("stats");
+    let cfg =
+        write(&d, "c.toml", "[data]\nname = \"fcube\"\nclients = 4\npartition = { use = \"synthetic_feature\" }\n");
+    let o = fedkit(&["data", "stats", &cfg], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1000"));
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let d = tmp("bad");
+    let run = |text: &str| {
+        let cfg = write(&d, "bad.toml", text);
+        fedkit(&["run", &cfg, "--out", d.join("never").to_str().unwrap()], &[])
+    };
+    fails_with(run("rounds = [\n"), &["bad.toml", "line"]);
+    fails_with(run("roundz = 3\n"), &["bad.toml", "roundz", "rounds"]);
+    fails_with(run("[client]\nlr = \"fast\"\n"), &["bad.toml", "client.lr"]);
+    fails_with(run("[algorithm]\nuse = \"fedfoo\"\n"), &["algorithm.use", "fedfoo", "fedavg", "fedprox"]);
+    fails_with(run("[algorithm]\nuse = \"fedprox\"\nmu = -1.0\n"), &["algorithm.mu"]);
+    fails_with(run("[algorithm]\nuse = \"fedprox\"\nmux = 1.0\n"), &["algorithm", "mux", "mu"]);
+    fails_with(run("[data]\npartition = { use = \"dirichlet\" }\n"), &["data.partition.use", "dirichlet_label"]);
+    fails_with(run("[model]\nuse = \"cnn\"\n"), &["cnn", "mlp"]);
+    fails_with(run("[sampling]\ndrop_percent = 2.0\n"), &["sampling.drop_percent", "[0, 1]"]);
+    fails_with(fedkit(&["run", "/nonexistent/c.toml"], &[]), &["/nonexistent/c.toml"]);
+    fails_with(fedkit(&["run", "--set", "rounds"], &[]), &["--set", "key=value"]);
+
+    // Missing, truncated and wrong-magic dataset files.
+    let fm = |dir: &Path| run(&format!("[data]\nname = \"fashion_mnist\"\ndata_dir = \"{}\"\n", dir.display()));
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails_with(fm(&empty), &["train-images-idx3-ubyte", "apt-get install dataset-fashion-mnist", "data_dir"]);
+    let broken = d.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let mut header = vec![0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+    header.extend(vec![0u8; 100]); // far fewer than 2 * 784 pixels
+    std::fs::write(broken.join("train-images-idx3-ubyte"), &header).unwrap();
+    std::fs::write(broken.join("train-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 2, 1, 2]).unwrap();
+    for f in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        std::fs::write(broken.join(f), &header).unwrap();
+    }
+    fails_with(fm(&broken), &["train-images-idx3-ubyte"]);
+    header[3] = 7; // wrong magic
+    std::fs::write(broken.join("train-images-idx3-ubyte"), &header).unwrap();
+    fails_with(fm(&broken), &["train-images-idx3-ubyte", "magic"]);
+}
+
+#[test]
+fn fashion_mnist_end_to_end_when_installed() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let d = tmp("fmnist");
+    let cfg = write(
+        &d,
+        "f.toml",
+        "rounds = 2\n[data]\nname = \"fashion_mnist\"\nclients = 20\npartition = { use = \"dirichlet_label\", alpha = 0.5 }\n\
+         [model]\nuse = \"mlp\"\nhidden = [32]\n[client]\nlr = 0.05\nbatch_size = 32\nmax_steps = 20\n[sampling]\nper_round = 4\n\
+         [eval]\ntest_samples = 2000\ntrain_loss = false\n",
+    );
+    let out = d.join("run");
+    let o = fedkit(&["run", &cfg, "--out", out.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last = metrics.lines().last().unwrap();
+    let acc: f64 = last.split("\"test_acc\":").nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap();
+    assert!(acc > 0.4, "2 short rounds of an MLP should beat chance clearly: {last}");
+}
