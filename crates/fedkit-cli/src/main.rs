@@ -4,6 +4,7 @@ mod bench;
 mod catalog;
 mod demo;
 mod progress;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,6 +53,18 @@ enum Command {
     Data {
         #[command(subcommand)]
         command: DataCommand,
+    },
+    /// Summarise run directories in one table (final/best accuracy, loss, bytes, rounds to target).
+    Report {
+        /// Run directories (each holds a metrics.jsonl).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Report the first round whose test accuracy reaches this value.
+        #[arg(long)]
+        target: Option<f64>,
+        /// Average the test accuracy over this many last evaluations.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
     },
     /// Measure local-training throughput and round rate (see docs/performance.md).
     Bench {
@@ -111,6 +124,10 @@ fn dispatch(cmd: Command) -> Result<()> {
             let cfg = RunConfig::load(config.as_deref(), &sets)?;
             let fed = fedkit_data::build_federation(&cfg.data, cfg.seed)?;
             print!("{}", fedkit_data::stats_table(&fed));
+            Ok(())
+        }
+        Command::Report { dirs, target, last } => {
+            print!("{}", report::table(&dirs, target, last)?);
             Ok(())
         }
         Command::Bench { quick } => bench::run(quick),

@@ -206,6 +206,18 @@ impl Engine {
             let l: f64 = ups.iter().map(|u| u.weight as f64 * u.metrics.get("loss").copied().unwrap_or(0.0)).sum();
             rec.set("client_loss", l / w);
         }
+        // Other per-update metrics (local steps, clipping, ...) as cohort means `client_<name>`.
+        let mut keys: Vec<&String> = ups.iter().flat_map(|u| u.metrics.keys()).filter(|k| *k != "loss").collect();
+        keys.sort();
+        keys.dedup();
+        let means: Vec<(String, f64)> = keys
+            .iter()
+            .map(|k| {
+                let v: Vec<f64> = ups.iter().filter_map(|u| u.metrics.get(*k).copied()).collect();
+                (format!("client_{k}"), v.iter().sum::<f64>() / v.len() as f64)
+            })
+            .collect();
+        means.into_iter().for_each(|(k, v)| rec.set(&k, v));
         if ups.is_empty() && !failed.is_empty() {
             return Err(Error::Method(format!(
                 "round {round}: every client failed; first: client {}: {}",

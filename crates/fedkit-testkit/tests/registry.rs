@@ -1,0 +1,47 @@
+//! Every registered method, built with its default parameters, passes its kind's conformance
+//! suite, and is documented (paper or source, parameters, an example TOML block that builds).
+
+use fedkit_core::registry::Kind;
+use fedkit_methods::{aggregators, algorithms, stages};
+use fedkit_testkit::aggregators::{check_aggregator, check_weighted_mean, claims_weighted_mean};
+use fedkit_testkit::{algorithms::check_algorithm, build_default, check_registry, stages::check_stage};
+
+/// Algorithms that replace the default server rule `w += aggregated delta` (FedOpt, ...): the
+/// server half of the plain-SGD check is skipped for them.
+const CUSTOM_SERVER_RULE: &[&str] = &[];
+
+#[test]
+fn every_aggregator_conforms() {
+    let mut weighted = Vec::new();
+    for e in aggregators() {
+        let make = || build_default(aggregators(), Kind::Aggregator, e.name).0;
+        check_aggregator(e.name, &make);
+        if claims_weighted_mean(&e.doc(), &build_default(aggregators(), Kind::Aggregator, e.name).1) {
+            check_weighted_mean(e.name, &make);
+            weighted.push(e.name);
+        }
+    }
+    assert!(weighted.contains(&"mean"), "`mean` must be recognised as weighted, got {weighted:?}");
+}
+
+#[test]
+fn every_stage_conforms() {
+    for e in stages() {
+        check_stage(e.name, &|| build_default(stages(), Kind::Stage, e.name).0);
+    }
+}
+
+#[test]
+fn every_algorithm_conforms() {
+    for e in algorithms() {
+        let make = || build_default(algorithms(), Kind::Algorithm, e.name).0;
+        check_algorithm(e.name, &make, !CUSTOM_SERVER_RULE.contains(&e.name));
+    }
+}
+
+#[test]
+fn every_method_is_documented() {
+    check_registry(algorithms(), Kind::Algorithm);
+    check_registry(aggregators(), Kind::Aggregator);
+    check_registry(stages(), Kind::Stage);
+}
