@@ -41,7 +41,9 @@ fn separable(shape: &[usize], classes: usize, n: usize, rng: &mut RngStream) -> 
     let d: usize = shape.iter().product();
     let means: Vec<f64> = (0..classes * d).map(|_| rng.uniform()).collect();
     let y: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
-    let x = y.iter().flat_map(|&c| (0..d).map(|j| (means[c as usize * d + j] + 0.2 * rng.normal()) as f32).collect::<Vec<_>>());
+    let x = y
+        .iter()
+        .flat_map(|&c| (0..d).map(|j| (means[c as usize * d + j] + 0.2 * rng.normal()) as f32).collect::<Vec<_>>());
     let data = Dataset { name: "toy".into(), x: x.collect(), y, feature_shape: shape.to_vec(), classes, users: None };
     data.validate().unwrap();
     Arc::new(data)
@@ -85,76 +87,84 @@ fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
     (a - b).abs() <= atol + rtol * a.abs().max(b.abs())
 }
 
-// loss_grad's gradient matches central finite differences of the loss on ~40 coordinates spread
-// over every layout entry (half of them among the entry's larger gradients), per coordinate and in
-// aggregate. ReLU and max-pool make the loss piecewise smooth, so each coordinate uses the largest
-// step of 1e-2, 3e-3, 1e-3 whose two one-sided differences agree (no kink inside the stencil); at
-// most a quarter of the coordinates may find none. loss_grad and eval_batch agree on every loss.
+// loss_grad's gradient matches central finite differences of the loss, per coordinate and in
+// aggregate, on 8 coordinates of every layout entry (half among its larger gradients). ReLU and
+// max-pool make the loss piecewise smooth and it is only f32, so a coordinate counts where
+// differences at steps 1e-2 and 3e-3 (or 3e-3 and 1e-3) agree: no kink in the stencil, or on one
+// side only (then the other side's one-sided difference is used). loss_grad's mean loss and
+// eval_batch's summed loss / n agree at every point evaluated.
 #[test]
 fn gradients_match_finite_differences() {
-    let envf = |k: &str, d: f64| std::env::var(k).map(|s| s.parse().unwrap()).unwrap_or(d);
-    let nb = envf("NB", 4.0) as usize;
     for (name, table, shape, classes) in SMALL {
         let mut m = build(table, shape, classes).unwrap();
-        let mut rng = RngStream::new(envf("SEED", 11.0) as u64);
+        let mut rng = RngStream::new(11);
         let mut p = m.init(&mut rng);
-        let mut batch = random_batch(shape, classes, nb, &mut rng);
+        let mut batch = random_batch(shape, classes, 2, &mut rng);
         batch.x.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0); // zero-mean inputs: fewer dead ReLUs
-        let n = batch.len() as f64;
         let mut g = p.zeros_like();
         m.loss_grad(&mut p, &batch, &mut g).unwrap();
         let mut scratch = p.zeros_like();
         let mut loss_at = |m: &mut Box<dyn Model>, q: &Params| {
             let l = m.loss_grad(&mut q.clone(), &batch, &mut scratch).unwrap() as f64;
             let (sum, _) = m.eval_batch(q, &batch).unwrap();
-            assert!(close(l, sum / n, 1e-5, 1e-6), "{name}: loss_grad {l} vs eval_batch {}", sum / n);
+            assert!(close(l, sum / 2.0, 1e-5, 1e-6), "{name}: loss_grad {l} vs eval_batch {sum}/2");
             l
         };
         let l0 = loss_at(&mut m, &p);
-        let ulps = 2.0 * l0.abs() * f32::EPSILON as f64; // f32 resolution of the loss
-        let layout = p.layout().clone();
-        let per_entry = 40usize.div_ceil(layout.entries().len()).max(4);
-        let (mut diff2, mut fd2, mut checked, mut kinks) = (0.0, 0.0, 0, 0);
-        for e in layout.entries() {
+        let ulps = 2.0 * l0 * f32::EPSILON as f64; // resolution of the f32 loss
+        let (mut diff2, mut fd2, mut checked, mut tried) = (0.0, 0.0, 0, 0);
+        for e in p.layout().entries() {
             let ge = &g.as_slice()[e.range()];
             let gmax = ge.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
+            assert!(gmax > 1e-4, "{name} {}: no gradient (max {gmax})", e.name);
             let large: Vec<usize> = (0..e.len()).filter(|&k| ge[k].abs() as f64 >= 0.3 * gmax).collect();
-            let mut fd_max = 0f64;
-            let (mut ediff2, mut efd2) = (0f64, 0f64);
-            for k in 0..per_entry.min(e.len()) {
-                let pick = if k % 2 == 0 { rng.below(e.len() as u64) as usize } else { large[rng.below(large.len() as u64) as usize] };
+            let (want, mut done, mut fd_max) = (8.min(e.len()), 0, 0f64);
+            while done < want && tried < 1000 {
+                tried += 1;
+                let pick = match tried % 2 {
+                    0 => rng.below(e.len() as u64) as usize,
+                    _ => large[rng.below(large.len() as u64) as usize],
+                };
                 let (i, gi) = (e.offset + pick, ge[pick] as f64);
                 // (up, down, central, noise) differences at steps 1e-2, 3e-3, 1e-3
-                let diffs: Vec<(f64, f64, f64, f64)> = [1e-2f32, 3e-3, 1e-3]
+                let d: Vec<(f64, f64, f64, f64)> = [1e-2f32, 3e-3, 1e-3]
                     .into_iter()
                     .map(|eps| {
                         let (mut hi, mut lo) = (p.clone(), p.clone());
                         hi.as_mut_slice()[i] += eps;
                         lo.as_mut_slice()[i] -= eps;
-                        let (h_hi, h_lo) = ((hi.as_slice()[i] - p.as_slice()[i]) as f64, (p.as_slice()[i] - lo.as_slice()[i]) as f64);
+                        let h =
+                            ((hi.as_slice()[i] - p.as_slice()[i]) as f64, (p.as_slice()[i] - lo.as_slice()[i]) as f64);
                         let (l_hi, l_lo) = (loss_at(&mut m, &hi), loss_at(&mut m, &lo));
-                        ((l_hi - l0) / h_hi, (l0 - l_lo) / h_lo, (l_hi - l_lo) / (h_hi + h_lo), ulps / eps as f64)
+                        ((l_hi - l0) / h.0, (l0 - l_lo) / h.1, (l_hi - l_lo) / (h.0 + h.1), ulps / eps as f64)
                     })
                     .collect();
-                eprintln!("TRY {name} {} g {gi:.6} {diffs:.6?}", e.name);
                 let agree = |a: f64, b: f64, noise: f64| (a - b).abs() <= 0.02 * gmax + 2.0 * noise;
-                let smooth = diffs.windows(2).find_map(|w| {
-                    let ((u0, d0, c0, n0), (u1, d1, c1, n1)) = (w[0], w[1]);
-                    (agree(u0, d0, n0) && agree(u1, d1, n1) && agree(c0, c1, n1)).then_some((c0, n0))
+                let smooth = (0..2).find_map(|k| {
+                    let ((u, dn, c, noise), next) = (d[k], d[k + 1]);
+                    let (up, down) = (agree(u, next.0, next.3), agree(dn, next.1, next.3));
+                    if up && down && agree(c, next.2, next.3) && agree(u, dn, noise) {
+                        Some((c, noise))
+                    } else if up != down {
+                        Some((if up { u } else { dn }, 2.0 * noise))
+                    } else {
+                        None
+                    }
                 });
-                let Some((fd, noise)) = smooth else {
-                    kinks += 1;
-                    continue;
-                };
-                eprintln!("COORD {name} {} excess {:.3}", e.name, ((gi - fd).abs() - noise) / (0.25 * fd.abs() + 0.05 * gmax));
-                (diff2, fd2, checked, fd_max) = (diff2 + (gi - fd).powi(2), fd2 + fd * fd, checked + 1, fd_max.max(fd.abs()));
-                (ediff2, efd2) = (ediff2 + (gi - fd).powi(2), efd2 + fd * fd);
+                let Some((fd, noise)) = smooth else { continue };
+                assert!(
+                    close(gi, fd, 0.25, 0.05 * gmax + noise),
+                    "{name} {}[{pick}]: grad {gi}, finite difference {fd}",
+                    e.name
+                );
+                (diff2, fd2, done, fd_max) = (diff2 + (gi - fd).powi(2), fd2 + fd * fd, done + 1, fd_max.max(fd.abs()));
             }
-            eprintln!("ENTRY {name:6} {:14} gmax {gmax:.5} fdmax {fd_max:.5} rel {:.4}", e.name, (ediff2/efd2).sqrt());
+            assert_eq!(done, want, "{name} {}: too many coordinates at kinks", e.name);
+            assert!(fd_max >= 0.2 * gmax, "{name} {}: largest gradients not checked", e.name);
+            checked += done;
         }
-        eprintln!("STAT {name} checked {checked} kinks {kinks} rel {:.5}", (diff2 / fd2).sqrt());
-        if false { assert!(kinks * 4 <= checked + kinks, "{name}: {kinks} of {} coordinates at kinks", checked + kinks);
-        assert!(diff2.sqrt() < 0.02 * fd2.sqrt(), "{name}: relative gradient error {}", (diff2 / fd2).sqrt()); }
+        assert!(tried <= 2 * checked, "{name}: {tried} tries for {checked} smooth coordinates");
+        assert!(diff2.sqrt() < 0.03 * fd2.sqrt(), "{name}: relative gradient error {}", (diff2 / fd2).sqrt());
     }
 }
 
@@ -216,12 +226,20 @@ fn sgd_learns_a_separable_problem() {
         let mut rng = RngStream::new(21);
         let data = ClientData::whole(separable(shape, classes, 64, &mut rng));
         let mut p = m.init(&mut rng);
-        let eval = |m: &mut Box<dyn Model>, p: &Params| -> EvalStats { evaluate_range(m.as_mut(), p, &data, 0..64, 64).unwrap() };
+        let eval = |m: &mut Box<dyn Model>, p: &Params| -> EvalStats {
+            evaluate_range(m.as_mut(), p, &data, 0..64, 64).unwrap()
+        };
         let before = eval(&mut m, &p);
         let cfg = LocalTrain { lr: 0.1, batch_size: 16, max_steps: 200, ..LocalTrain::default() };
         let stats = local_train(m.as_mut(), &mut p, &data, &cfg, 1000, &mut NoHook, &mut rng).unwrap();
         let after = eval(&mut m, &p);
-        println!("{name}: loss {:.4} -> {:.4}, accuracy {:.3} -> {:.3}", before.loss(), after.loss(), before.accuracy(), after.accuracy());
+        println!(
+            "{name}: loss {:.4} -> {:.4}, accuracy {:.3} -> {:.3}",
+            before.loss(),
+            after.loss(),
+            before.accuracy(),
+            after.accuracy()
+        );
         assert_eq!((stats.steps, stats.samples), (200, 200 * 16));
         assert!(after.correct > before.correct, "{name}: correct {} -> {}", before.correct, after.correct);
         if matches!(name, "logreg" | "mlp") {
@@ -331,7 +349,7 @@ fn bad_input_is_an_error() {
         let mut g = p.zeros_like();
         let mut rng = RngStream::new(2);
         let d: usize = shape.iter().product();
-        let ok = random_batch(&[d], classes, 4, &mut rng);
+        let ok = random_batch(shape, classes, 4, &mut rng);
         assert!(m.loss_grad(&mut p, &ok, &mut g).is_ok(), "{name}");
         let bad = random_batch(&[d + 1], classes, 4, &mut rng);
         assert!(m.loss_grad(&mut p, &bad, &mut g).is_err(), "{name}: loss_grad accepted {} features", d + 1);
