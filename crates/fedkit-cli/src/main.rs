@@ -32,9 +32,13 @@ enum Command {
         /// Run directory (default: runs/<config>-<time>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Continue the run in this directory from its last checkpoint.
+        /// Continue the run in this directory from its last checkpoint (with `--rounds N` to
+        /// extend a finished run).
         #[arg(long, conflicts_with_all = ["config", "sets", "out"])]
         resume: Option<PathBuf>,
+        /// With --resume: the new total number of rounds.
+        #[arg(long, requires = "resume")]
+        rounds: Option<u32>,
         /// Stop after this round (the run can be continued with --resume).
         #[arg(long, value_name = "ROUND")]
         stop_after: Option<u32>,
@@ -97,16 +101,16 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Run { config: None, sets, out, resume: None, stop_after: _, quiet } => demo::run(&sets, out, quiet),
-        Command::Run { config: Some(config), sets, out, resume: None, stop_after, quiet } => {
+        Command::Run { config: None, sets, out, resume: None, quiet, .. } => demo::run(&sets, out, quiet),
+        Command::Run { config: Some(config), sets, out, resume: None, stop_after, quiet, .. } => {
             let cfg = RunConfig::load(Some(&config), &sets)?;
             let dir = out.unwrap_or_else(|| default_out(&config));
             let s = run_config(cfg, &dir, stop_after, quiet)?;
             print_summary(&s);
             Ok(())
         }
-        Command::Run { resume: Some(dir), stop_after, quiet, .. } => {
-            let (mut engine, mut out) = fedkit_engine::resume(&dir)?;
+        Command::Run { resume: Some(dir), rounds, stop_after, quiet, .. } => {
+            let (mut engine, mut out) = fedkit_engine::resume(&dir, rounds)?;
             eprintln!("resuming {} after round {}", dir.display(), engine.round);
             let s = drive(&mut engine, &mut out, stop_after, quiet, "")?;
             print_summary(&s);

@@ -20,7 +20,14 @@ fn parse_line(line: &str) -> Vec<(String, f64)> {
 pub fn table(dirs: &[PathBuf], target: Option<f64>, last: usize) -> Result<String> {
     let mut out = format!(
         "{:<40} {:>6} {:>9} {:>9} {:>11} {:>11} {:>12} {:>10}\n",
-        "run", "rounds", "test_acc", "best_acc", format!("mean_last{last}"), "train_loss", "MB_up", "to_target"
+        "run",
+        "rounds",
+        "test_acc",
+        "best_acc",
+        format!("mean_last{last}"),
+        "train_loss",
+        "MB_up",
+        "to_target"
     );
     for d in dirs {
         let p = d.join("metrics.jsonl");
@@ -34,7 +41,10 @@ pub fn table(dirs: &[PathBuf], target: Option<f64>, last: usize) -> Result<Strin
         let mean = (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64);
         let loss = rows.iter().rev().find_map(|r| get(r, "train_loss"));
         let mb: f64 = rows.iter().filter_map(|r| get(r, "bytes_up")).sum::<f64>() / 1e6;
-        let hit = target.and_then(|t| accs.iter().find(|a| a.1 >= t)).map(|a| format!("{}", a.0)).unwrap_or_else(|| "-".into());
+        let hit = target
+            .and_then(|t| accs.iter().find(|a| a.1 >= t))
+            .map(|a| format!("{}", a.0))
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
             "{:<40} {:>6} {:>9} {:>9} {:>11} {:>11} {:>12.2} {:>10}\n",
             d.display(),

@@ -14,8 +14,8 @@ pub enum Error {
     #[error("{0}")]
     Data(String),
     /// An I/O failure, with the path it concerned.
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// A failure to reach or talk to a client.
     #[error("transport: {0}")]
     Transport(String),
@@ -41,7 +41,7 @@ impl Error {
     }
     /// An I/O error about `path`.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io { path: path.as_ref().display().to_string(), error: source }
     }
     /// Attach the config file name to a configuration error that lacks one.
     pub fn in_file(self, file: &str) -> Self {

@@ -97,9 +97,17 @@ pub fn start(cfg: RunConfig, dir: &Path) -> Result<(Engine, RunDir)> {
 }
 
 /// Reopen the run in `dir` at its last checkpoint; the metrics files are rewritten to match it.
-pub fn resume(dir: &Path) -> Result<(Engine, RunDir)> {
-    let cfg = resolved_config(dir)?;
+/// `rounds` extends (or shortens) the run: its resolved.toml is updated.
+pub fn resume(dir: &Path, rounds: Option<u32>) -> Result<(Engine, RunDir)> {
+    let mut cfg = resolved_config(dir)?;
+    if let Some(r) = rounds {
+        cfg.rounds = r;
+    }
     let mut engine = Engine::new(cfg)?;
+    if rounds.is_some() {
+        let p = dir.join("resolved.toml");
+        io(&p, std::fs::write(&p, engine.cfg.to_toml()?))?;
+    }
     if !dir.join(crate::checkpoint::CHECKPOINT_FILE).exists() {
         return Err(Error::config(
             "--resume",

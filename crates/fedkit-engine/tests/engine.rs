@@ -69,13 +69,20 @@ fn resume_continues_bit_identically() {
     let (mut e1, mut out1) = start(c, &b).unwrap();
     drive(&mut e1, &mut out1, Some(3), &mut |_| {}).unwrap();
     drop((e1, out1));
-    let (mut e2, mut out2) = resume(&b).unwrap();
+    let (mut e2, mut out2) = resume(&b, None).unwrap();
     assert_eq!(e2.round, 3);
     drive(&mut e2, &mut out2, None, &mut |_| {}).unwrap();
     assert_eq!(e2.global, full);
     for f in ["metrics.jsonl", "metrics.csv", "resolved.toml"] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
+    // A finished run can be extended: 6 + 2 rounds equal an 8-round run.
+    let (mut e3, mut out3) = resume(&b, Some(8)).unwrap();
+    drive(&mut e3, &mut out3, None, &mut |_| {}).unwrap();
+    let c8 = cfg(&["rounds=8", "checkpoint_every=2", "algorithm.use=\"fedprox\"", "sampling.drop_percent=0.4"]);
+    let (mut e8, mut out8) = start(c8, &tmp("eight")).unwrap();
+    drive(&mut e8, &mut out8, None, &mut |_| {}).unwrap();
+    assert_eq!(e3.global, e8.global);
     // A used run directory is never overwritten.
     assert!(start(cfg(&[]), &a).is_err());
 }
