@@ -40,7 +40,7 @@ enum Command {
         #[arg(long, requires = "resume")]
         rounds: Option<u32>,
         /// Stop after this round (the run can be continued with --resume).
-        #[arg(long, value_name = "ROUND")]
+        #[arg(long, value_name = "ROUND", value_parser = clap::value_parser!(u32).range(1..))]
         stop_after: Option<u32>,
         /// No progress display.
         #[arg(long, short)]
@@ -126,7 +126,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::Data { command: DataCommand::Stats { config, sets } } => {
             let cfg = RunConfig::load(config.as_deref(), &sets)?;
-            let fed = fedkit_data::build_federation(&cfg.data, cfg.seed)?;
+            let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(|e| e.in_file(&cfg.source))?;
             print!("{}", fedkit_data::stats_table(&fed));
             Ok(())
         }
@@ -163,8 +163,15 @@ fn drive(
     label: &str,
 ) -> Result<Summary> {
     let mut bar = progress::Bar::new(quiet, label);
-    let s = fedkit_engine::drive(engine, out, stop_after, &mut |p| bar.update(&p))
-        .with_context(|| format!("run in {} stopped; completed rounds are saved there", out.dir.display()))?;
+    let s = fedkit_engine::drive(engine, out, stop_after, &mut |p| bar.update(&p));
+    let dir = out.dir.display();
+    let s = s.with_context(|| {
+        format!(
+            "run in {dir} stopped in round {}: the metrics of completed rounds are in {dir}/metrics.jsonl; \
+             `fedkit run --resume {dir}` continues from the last checkpoint",
+            engine.round + 1
+        )
+    })?;
     bar.finish();
     Ok(s)
 }

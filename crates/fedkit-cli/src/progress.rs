@@ -35,6 +35,12 @@ impl Bar {
             return;
         }
         let round = p.record.round();
+        if let Some(f) = p.failures.first() {
+            let more =
+                if p.failures.len() > 1 { format!(" (and {} more)", p.failures.len() - 1) } else { String::new() };
+            let nl = if self.tty { "\n" } else { "" };
+            eprintln!("{nl}warning: round {round}: client {} failed and was left out{more}: {}", f.client, f.reason);
+        }
         if round == 0 {
             self.last_acc = p.record.get("test_acc");
             self.last_loss = p.record.get("train_loss");
@@ -42,16 +48,18 @@ impl Bar {
         }
         let first = *self.first_round.get_or_insert(round - 1);
         self.last_acc = p.record.get("test_acc").or(self.last_acc);
-        self.last_loss = p.record.get("train_loss").or(p.record.get("client_loss")).or(self.last_loss);
+        self.last_loss = p.record.get("train_loss").or(self.last_loss);
+        let client_loss = p.record.get("client_loss");
         let done = round - first;
         let left = p.rounds.saturating_sub(round);
         let eta = self.start.elapsed().as_secs_f64() / done.max(1) as f64 * left as f64;
         let fmt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
         let stats = format!(
-            "round {round}/{} acc {} loss {} ETA {}",
+            "round {round}/{} test_acc {} train_loss {} client_loss {} ETA {}",
             p.rounds,
             fmt(self.last_acc),
             fmt(self.last_loss),
+            fmt(client_loss),
             hms(eta)
         );
         let label = if self.label.is_empty() { String::new() } else { format!("{:<8} ", self.label) };

@@ -21,6 +21,6 @@ pub use partition::Partitioner;
 pub use rng::RngStream;
 pub use traits::{
     Aggregator, Algorithm, AnyState, ClientCtx, DynAlgorithm, RoundCtx, Stage, State, StragglerPolicy, Transport,
-    local_update,
+    local_update, local_update_from,
 };
 pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update};

@@ -23,7 +23,9 @@ pub trait Model: Send {
     fn init(&self, rng: &mut RngStream) -> Params;
     /// Mean cross-entropy loss over `batch`; writes its gradient into `grad` (buffers: 0). May
     /// update buffer entries of `params` (running statistics), as a training-mode forward does.
-    fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params) -> Result<f32>;
+    /// Training-time randomness (dropout, augmentation) must come from `rng`, never from state
+    /// kept in the model object: one object serves many clients.
+    fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params, rng: &mut RngStream) -> Result<f32>;
     /// Summed loss and number of correct top-1 predictions over `batch` (evaluation mode).
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)>;
 }
@@ -91,7 +93,7 @@ pub fn local_train(
                 break 'outer;
             }
             batch.fill(data, ids, rng);
-            let loss = model.loss_grad(params, &batch, &mut grad)?;
+            let loss = model.loss_grad(params, &batch, &mut grad, rng)?;
             if !loss.is_finite() {
                 return Err(crate::Error::Method(format!(
                     "local training diverged (loss {loss}) at step {}; lower client.lr",
@@ -145,7 +147,9 @@ pub fn evaluate_range(
     batch_size: usize,
 ) -> Result<EvalStats> {
     let mut batch = Batch::default();
-    let mut rng = RngStream::new(0); // evaluation adds no noise: ClientData for tests has none
+    // Evaluation sees clean features: per-client feature noise is a training-time transform.
+    let data = &ClientData { noise_std: 0.0, ..data.clone() };
+    let mut rng = RngStream::new(0); // unused without noise
     let mut out = EvalStats::default();
     let ids: Vec<usize> = range.collect();
     for chunk in ids.chunks(batch_size.max(1)) {

@@ -79,6 +79,12 @@ impl LocalTrain {
         if self.nesterov && self.momentum == 0.0 {
             return bad("nesterov", "needs momentum > 0");
         }
+        if !((0.0..1.0).contains(&self.betas.0) && (0.0..1.0).contains(&self.betas.1)) {
+            return bad("betas", "both must be in [0, 1)");
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return bad("eps", "must be a positive number");
+        }
         Ok(())
     }
 }

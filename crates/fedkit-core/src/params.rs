@@ -133,7 +133,8 @@ impl Params {
         Params::zeros(self.layout.clone())
     }
     fn check(&self, other: &Params) {
-        debug_assert_eq!(self.data.len(), other.data.len(), "params of different layouts");
+        // A programming error (never user input): fail loudly rather than truncate silently.
+        assert_eq!(self.data.len(), other.data.len(), "arithmetic on params of different layouts");
     }
     /// self += a * x.
     pub fn axpy(&mut self, a: f32, x: &Params) {

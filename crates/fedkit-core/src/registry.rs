@@ -97,7 +97,11 @@ impl LowerFirst for String {
 pub fn params_from<T: DeserializeOwned>(table: &toml::Table, section: &str) -> Result<T> {
     serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
         let path = e.path().to_string();
-        let key = if path == "." || path.is_empty() { section.to_string() } else { format!("{section}.{path}") };
+        let key = match (path.as_str(), section) {
+            ("." | "", _) => section.to_string(),
+            (p, "") => p.to_string(),
+            (p, s) => format!("{s}.{p}"),
+        };
         Error::config(key, e.into_inner().to_string().trim().to_string())
     })
 }
@@ -154,8 +158,10 @@ pub fn build_from_table<T: ?Sized>(
         }
     }
     let built = (entry.build)(&params, &mut resolved).map_err(|e| match e {
+        // Methods name keys relative to their table ("mu"); a few name them absolutely.
         Error::Config { file, key, msg } if !key.starts_with(section) => {
-            Error::Config { file, key: format!("{section}.{key}").trim_end_matches('.').to_string(), msg }
+            let key = if key.is_empty() { section.to_string() } else { format!("{section}.{key}") };
+            Error::Config { file, key, msg }
         }
         other => other,
     })?;

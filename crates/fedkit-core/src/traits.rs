@@ -41,6 +41,9 @@ pub struct RoundCtx<'a> {
     pub seed: u64,
     /// Clients in the federation.
     pub population: usize,
+    /// The threat model: `malicious[c]` for every client c (server-side attacks and detection
+    /// metrics read it; defences must not).
+    pub malicious: &'a [bool],
 }
 
 impl RoundCtx<'_> {
@@ -73,8 +76,22 @@ pub fn local_update(
     d: &ClientData,
     hook: &mut dyn GradHook,
 ) -> Result<(Update, Params)> {
-    let mut w = cx.global.clone();
-    let stats: TrainStats = local_train(m, &mut w, d, cx.train, cx.epochs, hook, &mut cx.rng("batches"))?;
+    local_update_from(cx, cx.global.clone(), "batches", m, d, hook)
+}
+
+/// [`local_update`] from parameters `start` (e.g. the global model with the client's own norm
+/// layers), drawing batches from the stream `purpose`: methods that train twice in a round use a
+/// distinct purpose for each run. The delta is still taken against the global model.
+pub fn local_update_from(
+    cx: &ClientCtx,
+    start: Params,
+    purpose: &str,
+    m: &mut dyn Model,
+    d: &ClientData,
+    hook: &mut dyn GradHook,
+) -> Result<(Update, Params)> {
+    let mut w = start;
+    let stats: TrainStats = local_train(m, &mut w, d, cx.train, cx.epochs, hook, &mut cx.rng(purpose))?;
     let delta = w.sub(cx.global);
     let mut metrics = Metrics::new();
     metrics.insert("loss".into(), stats.loss);
@@ -195,6 +212,14 @@ impl<A: Algorithm> DynAlgorithm for A {
 /// Combines the cohort's updates: a mean, or a robust rule. Fills `accepted`.
 pub trait Aggregator: Send {
     fn aggregate(&mut self, r: &RoundCtx, updates: &[Update]) -> Result<Aggregate>;
+    /// State kept across rounds (momentum, client histories), saved in checkpoints.
+    fn state(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Restore what [`Aggregator::state`] saved.
+    fn load_state(&mut self, _bytes: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A pipeline stage: clipping, DP, compression, attacks, filters. Client-side hooks run in the
@@ -215,6 +240,14 @@ pub trait Stage: Send + Sync {
     }
     /// On the server, on the aggregate before the server rule.
     fn on_aggregate(&mut self, _r: &RoundCtx, _a: &mut Aggregate) -> Result<()> {
+        Ok(())
+    }
+    /// Server-side state kept across rounds (an accountant, a residual), saved in checkpoints.
+    fn state(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Restore what [`Stage::state`] saved.
+    fn load_state(&mut self, _bytes: &[u8]) -> Result<()> {
         Ok(())
     }
 }

@@ -50,6 +50,64 @@ impl Extras {
             _ => None,
         }
     }
+    /// The weighted mean, key by key, of several clients' extras (SCAFFOLD's control-variate
+    /// deltas, FedNova's tau): each key is averaged over the clients that sent it, with their
+    /// weights renormalised. Scalars, vectors and params are averaged (in f64, in the given
+    /// order); byte payloads are not carried. Mismatched kinds or lengths are an error.
+    pub fn weighted_mean(items: &[(&Extras, f64)]) -> crate::Result<Extras> {
+        let mut keys: Vec<&String> = items.iter().flat_map(|(e, _)| e.0.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let mut out = Extras::default();
+        for k in keys {
+            let have: Vec<(&Extra, f64)> = items.iter().filter_map(|(e, w)| e.0.get(k).map(|v| (v, *w))).collect();
+            let total: f64 = have.iter().map(|h| h.1).sum();
+            if total <= 0.0 {
+                continue;
+            }
+            let mismatch = || crate::Error::Method(format!("clients sent different kinds or sizes of extra `{k}`"));
+            let mean_of = |xs: Vec<(&[f32], f64)>| -> crate::Result<Vec<f32>> {
+                let n = xs[0].0.len();
+                let mut acc = vec![0.0f64; n];
+                for (x, w) in xs {
+                    if x.len() != n {
+                        return Err(mismatch());
+                    }
+                    acc.iter_mut().zip(x).for_each(|(a, v)| *a += w * *v as f64);
+                }
+                Ok(acc.into_iter().map(|a| (a / total) as f32).collect())
+            };
+            let v = match have[0].0 {
+                Extra::Scalar(_) => Extra::Scalar(
+                    have.iter()
+                        .map(|(v, w)| if let Extra::Scalar(x) = v { Ok(x * w) } else { Err(mismatch()) })
+                        .sum::<crate::Result<f64>>()?
+                        / total,
+                ),
+                Extra::Vector(_) => Extra::Vector(mean_of(
+                    have.iter()
+                        .map(|(v, w)| if let Extra::Vector(x) = v { Ok((x.as_slice(), *w)) } else { Err(mismatch()) })
+                        .collect::<crate::Result<_>>()?,
+                )?),
+                Extra::Params(p0) => {
+                    let data = mean_of(
+                        have.iter()
+                            .map(
+                                |(v, w)| {
+                                    if let Extra::Params(p) = v { Ok((p.as_slice(), *w)) } else { Err(mismatch()) }
+                                },
+                            )
+                            .collect::<crate::Result<_>>()?,
+                    )?;
+                    Extra::Params(Params::from_vec(p0.layout().clone(), data)?)
+                }
+                Extra::Bytes(_) => continue,
+            };
+            out.0.insert(k.clone(), v);
+        }
+        Ok(out)
+    }
+
     /// Bytes on the wire for all payloads.
     pub fn wire_bytes(&self) -> usize {
         self.0

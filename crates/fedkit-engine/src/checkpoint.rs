@@ -20,6 +20,8 @@ struct Checkpoint {
     global: Params,
     server: Vec<u8>,
     clients: Vec<(u32, Option<Vec<u8>>, Vec<Extras>)>,
+    aggregator: Vec<u8>,
+    stages: Vec<Vec<u8>>,
     records: Vec<Record>,
 }
 
@@ -39,6 +41,8 @@ impl Engine {
             global: self.global.clone(),
             server: self.server.to_bytes()?,
             clients,
+            aggregator: self.aggregator.state()?,
+            stages: self.stages.iter().map(|s| s.stage.state()).collect::<Result<_>>()?,
             records: self.records.clone(),
         };
         let bytes = bincode::serialize(&ck).map_err(|e| Error::Method(format!("cannot encode checkpoint: {e}")))?;
@@ -55,7 +59,7 @@ impl Engine {
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let ck: Checkpoint = bincode::deserialize(&bytes)
             .map_err(|e| Error::Data(format!("{}: not a fedkit checkpoint or damaged ({e})", path.display())))?;
-        if ck.format != 1 || ck.global.len() != self.global.len() {
+        if ck.format != 1 || ck.global.len() != self.global.len() || ck.stages.len() != self.stages.len() {
             return Err(Error::Data(format!("{}: checkpoint does not match this run's model", path.display())));
         }
         self.round = ck.round;
@@ -70,6 +74,10 @@ impl Engine {
                 state: state.map(|b| self.algorithm.client_state_from_bytes(&b)).transpose()?,
                 stage_mem: mem,
             };
+        }
+        self.aggregator.load_state(&ck.aggregator)?;
+        for (s, b) in self.stages.iter_mut().zip(&ck.stages) {
+            s.stage.load_state(b)?;
         }
         self.records = ck.records;
         Ok(())

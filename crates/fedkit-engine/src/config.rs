@@ -21,7 +21,8 @@ pub struct RunConfig {
     /// Worker threads for clients and evaluation (0 = RAYON_NUM_THREADS or all cores). Results
     /// do not depend on it.
     pub threads: usize,
-    /// Save a checkpoint every this many rounds (0 = only after the last round).
+    /// Save a checkpoint every this many rounds (0 = only after the last round), and always after
+    /// the last.
     pub checkpoint_every: u32,
     pub data: DataConfig,
     /// `use = "<model>"` plus the model's parameters.
@@ -53,7 +54,7 @@ impl Default for RunConfig {
             seed: 0,
             rounds: 20,
             threads: 0,
-            checkpoint_every: 0,
+            checkpoint_every: 10,
             data: DataConfig::default(),
             model: table("logreg"),
             client: LocalTrain::default(),
@@ -100,7 +101,7 @@ pub struct EvalConfig {
     /// Also compute the training loss of the global model over all clients' data (the
     /// objective FedProx plots).
     pub train_loss: bool,
-    /// Evaluate on at most this many test samples (0 = all; the first ones in a fixed order).
+    /// Evaluate on a fixed random subset of this many test samples (0 = all).
     pub test_samples: usize,
 }
 
@@ -267,6 +268,17 @@ impl RunConfig {
         self.client.validate()?;
         let (algorithm, a) =
             build_from_table(fedkit_methods::algorithms(), Kind::Algorithm, "algorithm", &self.algorithm, &[])?;
+        let policy = self.sampling.stragglers.unwrap_or_else(|| algorithm.straggler_policy());
+        let active = (self.sampling.per_round as f64 * (1.0 - self.sampling.drop_percent)).round_ties_even();
+        if active == 0.0 && policy == StragglerPolicy::Drop {
+            return bad(
+                "sampling.drop_percent",
+                format!(
+                    "with per_round = {} and drop_percent = {}, no client is active in a round and stragglers are dropped: nothing would train",
+                    self.sampling.per_round, self.sampling.drop_percent
+                ),
+            );
+        }
         let (aggregator, g) =
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
         let (model, m) = build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &[])?;

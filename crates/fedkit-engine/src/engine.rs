@@ -60,6 +60,8 @@ pub struct Engine {
     pub round: u32,
     /// Metrics of every completed round (and round 0 when evaluated).
     pub records: Vec<Record>,
+    /// Clients that failed in the last round, with their reasons.
+    pub last_failures: Vec<ClientFailure>,
     workers: Workers,
 }
 
@@ -80,7 +82,14 @@ impl Engine {
         for i in RngStream::derive(cfg.seed, "malicious", 0, 0).choose(n, n_bad) {
             malicious[i] = true;
         }
-        let test = ClientData::whole(fed.test.clone());
+        let mut test = ClientData::whole(fed.test.clone());
+        let k = cfg.eval.test_samples;
+        if k > 0 && k < test.len() {
+            // A fixed random subset (test sets are often ordered by class or user).
+            let mut pick = RngStream::derive(cfg.seed, "eval_subset", 0, 0).choose(test.len(), k);
+            pick.sort_unstable();
+            test.idx = pick.into_iter().map(|i| i as u32).collect();
+        }
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
         Ok(Engine {
@@ -96,6 +105,7 @@ impl Engine {
             malicious,
             round: 0,
             records: Vec::new(),
+            last_failures: Vec::new(),
             workers,
         })
     }
@@ -128,7 +138,8 @@ impl Engine {
     pub fn straggler_epochs(&self, round: u32, cohort: &[u32]) -> Vec<Option<usize>> {
         let e = self.cfg.client.epochs;
         let k = cohort.len();
-        let active_n = (k as f64 * (1.0 - self.cfg.sampling.drop_percent)).round() as usize;
+        // Python's round (half to even), as the FedProx code: K = 5, drop 0.5 gives 2 active.
+        let active_n = (k as f64 * (1.0 - self.cfg.sampling.drop_percent)).round_ties_even() as usize;
         let mut active = vec![false; k];
         for i in RngStream::derive(self.cfg.seed, "stragglers", round as u64, 0).choose(k, active_n) {
             active[i] = true;
@@ -158,7 +169,14 @@ impl Engine {
         let run_ids: Vec<u32> = running.iter().map(|r| r.0).collect();
         let (seed, population) = (self.cfg.seed, self.population());
         let broadcast = {
-            let r = RoundCtx { round, cohort: &run_ids, global: &self.global, seed, population };
+            let r = RoundCtx {
+                round,
+                cohort: &run_ids,
+                global: &self.global,
+                seed,
+                population,
+                malicious: &self.malicious,
+            };
             self.algorithm.broadcast(&r, self.server.as_ref())?
         };
 
@@ -218,6 +236,7 @@ impl Engine {
             })
             .collect();
         means.into_iter().for_each(|(k, v)| rec.set(&k, v));
+        self.last_failures = failed.clone();
         if ups.is_empty() && !failed.is_empty() {
             return Err(Error::Method(format!(
                 "round {round}: every client failed; first: client {}: {}",
@@ -228,7 +247,14 @@ impl Engine {
         // 2-5. cohort stages, aggregation, server stages (reverse), server rule.
         let t1 = Instant::now();
         if !ups.is_empty() {
-            let r = RoundCtx { round, cohort: &run_ids, global: &self.global, seed, population };
+            let r = RoundCtx {
+                round,
+                cohort: &run_ids,
+                global: &self.global,
+                seed,
+                population,
+                malicious: &self.malicious,
+            };
             for s in self.stages.iter_mut() {
                 s.stage.on_cohort(&r, &mut ups)?;
             }
@@ -238,7 +264,14 @@ impl Engine {
             }
             let mut global = self.global.clone();
             let m = {
-                let r = RoundCtx { round, cohort: &run_ids, global: &self.global, seed, population };
+                let r = RoundCtx {
+                    round,
+                    cohort: &run_ids,
+                    global: &self.global,
+                    seed,
+                    population,
+                    malicious: &self.malicious,
+                };
                 self.algorithm.server_update(&r, &mut global, self.server.as_mut(), &agg)?
             };
             if !global.is_finite() {
@@ -247,7 +280,11 @@ impl Engine {
                 )));
             }
             self.global = global;
+            rec.set("accepted", agg.accepted.len() as f64);
             for (k, v) in agg.metrics.iter().chain(m.iter()) {
+                if crate::record::STANDARD_COLUMNS.contains(&k.as_str()) {
+                    return Err(Error::Method(format!("metric `{k}` of a method collides with a standard column")));
+                }
                 rec.set(k, *v);
             }
         }
@@ -284,11 +321,8 @@ impl Engine {
     /// Test loss/accuracy (and training loss/accuracy over all clients) of the global model.
     pub fn evaluate_into(&mut self, rec: &mut Record) -> Result<()> {
         let bs = self.cfg.eval.batch_size;
-        let n_test = match self.cfg.eval.test_samples {
-            0 => self.test.len(),
-            k => k.min(self.test.len()),
-        };
-        let test = evaluate_parallel(&mut self.workers, &self.global, std::slice::from_ref(&self.test), n_test, bs)?;
+        let test =
+            evaluate_parallel(&mut self.workers, &self.global, std::slice::from_ref(&self.test), usize::MAX, bs)?;
         if self.cfg.eval.train_loss {
             let train = evaluate_parallel(&mut self.workers, &self.global, &self.fed.clients, usize::MAX, bs)?;
             rec.set("train_loss", train.loss());

@@ -15,6 +15,7 @@ pub const STANDARD_COLUMNS: &[&str] = &[
     "participants",
     "stragglers",
     "failed",
+    "accepted",
     "bytes_up",
     "bytes_down",
 ];

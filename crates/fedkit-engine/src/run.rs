@@ -16,6 +16,8 @@ pub struct Progress<'a> {
     pub record: &'a Record,
     pub timings: &'a Timings,
     pub rounds: u32,
+    /// Clients that failed this round (their updates were left out).
+    pub failures: &'a [fedkit_core::ClientFailure],
 }
 
 /// The end of a run.
@@ -100,22 +102,35 @@ pub fn start(cfg: RunConfig, dir: &Path) -> Result<(Engine, RunDir)> {
 /// `rounds` extends (or shortens) the run: its resolved.toml is updated.
 pub fn resume(dir: &Path, rounds: Option<u32>) -> Result<(Engine, RunDir)> {
     let mut cfg = resolved_config(dir)?;
-    if let Some(r) = rounds {
-        cfg.rounds = r;
-    }
-    let mut engine = Engine::new(cfg)?;
-    if rounds.is_some() {
-        let p = dir.join("resolved.toml");
-        io(&p, std::fs::write(&p, engine.cfg.to_toml()?))?;
-    }
     if !dir.join(crate::checkpoint::CHECKPOINT_FILE).exists() {
         return Err(Error::config(
             "--resume",
             format!("{} has no checkpoint yet; start it again instead", dir.display()),
         ));
     }
+    if let Some(r) = rounds {
+        cfg.rounds = r;
+    }
+    let mut engine = Engine::new(cfg)?;
     engine.load_checkpoint(dir)?;
+    if let Some(r) = rounds {
+        if r < engine.round {
+            let msg = format!("the checkpoint is at round {}; ask for at least that many", engine.round);
+            return Err(Error::config("--rounds", msg));
+        }
+        let p = dir.join("resolved.toml");
+        io(&p, std::fs::write(&p, engine.cfg.to_toml()?))?;
+    }
+    // Keep the timings of the rounds the checkpoint covers; rewrite the metrics to match it.
+    let tp = dir.join("timings.jsonl");
+    let kept: String = std::fs::read_to_string(&tp)
+        .unwrap_or_default()
+        .lines()
+        .take(engine.round as usize)
+        .map(|l| format!("{l}\n"))
+        .collect();
     let mut out = RunDir::open(dir, false)?;
+    io(&tp, out.timings.write_all(kept.as_bytes()))?;
     for r in engine.records.clone() {
         out.write_record(&r)?;
     }
@@ -135,7 +150,7 @@ pub fn drive(
     let rounds = engine.cfg.rounds;
     if let Some(r) = engine.evaluate_initial()? {
         out.write_record(&r)?;
-        progress(Progress { record: &r, timings: &Timings::default(), rounds });
+        progress(Progress { record: &r, timings: &Timings::default(), rounds, failures: &[] });
     }
     let every = engine.cfg.checkpoint_every;
     while engine.round < rounds && stop_after.is_none_or(|s| engine.round < s) {
@@ -147,7 +162,7 @@ pub fn drive(
             engine.save_checkpoint(&out.dir)?;
             out.write_csv(&engine.records)?;
         }
-        progress(Progress { record: &rec, timings: &t, rounds });
+        progress(Progress { record: &rec, timings: &t, rounds, failures: &engine.last_failures });
     }
     out.write_csv(&engine.records)?;
     let best = engine

@@ -94,6 +94,9 @@ fn stragglers_are_dropped_by_fedavg_and_do_partial_work_in_fedprox() {
     // 5 sampled, round(5 * 0.4) = 2 active.
     assert!(avg.lines().skip(1).all(|l| l.contains("\"participants\":2,\"stragglers\":3")), "{avg}");
     assert!(prox.lines().skip(1).all(|l| l.contains("\"participants\":5,\"stragglers\":3")), "{prox}");
+    // Python's round, half to even, as the FedProx code: 5 x (1 - 0.5) = 2.5 -> 2 active.
+    let (half, _) = run_all(cfg(&["sampling.drop_percent=0.5", "algorithm.use=\"fedavg\""]));
+    assert!(half.lines().skip(1).all(|l| l.contains("\"participants\":2,")), "{half}");
 }
 
 #[test]

@@ -126,7 +126,13 @@ impl<N: Net> Model for BurnModel<N> {
     fn init(&self, rng: &mut RngStream) -> Params {
         self.net.init(rng)
     }
-    fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params) -> Result<f32> {
+    fn loss_grad(
+        &mut self,
+        params: &mut Params,
+        batch: &Batch,
+        grad: &mut Params,
+        _rng: &mut RngStream,
+    ) -> Result<f32> {
         let device = device().autodiff();
         let (x, n) = self.input(batch, &device)?;
         let y = self.labels(batch, &device);
@@ -152,7 +158,8 @@ impl<N: Net> Model for BurnModel<N> {
                 Leaf::R4(t) => t.grad(&grads).map(to_vec),
             };
             if let Some(v) = v {
-                g[r].copy_from_slice(&v?);
+                // Accumulate: an entry used twice (tied weights) gets both gradients.
+                g[r].iter_mut().zip(v?).for_each(|(a, b)| *a += b);
             }
         }
         let l = to_vec(loss)?;

@@ -42,6 +42,9 @@ impl ModelSpec for CnnSpec {
             return Err(Error::config("model.use", format!("cnn needs image sides divisible by 4, data has {h}x{w}")));
         }
         let [c1, c2] = self.channels;
+        if c1 == 0 || c2 == 0 || self.hidden == 0 {
+            return Err(Error::config("model", "channels and hidden widths must be >= 1"));
+        }
         let flat = c2 * (h / 4) * (w / 4);
         let mut l = Layout::new();
         l.push("conv1.weight", &[c1, c, 5, 5], ParamKind::Weight);

@@ -43,6 +43,9 @@ impl ModelSpec for LeNetSpec {
             return Err(Error::config("model.use", format!("lenet needs images of at least 16x16, data has {h}x{w}")));
         };
         let [c1, c2] = self.channels;
+        if c1 == 0 || c2 == 0 || self.hidden.iter().any(|&h| h == 0) {
+            return Err(Error::config("model", "channels and hidden widths must be >= 1"));
+        }
         let [h1, h2] = self.hidden;
         let mut l = Layout::new();
         l.push("conv1.weight", &[c1, c, 5, 5], ParamKind::Weight);

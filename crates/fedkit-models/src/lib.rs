@@ -19,22 +19,22 @@ pub fn models() -> &'static [Entry<dyn ModelSpec>] {
         Entry {
             name: "cnn",
             source: include_str!("cnn.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<cnn::CnnSpec>(t, "model", r)?)),
+            build: |t, r| Ok(Box::new(params_resolved::<cnn::CnnSpec>(t, "", r)?)),
         },
         Entry {
             name: "lenet",
             source: include_str!("lenet.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<lenet::LeNetSpec>(t, "model", r)?)),
+            build: |t, r| Ok(Box::new(params_resolved::<lenet::LeNetSpec>(t, "", r)?)),
         },
         Entry {
             name: "logreg",
             source: include_str!("logreg.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<logreg::LogRegSpec>(t, "model", r)?)),
+            build: |t, r| Ok(Box::new(params_resolved::<logreg::LogRegSpec>(t, "", r)?)),
         },
         Entry {
             name: "mlp",
             source: include_str!("mlp.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<mlp::MlpSpec>(t, "model", r)?)),
+            build: |t, r| Ok(Box::new(params_resolved::<mlp::MlpSpec>(t, "", r)?)),
         },
     ];
     MODELS

@@ -95,7 +95,13 @@ impl Model for LogReg {
     fn init(&self, rng: &mut RngStream) -> Params {
         crate::init::pytorch_default(&self.layout, rng)
     }
-    fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params) -> Result<f32> {
+    fn loss_grad(
+        &mut self,
+        params: &mut Params,
+        batch: &Batch,
+        grad: &mut Params,
+        _rng: &mut RngStream,
+    ) -> Result<f32> {
         let (loss, _) = self.forward(params.as_slice(), batch)?;
         let (d, c, n) = (self.d, self.c, batch.len());
         let inv = 1.0 / n as f32;

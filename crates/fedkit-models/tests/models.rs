@@ -102,10 +102,10 @@ fn gradients_match_finite_differences() {
         let mut batch = random_batch(shape, classes, 2, &mut rng);
         batch.x.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0); // zero-mean inputs: fewer dead ReLUs
         let mut g = p.zeros_like();
-        m.loss_grad(&mut p, &batch, &mut g).unwrap();
+        m.loss_grad(&mut p, &batch, &mut g, &mut RngStream::new(0)).unwrap();
         let mut scratch = p.zeros_like();
         let mut loss_at = |m: &mut Box<dyn Model>, q: &Params| {
-            let l = m.loss_grad(&mut q.clone(), &batch, &mut scratch).unwrap() as f64;
+            let l = m.loss_grad(&mut q.clone(), &batch, &mut scratch, &mut RngStream::new(0)).unwrap() as f64;
             let (sum, _) = m.eval_batch(q, &batch).unwrap();
             assert!(close(l, sum / 2.0, 1e-5, 1e-6), "{name}: loss_grad {l} vs eval_batch {sum}/2");
             l
@@ -178,7 +178,7 @@ fn eval_batch_is_consistent() {
         let mut p = m.init(&mut rng);
         let batch = random_batch(shape, classes, 40, &mut rng);
         let mut g = p.zeros_like();
-        let mean = m.loss_grad(&mut p, &batch, &mut g).unwrap() as f64;
+        let mean = m.loss_grad(&mut p, &batch, &mut g, &mut RngStream::new(0)).unwrap() as f64;
         let (sum, correct) = m.eval_batch(&p, &batch).unwrap();
         assert!(close(sum / 40.0, mean, 1e-5, 1e-6), "{name}: {sum}/40 vs {mean}");
         assert!(correct <= 40);
@@ -207,8 +207,8 @@ fn logreg_matches_linear_mlp_and_is_stable() {
         let mut p = lr.init(&mut RngStream::new(4));
         p.scale(scale);
         let (mut g1, mut g2) = (p.zeros_like(), p.zeros_like());
-        let l1 = lr.loss_grad(&mut p.clone(), &batch, &mut g1).unwrap();
-        let l2 = lin.loss_grad(&mut p.clone(), &batch, &mut g2).unwrap();
+        let l1 = lr.loss_grad(&mut p.clone(), &batch, &mut g1, &mut RngStream::new(0)).unwrap();
+        let l2 = lin.loss_grad(&mut p.clone(), &batch, &mut g2, &mut RngStream::new(0)).unwrap();
         assert!(l1.is_finite() && close(l1 as f64, l2 as f64, 1e-5, 1e-5), "scale {scale}: {l1} vs {l2}");
         assert!(g1.sub(&g2).l2() <= 1e-5 * (1.0 + g2.l2()), "scale {scale}: gradients differ");
         let (s1, c1) = lr.eval_batch(&p, &batch).unwrap();
@@ -350,9 +350,13 @@ fn bad_input_is_an_error() {
         let mut rng = RngStream::new(2);
         let d: usize = shape.iter().product();
         let ok = random_batch(shape, classes, 4, &mut rng);
-        assert!(m.loss_grad(&mut p, &ok, &mut g).is_ok(), "{name}");
+        assert!(m.loss_grad(&mut p, &ok, &mut g, &mut RngStream::new(0)).is_ok(), "{name}");
         let bad = random_batch(&[d + 1], classes, 4, &mut rng);
-        assert!(m.loss_grad(&mut p, &bad, &mut g).is_err(), "{name}: loss_grad accepted {} features", d + 1);
+        assert!(
+            m.loss_grad(&mut p, &bad, &mut g, &mut RngStream::new(0)).is_err(),
+            "{name}: loss_grad accepted {} features",
+            d + 1
+        );
         assert!(m.eval_batch(&p, &bad).is_err(), "{name}: eval_batch accepted {} features", d + 1);
     }
 }

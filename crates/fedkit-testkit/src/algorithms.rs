@@ -118,7 +118,9 @@ pub fn check_plain_sgd(name: &str, make: &dyn Fn() -> Box<dyn DynAlgorithm>, def
     let (d, mut batch) = (&f.data[0], Batch::default());
     batch.fill(d, &(0..d.len()).collect::<Vec<_>>(), &mut fedkit_core::RngStream::new(0));
     let (mut want, mut grad) = (w0.clone(), w0.zeros_like());
-    f.model.loss_grad(&mut want, &batch, &mut grad).expect("logreg gradient of the toy data");
+    f.model
+        .loss_grad(&mut want, &batch, &mut grad, &mut fedkit_core::RngStream::new(0))
+        .expect("logreg gradient of the toy data");
     want.axpy(-(f.train.lr as f32), &grad);
     let mut got = w0.clone();
     got.axpy(1.0, &u.delta);

@@ -3,7 +3,8 @@
 //! (`weighted = true`, the default) or p_k = 1/K (`weighted = false`).
 //!
 //! Sums run in f64 in client-id order, so the result does not depend on the order in which
-//! clients finished. Accepts every client.
+//! clients finished. Accepts every client. Side payloads (`Update.extras`: control variates,
+//! step counts) are averaged key by key with the same weights (`Extras::weighted_mean`).
 //!
 //! ```toml
 //! [aggregator]
@@ -57,7 +58,9 @@ pub fn weighted_mean(updates: &[Update], weighted: bool) -> Result<Aggregate> {
     Ok(Aggregate {
         delta,
         weight: total as f32,
-        extras: Extras::default(),
+        extras: Extras::weighted_mean(
+            &order.iter().map(|u| (&u.extras, if weighted { u.weight as f64 } else { 1.0 })).collect::<Vec<_>>(),
+        )?,
         accepted: order.iter().map(|u| u.client).collect(),
         metrics: Metrics::new(),
     })
@@ -92,6 +95,20 @@ mod tests {
         let rev: Vec<Update> = a.iter().rev().cloned().collect();
         assert_eq!(weighted_mean(&rev, true).unwrap().delta, m.delta);
         assert_eq!(m.accepted, vec![0, 1]);
+    }
+
+    #[test]
+    fn extras_are_averaged_with_the_same_weights() {
+        let mut a = vec![up(0, vec![1.0, 0.0], 1.0), up(1, vec![4.0, 3.0], 3.0)];
+        a[0].extras.insert("tau", fedkit_core::Extra::Scalar(2.0));
+        a[1].extras.insert("tau", fedkit_core::Extra::Scalar(6.0));
+        a[0].extras.insert("c", fedkit_core::Extra::Vector(vec![1.0, -1.0]));
+        a[1].extras.insert("c", fedkit_core::Extra::Vector(vec![5.0, 3.0]));
+        let m = weighted_mean(&a, true).unwrap();
+        assert_eq!(m.extras.scalar("tau"), Some(5.0));
+        assert_eq!(m.extras.get("c"), Some(&fedkit_core::Extra::Vector(vec![4.0, 2.0])));
+        a[1].extras.insert("c", fedkit_core::Extra::Vector(vec![5.0]));
+        assert!(weighted_mean(&a, true).is_err(), "mismatched lengths are an error");
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
     static AGGREGATORS: &[Entry<dyn Aggregator>] = &[Entry {
         name: "mean",
         source: include_str!("mean.rs"),
-        build: |t, r| Ok(Box::new(params_resolved::<mean::Mean>(t, "aggregator", r)?)),
+        build: |t, r| Ok(Box::new(params_resolved::<mean::Mean>(t, "", r)?)),
     }];
     AGGREGATORS
 }

@@ -39,7 +39,7 @@ impl FedProx {
     /// Check mu.
     pub fn validated(self) -> Result<Self> {
         if !(self.mu >= 0.0 && self.mu.is_finite()) {
-            return Err(Error::config("algorithm.mu", format!("must be a finite number >= 0, got {}", self.mu)));
+            return Err(Error::config("mu", format!("must be a finite number >= 0, got {}", self.mu)));
         }
         Ok(self)
     }

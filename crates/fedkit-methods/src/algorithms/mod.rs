@@ -12,12 +12,12 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
         Entry {
             name: "fedavg",
             source: include_str!("fedavg.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<fedavg::FedAvg>(t, "algorithm", r)?)),
+            build: |t, r| Ok(Box::new(params_resolved::<fedavg::FedAvg>(t, "", r)?)),
         },
         Entry {
             name: "fedprox",
             source: include_str!("fedprox.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<fedprox::FedProx>(t, "algorithm", r)?.validated()?)),
+            build: |t, r| Ok(Box::new(params_resolved::<fedprox::FedProx>(t, "", r)?.validated()?)),
         },
     ];
     ALGORITHMS

@@ -33,10 +33,7 @@ impl Clip {
     /// Check C.
     pub fn validated(self) -> Result<Self> {
         if !(self.max_norm > 0.0 && self.max_norm.is_finite()) {
-            return Err(Error::config(
-                "pipeline.max_norm",
-                format!("must be a positive number, got {}", self.max_norm),
-            ));
+            return Err(Error::config("max_norm", format!("must be a positive number, got {}", self.max_norm)));
         }
         Ok(self)
     }

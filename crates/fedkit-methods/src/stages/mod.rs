@@ -11,7 +11,7 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
     static STAGES: &[Entry<dyn Stage>] = &[Entry {
         name: "clip",
         source: include_str!("clip.rs"),
-        build: |t, r| Ok(Box::new(params_resolved::<clip::Clip>(t, "pipeline", r)?.validated()?)),
+        build: |t, r| Ok(Box::new(params_resolved::<clip::Clip>(t, "", r)?.validated()?)),
     }];
     STAGES
 }
