@@ -29,7 +29,9 @@ pub fn config(algorithm: &str, sets: &[String]) -> Result<RunConfig> {
 
 pub fn run(sets: &[String], out: Option<PathBuf>, quiet: bool) -> Result<()> {
     let base = out.unwrap_or_else(|| PathBuf::from(format!("runs/demo-{}", crate::utc_stamp())));
-    eprintln!("demo: FedAvg vs FedProx (mu = 1 unless --set algorithm.mu) on Synthetic(1,1), 30 clients, 90% stragglers (FedProx, MLSys 2020)");
+    eprintln!(
+        "demo: FedAvg vs FedProx (mu = 1 unless --set algorithm.mu) on Synthetic(1,1), 30 clients, 90% stragglers (FedProx, MLSys 2020)"
+    );
     let mut rows = Vec::new();
     for algo in ["fedavg", "fedprox"] {
         let cfg = config(algo, sets)?;

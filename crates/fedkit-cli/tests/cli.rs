@@ -82,7 +82,11 @@ fn stop_and_resume_match_an_uninterrupted_run() {
     let o = fedkit(&["run", "--resume", part.to_str().unwrap(), "-q"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(full.join("metrics.jsonl")).unwrap(), std::fs::read(part.join("metrics.jsonl")).unwrap());
-    assert_eq!(std::fs::read_to_string(part.join("timings.jsonl")).unwrap().lines().count(), 3, "timings survive resume");
+    assert_eq!(
+        std::fs::read_to_string(part.join("timings.jsonl")).unwrap().lines().count(),
+        3,
+        "timings survive resume"
+    );
     // Extending a finished run, but never below its checkpoint.
     fails_with(fedkit(&["run", "--resume", part.to_str().unwrap(), "--rounds", "2"], &[]), &["--rounds", "round 3"]);
     let o = fedkit(&["run", "--resume", part.to_str().unwrap(), "--rounds", "4", "-q"], &[]);
@@ -127,7 +131,10 @@ fn bad_inputs_get_clear_errors() {
     fails_with(run("[data]\npartition = { use = \"dirichlet\" }\n"), &["data.partition.use", "dirichlet_label"]);
     fails_with(run("[model]\nuse = \"cnn\"\n"), &["cnn", "mlp"]);
     fails_with(run("[sampling]\ndrop_percent = 2.0\n"), &["sampling.drop_percent", "[0, 1]"]);
-    fails_with(run("[sampling]\nper_round = 1\ndrop_percent = 0.9\n"), &["sampling.drop_percent", "nothing would train"]);
+    fails_with(
+        run("[sampling]\nper_round = 1\ndrop_percent = 0.9\n"),
+        &["sampling.drop_percent", "nothing would train"],
+    );
     fails_with(run("[[pipeline]]\nuse = \"clip\"\nmax_norm = -1.0\n"), &["bad.toml", "pipeline.0.max_norm"]);
     fails_with(run("[client]\noptimizer = \"adam\"\nbetas = [1.0, 0.9]\n"), &["client.betas"]);
     fails_with(fedkit(&["run", "/nonexistent/c.toml"], &[]), &["/nonexistent/c.toml"]);

@@ -13,6 +13,17 @@ use crate::record::Record;
 /// The file name inside a run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
 
+/// Format 1 (before server-side aggregator/stage state was saved); still readable.
+#[derive(Deserialize)]
+struct CheckpointV1 {
+    format: u32,
+    round: u32,
+    global: Params,
+    server: Vec<u8>,
+    clients: Vec<(u32, Option<Vec<u8>>, Vec<Extras>)>,
+    records: Vec<Record>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Checkpoint {
     format: u32,
@@ -36,7 +47,7 @@ impl Engine {
             }
         }
         let ck = Checkpoint {
-            format: 1,
+            format: 2,
             round: self.round,
             global: self.global.clone(),
             server: self.server.to_bytes()?,
@@ -57,9 +68,23 @@ impl Engine {
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         let path = dir.join(CHECKPOINT_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let ck: Checkpoint = bincode::deserialize(&bytes)
-            .map_err(|e| Error::Data(format!("{}: not a fedkit checkpoint or damaged ({e})", path.display())))?;
-        if ck.format != 1 || ck.global.len() != self.global.len() || ck.stages.len() != self.stages.len() {
+        let ck: Checkpoint = match bincode::deserialize::<Checkpoint>(&bytes) {
+            Ok(ck) if ck.format == 2 => ck,
+            _ => match bincode::deserialize::<CheckpointV1>(&bytes) {
+                Ok(v1) if v1.format == 1 => Checkpoint {
+                    format: 2,
+                    round: v1.round,
+                    global: v1.global,
+                    server: v1.server,
+                    clients: v1.clients,
+                    aggregator: Vec::new(),
+                    stages: vec![Vec::new(); self.stages.len()],
+                    records: v1.records,
+                },
+                _ => return Err(Error::Data(format!("{}: not a fedkit checkpoint, or damaged", path.display()))),
+            },
+        };
+        if ck.global.len() != self.global.len() || ck.stages.len() != self.stages.len() {
             return Err(Error::Data(format!("{}: checkpoint does not match this run's model", path.display())));
         }
         self.round = ck.round;
