@@ -8,13 +8,17 @@ BIN=${BIN:-target/release/fedkit}
 [ -x "$BIN" ] || cargo build --release -p fedkit-cli
 dirs=()
 for drop in 0 0.5 0.9; do
-  for algo in fedavg fedprox; do
+  # fedprox0: FedProx with mu = 0 (partial work from stragglers, no proximal term).
+  for algo in fedavg fedprox0 fedprox; do
     d="$OUT/drop$drop-$algo"
     rm -rf "$d"
-    extra=()
-    [ "$algo" = fedprox ] && extra=(--set algorithm.mu=1.0)
+    case $algo in
+      fedavg) a=(--set algorithm.use='"fedavg"') ;;
+      fedprox0) a=(--set algorithm.use='"fedprox"' --set algorithm.mu=0.0) ;;
+      fedprox) a=(--set algorithm.use='"fedprox"' --set algorithm.mu=1.0) ;;
+    esac
     "$BIN" run configs/papers/fedprox_synthetic_1_1.toml --quiet --out "$d" \
-      --set sampling.drop_percent=$drop --set algorithm.use="\"$algo\"" "${extra[@]}" >/dev/null
+      --set sampling.drop_percent=$drop "${a[@]}" >/dev/null
     dirs+=("$d")
   done
 done
