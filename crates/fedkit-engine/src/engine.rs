@@ -168,17 +168,9 @@ impl Engine {
         let running: Vec<(u32, usize)> = cohort.iter().zip(&epochs).filter_map(|(&c, e)| e.map(|e| (c, e))).collect();
         let run_ids: Vec<u32> = running.iter().map(|r| r.0).collect();
         let (seed, population) = (self.cfg.seed, self.population());
-        let broadcast = {
-            let r = RoundCtx {
-                round,
-                cohort: &run_ids,
-                global: &self.global,
-                seed,
-                population,
-                malicious: &self.malicious,
-            };
-            self.algorithm.broadcast(&r, self.server.as_ref())?
-        };
+        let r =
+            RoundCtx { round, cohort: &run_ids, global: &self.global, seed, population, malicious: &self.malicious };
+        let broadcast = self.algorithm.broadcast(&r, self.server.as_ref())?;
 
         // 1. clients, in parallel; each takes its persistent state out and puts it back after.
         let slots: Vec<Mutex<ClientSlot>> =
@@ -247,14 +239,6 @@ impl Engine {
         // 2-5. cohort stages, aggregation, server stages (reverse), server rule.
         let t1 = Instant::now();
         if !ups.is_empty() {
-            let r = RoundCtx {
-                round,
-                cohort: &run_ids,
-                global: &self.global,
-                seed,
-                population,
-                malicious: &self.malicious,
-            };
             for s in self.stages.iter_mut() {
                 s.stage.on_cohort(&r, &mut ups)?;
             }
@@ -263,17 +247,7 @@ impl Engine {
                 s.stage.on_aggregate(&r, &mut agg)?;
             }
             let mut global = self.global.clone();
-            let m = {
-                let r = RoundCtx {
-                    round,
-                    cohort: &run_ids,
-                    global: &self.global,
-                    seed,
-                    population,
-                    malicious: &self.malicious,
-                };
-                self.algorithm.server_update(&r, &mut global, self.server.as_mut(), &agg)?
-            };
+            let m = self.algorithm.server_update(&r, &mut global, self.server.as_mut(), &agg)?;
             if !global.is_finite() {
                 return Err(Error::Method(format!(
                     "round {round}: the global model diverged (non-finite values); lower client.lr"
