@@ -34,11 +34,26 @@ pub fn list() -> String {
             out.push_str(&format!("{}{}s:\n", if last.is_empty() { "" } else { "\n" }, it.kind));
             last = it.kind;
         }
-        let summary = it.doc.lines().next().unwrap_or("").to_string();
+        let summary = summary(&it.doc);
         out.push_str(&format!("  {:<18} {}\n", it.name, summary));
     }
     out.push_str("\n`fedkit explain NAME` shows one in full.\n");
     out
+}
+
+/// The first sentence of the first paragraph, at most 100 characters.
+fn summary(doc: &str) -> String {
+    let para: Vec<&str> = doc.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    let para = para.join(" ");
+    // A sentence ends at ". " unless that full stop closes an abbreviation ("et al.", "e.g.").
+    let end = para
+        .match_indices(". ")
+        .map(|(i, _)| i)
+        .find(|&i| !["al", "e.g", "i.e", "vs", "cf"].iter().any(|a| para[..i].ends_with(a)))
+        .map(|i| i + 1)
+        .unwrap_or(para.len());
+    let s = &para[..end];
+    if s.chars().count() > 100 { format!("{}...", s.chars().take(97).collect::<String>()) } else { s.to_string() }
 }
 
 /// The full documentation of `name`.
