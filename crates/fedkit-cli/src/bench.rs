@@ -40,7 +40,18 @@ fn train_throughput(name: &str, shape: &[usize], n: usize, clients: usize) -> Re
     let t = Instant::now();
     let res = workers.map(clients, |model, i| {
         let mut p = init.clone();
-        local_train(model, &mut p, &data, &cfg, 1, &mut NoHook, &mut RngStream::new(i as u64)).map(|s| s.samples)
+        local_train(
+            model,
+            &mut p,
+            &data,
+            &cfg,
+            1,
+            &mut NoHook,
+            &fedkit_core::PlainStep,
+            1,
+            &mut RngStream::new(i as u64),
+        )
+        .map(|s| s.samples)
     });
     let samples: usize = res.into_iter().collect::<fedkit_core::Result<Vec<_>>>()?.iter().sum();
     Ok(samples as f64 / t.elapsed().as_secs_f64())

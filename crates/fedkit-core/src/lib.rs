@@ -14,13 +14,16 @@ pub mod update;
 
 pub use data::{Batch, ClientData, Dataset};
 pub use error::{Error, Result};
-pub use model::{EvalStats, GradHook, Model, ModelSpec, NoHook, TrainStats, evaluate_range, local_train};
+pub use model::{
+    EvalStats, GradHook, LocalStep, Model, ModelSpec, NoHook, PlainStep, StepCtx, TrainStats, evaluate_range,
+    local_train,
+};
 pub use optim::{LocalTrain, OptimizerKind};
 pub use params::{Layout, ParamKind, Params};
 pub use partition::Partitioner;
 pub use rng::RngStream;
 pub use traits::{
-    Aggregator, Algorithm, AnyState, ClientCtx, DynAlgorithm, RoundCtx, Stage, State, StragglerPolicy, Transport,
-    local_update, local_update_from,
+    Aggregator, Algorithm, AnyState, ClientCtx, DynAlgorithm, RoundCtx, SampleCtx, ServerView, Stage, State,
+    StragglerPolicy, Transport, local_update, local_update_from,
 };
 pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update};

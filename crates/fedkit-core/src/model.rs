@@ -28,6 +28,12 @@ pub trait Model: Send {
     fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params, rng: &mut RngStream) -> Result<f32>;
     /// Summed loss and number of correct top-1 predictions over `batch` (evaluation mode).
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)>;
+    /// Mean loss over `batch` (training mode, buffers untouched) and its gradient with respect to
+    /// the inputs `batch.x`, written into `gx` (same length as `batch.x`): adversarial training
+    /// (WRM) and input-space attacks need it. Models that cannot provide it return an error.
+    fn input_grad(&mut self, _params: &Params, _batch: &Batch, _gx: &mut Vec<f32>) -> Result<f32> {
+        Err(crate::Error::Method("this model does not provide input gradients".into()))
+    }
 }
 
 /// A model's configuration, validated when the config is read; it becomes a [`Model`] once the
@@ -51,6 +57,44 @@ impl<F: FnMut(usize, &Params, &mut Params)> GradHook for F {
     }
 }
 
+/// Where a local step is: the round, the step index within the local run, the learning rate.
+#[derive(Clone, Copy, Debug)]
+pub struct StepCtx {
+    pub round: u32,
+    pub step: usize,
+    pub lr: f32,
+}
+
+/// The local step rule (`[local] use = "..."`): how one mini-batch becomes a descent direction.
+/// Plain training takes the model's gradient; SAM takes it at a perturbed point, WRM at
+/// adversarial inputs, FedNAR co-clips gradient and weight decay. Composes with every algorithm:
+/// the algorithm's [`GradHook`] runs between [`LocalStep::grad`] and [`LocalStep::adjust`].
+pub trait LocalStep: Send + Sync {
+    /// The loss and gradient for `batch` at `params` (default: the model's own).
+    fn grad(
+        &self,
+        _sc: &StepCtx,
+        model: &mut dyn Model,
+        params: &mut Params,
+        batch: &mut Batch,
+        grad: &mut Params,
+        rng: &mut RngStream,
+    ) -> Result<f32> {
+        model.loss_grad(params, batch, grad, rng)
+    }
+    /// Change the direction after the algorithm's hook, before the optimiser step.
+    fn adjust(&self, _sc: &StepCtx, _w: &Params, _g: &mut Params) {}
+    /// True when [`LocalStep::adjust`] applies `client.weight_decay` itself (the optimiser then
+    /// does not add it again).
+    fn owns_weight_decay(&self) -> bool {
+        false
+    }
+}
+
+/// Plain local training: the model's mini-batch gradient, unchanged.
+pub struct PlainStep;
+impl LocalStep for PlainStep {}
+
 /// A hook that does nothing (plain local SGD).
 pub struct NoHook;
 impl GradHook for NoHook {
@@ -70,7 +114,9 @@ pub struct TrainStats {
 
 /// Run `epochs` epochs of mini-batch training on `data` from `params`, in place. Each epoch
 /// visits a fresh permutation drawn from `rng`; the last batch of an epoch may be partial (as
-/// PyTorch's DataLoader with `drop_last=False`).
+/// PyTorch's DataLoader with `drop_last=False`). `step` is the local step rule (SAM, WRM, ...;
+/// [`PlainStep`] for plain training) and `round` is passed to it.
+#[allow(clippy::too_many_arguments)]
 pub fn local_train(
     model: &mut dyn Model,
     params: &mut Params,
@@ -78,9 +124,15 @@ pub fn local_train(
     cfg: &LocalTrain,
     epochs: usize,
     hook: &mut dyn GradHook,
+    step: &dyn LocalStep,
+    round: u32,
     rng: &mut RngStream,
 ) -> Result<TrainStats> {
-    let mut opt = Optimizer::new(cfg, params.layout());
+    let mut opt = if step.owns_weight_decay() {
+        Optimizer::new(&LocalTrain { weight_decay: 0.0, ..cfg.clone() }, params.layout())
+    } else {
+        Optimizer::new(cfg, params.layout())
+    };
     let mut grad = params.zeros_like();
     let mut batch = Batch::default();
     let mut stats = TrainStats::default();
@@ -93,7 +145,8 @@ pub fn local_train(
                 break 'outer;
             }
             batch.fill(data, ids, rng);
-            let loss = model.loss_grad(params, &batch, &mut grad, rng)?;
+            let sc = StepCtx { round, step: stats.steps, lr: cfg.lr as f32 };
+            let loss = step.grad(&sc, model, params, &mut batch, &mut grad, rng)?;
             if !loss.is_finite() {
                 return Err(crate::Error::Method(format!(
                     "local training diverged (loss {loss}) at step {}; lower client.lr",
@@ -101,6 +154,7 @@ pub fn local_train(
                 )));
             }
             hook.on_grad(stats.steps, params, &mut grad);
+            step.adjust(&sc, params, &mut grad);
             opt.step(params.as_mut_slice(), grad.as_slice(), cfg.lr as f32);
             loss_sum += loss as f64 * ids.len() as f64;
             stats.steps += 1;

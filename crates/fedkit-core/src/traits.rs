@@ -6,7 +6,7 @@ use std::any::Any;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::model::{GradHook, Model, NoHook, TrainStats, local_train};
+use crate::model::{GradHook, LocalStep, Model, NoHook, TrainStats, local_train};
 use crate::update::{Aggregate, ClientFailure, ClientId, Downlink, Extras, Metrics, Update};
 use crate::{ClientData, Error, LocalTrain, Params, Result, RngStream};
 
@@ -24,6 +24,8 @@ pub struct ClientCtx<'a> {
     pub epochs: usize,
     /// True when the threat model marks this client malicious.
     pub malicious: bool,
+    /// The local step rule (`[local]`): plain, SAM, WRM, FedNAR, ...
+    pub step: &'a dyn LocalStep,
 }
 
 impl ClientCtx<'_> {
@@ -51,6 +53,33 @@ impl RoundCtx<'_> {
     pub fn rng(&self, purpose: &str) -> RngStream {
         RngStream::derive(self.seed, purpose, self.round as u64, u64::MAX)
     }
+}
+
+/// What the server knows when it picks a round's cohort.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleCtx {
+    pub round: u32,
+    pub seed: u64,
+    /// Clients in the federation.
+    pub population: usize,
+    /// `sampling.per_round`, capped at the population.
+    pub per_round: usize,
+}
+
+impl SampleCtx {
+    /// The random stream for `purpose` of the sampler this round.
+    pub fn rng(&self, purpose: &str) -> RngStream {
+        RngStream::derive(self.seed, purpose, self.round as u64, u64::MAX - 1)
+    }
+}
+
+/// What a server rule may look at beyond the aggregate: the cohort's individual updates (after
+/// the cohort stages), a model object to evaluate parameters with, and the clients' data (for
+/// methods with a server-side proxy set, e.g. FedLAW; simulation only).
+pub struct ServerView<'a> {
+    pub updates: &'a [Update],
+    pub model: &'a mut dyn Model,
+    pub clients: &'a [ClientData],
 }
 
 /// Persistent state of an algorithm (per client or on the server): serialisable, so it survives
@@ -91,7 +120,8 @@ pub fn local_update_from(
     hook: &mut dyn GradHook,
 ) -> Result<(Update, Params)> {
     let mut w = start;
-    let stats: TrainStats = local_train(m, &mut w, d, cx.train, cx.epochs, hook, &mut cx.rng(purpose))?;
+    let stats: TrainStats =
+        local_train(m, &mut w, d, cx.train, cx.epochs, hook, cx.step, cx.round, &mut cx.rng(purpose))?;
     let delta = w.sub(cx.global);
     let mut metrics = Metrics::new();
     metrics.insert("loss".into(), stats.loss);
@@ -109,6 +139,11 @@ pub trait Algorithm: Send + Sync + 'static {
     /// What this algorithm does with stragglers.
     fn straggler_policy(&self) -> StragglerPolicy {
         StragglerPolicy::Drop
+    }
+    /// The round's cohort, sorted by id; `None` (the default): `per_round` clients uniformly
+    /// without replacement. DRFA samples by its mixture weights.
+    fn cohort(&self, _sc: &SampleCtx, _s: &Self::Server) -> Option<Vec<ClientId>> {
+        None
     }
     /// Side payloads sent to every client of the round.
     fn broadcast(&self, _r: &RoundCtx, _s: &Self::Server) -> Extras {
@@ -128,6 +163,19 @@ pub trait Algorithm: Send + Sync + 'static {
     fn server_update(&self, _r: &RoundCtx, w: &mut Params, _s: &mut Self::Server, agg: &Aggregate) -> Result<Metrics> {
         w.axpy(1.0, &agg.delta);
         Ok(Metrics::new())
+    }
+    /// The server rule with the cohort's individual updates and a model at hand (the engine
+    /// calls this); default: [`Algorithm::server_update`]. Methods that weight or group clients
+    /// individually (AFL, FedLAW, hierarchical SGD) override this one.
+    fn server_step(
+        &self,
+        r: &RoundCtx,
+        w: &mut Params,
+        s: &mut Self::Server,
+        agg: &Aggregate,
+        _view: &mut ServerView,
+    ) -> Result<Metrics> {
+        self.server_update(r, w, s, agg)
     }
 }
 
@@ -159,10 +207,19 @@ pub trait DynAlgorithm: Send + Sync {
     fn new_server_state(&self) -> Box<dyn AnyState>;
     fn client_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
     fn server_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
+    fn cohort(&self, sc: &SampleCtx, s: &dyn AnyState) -> Result<Option<Vec<ClientId>>>;
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras>;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
     -> Result<Update>;
     fn server_update(&self, r: &RoundCtx, w: &mut Params, s: &mut dyn AnyState, agg: &Aggregate) -> Result<Metrics>;
+    fn server_step(
+        &self,
+        r: &RoundCtx,
+        w: &mut Params,
+        s: &mut dyn AnyState,
+        agg: &Aggregate,
+        view: &mut ServerView,
+    ) -> Result<Metrics>;
 }
 
 fn downcast<T: 'static>(s: &dyn AnyState) -> Result<&T> {
@@ -192,6 +249,9 @@ impl<A: Algorithm> DynAlgorithm for A {
     fn server_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>> {
         from_bytes::<A::Server>(b)
     }
+    fn cohort(&self, sc: &SampleCtx, s: &dyn AnyState) -> Result<Option<Vec<ClientId>>> {
+        Ok(Algorithm::cohort(self, sc, downcast::<A::Server>(s)?))
+    }
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras> {
         Ok(Algorithm::broadcast(self, r, downcast::<A::Server>(s)?))
     }
@@ -206,6 +266,16 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
     fn server_update(&self, r: &RoundCtx, w: &mut Params, s: &mut dyn AnyState, agg: &Aggregate) -> Result<Metrics> {
         Algorithm::server_update(self, r, w, downcast_mut::<A::Server>(s)?, agg)
+    }
+    fn server_step(
+        &self,
+        r: &RoundCtx,
+        w: &mut Params,
+        s: &mut dyn AnyState,
+        agg: &Aggregate,
+        view: &mut ServerView,
+    ) -> Result<Metrics> {
+        Algorithm::server_step(self, r, w, downcast_mut::<A::Server>(s)?, agg, view)
     }
 }
 

@@ -35,6 +35,8 @@ pub struct RunConfig {
     pub algorithm: toml::Table,
     /// `use = "<aggregator>"` plus its parameters.
     pub aggregator: toml::Table,
+    /// The local step rule: `use = "plain" | "sam" | ...` plus its parameters.
+    pub local: toml::Table,
     /// Stages, each `use = "<stage>"`, optional `on = "all" | "malicious" | "benign"`, parameters.
     pub pipeline: Vec<toml::Table>,
     /// Where this config came from (for error messages); not part of the config.
@@ -63,6 +65,7 @@ impl Default for RunConfig {
             threat: Threat::default(),
             algorithm: table("fedavg"),
             aggregator: table("mean"),
+            local: table("plain"),
             pipeline: Vec::new(),
             source: String::new(),
         }
@@ -150,6 +153,7 @@ impl StageSlot {
 pub struct Built {
     pub algorithm: Box<dyn DynAlgorithm>,
     pub aggregator: Box<dyn Aggregator>,
+    pub local: Box<dyn fedkit_core::LocalStep>,
     pub stages: Vec<StageSlot>,
     pub model: Box<dyn ModelSpec>,
 }
@@ -282,6 +286,7 @@ impl RunConfig {
         let (aggregator, g) =
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
         let (model, m) = build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &[])?;
+        let (local, l) = build_from_table(fedkit_methods::local_steps(), Kind::LocalStep, "local", &self.local, &[])?;
         let mut stages = Vec::new();
         for (i, st) in self.pipeline.iter_mut().enumerate() {
             let section = format!("pipeline.{i}");
@@ -298,7 +303,8 @@ impl RunConfig {
         self.algorithm = a;
         self.aggregator = g;
         self.model = m;
-        Ok(Built { algorithm, aggregator, stages, model })
+        self.local = l;
+        Ok(Built { algorithm, aggregator, stages, model, local })
     }
 
     /// The resolved configuration as TOML text.

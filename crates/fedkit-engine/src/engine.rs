@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use fedkit_core::{
-    AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats, Extras, Model, Params, Result,
-    RngStream, RoundCtx, StragglerPolicy, Update, evaluate_range,
+    AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats, Extras, LocalStep, Model, Params,
+    Result, RngStream, RoundCtx, SampleCtx, ServerView, StragglerPolicy, Update, evaluate_range,
 };
 use fedkit_data::Federation;
 
@@ -49,6 +49,7 @@ pub struct Engine {
     pub cfg: RunConfig,
     pub algorithm: Box<dyn DynAlgorithm>,
     pub aggregator: Box<dyn fedkit_core::Aggregator>,
+    pub local: Box<dyn LocalStep>,
     pub stages: Vec<StageSlot>,
     pub fed: Federation,
     pub test: ClientData,
@@ -63,6 +64,8 @@ pub struct Engine {
     /// Clients that failed in the last round, with their reasons.
     pub last_failures: Vec<ClientFailure>,
     workers: Workers,
+    /// A model object for server rules that evaluate parameters (FedLAW).
+    server_model: Box<dyn Model>,
 }
 
 impl Engine {
@@ -70,12 +73,13 @@ impl Engine {
     pub fn new(mut cfg: RunConfig) -> Result<Engine> {
         let source = cfg.source.clone();
         let in_file = |e: Error| if source.is_empty() { e } else { e.in_file(&source) };
-        let Built { algorithm, aggregator, stages, model } = cfg.build().map_err(in_file)?;
+        let Built { algorithm, aggregator, stages, model, local } = cfg.build().map_err(in_file)?;
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
         let global = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
         let workers = Workers::new(cfg.threads, model.as_ref())?;
+        let model = model.clone_box();
         let n = fed.clients.len();
         let mut malicious = vec![false; n];
         let n_bad = (cfg.threat.malicious_fraction * n as f64).round() as usize;
@@ -96,6 +100,7 @@ impl Engine {
             cfg,
             algorithm,
             aggregator,
+            local,
             stages,
             fed,
             test,
@@ -107,6 +112,7 @@ impl Engine {
             records: Vec::new(),
             last_failures: Vec::new(),
             workers,
+            server_model: model,
         })
     }
 
@@ -120,16 +126,29 @@ impl Engine {
         self.fed.clients.len()
     }
 
-    /// This round's cohort: `per_round` clients uniformly without replacement, sorted by id.
-    pub fn sample(&self, round: u32) -> Vec<u32> {
+    /// This round's cohort, sorted by id: the algorithm's choice (DRFA samples by its mixture
+    /// weights), else `per_round` clients uniformly without replacement.
+    pub fn sample(&self, round: u32) -> Result<Vec<u32>> {
         let n = self.population();
+        let per_round = self.cfg.sampling.per_round.min(n);
+        let sc = SampleCtx { round, seed: self.cfg.seed, population: n, per_round };
+        if let Some(mut c) = self.algorithm.cohort(&sc, self.server.as_ref())? {
+            c.sort_unstable();
+            c.dedup();
+            if c.is_empty() || c.last().is_some_and(|&l| l as usize >= n) {
+                return Err(Error::Method(format!(
+                    "round {round}: the algorithm chose an empty cohort or a client outside 0..{n}"
+                )));
+            }
+            return Ok(c);
+        }
         let mut c: Vec<u32> = RngStream::derive(self.cfg.seed, "sample", round as u64, 0)
-            .choose(n, self.cfg.sampling.per_round.min(n))
+            .choose(n, per_round)
             .into_iter()
             .map(|i| i as u32)
             .collect();
         c.sort_unstable();
-        c
+        Ok(c)
     }
 
     /// Local epochs per cohort member this round (None: dropped straggler), following FedProx:
@@ -163,7 +182,7 @@ impl Engine {
     pub fn run_round(&mut self) -> Result<(Record, Timings)> {
         let t0 = Instant::now();
         let round = self.round + 1;
-        let cohort = self.sample(round);
+        let cohort = self.sample(round)?;
         let epochs = self.straggler_epochs(round, &cohort);
         let running: Vec<(u32, usize)> = cohort.iter().zip(&epochs).filter_map(|(&c, e)| e.map(|e| (c, e))).collect();
         let run_ids: Vec<u32> = running.iter().map(|r| r.0).collect();
@@ -176,8 +195,15 @@ impl Engine {
         let slots: Vec<Mutex<ClientSlot>> =
             run_ids.iter().map(|&c| Mutex::new(std::mem::take(&mut self.clients[c as usize]))).collect();
         let results = {
-            let (algo, stages, fed, global, cfg, malicious) =
-                (self.algorithm.as_ref(), &self.stages, &self.fed, &self.global, &self.cfg, &self.malicious);
+            let (algo, stages, fed, global, cfg, malicious, step) = (
+                self.algorithm.as_ref(),
+                &self.stages,
+                &self.fed,
+                &self.global,
+                &self.cfg,
+                &self.malicious,
+                self.local.as_ref(),
+            );
             let broadcast = &broadcast;
             let running = &running;
             let slots = &slots;
@@ -192,6 +218,7 @@ impl Engine {
                     train: &cfg.client,
                     epochs,
                     malicious: malicious[client as usize],
+                    step,
                 };
                 let mut slot = slots[j].lock().unwrap_or_else(|p| p.into_inner());
                 client_step(algo, stages, model, &cx, &fed.clients[client as usize], &mut slot)
@@ -247,7 +274,8 @@ impl Engine {
                 s.stage.on_aggregate(&r, &mut agg)?;
             }
             let mut global = self.global.clone();
-            let m = self.algorithm.server_update(&r, &mut global, self.server.as_mut(), &agg)?;
+            let mut view = ServerView { updates: &ups, model: self.server_model.as_mut(), clients: &self.fed.clients };
+            let m = self.algorithm.server_step(&r, &mut global, self.server.as_mut(), &agg, &mut view)?;
             if !global.is_finite() {
                 return Err(Error::Method(format!(
                     "round {round}: the global model diverged (non-finite values); lower client.lr"

@@ -8,8 +8,10 @@
 
 pub mod aggregators;
 pub mod algorithms;
+pub mod local_steps;
 pub mod stages;
 
 pub use aggregators::aggregators;
 pub use algorithms::algorithms;
+pub use local_steps::local_steps;
 pub use stages::stages;

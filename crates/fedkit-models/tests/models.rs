@@ -231,7 +231,9 @@ fn sgd_learns_a_separable_problem() {
         };
         let before = eval(&mut m, &p);
         let cfg = LocalTrain { lr: 0.1, batch_size: 16, max_steps: 200, ..LocalTrain::default() };
-        let stats = local_train(m.as_mut(), &mut p, &data, &cfg, 1000, &mut NoHook, &mut rng).unwrap();
+        let stats =
+            local_train(m.as_mut(), &mut p, &data, &cfg, 1000, &mut NoHook, &fedkit_core::PlainStep, 1, &mut rng)
+                .unwrap();
         let after = eval(&mut m, &p);
         println!(
             "{name}: loss {:.4} -> {:.4}, accuracy {:.3} -> {:.3}",

@@ -5,7 +5,9 @@
 //! an algorithm that is not FedAvg-like in its first round (the plain-SGD property does not hold
 //! by design) calls [`check_state_serde`] alone.
 
-use fedkit_core::{AnyState, Batch, ClientData, ClientId, DynAlgorithm, Extras, LocalTrain, Model, Params, Update};
+use fedkit_core::{
+    AnyState, Batch, ClientData, ClientId, DynAlgorithm, Extras, LocalTrain, Model, Params, ServerView, Update,
+};
 use fedkit_methods::aggregators::mean::weighted_mean;
 
 use crate::{SEED, assert_close, assert_same_bits, client_ctx, logreg, round_ctx, toy_clients};
@@ -59,9 +61,10 @@ impl Fed {
         let ids: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
         let agg = weighted_mean(ups, true).expect("mean of the toy updates");
         let global = self.global.clone();
+        let mut view = ServerView { updates: ups, model: self.model.as_mut(), clients: &self.data };
         self.algo
-            .server_update(&round_ctx(round, &ids, &global), &mut self.global, self.server.as_mut(), &agg)
-            .unwrap_or_else(|e| panic!("algorithm `{name}`: server_update failed: {e}"))
+            .server_step(&round_ctx(round, &ids, &global), &mut self.global, self.server.as_mut(), &agg, &mut view)
+            .unwrap_or_else(|e| panic!("algorithm `{name}`: server_step failed: {e}"))
     }
 
     /// A copy of this federation whose states went through `to_bytes` and `*_state_from_bytes`.

@@ -131,7 +131,17 @@ pub fn client_ctx<'a>(
     broadcast: &'a Extras,
     train: &'a LocalTrain,
 ) -> ClientCtx<'a> {
-    ClientCtx { round, client, seed: SEED, global, broadcast, train, epochs: train.epochs, malicious: false }
+    ClientCtx {
+        round,
+        client,
+        seed: SEED,
+        global,
+        broadcast,
+        train,
+        epochs: train.epochs,
+        malicious: false,
+        step: &fedkit_core::PlainStep,
+    }
 }
 
 /// A server context for `round` with the fixture seed and [`POPULATION`].

@@ -73,6 +73,7 @@ mod tests {
             train: &train,
             epochs: 1,
             malicious: false,
+            step: &fedkit_core::PlainStep,
         };
         let stage = Clip { max_norm: 1.0 };
         let mut u = Update {
