@@ -177,6 +177,11 @@ pub trait Algorithm: Send + Sync + 'static {
     ) -> Result<Metrics> {
         self.server_update(r, w, s, agg)
     }
+    /// The model this client would use, from the global model and its state (FedBN: with its own
+    /// norm layers); `None`: the global model. Per-client evaluation (`eval.clients`) uses it.
+    fn personalize(&self, _global: &Params, _st: &Self::Client) -> Option<Params> {
+        None
+    }
 }
 
 /// A type-erased algorithm state.
@@ -220,6 +225,7 @@ pub trait DynAlgorithm: Send + Sync {
         agg: &Aggregate,
         view: &mut ServerView,
     ) -> Result<Metrics>;
+    fn personalize(&self, global: &Params, st: &dyn AnyState) -> Result<Option<Params>>;
 }
 
 fn downcast<T: 'static>(s: &dyn AnyState) -> Result<&T> {
@@ -276,6 +282,9 @@ impl<A: Algorithm> DynAlgorithm for A {
         view: &mut ServerView,
     ) -> Result<Metrics> {
         Algorithm::server_step(self, r, w, downcast_mut::<A::Server>(s)?, agg, view)
+    }
+    fn personalize(&self, global: &Params, st: &dyn AnyState) -> Result<Option<Params>> {
+        Ok(Algorithm::personalize(self, global, downcast::<A::Client>(st)?))
     }
 }
 
