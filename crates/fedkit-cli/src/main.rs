@@ -2,6 +2,7 @@
 
 mod bench;
 mod catalog;
+mod compare;
 mod demo;
 mod progress;
 mod report;
@@ -42,6 +43,34 @@ enum Command {
         /// Stop after this round (the run can be continued with --resume).
         #[arg(long, value_name = "ROUND", value_parser = clap::value_parser!(u32).range(1..))]
         stop_after: Option<u32>,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run several methods on the same federation and write one comparison table.
+    Compare {
+        /// The TOML config every variant starts from.
+        config: PathBuf,
+        /// Algorithms to compare, comma-separated (each replaces the config's [algorithm]).
+        #[arg(long, value_delimiter = ',')]
+        algorithms: Vec<String>,
+        /// A variant `LABEL=KEY=VALUE;KEY=VALUE` (repeatable), e.g.
+        /// `prox1=algorithm.use=fedprox;algorithm.mu=1` or `sam=local.use=sam;local.rho=0.05`.
+        #[arg(long = "variant", value_name = "LABEL=SETS")]
+        variants: Vec<String>,
+        /// Override a config key for every variant (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Output directory: one run directory per variant plus comparison.md / comparison.csv
+        /// (default: runs/compare-<config>-<time>; rerunning into it resumes).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Report the test accuracy at these rounds.
+        #[arg(long, value_delimiter = ',', default_value = "10,25,50")]
+        at: Vec<u32>,
+        /// Report the first round whose test accuracy reaches this value.
+        #[arg(long)]
+        target: Option<f64>,
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
@@ -114,6 +143,14 @@ fn dispatch(cmd: Command) -> Result<()> {
             eprintln!("resuming {} after round {}", dir.display(), engine.round);
             let s = drive(&mut engine, &mut out, stop_after, quiet, "")?;
             print_summary(&s);
+            Ok(())
+        }
+        Command::Compare { config, algorithms, variants, sets, out, at, target, quiet } => {
+            let vs = compare::variants(&algorithms, &variants)?;
+            let out = out.unwrap_or_else(|| compare::default_out(&config));
+            let table = compare::run(&config, &sets, &vs, &out, &at, target, quiet)?;
+            print!("{table}");
+            println!("written: {0}/comparison.md, {0}/comparison.csv", out.display());
             Ok(())
         }
         Command::List => {

@@ -182,3 +182,51 @@ fn fashion_mnist_end_to_end_when_installed() {
     let acc: f64 = last.split("\"test_acc\":").nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap();
     assert!(acc > 0.4, "2 short rounds of an MLP should beat chance clearly: {last}");
 }
+
+#[test]
+fn compare_writes_one_table_and_resumes() {
+    let d = tmp("compare");
+    let out = d.join("cmp");
+    let args = [
+        "compare",
+        "configs/smoke/synthetic.toml",
+        "--algorithms",
+        "fedavg,fedprox",
+        "--variant",
+        "prox1=algorithm.use=fedprox;algorithm.mu=1",
+        "--at",
+        "1,3",
+        "--target",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    let cwd = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let run = || Command::new(env!("CARGO_BIN_EXE_fedkit")).args(args).current_dir(cwd).output().unwrap();
+    let o = run();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    assert!(md.starts_with("| variant | acc@1 | acc@3 | final_acc | best_acc | rounds_to_0.01 |"), "{md}");
+    for v in ["fedavg", "fedprox", "prox1"] {
+        assert!(md.contains(&format!("| {v} |")), "{md}");
+        assert!(out.join(v).join("metrics.jsonl").exists());
+    }
+    assert_eq!(md.lines().count(), 5);
+    let csv = std::fs::read_to_string(out.join("comparison.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    // A second call finds every variant finished and rebuilds the same table.
+    let o = run();
+    assert!(stderr(&o).contains("already finished"), "{}", stderr(&o));
+    let md2 = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    let strip = |t: &str| t.lines().map(|l| l.rsplitn(4, '|').nth(3).unwrap_or("").to_string()).collect::<Vec<_>>();
+    assert_eq!(strip(&md), strip(&md2), "same numbers (wall time aside)");
+    // A bad variant is caught before anything runs.
+    fails_with(
+        fedkit(
+            &["compare", &format!("{cwd}/configs/smoke/synthetic.toml"), "--variant", "x=algorithm.use=fedfoo"],
+            &[],
+        ),
+        &["variant `x`", "fedfoo"],
+    );
+}

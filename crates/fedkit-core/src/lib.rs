@@ -15,8 +15,8 @@ pub mod update;
 pub use data::{Batch, ClientData, Dataset};
 pub use error::{Error, Result};
 pub use model::{
-    EvalStats, GradHook, LocalStep, Model, ModelSpec, NoHook, PlainStep, StepCtx, TrainStats, evaluate_range,
-    local_train,
+    EvalStats, GradHook, LocalStep, Model, ModelSpec, NoHook, PlainStep, StepCtx, TrainStats, evaluate_in_domain,
+    evaluate_range, local_train,
 };
 pub use optim::{LocalTrain, OptimizerKind};
 pub use params::{Layout, ParamKind, Params};

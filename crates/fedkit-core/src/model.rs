@@ -192,7 +192,8 @@ impl EvalStats {
     }
 }
 
-/// Evaluate `params` on the samples `range` (positions in `data.idx`), in batches.
+/// Evaluate `params` on the samples `range` (positions in `data.idx`), in batches, on clean
+/// features (per-client feature noise is a training-time transform).
 pub fn evaluate_range(
     model: &mut dyn Model,
     params: &Params,
@@ -200,14 +201,25 @@ pub fn evaluate_range(
     range: std::ops::Range<usize>,
     batch_size: usize,
 ) -> Result<EvalStats> {
+    let clean = ClientData { noise_std: 0.0, ..data.clone() };
+    evaluate_in_domain(model, params, &clean, range, batch_size, &mut RngStream::new(0))
+}
+
+/// [`evaluate_range`] in the client's own feature domain: its feature noise (if any) is drawn
+/// from `rng`, as in training. Per-client evaluation of feature-shift federations uses it.
+pub fn evaluate_in_domain(
+    model: &mut dyn Model,
+    params: &Params,
+    data: &ClientData,
+    range: std::ops::Range<usize>,
+    batch_size: usize,
+    rng: &mut RngStream,
+) -> Result<EvalStats> {
     let mut batch = Batch::default();
-    // Evaluation sees clean features: per-client feature noise is a training-time transform.
-    let data = &ClientData { noise_std: 0.0, ..data.clone() };
-    let mut rng = RngStream::new(0); // unused without noise
     let mut out = EvalStats::default();
     let ids: Vec<usize> = range.collect();
     for chunk in ids.chunks(batch_size.max(1)) {
-        batch.fill(data, chunk, &mut rng);
+        batch.fill(data, chunk, rng);
         let (l, c) = model.eval_batch(params, &batch)?;
         out = out.merge(EvalStats { loss_sum: l, correct: c, count: chunk.len() });
     }

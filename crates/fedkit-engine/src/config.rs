@@ -106,11 +106,26 @@ pub struct EvalConfig {
     pub train_loss: bool,
     /// Evaluate on a fixed random subset of this many test samples (0 = all).
     pub test_samples: usize,
+    /// Also evaluate every client's model (personalised, for algorithms that have one, e.g.
+    /// FedBN) on its own held-out local test split, in its own feature domain: columns
+    /// `local_acc_mean`, `local_acc_min`, `local_acc_p10`, `local_loss_mean`, `local_loss_max`.
+    pub clients: bool,
+    /// With `clients`: the fraction of each client's samples held out as its local test split
+    /// (a seeded random subset; the rest is its training data).
+    pub client_test_fraction: f64,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { every: 1, initial: true, batch_size: 256, train_loss: true, test_samples: 0 }
+        EvalConfig {
+            every: 1,
+            initial: true,
+            batch_size: 256,
+            train_loss: true,
+            test_samples: 0,
+            clients: false,
+            client_test_fraction: 0.2,
+        }
     }
 }
 
@@ -220,6 +235,13 @@ fn set_path(t: &mut toml::Table, parts: &[&str], value: toml::Value, full: &str)
 impl RunConfig {
     /// Read a config file (or the defaults when `path` is None), apply overrides, deserialise.
     pub fn load(path: Option<&Path>, sets: &[String]) -> Result<RunConfig> {
+        Self::load_variant(path, sets, &[])
+    }
+
+    /// [`RunConfig::load`], then a variant's overrides (`fedkit compare`): a variant that sets
+    /// `<section>.use` (switches the algorithm, aggregator, local rule or model) starts that
+    /// section from an empty table, so the previous method's parameters do not carry over.
+    pub fn load_variant(path: Option<&Path>, sets: &[String], variant: &[String]) -> Result<RunConfig> {
         let (mut t, file) = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
@@ -230,6 +252,16 @@ impl RunConfig {
         };
         let before = t.clone();
         apply_sets(&mut t, sets)?;
+        for s in variant {
+            if let Some((section, _)) =
+                s.split_once('=').and_then(|(k, _)| k.trim().strip_suffix(".use").map(|x| (x, ())))
+            {
+                if !section.contains('.') {
+                    t.remove(section);
+                }
+            }
+        }
+        apply_sets(&mut t, variant)?;
         let source = if before != t { format!("{file} with --set overrides") } else { file };
         let mut cfg = Self::from_table(t).map_err(|e| e.in_file(&source))?;
         cfg.source = source;
@@ -265,6 +297,12 @@ impl RunConfig {
         }
         if self.eval.every == 0 {
             return bad("eval.every", "must be at least 1".into());
+        }
+        if !(self.eval.client_test_fraction > 0.0 && self.eval.client_test_fraction < 1.0) {
+            return bad(
+                "eval.client_test_fraction",
+                format!("must be in (0, 1), got {}", self.eval.client_test_fraction),
+            );
         }
         if self.eval.batch_size == 0 {
             return bad("eval.batch_size", "must be at least 1".into());

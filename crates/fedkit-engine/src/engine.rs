@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use fedkit_core::{
     AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats, Extras, LocalStep, Model, Params,
-    Result, RngStream, RoundCtx, SampleCtx, ServerView, StragglerPolicy, Update, evaluate_range,
+    Result, RngStream, RoundCtx, SampleCtx, ServerView, StragglerPolicy, Update, evaluate_in_domain, evaluate_range,
 };
 use fedkit_data::Federation;
 
@@ -64,6 +64,8 @@ pub struct Engine {
     /// Clients that failed in the last round, with their reasons.
     pub last_failures: Vec<ClientFailure>,
     workers: Workers,
+    /// Each client's held-out local test split (with `eval.clients`; empty otherwise).
+    pub local_test: Vec<ClientData>,
     /// A model object for server rules that evaluate parameters (FedLAW).
     server_model: Box<dyn Model>,
 }
@@ -94,6 +96,12 @@ impl Engine {
             pick.sort_unstable();
             test.idx = pick.into_iter().map(|i| i as u32).collect();
         }
+        let mut fed = fed;
+        let local_test = if cfg.eval.clients {
+            split_local_test(&mut fed.clients, cfg.eval.client_test_fraction, cfg.seed)
+        } else {
+            Vec::new()
+        };
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
         Ok(Engine {
@@ -112,6 +120,7 @@ impl Engine {
             records: Vec::new(),
             last_failures: Vec::new(),
             workers,
+            local_test,
             server_model: model,
         })
     }
@@ -332,8 +341,62 @@ impl Engine {
         }
         rec.set("test_loss", test.loss());
         rec.set("test_acc", test.accuracy());
+        let zeros = self.global.as_slice().iter().filter(|v| **v == 0.0).count();
+        rec.set("model_zeros", zeros as f64 / self.global.len().max(1) as f64);
+        if !self.local_test.is_empty() {
+            self.evaluate_clients_into(rec)?;
+        }
         Ok(())
     }
+
+    /// Every client's model (personalised where the algorithm has one) on its local test split.
+    fn evaluate_clients_into(&mut self, rec: &mut Record) -> Result<()> {
+        let (bs, seed) = (self.cfg.eval.batch_size, self.cfg.seed);
+        let (algo, global, clients, tests) = (self.algorithm.as_ref(), &self.global, &self.clients, &self.local_test);
+        let stats = self.workers.map(tests.len(), |model, c| {
+            let own = match &clients[c].state {
+                Some(st) => algo.personalize(global, st.as_ref())?,
+                None => None,
+            };
+            let mut rng = RngStream::derive(seed, "local_eval", 0, c as u64);
+            evaluate_in_domain(model, own.as_ref().unwrap_or(global), &tests[c], 0..tests[c].len(), bs, &mut rng)
+        });
+        let stats: Vec<EvalStats> = stats.into_iter().collect::<Result<_>>()?;
+        let mut accs: Vec<f64> = stats.iter().filter(|s| s.count > 0).map(EvalStats::accuracy).collect();
+        let losses: Vec<f64> = stats.iter().filter(|s| s.count > 0).map(EvalStats::loss).collect();
+        if accs.is_empty() {
+            return Ok(());
+        }
+        accs.sort_by(f64::total_cmp);
+        let n = accs.len() as f64;
+        rec.set("local_acc_mean", accs.iter().sum::<f64>() / n);
+        rec.set("local_acc_min", accs[0]);
+        rec.set("local_acc_p10", accs[((n - 1.0) * 0.1).floor() as usize]);
+        rec.set("local_loss_mean", losses.iter().sum::<f64>() / n);
+        rec.set("local_loss_max", losses.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        Ok(())
+    }
+}
+
+/// Hold out `fraction` of each client's samples (a seeded random subset, at least one sample
+/// when the client has two or more) as its local test split; the rest stays its training data.
+fn split_local_test(clients: &mut [ClientData], fraction: f64, seed: u64) -> Vec<ClientData> {
+    clients
+        .iter_mut()
+        .enumerate()
+        .map(|(c, d)| {
+            let n = d.idx.len();
+            let k = if n >= 2 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+            let mut order = RngStream::derive(seed, "local_test", 0, c as u64).permutation(n);
+            let (test, train) = order.split_at_mut(k);
+            test.sort_unstable();
+            train.sort_unstable();
+            let pick = |ps: &[usize]| -> std::sync::Arc<[u32]> { ps.iter().map(|&p| d.idx[p]).collect() };
+            let t = ClientData { idx: pick(test), ..d.clone() };
+            d.idx = pick(train);
+            t
+        })
+        .collect()
 }
 
 /// Evaluate `params` on `sets` (at most `limit` samples of each), in fixed chunks spread over

@@ -18,6 +18,12 @@ pub const STANDARD_COLUMNS: &[&str] = &[
     "accepted",
     "bytes_up",
     "bytes_down",
+    "model_zeros",
+    "local_acc_mean",
+    "local_acc_min",
+    "local_acc_p10",
+    "local_loss_mean",
+    "local_loss_max",
 ];
 
 /// One round's metrics, in insertion order.

@@ -122,3 +122,34 @@ fn clip_stage_bounds_every_update() {
         assert_eq!(rec.get("participants"), Some(5.0));
     }
 }
+
+#[test]
+fn per_client_evaluation_holds_out_a_disjoint_local_split() {
+    let c = cfg(&["eval.clients=true", "eval.client_test_fraction=0.25"]);
+    let plain = Engine::new(cfg(&[])).unwrap();
+    let mut e = Engine::new(c).unwrap();
+    assert_eq!(e.local_test.len(), e.population());
+    for (i, (train, test)) in e.fed.clients.iter().zip(&e.local_test).enumerate() {
+        let all = plain.fed.clients[i].idx.len();
+        assert_eq!(train.idx.len() + test.idx.len(), all, "client {i}: the split covers its data");
+        assert_eq!(test.idx.len(), ((all as f64 * 0.25).round() as usize).clamp(1, all - 1));
+        assert!(test.idx.iter().all(|s| !train.idx.contains(s)), "client {i}: train and test are disjoint");
+    }
+    e.run_round().unwrap();
+    let r = e.records.last().unwrap();
+    let (min, p10, mean) =
+        (r.get("local_acc_min").unwrap(), r.get("local_acc_p10").unwrap(), r.get("local_acc_mean").unwrap());
+    assert!(min <= p10 && p10 <= mean && mean <= 1.0, "{min} {p10} {mean}");
+    assert!(r.get("local_loss_max").unwrap() >= r.get("local_loss_mean").unwrap());
+}
+
+#[test]
+fn model_zeros_counts_exact_zeros() {
+    let mut e = Engine::new(cfg(&[])).unwrap();
+    let n = e.global.len();
+    e.global.as_mut_slice()[..n / 2].fill(0.0);
+    let mut rec = fedkit_engine::Record::new(0);
+    e.evaluate_into(&mut rec).unwrap();
+    let z = rec.get("model_zeros").unwrap();
+    assert!(z >= (n / 2) as f64 / n as f64 && z < 0.6, "{z}");
+}
