@@ -24,13 +24,18 @@ pub fn device() -> Device {
     }
 }
 
-/// Parameter tensors built from a flat buffer, remembered so their gradients can be read back.
+/// Parameter tensors built from a flat buffer, remembered so their gradients can be read back,
+/// plus the mode of the forward pass: in training mode a layer with running statistics (batch
+/// norm) normalises with the batch's statistics and records new values for its `Buffer` entries
+/// ([`Leaves::write_buffer`]), which `loss_grad` copies back into the parameters.
 pub struct Leaves<'a> {
     layout: &'a Layout,
     data: &'a [f32],
     device: Device,
     track: bool,
+    training: bool,
     made: Vec<(usize, Leaf)>,
+    buffer_writes: Vec<(usize, Tensor<1>)>,
 }
 
 enum Leaf {
@@ -40,11 +45,32 @@ enum Leaf {
 }
 
 impl<'a> Leaves<'a> {
-    fn tensor<const D: usize>(&self, i: usize) -> Tensor<D> {
+    /// Leaves over `data` (laid out as `layout`) on `device`; `track`: record gradients;
+    /// `training`: training-mode forward (batch statistics, running-statistic updates).
+    fn new(layout: &'a Layout, data: &'a [f32], device: &Device, track: bool, training: bool) -> Self {
+        Leaves { layout, data, device: device.clone(), track, training, made: Vec::new(), buffer_writes: Vec::new() }
+    }
+    fn constant<const D: usize>(&self, i: usize) -> Tensor<D> {
         let e = &self.layout.entries()[i];
         let shape: [usize; D] = std::array::from_fn(|k| e.shape[k]);
-        let t = Tensor::<D>::from_data(TensorData::new(self.data[e.range()].to_vec(), shape), &self.device);
+        Tensor::<D>::from_data(TensorData::new(self.data[e.range()].to_vec(), shape), &self.device)
+    }
+    fn tensor<const D: usize>(&self, i: usize) -> Tensor<D> {
+        let t = self.constant::<D>(i);
         if self.track { t.require_grad() } else { t }
+    }
+    /// True in a training-mode forward pass (`loss_grad`), false in evaluation.
+    pub fn training(&self) -> bool {
+        self.training
+    }
+    /// Buffer entry `i` (running statistics) as a rank-1 tensor that is not trained.
+    pub fn buffer(&self, i: usize) -> Tensor<1> {
+        self.constant::<1>(i)
+    }
+    /// Record `value` as the new content of buffer entry `i`; `loss_grad` writes it into the
+    /// parameters after the backward pass (evaluation discards it).
+    pub fn write_buffer(&mut self, i: usize, value: Tensor<1>) {
+        self.buffer_writes.push((i, value.detach()));
     }
     /// Layout entry `i` as a rank-1 tensor.
     pub fn r1(&mut self, i: usize) -> Tensor<1> {
@@ -112,6 +138,12 @@ impl<N: Net> BurnModel<N> {
     }
 }
 
+/// The mean cross-entropy of `logits` (`[n, classes]`) against the labels `y`.
+fn mean_cross_entropy(logits: Tensor<2>, y: Tensor<1, Int>, n: usize) -> Tensor<1> {
+    let picked: Tensor<2> = activation::log_softmax(logits, 1).gather(1, y.reshape([n, 1]));
+    picked.sum().neg().div_scalar(n as f32)
+}
+
 fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data().try_into_vec::<f32>().map_err(|e| Error::Method(format!("tensor readback failed: {e:?}")))
 }
@@ -136,21 +168,14 @@ impl<N: Net> Model for BurnModel<N> {
         let device = device().autodiff();
         let (x, n) = self.input(batch, &device)?;
         let y = self.labels(batch, &device);
-        let mut leaves = Leaves {
-            layout: &self.layout,
-            data: params.as_slice(),
-            device: device.clone(),
-            track: true,
-            made: Vec::new(),
-        };
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, true, true);
         let logits = self.net.forward(&mut leaves, x);
-        let logp = activation::log_softmax(logits, 1);
-        let picked: Tensor<2> = logp.gather(1, y.reshape([n, 1]));
-        let loss = picked.sum().neg().div_scalar(n as f32);
+        let Leaves { made, buffer_writes, .. } = leaves;
+        let loss = mean_cross_entropy(logits, y, n);
         let grads = loss.backward();
         let g = grad.as_mut_slice();
         g.fill(0.0);
-        for (i, leaf) in leaves.made.drain(..) {
+        for (i, leaf) in made {
             let r = self.layout.entries()[i].range();
             let v = match leaf {
                 Leaf::R1(t) => t.grad(&grads).map(to_vec),
@@ -162,19 +187,40 @@ impl<N: Net> Model for BurnModel<N> {
                 g[r].iter_mut().zip(v?).for_each(|(a, b)| *a += b);
             }
         }
+        // The new running statistics, written only now: the forward pass read the old ones.
+        for (i, value) in buffer_writes {
+            let r = self.layout.entries()[i].range();
+            let v = to_vec(value)?;
+            if v.len() != r.len() {
+                return Err(Error::Shape(format!("buffer write of {} values into {} values", v.len(), r.len())));
+            }
+            params.as_mut_slice()[r].copy_from_slice(&v);
+        }
+        let l = to_vec(loss)?;
+        Ok(l.first().copied().unwrap_or(f32::NAN))
+    }
+    /// The input tensor requires gradients; the parameters are constants (training mode, running
+    /// statistics not written back).
+    fn input_grad(&mut self, params: &Params, batch: &Batch, gx: &mut Vec<f32>) -> Result<f32> {
+        let device = device().autodiff();
+        let (x, n) = self.input(batch, &device)?;
+        let x = x.require_grad();
+        let y = self.labels(batch, &device);
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, true);
+        let loss = mean_cross_entropy(self.net.forward(&mut leaves, x.clone()), y, n);
+        let grads = loss.backward();
+        gx.clear();
+        match x.grad(&grads) {
+            Some(g) => gx.extend(to_vec(g)?),
+            None => gx.resize(batch.x.len(), 0.0),
+        }
         let l = to_vec(loss)?;
         Ok(l.first().copied().unwrap_or(f32::NAN))
     }
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
         let device = device();
         let (x, n) = self.input(batch, &device)?;
-        let mut leaves = Leaves {
-            layout: &self.layout,
-            data: params.as_slice(),
-            device: device.clone(),
-            track: false,
-            made: Vec::new(),
-        };
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, false);
         let logits = self.net.forward(&mut leaves, x);
         let logp = to_vec(activation::log_softmax(logits, 1))?;
         let c = self.classes;

@@ -2,12 +2,15 @@
 //! 2x2 max-pool, conv 5x5x64 (pad 2), ReLU, 2x2 max-pool, fully connected 3136-512 (for 28x28
 //! inputs), ReLU, fully connected 512-classes.
 //!
-//! Parameters: `channels` ([32, 64]), `hidden` (512). Input: images `[c, h, w]` with h, w
-//! divisible by 4.
+//! Parameters: `channels` ([32, 64]), `hidden` (512), `norm` (`"none"`, the default, or
+//! `"batch"`: batch normalisation after each convolution, before its ReLU; entries
+//! `bn<i>.weight`, `.bias`, `.running_mean`, `.running_var`). Input: images `[c, h, w]` with h,
+//! w divisible by 4.
 //!
 //! ```toml
 //! [model]
 //! use = "cnn"
+//! norm = "none"
 //! ```
 
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use fedkit_core::{Error, Layout, Model, ModelSpec, ParamKind, Params, Result, Rn
 use serde::{Deserialize, Serialize};
 
 use crate::burn_adapter::{BurnModel, Leaves, Net};
-use crate::nets::{conv, flatten, image_shape, linear, relu_pool};
+use crate::nets::{Norm, batch_norm, conv, flatten, image_shape, linear, push_batch_norm, relu_pool};
 
 /// `[model] use = "cnn"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,11 +30,13 @@ pub struct CnnSpec {
     pub channels: [usize; 2],
     /// Width of the hidden fully connected layer.
     pub hidden: usize,
+    /// Normalisation after each convolution.
+    pub norm: Norm,
 }
 
 impl Default for CnnSpec {
     fn default() -> Self {
-        CnnSpec { channels: [32, 64], hidden: 512 }
+        CnnSpec { channels: [32, 64], hidden: 512, norm: Norm::None }
     }
 }
 
@@ -47,15 +52,20 @@ impl ModelSpec for CnnSpec {
         }
         let flat = c2 * (h / 4) * (w / 4);
         let mut l = Layout::new();
-        l.push("conv1.weight", &[c1, c, 5, 5], ParamKind::Weight);
-        l.push("conv1.bias", &[c1], ParamKind::Bias);
-        l.push("conv2.weight", &[c2, c1, 5, 5], ParamKind::Weight);
-        l.push("conv2.bias", &[c2], ParamKind::Bias);
+        let mut convs = [(0, None); 2];
+        for (k, (c_in, c_out)) in [(c, c1), (c1, c2)].into_iter().enumerate() {
+            let first = l.entries().len();
+            l.push(&format!("conv{}.weight", k + 1), &[c_out, c_in, 5, 5], ParamKind::Weight);
+            l.push(&format!("conv{}.bias", k + 1), &[c_out], ParamKind::Bias);
+            let norm = (self.norm == Norm::Batch).then(|| push_batch_norm(&mut l, &format!("bn{}", k + 1), c_out));
+            convs[k] = (first, norm);
+        }
+        let fc = l.entries().len();
         l.push("fc1.weight", &[flat, self.hidden], ParamKind::Weight);
         l.push("fc1.bias", &[self.hidden], ParamKind::Bias);
         l.push("fc2.weight", &[self.hidden, classes], ParamKind::Weight);
         l.push("fc2.bias", &[classes], ParamKind::Bias);
-        Ok(Box::new(BurnModel::new(Cnn { layout: Arc::new(l) }, [c, h, w], classes)))
+        Ok(Box::new(BurnModel::new(Cnn { layout: Arc::new(l), convs, fc }, [c, h, w], classes)))
     }
 }
 
@@ -63,6 +73,10 @@ impl ModelSpec for CnnSpec {
 #[derive(Clone)]
 pub struct Cnn {
     layout: Arc<Layout>,
+    /// Each convolution's first entry and its batch norm's first entry.
+    convs: [(usize, Option<usize>); 2],
+    /// The first fully connected layer's first entry.
+    fc: usize,
 }
 
 impl Net for Cnn {
@@ -73,9 +87,15 @@ impl Net for Cnn {
         crate::init::pytorch_default(&self.layout, rng)
     }
     fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> Tensor<2> {
-        let h = relu_pool(conv(p, 0, x, 2));
-        let h = relu_pool(conv(p, 2, h, 2));
-        let h = activation::relu(linear(p, 4, flatten(h)));
-        linear(p, 6, h)
+        let mut h = x;
+        for (w, norm) in self.convs {
+            h = conv(p, w, h, 2);
+            if let Some(bn) = norm {
+                h = batch_norm(p, bn, h);
+            }
+            h = relu_pool(h);
+        }
+        let h = activation::relu(linear(p, self.fc, flatten(h)));
+        linear(p, self.fc + 2, h)
     }
 }

@@ -18,7 +18,8 @@ fn fan_in(e: &Entry) -> usize {
 }
 
 /// PyTorch-default initialisation of every entry of `layout`: weights and the biases that follow
-/// them get U(-1/sqrt(fan_in), 1/sqrt(fan_in)); norm scales 1; shifts and buffers 0.
+/// them get U(-1/sqrt(fan_in), 1/sqrt(fan_in)); norm scales 1; shifts and buffers 0, except
+/// running variances (buffers named `*.running_var`), 1 as in PyTorch's batch norm.
 pub fn pytorch_default(layout: &Arc<Layout>, rng: &mut RngStream) -> Params {
     let mut p = Params::zeros(layout.clone());
     let mut last_fan_in = 1;
@@ -33,6 +34,7 @@ pub fn pytorch_default(layout: &Arc<Layout>, rng: &mut RngStream) -> Params {
                 v.iter_mut().for_each(|x| *x = ((2.0 * rng.uniform() - 1.0) * bound) as f32);
             }
             ParamKind::NormScale => v.fill(1.0),
+            ParamKind::Buffer if e.name.ends_with(".running_var") => v.fill(1.0),
             ParamKind::NormShift | ParamKind::Buffer => v.fill(0.0),
         }
     }

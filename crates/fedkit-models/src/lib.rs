@@ -10,6 +10,8 @@ pub mod logreg;
 pub mod mlp;
 mod nets;
 
+pub use nets::Norm;
+
 use fedkit_core::ModelSpec;
 use fedkit_core::registry::{Entry, params_resolved};
 

@@ -83,6 +83,16 @@ impl LogReg {
         }
         Ok((loss, correct))
     }
+
+    /// After [`LogReg::forward`]: turn the probabilities in `self.logits` into the gradient of the
+    /// mean loss with respect to the logits, (p_i - onehot(y_i)) / n.
+    fn logit_grads(&mut self, batch: &Batch) {
+        let (c, inv) = (self.c, 1.0 / batch.len() as f32);
+        for (p, &y) in self.logits.chunks_mut(c).zip(&batch.y) {
+            p[y as usize] -= 1.0;
+            p.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
 }
 
 impl Model for LogReg {
@@ -103,15 +113,13 @@ impl Model for LogReg {
         _rng: &mut RngStream,
     ) -> Result<f32> {
         let (loss, _) = self.forward(params.as_slice(), batch)?;
+        self.logit_grads(batch);
         let (d, c, n) = (self.d, self.c, batch.len());
-        let inv = 1.0 / n as f32;
         let g = grad.as_mut_slice();
         g.fill(0.0);
         let (gw, gb) = g.split_at_mut(d * c);
         for i in 0..n {
-            let p = &mut self.logits[i * c..(i + 1) * c];
-            p[batch.y[i] as usize] -= 1.0;
-            p.iter_mut().for_each(|v| *v *= inv);
+            let p = &self.logits[i * c..(i + 1) * c];
             gb.iter_mut().zip(p.iter()).for_each(|(a, b)| *a += b);
             for (j, &xj) in batch.x[i * d..(i + 1) * d].iter().enumerate() {
                 if xj != 0.0 {
@@ -123,5 +131,19 @@ impl Model for LogReg {
     }
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
         self.forward(params.as_slice(), batch)
+    }
+    /// d loss / d x_i = W (p_i - onehot(y_i)) / n.
+    fn input_grad(&mut self, params: &Params, batch: &Batch, gx: &mut Vec<f32>) -> Result<f32> {
+        let (loss, _) = self.forward(params.as_slice(), batch)?;
+        self.logit_grads(batch);
+        let (d, c, n) = (self.d, self.c, batch.len());
+        let wm = &params.as_slice()[..d * c];
+        gx.clear();
+        gx.extend(
+            self.logits
+                .chunks(c)
+                .flat_map(|p| wm.chunks(c).map(move |row| row.iter().zip(p).map(|(w, v)| w * v).sum::<f32>())),
+        );
+        Ok((loss / n as f64) as f32)
     }
 }

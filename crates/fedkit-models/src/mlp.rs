@@ -2,12 +2,15 @@
 //! "2NN" of McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized
 //! Data" (AISTATS 2017); the input and output sizes follow the data.
 //!
-//! Parameters: `hidden` (list of hidden widths, default [200, 200]).
+//! Parameters: `hidden` (list of hidden widths, default [200, 200]); `norm` (`"none"`, the
+//! default, or `"batch"`: batch normalisation after each hidden linear layer, before its ReLU, as
+//! FedBN's networks place it; entries `bn<i>.weight`, `.bias`, `.running_mean`, `.running_var`).
 //!
 //! ```toml
 //! [model]
 //! use = "mlp"
 //! hidden = [200, 200]
+//! norm = "none"
 //! ```
 
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use fedkit_core::{Error, Layout, Model, ModelSpec, ParamKind, Params, Result, Rn
 use serde::{Deserialize, Serialize};
 
 use crate::burn_adapter::{BurnModel, Leaves, Net};
-use crate::nets::linear;
+use crate::nets::{Norm, batch_norm, linear, push_batch_norm};
 
 /// `[model] use = "mlp"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,11 +28,13 @@ use crate::nets::linear;
 pub struct MlpSpec {
     /// Hidden layer widths.
     pub hidden: Vec<usize>,
+    /// Normalisation after each hidden linear layer.
+    pub norm: Norm,
 }
 
 impl Default for MlpSpec {
     fn default() -> Self {
-        MlpSpec { hidden: vec![200, 200] }
+        MlpSpec { hidden: vec![200, 200], norm: Norm::None }
     }
 }
 
@@ -43,20 +48,33 @@ impl ModelSpec for MlpSpec {
         sizes.extend(&self.hidden);
         sizes.push(classes);
         let mut l = Layout::new();
+        let mut layers = Vec::new();
         for (i, w) in sizes.windows(2).enumerate() {
+            let linear = l.entries().len();
             l.push(&format!("fc{}.weight", i + 1), &[w[0], w[1]], ParamKind::Weight);
             l.push(&format!("fc{}.bias", i + 1), &[w[1]], ParamKind::Bias);
+            let hidden = i + 2 < sizes.len();
+            let norm =
+                (hidden && self.norm == Norm::Batch).then(|| push_batch_norm(&mut l, &format!("bn{}", i + 1), w[1]));
+            layers.push(Layer { linear, norm });
         }
-        let net = Mlp { layout: Arc::new(l), sizes };
+        let net = Mlp { layout: Arc::new(l), layers };
         Ok(Box::new(BurnModel::new(net, [1, 1, d], classes)))
     }
 }
 
-/// The network: linear layers with ReLU between them.
+/// One linear layer: the index of its weight entry, and of its batch norm's first entry.
+#[derive(Clone)]
+struct Layer {
+    linear: usize,
+    norm: Option<usize>,
+}
+
+/// The network: linear layers with (batch norm and) ReLU between them.
 #[derive(Clone)]
 pub struct Mlp {
     layout: Arc<Layout>,
-    sizes: Vec<usize>,
+    layers: Vec<Layer>,
 }
 
 impl Net for Mlp {
@@ -68,10 +86,12 @@ impl Net for Mlp {
     }
     fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> Tensor<2> {
         let mut h = crate::nets::flatten(x);
-        let layers = self.sizes.len() - 1;
-        for i in 0..layers {
-            h = linear(p, 2 * i, h);
-            if i + 1 < layers {
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = linear(p, layer.linear, h);
+            if let Some(bn) = layer.norm {
+                h = batch_norm(p, bn, h);
+            }
+            if i + 1 < self.layers.len() {
                 h = activation::relu(h);
             }
         }

@@ -98,74 +98,145 @@ fn gradients_match_finite_differences() {
     for (name, table, shape, classes) in SMALL {
         let mut m = build(table, shape, classes).unwrap();
         let mut rng = RngStream::new(11);
-        let mut p = m.init(&mut rng);
+        let p = m.init(&mut rng);
         let mut batch = random_batch(shape, classes, 2, &mut rng);
         batch.x.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0); // zero-mean inputs: fewer dead ReLUs
-        let mut g = p.zeros_like();
-        m.loss_grad(&mut p, &batch, &mut g, &mut RngStream::new(0)).unwrap();
-        let mut scratch = p.zeros_like();
-        let mut loss_at = |m: &mut Box<dyn Model>, q: &Params| {
-            let l = m.loss_grad(&mut q.clone(), &batch, &mut scratch, &mut RngStream::new(0)).unwrap() as f64;
-            let (sum, _) = m.eval_batch(q, &batch).unwrap();
-            assert!(close(l, sum / 2.0, 1e-5, 1e-6), "{name}: loss_grad {l} vs eval_batch {sum}/2");
-            l
-        };
-        let l0 = loss_at(&mut m, &p);
-        let ulps = 2.0 * l0 * f32::EPSILON as f64; // resolution of the f32 loss
-        let (mut diff2, mut fd2, mut checked, mut tried) = (0.0, 0.0, 0, 0);
-        for e in p.layout().entries() {
-            let ge = &g.as_slice()[e.range()];
-            let gmax = ge.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
-            assert!(gmax > 1e-4, "{name} {}: no gradient (max {gmax})", e.name);
-            let large: Vec<usize> = (0..e.len()).filter(|&k| ge[k].abs() as f64 >= 0.3 * gmax).collect();
-            let (want, mut done, mut fd_max) = (8.min(e.len()), 0, 0f64);
-            while done < want && tried < 1000 {
-                tried += 1;
-                let pick = match tried % 2 {
-                    0 => rng.below(e.len() as u64) as usize,
-                    _ => large[rng.below(large.len() as u64) as usize],
-                };
-                let (i, gi) = (e.offset + pick, ge[pick] as f64);
-                // (up, down, central, noise) differences at steps 1e-2, 3e-3, 1e-3
-                let d: Vec<(f64, f64, f64, f64)> = [1e-2f32, 3e-3, 1e-3]
-                    .into_iter()
-                    .map(|eps| {
-                        let (mut hi, mut lo) = (p.clone(), p.clone());
-                        hi.as_mut_slice()[i] += eps;
-                        lo.as_mut_slice()[i] -= eps;
-                        let h =
-                            ((hi.as_slice()[i] - p.as_slice()[i]) as f64, (p.as_slice()[i] - lo.as_slice()[i]) as f64);
-                        let (l_hi, l_lo) = (loss_at(&mut m, &hi), loss_at(&mut m, &lo));
-                        ((l_hi - l0) / h.0, (l0 - l_lo) / h.1, (l_hi - l_lo) / (h.0 + h.1), ulps / eps as f64)
-                    })
-                    .collect();
-                let agree = |a: f64, b: f64, noise: f64| (a - b).abs() <= 0.02 * gmax + 2.0 * noise;
-                let smooth = (0..2).find_map(|k| {
-                    let ((u, dn, c, noise), next) = (d[k], d[k + 1]);
-                    let (up, down) = (agree(u, next.0, next.3), agree(dn, next.1, next.3));
-                    if up && down && agree(c, next.2, next.3) && agree(u, dn, noise) {
-                        Some((c, noise))
-                    } else if up != down {
-                        Some((if up { u } else { dn }, 2.0 * noise))
-                    } else {
-                        None
-                    }
-                });
-                let Some((fd, noise)) = smooth else { continue };
-                assert!(
-                    close(gi, fd, 0.25, 0.05 * gmax + noise),
-                    "{name} {}[{pick}]: grad {gi}, finite difference {fd}",
-                    e.name
-                );
-                (diff2, fd2, done, fd_max) = (diff2 + (gi - fd).powi(2), fd2 + fd * fd, done + 1, fd_max.max(fd.abs()));
-            }
-            assert_eq!(done, want, "{name} {}: too many coordinates at kinks", e.name);
-            assert!(fd_max >= 0.2 * gmax, "{name} {}: largest gradients not checked", e.name);
-            checked += done;
-        }
-        assert!(tried <= 2 * checked, "{name}: {tried} tries for {checked} smooth coordinates");
-        assert!(diff2.sqrt() < 0.03 * fd2.sqrt(), "{name}: relative gradient error {}", (diff2 / fd2).sqrt());
+        check_gradients(name, &mut m, &p, &batch, true, &[], &mut rng);
     }
+}
+
+// The same check for networks with batch norm (mlp and cnn, norm = "batch"), over the trained
+// entries (scales and shifts included; running statistics get no gradient). In training mode the
+// loss depends on the whole batch (its statistics), so the finite differences are of the batch
+// loss, and eval_batch (running statistics) is not expected to agree with it. The biases of the
+// layers that feed a batch norm cancel in its mean: their gradient and differences are ~0.
+#[test]
+fn gradients_match_finite_differences_with_batch_norm() {
+    let cases: [(&str, &str, &[usize], &[&str]); 2] = [
+        ("mlp+bn", "use = 'mlp'\nhidden = [5, 4]\nnorm = 'batch'", &[1, 4, 4], &["fc1.bias", "fc2.bias"]),
+        (
+            "cnn+bn",
+            "use = 'cnn'\nchannels = [2, 3]\nhidden = 4\nnorm = 'batch'",
+            &[1, 8, 8],
+            &["conv1.bias", "conv2.bias"],
+        ),
+    ];
+    for (name, table, shape, cancelled) in cases {
+        let mut m = build(table, shape, 3).unwrap();
+        let mut rng = RngStream::new(12);
+        let p = m.init(&mut rng);
+        let mut batch = random_batch(shape, 3, 6, &mut rng);
+        batch.x.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0);
+        check_gradients(name, &mut m, &p, &batch, false, cancelled, &mut rng);
+    }
+}
+
+/// The derivative of `loss` (a function of one coordinate whose current value is `x`, loss `l0`
+/// there, f32 resolution `ulps`) by finite differences at steps 1e-2, 3e-3 and 1e-3, with its noise
+/// level; `None` at a kink. ReLU and max-pool make losses piecewise smooth and they are only f32, so
+/// a difference counts where the stencils at two successive steps agree (within 2% of `scale` plus
+/// twice the noise): the central difference where there is no kink, the one-sided difference of the
+/// smooth side where there is a kink on one side only.
+fn smooth_difference(x: f32, l0: f64, ulps: f64, scale: f64, loss: &mut dyn FnMut(f32) -> f64) -> Option<(f64, f64)> {
+    // (up, down, central, noise) differences at each step
+    let d: Vec<(f64, f64, f64, f64)> = [1e-2f32, 3e-3, 1e-3]
+        .into_iter()
+        .map(|eps| {
+            let (hi, lo) = (x + eps, x - eps);
+            let h = ((hi - x) as f64, (x - lo) as f64);
+            let (l_hi, l_lo) = (loss(hi), loss(lo));
+            ((l_hi - l0) / h.0, (l0 - l_lo) / h.1, (l_hi - l_lo) / (h.0 + h.1), ulps / eps as f64)
+        })
+        .collect();
+    let agree = |a: f64, b: f64, noise: f64| (a - b).abs() <= 0.02 * scale + 2.0 * noise;
+    (0..2).find_map(|k| {
+        let ((u, dn, c, noise), next) = (d[k], d[k + 1]);
+        let (up, down) = (agree(u, next.0, next.3), agree(dn, next.1, next.3));
+        if up && down && agree(c, next.2, next.3) && agree(u, dn, noise) {
+            Some((c, noise))
+        } else if up != down {
+            Some((if up { u } else { dn }, 2.0 * noise))
+        } else {
+            None
+        }
+    })
+}
+
+/// Compare loss_grad's gradient at `p` with finite differences of the loss on `batch` (see
+/// `gradients_match_finite_differences`); buffers must get an exactly zero gradient.
+/// `eval_agrees`: eval_batch's summed loss / n equals loss_grad's mean loss at every point.
+/// `cancelled`: entries the loss does not depend on (biases before a batch norm).
+fn check_gradients(
+    name: &str,
+    m: &mut Box<dyn Model>,
+    p: &Params,
+    batch: &Batch,
+    eval_agrees: bool,
+    cancelled: &[&str],
+    rng: &mut RngStream,
+) {
+    let n = batch.len() as f64;
+    let mut g = p.zeros_like();
+    m.loss_grad(&mut p.clone(), batch, &mut g, &mut RngStream::new(0)).unwrap();
+    let mut scratch = p.zeros_like();
+    let mut loss_at = |m: &mut Box<dyn Model>, q: &Params| {
+        let l = m.loss_grad(&mut q.clone(), batch, &mut scratch, &mut RngStream::new(0)).unwrap() as f64;
+        if eval_agrees {
+            let (sum, _) = m.eval_batch(q, batch).unwrap();
+            assert!(close(l, sum / n, 1e-5, 1e-6), "{name}: loss_grad {l} vs eval_batch {sum}/{n}");
+        }
+        l
+    };
+    let l0 = loss_at(m, p);
+    let ulps = 2.0 * l0 * f32::EPSILON as f64; // resolution of the f32 loss
+    let (mut diff2, mut fd2, mut checked, mut tried) = (0.0, 0.0, 0, 0);
+    for e in p.layout().entries() {
+        let ge = &g.as_slice()[e.range()];
+        if e.kind == ParamKind::Buffer {
+            assert!(ge.iter().all(|&v| v == 0.0), "{name} {}: a buffer got a gradient", e.name);
+            continue;
+        }
+        if cancelled.contains(&e.name.as_str()) {
+            let gmax = ge.iter().fold(0f32, |a, v| a.max(v.abs()));
+            assert!(gmax < 1e-5, "{name} {}: gradient {gmax} of an entry the loss does not depend on", e.name);
+            let mut hi = p.clone();
+            hi.as_mut_slice()[e.range()].iter_mut().for_each(|v| *v += 0.1);
+            let shift = loss_at(m, &hi) - l0;
+            assert!(shift.abs() < 1e-5, "{name} {}: shifting it by 0.1 changes the loss by {shift}", e.name);
+            continue;
+        }
+        let gmax = ge.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
+        assert!(gmax > 1e-4, "{name} {}: no gradient (max {gmax})", e.name);
+        let large: Vec<usize> = (0..e.len()).filter(|&k| ge[k].abs() as f64 >= 0.3 * gmax).collect();
+        let (want, mut done, mut fd_max) = (8.min(e.len()), 0, 0f64);
+        while done < want && tried < 1000 {
+            tried += 1;
+            let pick = match tried % 2 {
+                0 => rng.below(e.len() as u64) as usize,
+                _ => large[rng.below(large.len() as u64) as usize],
+            };
+            let (i, gi) = (e.offset + pick, ge[pick] as f64);
+            let mut q = p.clone();
+            let mut loss_with = |v: f32| {
+                q.as_mut_slice()[i] = v;
+                loss_at(m, &q)
+            };
+            let Some((fd, noise)) = smooth_difference(p.as_slice()[i], l0, ulps, gmax, &mut loss_with) else {
+                continue;
+            };
+            assert!(
+                close(gi, fd, 0.25, 0.05 * gmax + noise),
+                "{name} {}[{pick}]: grad {gi}, finite difference {fd}",
+                e.name
+            );
+            (diff2, fd2, done, fd_max) = (diff2 + (gi - fd).powi(2), fd2 + fd * fd, done + 1, fd_max.max(fd.abs()));
+        }
+        assert_eq!(done, want, "{name} {}: too many coordinates at kinks", e.name);
+        assert!(fd_max >= 0.2 * gmax, "{name} {}: largest gradients not checked", e.name);
+        checked += done;
+    }
+    assert!(tried <= 2 * checked, "{name}: {tried} tries for {checked} smooth coordinates");
+    assert!(diff2.sqrt() < 0.03 * fd2.sqrt(), "{name}: relative gradient error {}", (diff2 / fd2).sqrt());
 }
 
 // eval_batch returns the summed loss (= n x loss_grad's mean loss) and a correct count in 0..=n;
@@ -360,5 +431,312 @@ fn bad_input_is_an_error() {
             d + 1
         );
         assert!(m.eval_batch(&p, &bad).is_err(), "{name}: eval_batch accepted {} features", d + 1);
+    }
+}
+
+/// The `[model]` table of the small mlp with batch norm the batch-norm tests use (on `[6]`).
+const MLP_BN: &str = "use = 'mlp'\nhidden = [5, 4]\nnorm = 'batch'";
+
+/// The entry `name` of `p`.
+fn entry<'a>(p: &'a Params, name: &str) -> &'a [f32] {
+    &p.as_slice()[p.layout().get(name).unwrap_or_else(|| panic!("no entry {name}")).range()]
+}
+
+/// Reference forward pass of an `mlp` with batch norm over a whole batch, in f64: each sample's
+/// logits, and each batch norm's batch mean and unbiased variance. `training`: batch norm
+/// normalises with the batch mean and biased variance, else with its running statistics.
+fn mlp_bn_reference(p: &Params, b: &Batch, training: bool) -> (Vec<Vec<f64>>, Vec<(Vec<f64>, Vec<f64>)>) {
+    let f64s = |name: &str| entry(p, name).iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let (n, d) = (b.len(), b.x.len() / b.len());
+    let mut h: Vec<Vec<f64>> = b.x.chunks(d).map(|r| r.iter().map(|&v| v as f64).collect()).collect();
+    let mut stats = Vec::new();
+    for k in 1.. {
+        let Some(we) = p.layout().get(&format!("fc{k}.weight")) else { break };
+        let (w, bias, o) = (f64s(&we.name), f64s(&format!("fc{k}.bias")), we.shape[1]);
+        let mut z: Vec<Vec<f64>> = h
+            .iter()
+            .map(|x| {
+                (0..o).map(|j| bias[j] + x.iter().enumerate().map(|(a, xa)| xa * w[a * o + j]).sum::<f64>()).collect()
+            })
+            .collect();
+        if p.layout().get(&format!("bn{k}.weight")).is_some() {
+            let [scale, shift, rm, rv] =
+                ["weight", "bias", "running_mean", "running_var"].map(|s| f64s(&format!("bn{k}.{s}")));
+            let mean: Vec<f64> = (0..o).map(|j| z.iter().map(|r| r[j]).sum::<f64>() / n as f64).collect();
+            let ss: Vec<f64> = (0..o).map(|j| z.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>()).collect();
+            let (mu, var) = if training { (mean.clone(), ss.iter().map(|s| s / n as f64).collect()) } else { (rm, rv) };
+            z.iter_mut().for_each(|r| {
+                (0..o).for_each(|j| r[j] = scale[j] * (r[j] - mu[j]) / (var[j] + 1e-5).sqrt() + shift[j])
+            });
+            stats.push((mean, ss.iter().map(|s| s / (n - 1) as f64).collect()));
+        }
+        if p.layout().get(&format!("fc{}.weight", k + 1)).is_some() {
+            z.iter_mut().for_each(|r| r.iter_mut().for_each(|v| *v = v.max(0.0)));
+        }
+        h = z;
+    }
+    (h, stats)
+}
+
+/// Each sample's cross-entropy loss for `logits`, and whether its top-1 prediction is right.
+fn cross_entropy(logits: &[Vec<f64>], y: &[u32]) -> Vec<(f64, bool)> {
+    logits
+        .iter()
+        .zip(y)
+        .map(|(z, &y)| {
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            (lse - z[y as usize], z.iter().position(|&v| v == max) == Some(y as usize))
+        })
+        .collect()
+}
+
+/// Parameters of the small batch-norm mlp with running statistics (and norm scales and shifts)
+/// set to random values, so that no test passes on the initial 0 / 1 by accident.
+fn mlp_bn_params(m: &dyn Model, rng: &mut RngStream) -> Params {
+    let mut p = m.init(rng);
+    for e in p.layout().clone().entries().iter().filter(|e| e.name.starts_with("bn")) {
+        let v = &mut p.as_mut_slice()[e.range()];
+        let var = e.name.ends_with("running_var") || e.kind == ParamKind::NormScale;
+        v.iter_mut().for_each(|x| *x = if var { 0.5 + 1.5 * rng.uniform() as f32 } else { rng.normal() as f32 * 0.5 });
+    }
+    p
+}
+
+// Batch norm layouts: PyTorch's names and order (linear or conv, then `bn<i>.weight` NormScale,
+// `.bias` NormShift, `.running_mean` and `.running_var` Buffer), after every hidden linear layer
+// of mlp and every convolution of cnn; buffers are not trainable; initialisation is scale 1,
+// shift 0, running mean 0, running variance 1. `norm` other than none/batch is an error.
+#[test]
+fn batch_norm_layouts_and_init() {
+    use ParamKind::*;
+    let bn = |k: usize, c: usize| -> Vec<(String, Vec<usize>, ParamKind)> {
+        [("weight", NormScale), ("bias", NormShift), ("running_mean", Buffer), ("running_var", Buffer)]
+            .into_iter()
+            .map(|(s, kind)| (format!("bn{k}.{s}"), vec![c], kind))
+            .collect()
+    };
+    let layer = |name: &str, w: Vec<usize>, b: usize| {
+        vec![(format!("{name}.weight"), w, Weight), (format!("{name}.bias"), vec![b], Bias)]
+    };
+    let mlp =
+        [layer("fc1", vec![6, 5], 5), bn(1, 5), layer("fc2", vec![5, 4], 4), bn(2, 4), layer("fc3", vec![4, 3], 3)];
+    let cnn = [
+        layer("conv1", vec![2, 1, 5, 5], 2),
+        bn(1, 2),
+        layer("conv2", vec![3, 2, 5, 5], 3),
+        bn(2, 3),
+        layer("fc1", vec![3 * 2 * 2, 4], 4),
+        layer("fc2", vec![4, 3], 3),
+    ];
+    let cases: [(&str, &[usize], Vec<_>, usize); 2] = [
+        (MLP_BN, &[6], mlp.concat(), 2 * (5 + 4)),
+        ("use = 'cnn'\nchannels = [2, 3]\nhidden = 4\nnorm = 'batch'", &[1, 8, 8], cnn.concat(), 2 * (2 + 3)),
+    ];
+    for (table, shape, want, buffers) in cases {
+        let m = build(table, shape, 3).unwrap();
+        let l = m.layout();
+        let got: Vec<_> = l.entries().iter().map(|e| (e.name.clone(), e.shape.clone(), e.kind)).collect();
+        assert_eq!(got, want, "{table}");
+        assert_eq!(l.trainable(), l.total() - buffers, "{table}");
+        let p = m.init(&mut RngStream::new(3));
+        for (e, v) in p.tensors() {
+            let want = match (e.kind, e.name.ends_with("running_var")) {
+                (NormScale, _) | (Buffer, true) => Some(1.0),
+                (NormShift, _) | (Buffer, false) => Some(0.0),
+                _ => None,
+            };
+            if let Some(want) = want {
+                assert!(v.iter().all(|&x| x == want), "{table}: {} initialised to {v:?}", e.name);
+            }
+        }
+    }
+    assert!(build("use = 'mlp'\nnorm = 'layer'", &[6], 3).is_err());
+    assert!(build("use = 'cnn'\nnorm = 'group'", &[1, 8, 8], 3).is_err());
+}
+
+// One training step (loss_grad) of an mlp with batch norm: the loss is that of the f64 reference
+// normalising with the batch mean and biased variance; each running mean becomes 0.9 r + 0.1
+// mean and each running variance 0.9 v + 0.1 unbiased variance of that layer's batch
+// pre-activations (from random, not initial, r and v); nothing else in the parameters changes.
+// A single-sample batch leaves the running statistics unchanged.
+#[test]
+fn batch_norm_running_statistics_follow_pytorch() {
+    let mut m = build(MLP_BN, &[6], 3).unwrap();
+    let mut rng = RngStream::new(31);
+    let p = mlp_bn_params(m.as_ref(), &mut rng);
+    let batch = random_batch(&[6], 3, 7, &mut rng);
+    let (logits, stats) = mlp_bn_reference(&p, &batch, true);
+    let want_loss = cross_entropy(&logits, &batch.y).iter().map(|c| c.0).sum::<f64>() / 7.0;
+    let (mut q, mut g) = (p.clone(), p.zeros_like());
+    let loss = m.loss_grad(&mut q, &batch, &mut g, &mut RngStream::new(0)).unwrap() as f64;
+    assert!(close(loss, want_loss, 1e-5, 1e-6), "training loss {loss} vs reference {want_loss}");
+    assert_eq!(stats.len(), 2);
+    for (k, (mean, var)) in stats.iter().enumerate() {
+        for (s, batch_stat) in [("running_mean", mean), ("running_var", var)] {
+            let name = format!("bn{}.{s}", k + 1);
+            let (old, new) = (entry(&p, &name), entry(&q, &name));
+            for j in 0..old.len() {
+                let want = 0.9 * old[j] as f64 + 0.1 * batch_stat[j];
+                assert!(close(new[j] as f64, want, 1e-5, 1e-6), "{name}[{j}]: {} vs {want}", new[j]);
+            }
+        }
+    }
+    for e in p.layout().entries().iter().filter(|e| e.kind != ParamKind::Buffer) {
+        assert_eq!(entry(&p, &e.name), entry(&q, &e.name), "{} changed in loss_grad", e.name);
+    }
+    let one = random_batch(&[6], 3, 1, &mut rng);
+    let mut q1 = p.clone();
+    assert!(m.loss_grad(&mut q1, &one, &mut g, &mut RngStream::new(0)).unwrap().is_finite());
+    assert_eq!(q1, p, "a one-sample batch changed the running statistics");
+}
+
+/// Stride-1, padding-2 5x5 convolution of one `[c_in, h, w]` sample, in f64: `[c_out, h, w]`.
+fn conv5_same(x: &[f32], [c_in, h, w]: [usize; 3], weight: &[f32], bias: &[f32]) -> Vec<f64> {
+    let c_out = bias.len();
+    let mut out = vec![0.0; c_out * h * w];
+    for (o, r, c) in (0..c_out).flat_map(|o| (0..h).flat_map(move |r| (0..w).map(move |c| (o, r, c)))) {
+        let mut acc = bias[o] as f64;
+        for (i, dr, dc) in (0..c_in).flat_map(|i| (0..5).flat_map(move |dr| (0..5).map(move |dc| (i, dr, dc)))) {
+            let (rr, cc) = ((r + dr).wrapping_sub(2), (c + dc).wrapping_sub(2));
+            if rr < h && cc < w {
+                acc += x[(i * h + rr) * w + cc] as f64 * weight[((o * c_in + i) * 5 + dr) * 5 + dc] as f64;
+            }
+        }
+        out[(o * h + r) * w + c] = acc;
+    }
+    out
+}
+
+// Batch norm on images ([n, c, h, w], cnn with norm = "batch"): the first layer's running
+// statistics after one training step are 0.9 r + 0.1 of the per-channel mean and unbiased
+// variance over the n x h x w conv outputs (m = n h w values per channel); the second layer's
+// are updated too.
+#[test]
+fn batch_norm_on_images_uses_channel_statistics() {
+    let table = "use = 'cnn'\nchannels = [2, 3]\nhidden = 4\nnorm = 'batch'";
+    let mut m = build(table, &[1, 8, 8], 3).unwrap();
+    let mut rng = RngStream::new(32);
+    let mut p = m.init(&mut rng);
+    for name in ["bn1.running_mean", "bn1.running_var"] {
+        let r = p.layout().get(name).unwrap().range();
+        p.as_mut_slice()[r].iter_mut().for_each(|v| *v += rng.uniform() as f32);
+    }
+    let batch = random_batch(&[1, 8, 8], 3, 3, &mut rng);
+    let conv: Vec<Vec<f64>> = batch
+        .x
+        .chunks(64)
+        .map(|x| conv5_same(x, [1, 8, 8], entry(&p, "conv1.weight"), entry(&p, "conv1.bias")))
+        .collect();
+    let (mut q, mut g) = (p.clone(), p.zeros_like());
+    m.loss_grad(&mut q, &batch, &mut g, &mut RngStream::new(0)).unwrap();
+    for ch in 0..2 {
+        let vals: Vec<f64> = conv.iter().flat_map(|s| s[ch * 64..(ch + 1) * 64].iter().copied()).collect();
+        let mean = vals.iter().sum::<f64>() / 192.0;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 191.0;
+        for (s, stat) in [("running_mean", mean), ("running_var", var)] {
+            let name = format!("bn1.{s}");
+            let want = 0.9 * entry(&p, &name)[ch] as f64 + 0.1 * stat;
+            let got = entry(&q, &name)[ch] as f64;
+            assert!(close(got, want, 1e-5, 1e-6), "{name}[{ch}]: {got} vs {want}");
+        }
+    }
+    for name in ["bn2.running_mean", "bn2.running_var"] {
+        assert!(entry(&q, name).iter().zip(entry(&p, name)).all(|(a, b)| a != b), "{name} not updated");
+    }
+}
+
+// Evaluation mode normalises with the running statistics: eval_batch equals the f64 reference
+// that uses them, a sample's loss does not depend on the rest of its batch, and changing a
+// running statistic changes the evaluation accordingly.
+#[test]
+fn batch_norm_eval_uses_running_statistics() {
+    let mut m = build(MLP_BN, &[6], 3).unwrap();
+    let mut rng = RngStream::new(33);
+    let mut p = mlp_bn_params(m.as_ref(), &mut rng);
+    p.scale(3.0); // spread the logits so that predictions vary
+    let batch = random_batch(&[6], 3, 40, &mut rng);
+    let check = |m: &mut Box<dyn Model>, p: &Params| -> f64 {
+        let (sum, correct) = m.eval_batch(p, &batch).unwrap();
+        let per = cross_entropy(&mlp_bn_reference(p, &batch, false).0, &batch.y);
+        let want: f64 = per.iter().map(|c| c.0).sum();
+        assert!(close(sum, want, 1e-5, 1e-5), "eval loss {sum} vs reference {want}");
+        assert_eq!(correct, per.iter().filter(|c| c.1).count());
+        let first = Batch { x: batch.x[..6].to_vec(), y: batch.y[..1].to_vec(), ..batch.clone() };
+        let (alone, _) = m.eval_batch(p, &first).unwrap();
+        assert!(close(alone, per[0].0, 1e-5, 1e-6), "sample 0 alone {alone} vs in its batch {}", per[0].0);
+        sum
+    };
+    let before = check(&mut m, &p);
+    for name in ["bn1.running_mean", "bn2.running_var"] {
+        let r = p.layout().get(name).unwrap().range();
+        p.as_mut_slice()[r].iter_mut().for_each(|v| *v *= 1.5);
+        let after = check(&mut m, &p);
+        assert!((after - before).abs() > 1e-3, "changing {name} left the eval loss at {after}");
+    }
+}
+
+// An mlp with batch norm learns the separable toy problem with plain SGD, and the model it ends
+// with classifies well in evaluation mode (with the running statistics training recorded).
+#[test]
+fn batch_norm_mlp_learns() {
+    let mut m = build(MLP_BN, &[6], 3).unwrap();
+    let mut rng = RngStream::new(34);
+    let data = ClientData::whole(separable(&[6], 3, 96, &mut rng));
+    let mut p = m.init(&mut rng);
+    let cfg = LocalTrain { lr: 0.1, batch_size: 16, max_steps: 150, ..LocalTrain::default() };
+    local_train(m.as_mut(), &mut p, &data, &cfg, 1000, &mut NoHook, &fedkit_core::PlainStep, 1, &mut rng).unwrap();
+    let after = evaluate_range(m.as_mut(), &p, &data, 0..96, 96).unwrap();
+    assert!(after.accuracy() > 0.9, "accuracy {}", after.accuracy());
+    assert_ne!(entry(&p, "bn1.running_var"), &[1.0; 5], "training left the running statistics at init");
+}
+
+// input_grad's gradient with respect to the inputs matches finite differences of the loss in the
+// inputs (the stencils of `smooth_difference`), per coordinate and in aggregate, on 12 input
+// values of every small model (half among its larger gradients); its loss is loss_grad's mean
+// loss, and the parameters are not changed.
+#[test]
+fn input_gradients_match_finite_differences() {
+    for (name, table, shape, classes) in SMALL {
+        let mut m = build(table, shape, classes).unwrap();
+        let mut rng = RngStream::new(13);
+        let p = m.init(&mut rng);
+        let mut batch = random_batch(shape, classes, 3, &mut rng);
+        batch.x.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0);
+        let mut gx = Vec::new();
+        let l = m.input_grad(&p, &batch, &mut gx).unwrap() as f64;
+        assert_eq!(gx.len(), batch.x.len(), "{name}: one input gradient per input value");
+        let mut scratch = p.zeros_like();
+        let mut loss_at = |m: &mut Box<dyn Model>, b: &Batch| {
+            m.loss_grad(&mut p.clone(), b, &mut scratch, &mut RngStream::new(0)).unwrap() as f64
+        };
+        let l0 = loss_at(&mut m, &batch);
+        assert!(close(l, l0, 1e-6, 1e-7), "{name}: input_grad loss {l}, loss_grad {l0}");
+        let ulps = 2.0 * l0 * f32::EPSILON as f64;
+        let gmax = gx.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
+        assert!(gmax > 1e-4, "{name}: no input gradient (max {gmax})");
+        let large: Vec<usize> = (0..gx.len()).filter(|&k| gx[k].abs() as f64 >= 0.3 * gmax).collect();
+        let (mut diff2, mut fd2, mut done, mut tried) = (0.0, 0.0, 0, 0);
+        while done < 12 && tried < 100 {
+            tried += 1;
+            let i = match tried % 2 {
+                0 => rng.below(gx.len() as u64) as usize,
+                _ => large[rng.below(large.len() as u64) as usize],
+            };
+            let mut b = batch.clone();
+            let mut loss_with = |v: f32| {
+                b.x[i] = v;
+                loss_at(&mut m, &b)
+            };
+            let Some((fd, noise)) = smooth_difference(batch.x[i], l0, ulps, gmax, &mut loss_with) else {
+                continue;
+            };
+            let gi = gx[i] as f64;
+            assert!(close(gi, fd, 0.25, 0.05 * gmax + noise), "{name} x[{i}]: input grad {gi}, finite difference {fd}");
+            (diff2, fd2, done) = (diff2 + (gi - fd).powi(2), fd2 + fd * fd, done + 1);
+        }
+        assert_eq!(done, 12, "{name}: too many input values at kinks");
+        assert!(diff2.sqrt() < 0.03 * fd2.sqrt(), "{name}: relative input gradient error {}", (diff2 / fd2).sqrt());
+        assert_eq!(p, m.init(&mut RngStream::new(13)), "{name}: input_grad changed the parameters");
     }
 }
