@@ -153,7 +153,7 @@ fn tables(outcomes: &[Outcome], at: &[u32], target: Option<f64>) -> (String, Str
     }
     head.extend(["MB_up", "MB_down"].map(String::from));
     let optional: Vec<&str> =
-        ["local_acc_min", "local_acc_mean", "model_zeros"].into_iter().filter(|k| has(k)).collect();
+        ["local_acc_min", "local_acc_mean", "model_zeros", "hessian_top"].into_iter().filter(|k| has(k)).collect();
     head.extend(optional.iter().map(|k| k.to_string()));
     head.extend(["seconds", "status"].map(String::from));
 

@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod error;
+pub mod hessian;
 pub mod model;
 pub mod optim;
 pub mod params;
@@ -14,6 +15,7 @@ pub mod update;
 
 pub use data::{Batch, ClientData, Dataset};
 pub use error::{Error, Result};
+pub use hessian::hessian_top_eigenvalue;
 pub use model::{
     EvalStats, GradHook, LocalStep, Model, ModelSpec, NoHook, PlainStep, StepCtx, TrainStats, evaluate_in_domain,
     evaluate_range, local_train,

@@ -63,6 +63,9 @@ pub struct StepCtx {
     pub round: u32,
     pub step: usize,
     pub lr: f32,
+    /// `client.weight_decay` (lambda): a rule that [owns](LocalStep::owns_weight_decay) the weight
+    /// decay applies it in [`LocalStep::adjust`].
+    pub weight_decay: f32,
 }
 
 /// The local step rule (`[local] use = "..."`): how one mini-batch becomes a descent direction.
@@ -145,7 +148,7 @@ pub fn local_train(
                 break 'outer;
             }
             batch.fill(data, ids, rng);
-            let sc = StepCtx { round, step: stats.steps, lr: cfg.lr as f32 };
+            let sc = StepCtx { round, step: stats.steps, lr: cfg.lr as f32, weight_decay: cfg.weight_decay as f32 };
             let loss = step.grad(&sc, model, params, &mut batch, &mut grad, rng)?;
             if !loss.is_finite() {
                 return Err(crate::Error::Method(format!(

@@ -82,6 +82,10 @@ impl Layout {
     pub fn trainable(&self) -> usize {
         self.entries.iter().filter(|e| e.kind != ParamKind::Buffer).map(Entry::len).sum()
     }
+    /// The index ranges of the entries trained by gradients (everything but buffers).
+    pub fn trainable_ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        self.entries.iter().filter(|e| e.kind != ParamKind::Buffer).map(Entry::range)
+    }
 }
 
 /// Flat parameters (or a delta, or a gradient) with their layout.

@@ -113,6 +113,12 @@ pub struct EvalConfig {
     /// With `clients`: the fraction of each client's samples held out as its local test split
     /// (a seeded random subset; the rest is its training data).
     pub client_test_fraction: f64,
+    /// After the last round, estimate the top Hessian eigenvalue of the training loss (the
+    /// sharpness of the minimum; column `hessian_top`) on this many pooled training samples by
+    /// power iteration (0 = off).
+    pub hessian_samples: usize,
+    /// Power-iteration steps for `hessian_samples`.
+    pub hessian_iters: usize,
 }
 
 impl Default for EvalConfig {
@@ -125,6 +131,8 @@ impl Default for EvalConfig {
             test_samples: 0,
             clients: false,
             client_test_fraction: 0.2,
+            hessian_samples: 0,
+            hessian_iters: 20,
         }
     }
 }

@@ -306,6 +306,20 @@ impl Engine {
         if round % self.cfg.eval.every == 0 || round == self.cfg.rounds {
             self.evaluate_into(&mut rec)?;
         }
+        if round == self.cfg.rounds && self.cfg.eval.hessian_samples > 0 {
+            let pooled = ClientData::whole(self.fed.train.clone());
+            let (n, iters) = (self.cfg.eval.hessian_samples, self.cfg.eval.hessian_iters.max(1));
+            let mut rng = RngStream::derive(self.cfg.seed, "hessian", round as u64, 0);
+            let top = fedkit_core::hessian_top_eigenvalue(
+                self.server_model.as_mut(),
+                &self.global,
+                &pooled,
+                n,
+                iters,
+                &mut rng,
+            )?;
+            rec.set("hessian_top", top);
+        }
         let t_eval = t2.elapsed().as_secs_f64();
         self.records.push(rec.clone());
         let timings = Timings {

@@ -24,6 +24,7 @@ pub const STANDARD_COLUMNS: &[&str] = &[
     "local_acc_p10",
     "local_loss_mean",
     "local_loss_max",
+    "hessian_top",
 ];
 
 /// One round's metrics, in insertion order.

@@ -153,3 +153,25 @@ fn model_zeros_counts_exact_zeros() {
     let z = rec.get("model_zeros").unwrap();
     assert!(z >= (n / 2) as f64 / n as f64 && z < 0.6, "{z}");
 }
+
+#[test]
+fn a_cohort_of_1200_clients_runs_and_is_deterministic() {
+    let c = || {
+        cfg(&[
+            "rounds=2",
+            "data.synthetic.users=1500",
+            "sampling.per_round=1200",
+            "client.epochs=1",
+            "eval.train_loss=false",
+        ])
+    };
+    let mut e = Engine::new(c()).unwrap();
+    e.run_round().unwrap();
+    let r = e.records.last().unwrap();
+    assert_eq!(
+        (r.get("sampled"), r.get("participants"), r.get("accepted")),
+        (Some(1200.0), Some(1200.0), Some(1200.0))
+    );
+    let (a, b) = (run_all(c()), run_all(RunConfig { threads: 1, ..c() }));
+    assert_eq!(a, b, "a large cohort is reduced in client-id order whatever the thread count");
+}

@@ -9,6 +9,7 @@
 pub mod aggregators;
 pub mod algorithms;
 pub mod local_steps;
+pub mod minimax;
 pub mod stages;
 
 pub use aggregators::aggregators;

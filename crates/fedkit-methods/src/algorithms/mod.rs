@@ -1,7 +1,26 @@
 //! Federated algorithms: a paper's client rule and server rule (`[algorithm] use = "<name>"`).
 
+pub mod afl;
+pub(crate) mod composite;
+pub mod drfa;
 pub mod fedavg;
+pub mod fedavgm;
+pub mod fedbn;
+pub mod feddualavg;
+pub mod feddyn;
+pub mod fedlaw;
+pub mod fedmid;
+pub mod fednova;
+pub mod fedopt;
 pub mod fedprox;
+pub mod hsgd;
+pub mod large_cohort;
+pub(crate) mod mixture;
+pub mod scaffold;
+pub mod server_opt;
+pub(crate) mod state_vectors;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use fedkit_core::DynAlgorithm;
 use fedkit_core::registry::{Entry, params_resolved};
@@ -18,6 +37,81 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             name: "fedprox",
             source: include_str!("fedprox.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<fedprox::FedProx>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "scaffold",
+            source: include_str!("scaffold.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<scaffold::Scaffold>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "fednova",
+            source: include_str!("fednova.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<fednova::FedNova>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "feddyn",
+            source: include_str!("feddyn.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<feddyn::FedDyn>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "fedbn",
+            source: include_str!("fedbn.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<fedbn::FedBn>(t, "", r)?)),
+        },
+        Entry {
+            name: "fedlaw",
+            source: include_str!("fedlaw.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<fedlaw::FedLaw>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "fedadam",
+            source: include_str!("fedopt.rs"),
+            build: |t, r| Ok(Box::new(fedopt::FedOpt::build(fedopt::Variant::Adam, t, r)?)),
+        },
+        Entry {
+            name: "fedyogi",
+            source: include_str!("fedopt.rs"),
+            build: |t, r| Ok(Box::new(fedopt::FedOpt::build(fedopt::Variant::Yogi, t, r)?)),
+        },
+        Entry {
+            name: "fedadagrad",
+            source: include_str!("fedopt.rs"),
+            build: |t, r| Ok(Box::new(fedopt::FedOpt::build(fedopt::Variant::Adagrad, t, r)?)),
+        },
+        Entry {
+            name: "fedavgm",
+            source: include_str!("fedavgm.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<fedavgm::FedAvgM>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "large_cohort",
+            source: include_str!("large_cohort.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<large_cohort::LargeCohort>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "fedmid",
+            source: include_str!("fedmid.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<fedmid::FedMid>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "feddualavg",
+            source: include_str!("feddualavg.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<feddualavg::FedDualAvg>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "afl",
+            source: include_str!("afl.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<afl::Afl>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "drfa",
+            source: include_str!("drfa.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<drfa::Drfa>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "hsgd",
+            source: include_str!("hsgd.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<hsgd::Hsgd>(t, "", r)?.validated()?)),
         },
     ];
     ALGORITHMS
