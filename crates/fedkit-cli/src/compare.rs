@@ -2,10 +2,12 @@
 //! several methods on the same federation (same config, data, partition and seed) one after the
 //! other and write one table: test accuracy at chosen rounds, final and best accuracy, the first
 //! round reaching a target accuracy, megabytes sent each way, the worst client's local accuracy
-//! and the model's fraction of zeros when they were measured, and wall time.
+//! and the model's fraction of zeros when they were measured, and the run's wall seconds (the sum of
+//! its rounds in `timings.jsonl`, across resumes).
 //!
 //! Each variant is an ordinary run directory `OUT/<label>/` (resumable). Running the same
-//! command again skips finished variants and resumes interrupted ones, so nothing is lost when a
+//! command again skips finished variants and resumes interrupted ones from their saved
+//! `resolved.toml` (with `--set rounds=N`, extends them to N rounds), so nothing is lost when a
 //! long comparison stops. A variant that fails is reported in the table and the others still run.
 
 use std::path::{Path, PathBuf};
@@ -98,7 +100,7 @@ pub fn run(
             Ok(())
         } else if dir.join(fedkit_engine::checkpoint::CHECKPOINT_FILE).exists() {
             eprintln!("{}: resuming {}", v.label, dir.display());
-            fedkit_engine::resume(&dir, None)
+            fedkit_engine::resume(&dir, Some(rounds))
                 .map_err(anyhow::Error::from)
                 .and_then(|(mut e, mut o)| crate::drive(&mut e, &mut o, None, quiet, &v.label).map(|_| ()))
         } else {
@@ -112,7 +114,8 @@ pub fn run(
             eprintln!("warning: variant `{}` failed: {e}", v.label);
         }
         let rows = read_rows(&dir).unwrap_or_default();
-        outcomes.push(Outcome { label: v.label.clone(), rows, seconds: t0.elapsed().as_secs_f64(), error });
+        let seconds = run_seconds(&dir).unwrap_or_else(|| t0.elapsed().as_secs_f64());
+        outcomes.push(Outcome { label: v.label.clone(), rows, seconds, error });
     }
     let (md, csv) = tables(&outcomes, at, target);
     for (name, text) in [("comparison.md", &md), ("comparison.csv", &csv)] {
@@ -125,6 +128,13 @@ pub fn run(
 fn finished(dir: &Path, rounds: u32) -> bool {
     read_rows(dir)
         .is_ok_and(|rows| rows.last().and_then(|r| r.get("round")).and_then(Value::as_f64) == Some(rounds as f64))
+}
+
+/// Wall seconds of the run's rounds (its `timings.jsonl`, across resumes).
+fn run_seconds(dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("timings.jsonl")).ok()?;
+    let rows: Vec<Map<String, Value>> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (!rows.is_empty()).then(|| rows.iter().filter_map(|r| get(r, "total_s")).sum())
 }
 
 /// The rows of `dir/metrics.jsonl`.
