@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/optimisation}
 BIN=${BIN:-target/release/fedkit}
 [ -x "$BIN" ] || cargo build --release -p fedkit-cli
+BIN=$(realpath "$BIN")
 P=configs/papers
 
 cmp() { # name config args...
@@ -34,6 +35,16 @@ cmp large_cohort large_cohort --at 10,20,40 --variant "m10=sampling.per_round=10
 cmp composite_l1 composite_l1 --algorithms feddualavg,fedmid,fedavg --at 10,20,30 \
   --variant "fedavg_l2=algorithm.use=fedavg;client.weight_decay=0.001"
 cmp fedopt fedopt_comparison --algorithms fedavg,fedavgm,fedadam,fedyogi,fedadagrad --at 10,20,30
+sweep=()
+for a in fedadam fedyogi fedadagrad; do
+  for lr in 0.003 0.03 0.1 0.3; do sweep+=(--variant "${a}_$lr=algorithm.use=$a;algorithm.server_lr=$lr"); done
+done
+for lr in 0.3 0.5; do sweep+=(--variant "fedavgm_$lr=algorithm.use=fedavgm;algorithm.server_lr=$lr"); done
+sweep+=(--variant "fedavgm_1_m0.5=algorithm.use=fedavgm;algorithm.momentum=0.5")
+cmp fedopt_sweep fedopt_comparison --algorithms fedavg --at 10,20,30 --target 0.7 "${sweep[@]}"
+if [ -z "${ONLY:-}" ] || [ "$ONLY" = fedopt_sweep ]; then
+  (cd "$OUT/fedopt_sweep" && "$BIN" report fedavg fedadam_0.03 fedyogi_0.03 fedadagrad_0.3 fedavgm_0.5 --last 10 --target 0.7)
+fi
 cmp fedbn fedbn_feature_shift --algorithms fedavg,fedbn --at 5,10,20
 cmp fedsam fedsam_flatness --at 10,20,30 --set eval.hessian_samples=2000 \
   --variant "plain=local.use=plain" --variant "sam=local.use=sam;local.rho=0.05" \
@@ -45,7 +56,11 @@ cmp fednar fednar_weight_decay --at 10,20,30 \
   --variant "prox_nar=algorithm.use=fedprox;local.use=fednar;local.max_norm=1;local.decay=0.99"
 cmp feddyn feddyn_dirichlet --algorithms fedavg,feddyn --at 10,20,30 \
   --variant "feddyn_a0.1=algorithm.use=feddyn;algorithm.alpha=0.1"
-cmp fedlaw fedlaw_noniid --algorithms fedavg,fedlaw --at 10,20,30
+cmp fedlaw fedlaw_noniid --algorithms fedavg --at 10,20,30 \
+  --variant "fedlaw_p200=algorithm.use=fedlaw;algorithm.proxy_samples=200" \
+  --variant "fedlaw_p1000=algorithm.use=fedlaw;algorithm.proxy_samples=1000" \
+  --variant "fedlaw_e5=algorithm.use=fedlaw;algorithm.server_epochs=5" \
+  --variant "fedlaw_gamma_only=algorithm.use=fedlaw;algorithm.learn_lambda=false"
 for part in iid dir0.5 c1 c2 c3; do
   case $part in
     iid) p=(--set data.partition.use=iid) ;;

@@ -90,6 +90,19 @@ pub fn run(
         })
         .collect::<Result<_>>()?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // A run directory left by an earlier call must hold the same experiment.
+    for (v, cfg) in variants.iter().zip(&cfgs) {
+        let dir = out.join(&v.label);
+        if let Ok(old) = fedkit_engine::run::resolved_config(&dir) {
+            if let Some(what) = differs(cfg, &old)? {
+                bail!(
+                    "{} holds a run of variant `{}` with a different {what}: use another --out, or delete that directory to run it again",
+                    dir.display(),
+                    v.label
+                )
+            }
+        }
+    }
     let mut outcomes = Vec::new();
     for (v, cfg) in variants.iter().zip(cfgs) {
         let dir = out.join(&v.label);
@@ -123,6 +136,50 @@ pub fn run(
         std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(md)
+}
+
+/// The first section in which `new` (a variant's config) and `old` (a run directory's
+/// resolved.toml) describe different experiments, ignoring `rounds` (more rounds extend a run),
+/// run-time settings (threads, checkpoints) and defaults that resolution fills in
+/// (the method tables are compared on the keys the variant sets).
+fn differs(new: &RunConfig, old: &RunConfig) -> Result<Option<String>> {
+    let table = |c: &RunConfig| -> Result<toml::Table> { Ok(toml::from_str(&c.to_toml()?)?) };
+    let (n, o) = (table(new)?, table(old)?);
+    let keys = [
+        "seed",
+        "data",
+        "model",
+        "client",
+        "sampling",
+        "eval",
+        "threat",
+        "algorithm",
+        "aggregator",
+        "local",
+        "pipeline",
+    ];
+    for key in keys {
+        if !covered(n.get(key), o.get(key)) {
+            return Ok(Some(format!("`{key}`")));
+        }
+    }
+    Ok(None)
+}
+
+/// True when every value `new` sets is the same in `old` (tables recursively; `old` may hold
+/// more keys: the defaults its resolution filled in).
+fn covered(new: Option<&toml::Value>, old: Option<&toml::Value>) -> bool {
+    match (new, old) {
+        (None, _) => true,
+        (Some(toml::Value::Table(n)), Some(toml::Value::Table(o))) => n.iter().all(|(k, v)| covered(Some(v), o.get(k))),
+        // `mu = 1` in a variant is `mu = 1.0` once resolved.
+        (Some(toml::Value::Integer(n)), Some(toml::Value::Float(o))) => *n as f64 == *o,
+        (Some(toml::Value::Array(n)), Some(toml::Value::Array(o))) => {
+            n.len() == o.len() && n.iter().zip(o).all(|(a, b)| covered(Some(a), Some(b)))
+        }
+        (Some(n), Some(o)) => n == o,
+        (Some(_), None) => false,
+    }
 }
 
 fn finished(dir: &Path, rounds: u32) -> bool {

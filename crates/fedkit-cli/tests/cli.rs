@@ -221,6 +221,14 @@ fn compare_writes_one_table_and_resumes() {
     let md2 = std::fs::read_to_string(out.join("comparison.md")).unwrap();
     let strip = |t: &str| t.lines().map(|l| l.rsplitn(4, '|').nth(3).unwrap_or("").to_string()).collect::<Vec<_>>();
     assert_eq!(strip(&md), strip(&md2), "same numbers (wall time aside)");
+    // A changed experiment in the same output folder is refused, not silently reused.
+    let changed = Command::new(env!("CARGO_BIN_EXE_fedkit"))
+        .args(args)
+        .args(["--set", "client.lr=0.5"])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    fails_with(changed, &["fedavg", "different `client`", "another --out"]);
     // A bad variant is caught before anything runs.
     fails_with(
         fedkit(

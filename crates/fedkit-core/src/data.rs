@@ -71,6 +71,35 @@ impl Dataset {
     }
 }
 
+/// A per-client affine intensity transform of every feature, `x' = scale * x + shift` (a
+/// feature-shift domain: contrast `scale`, brightness `shift`); [`FeatureAffine::IDENTITY`] for none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeatureAffine {
+    /// Multiplier of every feature (contrast).
+    pub scale: f32,
+    /// Offset added to every feature after scaling (brightness).
+    pub shift: f32,
+}
+
+impl FeatureAffine {
+    /// The transform that leaves features unchanged.
+    pub const IDENTITY: FeatureAffine = FeatureAffine { scale: 1.0, shift: 0.0 };
+    /// True for the identity transform.
+    pub fn is_identity(&self) -> bool {
+        *self == Self::IDENTITY
+    }
+    /// `scale * x + shift`.
+    pub fn apply(&self, x: f32) -> f32 {
+        self.scale * x + self.shift
+    }
+}
+
+impl Default for FeatureAffine {
+    fn default() -> Self {
+        Self::IDENTITY
+    }
+}
+
 /// One client's share of a dataset: indices into a shared [`Dataset`], plus per-client
 /// transforms applied when batches are drawn.
 #[derive(Clone, Debug)]
@@ -82,13 +111,21 @@ pub struct ClientData {
     /// Standard deviation of Gaussian noise added to every feature each time a sample is drawn
     /// (NIID-Bench's noise-based feature skew); 0 for none.
     pub noise_std: f32,
+    /// Affine transform applied to every feature each time a sample is drawn, before the noise
+    /// (a fixed per-client feature domain, as in FedBN's feature shift); identity for none.
+    pub affine: FeatureAffine,
 }
 
 impl ClientData {
     /// All of `data`, no transform (e.g. a global test set).
     pub fn whole(data: Arc<Dataset>) -> Self {
         let idx: Arc<[u32]> = (0..data.len() as u32).collect();
-        ClientData { data, idx, noise_std: 0.0 }
+        ClientData { data, idx, noise_std: 0.0, affine: FeatureAffine::IDENTITY }
+    }
+    /// The same samples with no per-client transform (no affine transform, no noise): the clean
+    /// features that global evaluation sees.
+    pub fn without_transforms(&self) -> ClientData {
+        ClientData { noise_std: 0.0, affine: FeatureAffine::IDENTITY, ..self.clone() }
     }
     /// Number of samples.
     pub fn len(&self) -> usize {
@@ -126,8 +163,8 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.y.is_empty()
     }
-    /// Refill with the samples `ids` (positions in `cd.idx`), adding the client's feature noise
-    /// drawn from `rng`.
+    /// Refill with the samples `ids` (positions in `cd.idx`), applying the client's affine
+    /// transform and then adding its feature noise drawn from `rng`.
     pub fn fill(&mut self, cd: &ClientData, ids: &[usize], rng: &mut crate::RngStream) {
         let d = cd.data.feature_len();
         self.x.clear();
@@ -139,9 +176,66 @@ impl Batch {
             self.x.extend_from_slice(&cd.data.x[i * d..(i + 1) * d]);
             self.y.push(cd.data.y[i]);
         }
+        if !cd.affine.is_identity() {
+            self.x.iter_mut().for_each(|v| *v = cd.affine.apply(*v));
+        }
         if cd.noise_std > 0.0 {
             let s = cd.noise_std as f64;
             self.x.iter_mut().for_each(|v| *v += (s * rng.normal()) as f32);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RngStream;
+
+    /// Six samples of two features, `x = [i, -i / 2]`, labels `i % 3`, dealt to a client holding
+    /// samples 1, 3 and 4 with the given transforms.
+    fn client(noise_std: f32, affine: FeatureAffine) -> ClientData {
+        let x = (0..6).flat_map(|i| [i as f32, -(i as f32) / 2.0]).collect();
+        let y = (0..6).map(|i| i % 3).collect();
+        let data = Dataset { name: "t".into(), x, y, feature_shape: vec![2], classes: 3, users: None };
+        ClientData { data: Arc::new(data), idx: [1, 3, 4].into(), noise_std, affine }
+    }
+
+    fn filled(cd: &ClientData, ids: &[usize], seed: u64) -> Batch {
+        let mut b = Batch::default();
+        b.fill(cd, ids, &mut RngStream::new(seed));
+        b
+    }
+
+    #[test]
+    fn batch_features_are_exactly_the_affine_image() {
+        let affine = FeatureAffine { scale: 2.5, shift: -0.75 };
+        let cd = client(0.0, affine);
+        let b = filled(&cd, &[2, 0], 1);
+        let want: Vec<f32> = [4.0f32, -2.0, 1.0, -0.5].iter().map(|&x| 2.5 * x - 0.75).collect();
+        assert_eq!(b.x, want);
+        assert_eq!(b.y, [1, 1]);
+        // The identity leaves the features bit for bit, and the clean view drops the transform.
+        assert_eq!(filled(&client(0.0, FeatureAffine::IDENTITY), &[2, 0], 1).x, [4.0, -2.0, 1.0, -0.5]);
+        assert_eq!(filled(&cd.without_transforms(), &[2, 0], 1).x, [4.0, -2.0, 1.0, -0.5]);
+    }
+
+    #[test]
+    fn affine_is_applied_before_the_noise() {
+        let affine = FeatureAffine { scale: 0.5, shift: 2.0 };
+        let b = filled(&client(0.3, affine), &[0, 1, 2], 9);
+        let mut rng = RngStream::new(9);
+        let want: Vec<f32> = [1.0f32, -0.5, 3.0, -1.5, 4.0, -2.0]
+            .iter()
+            .map(|&x| (0.5 * x + 2.0) + (0.3f32 as f64 * rng.normal()) as f32)
+            .collect();
+        assert_eq!(b.x, want);
+        // Noise applied to the transformed features, not the transform applied to noisy ones.
+        let noisy_first: Vec<f32> =
+            filled(&client(0.3, FeatureAffine::IDENTITY), &[0, 1, 2], 9).x.iter().map(|&v| affine.apply(v)).collect();
+        assert_ne!(b.x, noisy_first);
+        // The clean view drops both transforms and shares the data.
+        let cd = client(0.3, affine);
+        let clean = cd.without_transforms();
+        assert!(clean.noise_std == 0.0 && clean.affine.is_identity() && Arc::ptr_eq(&clean.data, &cd.data));
     }
 }

@@ -38,8 +38,8 @@ pub fn hessian_top_eigenvalue(
     }
     let mut ids = rng.choose(data.len(), samples);
     ids.sort_unstable();
-    // The loss surface is that of the clean features: feature noise is a training-time transform.
-    let clean = ClientData { noise_std: 0.0, ..data.clone() };
+    // The loss surface is that of the clean features: per-client transforms are dropped.
+    let clean = data.without_transforms();
     let mut unused = RngStream::new(0);
     let batches: Vec<Batch> = ids
         .chunks(CHUNK)

@@ -13,7 +13,7 @@ pub mod rng;
 pub mod traits;
 pub mod update;
 
-pub use data::{Batch, ClientData, Dataset};
+pub use data::{Batch, ClientData, Dataset, FeatureAffine};
 pub use error::{Error, Result};
 pub use hessian::hessian_top_eigenvalue;
 pub use model::{

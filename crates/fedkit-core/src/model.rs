@@ -196,7 +196,8 @@ impl EvalStats {
 }
 
 /// Evaluate `params` on the samples `range` (positions in `data.idx`), in batches, on clean
-/// features (per-client feature noise is a training-time transform).
+/// features: the client's affine transform and feature noise are dropped (the global test set is
+/// in no client's domain).
 pub fn evaluate_range(
     model: &mut dyn Model,
     params: &Params,
@@ -204,12 +205,12 @@ pub fn evaluate_range(
     range: std::ops::Range<usize>,
     batch_size: usize,
 ) -> Result<EvalStats> {
-    let clean = ClientData { noise_std: 0.0, ..data.clone() };
-    evaluate_in_domain(model, params, &clean, range, batch_size, &mut RngStream::new(0))
+    evaluate_in_domain(model, params, &data.without_transforms(), range, batch_size, &mut RngStream::new(0))
 }
 
-/// [`evaluate_range`] in the client's own feature domain: its feature noise (if any) is drawn
-/// from `rng`, as in training. Per-client evaluation of feature-shift federations uses it.
+/// [`evaluate_range`] in the client's own feature domain: its affine transform is applied and
+/// its feature noise (if any) drawn from `rng`, as in training. Per-client evaluation of
+/// feature-shift federations uses it.
 pub fn evaluate_in_domain(
     model: &mut dyn Model,
     params: &Params,
@@ -227,4 +228,64 @@ pub fn evaluate_in_domain(
         out = out.merge(EvalStats { loss_sum: l, correct: c, count: chunk.len() });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Dataset, FeatureAffine, ParamKind};
+
+    /// A probe whose "loss" is the sum of the features it is shown and whose "correct" count is
+    /// the number of features above 1.5, so evaluations reveal what the batches held.
+    struct FeatureSum {
+        layout: Arc<Layout>,
+    }
+
+    impl Model for FeatureSum {
+        fn clone_box(&self) -> Box<dyn Model> {
+            Box::new(FeatureSum { layout: self.layout.clone() })
+        }
+        fn layout(&self) -> Arc<Layout> {
+            self.layout.clone()
+        }
+        fn init(&self, _: &mut RngStream) -> Params {
+            Params::zeros(self.layout.clone())
+        }
+        fn loss_grad(&mut self, _: &mut Params, _: &Batch, _: &mut Params, _: &mut RngStream) -> Result<f32> {
+            Ok(0.0)
+        }
+        fn eval_batch(&mut self, _: &Params, b: &Batch) -> Result<(f64, usize)> {
+            Ok((b.x.iter().map(|&v| v as f64).sum(), b.x.iter().filter(|&&v| v > 1.5).count()))
+        }
+    }
+
+    // evaluate_range sees the clean features; evaluate_in_domain sees the client's domain
+    // (x' = a x + b, then noise), batch by batch.
+    #[test]
+    fn evaluate_range_is_clean_and_evaluate_in_domain_keeps_the_domain() {
+        let x: Vec<f32> = (0..5).map(|i| i as f32 * 0.5).collect(); // 0, 0.5, 1, 1.5, 2
+        let data = Dataset { name: "t".into(), x, y: vec![0; 5], feature_shape: vec![1], classes: 2, users: None };
+        let mut l = Layout::new();
+        l.push("w", &[1], ParamKind::Weight);
+        let mut model = FeatureSum { layout: Arc::new(l) };
+        let p = model.init(&mut RngStream::new(0));
+        let affine = FeatureAffine { scale: 3.0, shift: 1.0 };
+        let cd = ClientData { affine, ..ClientData::whole(Arc::new(data)) };
+
+        let clean = evaluate_range(&mut model, &p, &cd, 0..5, 2).unwrap();
+        assert_eq!((clean.loss_sum, clean.correct, clean.count), (5.0, 1, 5));
+        let own = evaluate_in_domain(&mut model, &p, &cd, 0..5, 2, &mut RngStream::new(0)).unwrap();
+        // 1, 2.5, 4, 5.5, 7: sum 20, four above 1.5.
+        assert_eq!((own.loss_sum, own.correct, own.count), (20.0, 4, 5));
+
+        // With noise as well: evaluate_range is unchanged, evaluate_in_domain adds the noise drawn
+        // from its rng after the affine transform.
+        let noisy = ClientData { noise_std: 0.25, ..cd.clone() };
+        assert_eq!(evaluate_range(&mut model, &p, &noisy, 0..5, 2).unwrap(), clean);
+        let got = evaluate_in_domain(&mut model, &p, &noisy, 0..5, 2, &mut RngStream::new(4)).unwrap();
+        let mut rng = RngStream::new(4);
+        let want: f64 = [1.0f32, 2.5, 4.0, 5.5, 7.0].iter().map(|&v| (v + (0.25 * rng.normal()) as f32) as f64).sum();
+        assert!((got.loss_sum - want).abs() < 1e-9, "{} vs {want}", got.loss_sum);
+        assert_ne!(got.loss_sum, own.loss_sum);
+    }
 }

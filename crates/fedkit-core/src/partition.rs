@@ -1,6 +1,6 @@
 //! The partitioner trait: how a pooled dataset is split among clients.
 
-use crate::{Dataset, Result, RngStream};
+use crate::{Dataset, FeatureAffine, Result, RngStream};
 
 /// Splits a dataset's samples among `n_clients` clients.
 pub trait Partitioner: Send + Sync {
@@ -9,5 +9,10 @@ pub trait Partitioner: Send + Sync {
     /// Per-client feature noise std (NIID-Bench's noise-based feature skew); zeros by default.
     fn feature_noise(&self, n_clients: usize) -> Vec<f32> {
         vec![0.0; n_clients]
+    }
+    /// Per-client affine feature transform (a fixed feature-shift domain per client); identity by
+    /// default.
+    fn feature_affine(&self, n_clients: usize) -> Vec<FeatureAffine> {
+        vec![FeatureAffine::IDENTITY; n_clients]
     }
 }

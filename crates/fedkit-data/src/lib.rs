@@ -30,7 +30,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use fedkit_core::registry::{Kind, build_from_table};
-use fedkit_core::{ClientData, Dataset, Error, Result, RngStream};
+use fedkit_core::{ClientData, Dataset, Error, FeatureAffine, Result, RngStream};
 use serde::{Deserialize, Serialize};
 
 pub use partitioners::{array_split, partitioners};
@@ -109,7 +109,7 @@ fn load_datasets(cfg: &DataConfig, seed: u64) -> Result<(Dataset, Dataset)> {
 }
 
 /// Build the federation described by `cfg`: the datasets, and the training set partitioned among
-/// the clients, each with the partitioner's feature noise.
+/// the clients, each with the partitioner's feature transforms (affine transform and noise).
 pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
     let (train, test) = load_datasets(cfg, seed)?;
     train.validate()?;
@@ -128,12 +128,13 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
         build_from_table(partitioners(), Kind::Partitioner, partitioners::SECTION, &table, &[])?;
     let parts = partitioner.partition(&train, n, &mut RngStream::derive(seed, "partition", 0, 0))?;
     check_parts(&parts, n, train.len())?;
-    let noise = partitioner.feature_noise(n);
+    let noise = partitioner.feature_noise(n).into_iter().chain(std::iter::repeat(0.0));
+    let affine = partitioner.feature_affine(n).into_iter().chain(std::iter::repeat(FeatureAffine::IDENTITY));
     let train = Arc::new(train);
     let clients = parts
         .into_iter()
-        .zip(noise.into_iter().chain(std::iter::repeat(0.0)))
-        .map(|(idx, noise_std)| ClientData { data: train.clone(), idx: idx.into(), noise_std })
+        .zip(noise.zip(affine))
+        .map(|(idx, (noise_std, affine))| ClientData { data: train.clone(), idx: idx.into(), noise_std, affine })
         .collect();
     Ok(Federation { train, test: Arc::new(test), clients, partition })
 }
@@ -242,6 +243,30 @@ mod tests {
         let fed = build_federation(&cfg("name = \"fcube\"\npartition = { use = \"dirichlet_label\" }"), 2).unwrap();
         assert_eq!(fed.partition.get("alpha").and_then(toml::Value::as_float), Some(0.5));
         assert_eq!(fed.partition.get("min_size").and_then(toml::Value::as_integer), Some(10));
+    }
+
+    // affine_feature: the clients get the partitioner's transforms and no noise, and client i's
+    // batches are exactly a_i x + b_i of the raw features.
+    #[test]
+    fn affine_feature_clients_see_their_own_domain() {
+        let text = "name = \"fcube\"\nclients = 5\npartition = { use = \"affine_feature\", contrast = 0.8 }";
+        let fed = build_federation(&cfg(text), 3).unwrap();
+        let want = partitioners::AffineFeature { contrast: 0.8, brightness: 0.5 };
+        let want = fedkit_core::Partitioner::feature_affine(&want, 5);
+        assert_eq!(fed.clients.iter().map(|c| c.affine).collect::<Vec<_>>(), want);
+        assert!(fed.clients.iter().all(|c| c.noise_std == 0.0));
+        assert_eq!(fed.partition.get("brightness").and_then(toml::Value::as_float), Some(0.5));
+        let d = fed.train.feature_len();
+        for (c, a) in fed.clients.iter().zip(&want) {
+            let ids: Vec<usize> = (0..c.len().min(7)).collect();
+            let mut b = fedkit_core::Batch::default();
+            b.fill(c, &ids, &mut RngStream::new(0));
+            let raw = ids.iter().flat_map(|&p| fed.train.features(c.idx[p] as usize));
+            let mapped: Vec<f32> = raw.map(|&x| a.scale * x + a.shift).collect();
+            assert_eq!(b.x, mapped);
+            assert_eq!(b.x.len(), ids.len() * d);
+        }
+        assert!(!want[0].is_identity() && want[0].scale < 1.0 && want[4].scale > 1.0);
     }
 
     #[test]

@@ -108,11 +108,7 @@ pub fn toy_data() -> ClientData {
 pub fn toy_clients(n: usize) -> Vec<ClientData> {
     let data = toy_dataset();
     (0..n)
-        .map(|k| ClientData {
-            data: data.clone(),
-            idx: (k as u32..SAMPLES as u32).step_by(n).collect(),
-            noise_std: 0.0,
-        })
+        .map(|k| ClientData { idx: (k as u32..SAMPLES as u32).step_by(n).collect(), ..ClientData::whole(data.clone()) })
         .collect()
 }
 

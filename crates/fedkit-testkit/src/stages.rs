@@ -16,12 +16,18 @@ const N: usize = 12;
 /// The client the client hooks run for.
 const CLIENT: ClientId = COHORT[2];
 
-/// A client's data (features, labels, indices, noise), bit for bit.
-type DataBits = (Vec<u32>, Vec<u32>, Vec<u32>, u32);
+/// A client's data (features, labels, indices, noise, affine scale and shift), bit for bit.
+type DataBits = (Vec<u32>, Vec<u32>, Vec<u32>, u32, [u32; 2]);
 
 /// The client data's contents, bit for bit.
 fn data_bits(d: &ClientData) -> DataBits {
-    (d.data.x.iter().map(|v| v.to_bits()).collect(), d.data.y.clone(), d.idx.to_vec(), d.noise_std.to_bits())
+    (
+        d.data.x.iter().map(|v| v.to_bits()).collect(),
+        d.data.y.clone(),
+        d.idx.to_vec(),
+        d.noise_std.to_bits(),
+        [d.affine.scale.to_bits(), d.affine.shift.to_bits()],
+    )
 }
 
 /// One round of the client hooks from memory `mem`: the data and update after the stage, and the

@@ -4,7 +4,9 @@
 //! The procedures follow NIID-Bench's `partition_data` (Li et al., "Federated Learning on Non-IID
 //! Data Silos: An Experimental Study", ICDE 2022), with numpy's random calls replaced by
 //! [`RngStream`]'s (permutation, shuffle, dirichlet, choose). Available: `iid`, `dirichlet_label`,
-//! `label_quantity`, `quantity_skew`, `noise_feature`, `synthetic_feature`, `shards`, `natural`.
+//! `label_quantity`, `quantity_skew`, `noise_feature`, `affine_feature`, `synthetic_feature`,
+//! `shards`, `natural`. Feature-skew partitioners also give each client a feature transform
+//! ([`Partitioner::feature_noise`], [`Partitioner::feature_affine`]) applied when batches are drawn.
 //!
 //! ```toml
 //! [data.partition]
@@ -12,6 +14,7 @@
 //! alpha = 0.5
 //! ```
 
+mod affine_feature;
 mod dirichlet_label;
 mod iid;
 mod label_quantity;
@@ -21,6 +24,7 @@ mod quantity_skew;
 mod shards;
 mod synthetic_feature;
 
+pub use affine_feature::AffineFeature;
 pub use dirichlet_label::DirichletLabel;
 pub use iid::Iid;
 pub use label_quantity::LabelQuantity;
@@ -67,6 +71,7 @@ static PARTITIONERS: &[Entry<dyn Partitioner>] = &[
     entry!("label_quantity", LabelQuantity),
     entry!("quantity_skew", QuantitySkew),
     entry!("noise_feature", NoiseFeature),
+    entry!("affine_feature", AffineFeature),
     entry!("synthetic_feature", SyntheticFeature),
     entry!("shards", Shards),
     entry!("natural", Natural),

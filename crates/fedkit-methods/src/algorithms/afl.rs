@@ -60,7 +60,7 @@
 
 use fedkit_core::{
     Aggregate, Algorithm, ClientCtx, ClientData, Error, Metrics, Model, NoHook, Params, Result, RoundCtx, ServerView,
-    Update, evaluate_range, local_update,
+    Update, evaluate_in_domain, local_update,
 };
 use serde::{Deserialize, Serialize};
 
@@ -159,7 +159,8 @@ impl Algorithm for Afl {
     type Server = AflServer;
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _: &mut ()) -> Result<Update> {
-        let at_global = evaluate_range(m, cx.global, d, 0..d.len(), EVAL_BATCH)?;
+        // The loss on the client's own data, in its own feature domain (its noise/affine shift).
+        let at_global = evaluate_in_domain(m, cx.global, d, 0..d.len(), EVAL_BATCH, &mut cx.rng("afl_loss"))?;
         let (mut u, _) = local_update(cx, m, d, &mut NoHook)?;
         u.metrics.insert("loss_at_global".into(), at_global.loss());
         Ok(u)

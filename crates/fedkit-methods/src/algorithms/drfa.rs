@@ -52,7 +52,7 @@
 
 use fedkit_core::{
     Aggregate, Algorithm, ClientCtx, ClientData, ClientId, Error, Extra, Extras, Metrics, Model, Params, Result,
-    RngStream, RoundCtx, SampleCtx, ServerView, Update, evaluate_range, local_update,
+    RngStream, RoundCtx, SampleCtx, ServerView, Update, evaluate_in_domain, local_update,
 };
 use serde::{Deserialize, Serialize};
 
@@ -220,7 +220,9 @@ impl Algorithm for Drfa {
             } else {
                 data.clone()
             };
-            let loss = evaluate_range(view.model, &snapshot, &data, 0..data.len(), EVAL_BATCH)?.loss();
+            // In the client's own feature domain (its noise/affine shift), as it would compute it.
+            let mut rng = RngStream::derive(r.seed, "drfa_loss", r.round as u64, i as u64);
+            let loss = evaluate_in_domain(view.model, &snapshot, &data, 0..data.len(), EVAL_BATCH, &mut rng)?.loss();
             if !loss.is_finite() {
                 return Err(Error::Method(format!("drfa: client {i}'s loss at the snapshot is {loss}")));
             }

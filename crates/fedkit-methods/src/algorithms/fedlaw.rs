@@ -347,7 +347,7 @@ mod tests {
         let y: Vec<u32> = (0..30).map(|i| i % 3).collect();
         let x = (0..30).map(|i| i as f32).collect();
         let d = Arc::new(Dataset { name: "toy".into(), x, y, feature_shape: vec![1], classes: 3, users: None });
-        (0..2).map(|k| ClientData { data: d.clone(), idx: (k..30).step_by(2).collect(), noise_std: 0.0 }).collect()
+        (0..2).map(|k| ClientData { idx: (k..30).step_by(2).collect(), ..ClientData::whole(d.clone()) }).collect()
     }
 
     /// Run FedLAW's server step on `global` with client deltas `deltas` (weights `weights`) and
@@ -430,7 +430,7 @@ mod tests {
         let mut model = Quadratic { target };
         let loss = |model: &mut Quadratic, theta: &[f32]| -> (f64, Vec<f32>) {
             let (lambda, gamma) = weights(theta, 0.8);
-            let mut w = mix(&global, &deltas, &lambda, gamma);
+            let w = mix(&global, &deltas, &lambda, gamma);
             let mut g = w.zeros_like();
             let loss = model.loss_grad(&mut w.clone(), &Batch::default(), &mut g, &mut RngStream::new(0)).unwrap();
             (loss as f64, theta_grad(&deltas, &lambda, gamma, &g, &w))

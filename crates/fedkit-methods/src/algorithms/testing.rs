@@ -98,7 +98,7 @@ pub fn split(data: &Arc<Dataset>, sizes: &[usize]) -> Vec<ClientData> {
         .map(|&n| {
             let idx: Vec<u32> = (start..start + n as u32).collect();
             start += n as u32;
-            ClientData { data: data.clone(), idx: idx.into(), noise_std: 0.0 }
+            ClientData { idx: idx.into(), ..ClientData::whole(data.clone()) }
         })
         .collect()
 }
