@@ -46,6 +46,8 @@ if [ -z "${ONLY:-}" ] || [ "$ONLY" = fedopt_sweep ]; then
   (cd "$OUT/fedopt_sweep" && "$BIN" report fedavg fedadam_0.03 fedyogi_0.03 fedadagrad_0.3 fedavgm_0.5 --last 10 --target 0.7)
 fi
 cmp fedbn fedbn_feature_shift --algorithms fedavg,fedbn --at 5,10,20
+cmp fedbn_noise fedbn_feature_shift --algorithms fedavg,fedbn --at 5,10,20 \
+  --set 'data.partition={ use = "noise_feature", sigma = 1.0 }'
 cmp fedsam fedsam_flatness --at 10,20,30 --set eval.hessian_samples=2000 \
   --variant "plain=local.use=plain" --variant "sam=local.use=sam;local.rho=0.05" \
   --variant "wrm=local.use=wrm;local.steps=5"
