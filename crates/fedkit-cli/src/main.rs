@@ -4,6 +4,7 @@ mod bench;
 mod catalog;
 mod compare;
 mod demo;
+mod export;
 mod progress;
 mod report;
 
@@ -115,6 +116,16 @@ enum DataCommand {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
+    /// Write the federation (features, labels, client index lists) and the initial model as
+    /// plain files for other frameworks (see bench/peers/).
+    Export {
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -165,6 +176,11 @@ fn dispatch(cmd: Command) -> Result<()> {
             let cfg = RunConfig::load(config.as_deref(), &sets)?;
             let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(|e| e.in_file(&cfg.source))?;
             print!("{}", fedkit_data::stats_table(&fed));
+            Ok(())
+        }
+        Command::Data { command: DataCommand::Export { config, sets, out } } => {
+            let cfg = RunConfig::load(config.as_deref(), &sets)?;
+            println!("{}", export::export(cfg, &out)?);
             Ok(())
         }
         Command::Report { dirs, target, last } => {
