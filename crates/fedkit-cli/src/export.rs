@@ -24,7 +24,8 @@ pub fn export(mut cfg: RunConfig, out: &Path) -> Result<String> {
     let built = cfg.build().map_err(|e| e.in_file(&cfg.source))?;
     let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(|e| e.in_file(&cfg.source))?;
     cfg.data.partition = fed.partition.clone();
-    let model = built.model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(|e| e.in_file(&cfg.source))?;
+    let model =
+        built.model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(|e| e.in_file(&cfg.source))?;
     // The engine's initial model: the same stream (seed, "init", 0, 0).
     let init = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;

@@ -238,3 +238,28 @@ fn compare_writes_one_table_and_resumes() {
         &["variant `x`", "fedfoo"],
     );
 }
+
+#[test]
+fn data_export_writes_the_federation_and_the_initial_model() {
+    let d = tmp("export");
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/smoke/synthetic.toml");
+    let o = fedkit(&["data", "export", cfg, "--out", d.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("meta.json")).unwrap()).unwrap();
+    let (n, t, dim) = (
+        meta["train_samples"].as_u64().unwrap() as usize,
+        meta["test_samples"].as_u64().unwrap() as usize,
+        meta["feature_shape"][0].as_u64().unwrap() as usize,
+    );
+    let size = |f: &str| std::fs::metadata(d.join(f)).unwrap().len() as usize;
+    assert_eq!((size("train_x.f32"), size("train_y.u32")), (4 * n * dim, 4 * n));
+    assert_eq!((size("test_x.f32"), size("test_y.u32")), (4 * t * dim, 4 * t));
+    assert_eq!(size("init.f32"), 4 * meta["params"].as_u64().unwrap() as usize);
+    let clients: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(d.join("clients.json")).unwrap()).unwrap();
+    assert_eq!(clients.len(), meta["clients"].as_u64().unwrap() as usize);
+    let mut all: Vec<u32> = clients.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..n as u32).collect::<Vec<_>>(), "the clients partition the training set");
+    assert_eq!(meta["layout"][0]["name"], "linear.weight");
+    assert_eq!(meta["layout"][0]["shape"], serde_json::json!([dim, 10]));
+}
