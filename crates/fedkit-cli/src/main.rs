@@ -229,10 +229,19 @@ fn drive(
     Ok(s)
 }
 
+/// Peak resident memory of this process in MB (Linux: VmHWM in /proc/self/status).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn print_summary(s: &Summary) {
     let get = |k: &str| s.last.get(k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    let rss = peak_rss_mb().map(|m| format!("; peak RSS {m:.0} MB")).unwrap_or_default();
     println!(
-        "done: {} rounds in {:.1}s; test_acc {} (best {}), test_loss {}, train_loss {}\nrun directory: {}",
+        "done: {} rounds in {:.1}s{rss}; test_acc {} (best {}), test_loss {}, train_loss {}\nrun directory: {}",
         s.rounds,
         s.seconds,
         get("test_acc"),

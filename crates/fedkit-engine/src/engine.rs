@@ -28,11 +28,20 @@ pub struct Timings {
 }
 
 impl Timings {
+    /// Bookkeeping: the round's time outside the three phases (sampling, broadcast, metrics).
+    pub fn other_s(&self) -> f64 {
+        (self.total_s - self.clients_s - self.aggregate_s - self.eval_s).max(0.0)
+    }
     /// One JSON line.
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"round\":{},\"clients_s\":{:.6},\"aggregate_s\":{:.6},\"eval_s\":{:.6},\"total_s\":{:.6}}}",
-            self.round, self.clients_s, self.aggregate_s, self.eval_s, self.total_s
+            "{{\"round\":{},\"clients_s\":{:.6},\"aggregate_s\":{:.6},\"eval_s\":{:.6},\"other_s\":{:.6},\"total_s\":{:.6}}}",
+            self.round,
+            self.clients_s,
+            self.aggregate_s,
+            self.eval_s,
+            self.other_s(),
+            self.total_s
         )
     }
 }
