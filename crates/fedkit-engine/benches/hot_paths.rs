@@ -4,7 +4,8 @@
 //! - `client/logreg_*` (`tiny` = a one-batch client): one Synthetic(1,1) logreg client's whole round (client_step: state,
 //!   stages, local training, update) against its model calls alone; the difference is the
 //!   per-client overhead (target: under 20 us).
-//! - `model/*`: one training step (forward + backward + SGD) of each model, batch 32.
+//! - `model/*`: one training step (forward + backward + SGD) of each model, batch 32
+//!   (`cnn_burn_batch32`: the burn implementation of `cnn`, for comparison with the native one).
 //! - `aggregate/mean_*`: the weighted mean of a cohort's updates.
 //! - `round/logreg_1000_clients`: one engine round with 1000 clients (workload 3's shape).
 
@@ -153,6 +154,12 @@ mod model {
     #[divan::bench]
     fn cnn_batch32(b: divan::Bencher) {
         train_step(b, "cnn", &[1, 28, 28], "");
+    }
+
+    /// The same step on the burn implementation of `cnn` (the native one is the default).
+    #[divan::bench]
+    fn cnn_burn_batch32(b: divan::Bencher) {
+        train_step(b, "cnn", &[1, 28, 28], "backend = 'burn'");
     }
 
     #[divan::bench]

@@ -4,6 +4,8 @@
 
 pub mod burn_adapter;
 pub mod cnn;
+pub mod cnn_native;
+mod conv_kernels;
 pub mod init;
 pub mod lenet;
 pub mod logreg;
