@@ -64,7 +64,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(quick: bool) -> Result<()> {
     let reps = if quick { 1 } else { 3 };
-    println!("fedkit bench ({} rep(s), median; mlp on burn-flex, cnn and logreg native Rust; one thread per client)", reps);
+    println!(
+        "fedkit bench ({} rep(s), median; mlp on burn-flex, cnn and logreg native Rust; one thread per client)",
+        reps
+    );
     for (name, shape, n) in [
         ("mlp", vec![1, 28, 28], if quick { 640 } else { 6400 }),
         ("cnn", vec![1, 28, 28], if quick { 64 } else { 640 }),
