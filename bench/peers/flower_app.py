@@ -2,10 +2,12 @@
 run by flower_peer.py in the Simulation Runtime. A module of its own (not the entry script) so
 that the Ray actors import these functions by reference and keep the per-process data cache.
 
-Client: plain local SGD (peerlib.local_sgd) on the node's partition (`partition-id` = fedkit
-client index), 1 torch thread. Server: Flower's stock FedAvg (weighted by `num-examples`), the
-round's nodes drawn by FedAvg's own sampler (uniform without replacement; Python's `random`,
-seeded), no federated evaluation, a central evaluation on the whole test set after the last round.
+Client: plain local SGD (peerlib.local_sgd) on the fedkit client named in the message (`cid`),
+1 torch thread. Server: Flower's stock FedAvg (weighted by `num-examples`) with one change,
+`ReplayFedAvg`: the round's nodes are drawn by FedAvg's own sampler as usual, and each message
+tells its node which client of fedkit's cohort for that round (cohorts.json) to train, so Flower
+trains exactly the clients fedkit trains. No federated evaluation; a central evaluation on the
+whole test set after the last round.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg = msg.content["config"]
     fed, model = _client_state(str(cfg["data"]))
     torch.set_num_threads(1)
-    pid = int(context.node_config["partition-id"])
+    pid = int(cfg["cid"])  # the client of fedkit's cohort this node trains (ReplayFedAvg)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     x, y = fed.client_data(pid)
     rng = np.random.default_rng([fed.seed, int(cfg["server-round"]), pid])
@@ -63,6 +65,28 @@ def train(msg: Message, context: Context) -> Message:
 
 # ---- server side (a thread of the driver process) -----------------------------------------------
 
+
+class ReplayFedAvg(FedAvg):
+    """FedAvg whose round-r cohort is fedkit's (`cohorts[r - 1]`): FedAvg samples the nodes, then
+    each node's message carries the client id it trains (`cid`) in its own config record."""
+
+    def __init__(self, cohorts: list[list[int]], **kwargs):
+        super().__init__(**kwargs)
+        self.cohorts = cohorts
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        cohort = self.cohorts[server_round - 1]
+        if len(messages) != len(cohort):
+            raise RuntimeError(f"round {server_round}: {len(messages)} nodes sampled for {len(cohort)} clients")
+        out = []
+        for m, cid in zip(messages, cohort):
+            node_config = ConfigRecord({**dict(config), "cid": int(cid)})
+            content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
+            out.append(Message(content=content, message_type=m.metadata.message_type, dst_node_id=m.metadata.dst_node_id))
+        return out
+
+
 # Filled by the ServerApp for flower_peer.py to report.
 RESULT: dict = {}
 JOB: dict = {}  # set by flower_peer.py before run_simulation: data, rounds, eval_threads
@@ -76,7 +100,8 @@ def main(grid: Grid, context: Context) -> None:
     fed = peerlib.Federation(JOB["data"])
     rounds, n = JOB["rounds"], len(fed.clients)
     random.seed(fed.seed)  # FedAvg samples nodes with Python's random.sample
-    strategy = FedAvg(
+    strategy = ReplayFedAvg(
+        peerlib.cohorts(fed, rounds),
         fraction_train=fed.per_round / n,
         min_train_nodes=fed.per_round,
         min_available_nodes=n,

@@ -4,8 +4,9 @@ evaluation and cohort sampling.
 
 The federation comes from `fedkit data export CONFIG --out DIR` (crates/fedkit-cli/src/export.rs):
 train_x.f32 / test_x.f32 (n x prod(feature_shape), little-endian f32), train_y.u32 / test_y.u32,
-clients.json (one list of training-sample indices per client), init.f32 (the initial global model,
-flat, in the layout's order) and meta.json (shapes, layout, the resolved fedkit config).
+clients.json (one list of training-sample indices per client), cohorts.json (the clients fedkit
+trains in each round), init.f32 (the initial global model, flat, in the layout's order) and
+meta.json (shapes, layout, the resolved fedkit config).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Federation:
         self.clients = [np.asarray(c, dtype=np.int64) for c in json.loads((d / "clients.json").read_bytes())]
         self.sizes = np.array([len(c) for c in self.clients], dtype=np.int64)
         self.init = np.fromfile(d / "init.f32", dtype="<f4")
+        self.cohorts = [[int(c) for c in r] for r in json.loads((d / "cohorts.json").read_bytes())]
         assert self.init.size == self.meta["params"], "init.f32 does not match meta.json"
         assert len(self.clients) == self.meta["clients"]
         c = self.config["client"]
@@ -236,11 +238,12 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 2
     return loss / len(y), correct / len(y)
 
 
-def cohorts(seed: int, n_clients: int, per_round: int, rounds: int) -> list[np.ndarray]:
-    """Each round `per_round` clients uniformly without replacement (numpy, seeded). The draw is
-    not fedkit's (fedkit has its own RNG streams); the distribution is the same."""
-    rng = np.random.default_rng(seed)
-    return [rng.choice(n_clients, size=min(per_round, n_clients), replace=False) for _ in range(rounds)]
+def cohorts(fed: "Federation", rounds: int) -> list[list[int]]:
+    """The cohort of each round 1..rounds: fedkit's own draws, exported as cohorts.json, so every
+    framework trains exactly the same clients each round."""
+    if rounds > len(fed.cohorts):
+        raise SystemExit(f"{fed.dir}/cohorts.json holds {len(fed.cohorts)} rounds; {rounds} were asked for")
+    return fed.cohorts[:rounds]
 
 
 def write_result(path: str | None, **fields) -> None:

@@ -10,7 +10,7 @@ Setup (see README.md for the differences from fedkit): local SGD with pfl's own 
 (`do_multiple_epochs_of`, sequential mini-batches of `local_batch_size`, the last one partial) over
 the user's samples in a fresh random order each time the user is drawn (pfl itself does not
 shuffle); FedAvg weighted by sample count (`WeightByDatapoints`), central SGD with lr 1; each
-round `per_round` users uniformly without replacement (the same numpy draws as torch_peer.py);
+round the users fedkit trains that round (cohorts.json, replayed by CohortSampler);
 pfl's per-user evaluation before and after local training is switched off; the final model is
 evaluated on the whole test set on rank 0.
 """
@@ -32,20 +32,19 @@ sys.path.insert(0, str(HERE))
 
 class CohortSampler:
     """pfl user sampler (`callable() -> user_id`): consecutive blocks of `per_round` draws are
-    one round's cohort, uniformly without replacement (numpy, seeded; the draws of
-    peerlib.cohorts). Every worker holds an identical copy, so they agree on the cohorts."""
+    one round's cohort, replayed from fedkit's cohorts.json (peerlib.cohorts). pfl's sampling
+    subprocess keeps a cache of draws ahead of the rounds, so after the last round the replay
+    wraps around (those draws are never trained). Every worker holds an identical copy, so they
+    agree on the cohorts."""
 
-    def __init__(self, seed: int, n: int, per_round: int):
-        import numpy as np
-
-        self.rng = np.random.default_rng(seed)
-        self.n, self.per_round = n, min(per_round, n)
-        self.buf: list[int] = []
+    def __init__(self, cohorts: list[list[int]]):
+        self.draws = [c for cohort in cohorts for c in cohort]
+        self.i = 0
 
     def __call__(self) -> int:
-        if not self.buf:
-            self.buf = self.rng.choice(self.n, size=self.per_round, replace=False).tolist()[::-1]
-        return self.buf.pop()
+        c = self.draws[self.i % len(self.draws)]
+        self.i += 1
+        return c
 
 
 def worker(a) -> None:
@@ -95,7 +94,7 @@ def worker(a) -> None:
     sizes = {i: int(n) for i, n in enumerate(fed.sizes)}
     train_data = FederatedDataset(
         make_user,
-        CohortSampler(fed.seed, len(fed.clients), fed.per_round),
+        CohortSampler(peerlib.cohorts(fed, rounds)),
         user_id_to_weight=sizes if world > 1 else None,
     )
 

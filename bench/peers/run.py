@@ -198,7 +198,7 @@ def write_reports(out: Path, head: dict, results: dict, frameworks: list[str]) -
         "fedkit's; phases (medians): startup = until the first round starts, train = the rounds, eval = the "
         "final test-set evaluation",
         "- accuracy: on the whole test set after the last round; median and min-max over the reps "
-        "(different cohort draws and batch orders per framework, so expect small differences)",
+        "(every framework trains fedkit's exported cohorts; batch orders differ, so expect small differences)",
         "- setups and their known differences: bench/peers/README.md",
         "",
     ]

@@ -1,7 +1,7 @@
-"""Plain PyTorch FedAvg loop: the parent process samples each round's cohort, splits it across
-`--workers` worker processes (1 torch thread each, balanced by sample count), each worker trains its
-clients one after the other from the global model and sends back the sample-weighted sum of its
-clients' models; the parent averages. The final model is evaluated on the whole test set.
+"""Plain PyTorch FedAvg loop: the parent process takes each round's cohort (fedkit's, from
+cohorts.json), splits it across `--workers` worker processes (1 torch thread each, balanced by
+sample count), each worker trains its clients one after the other from the global model and sends
+back the sample-weighted sum of its clients' models; the parent averages. The final model is evaluated on the whole test set.
 
     .venv/bin/python bench/peers/torch_peer.py --data DIR [--rounds R] [--workers 2] [--result FILE]
 """
@@ -54,10 +54,10 @@ def set_flat(params: list[torch.Tensor], flat: np.ndarray) -> None:
             i += p.numel()
 
 
-def split(clients: np.ndarray, sizes: np.ndarray, k: int) -> list[list[int]]:
+def split(clients: list[int], sizes: np.ndarray, k: int) -> list[list[int]]:
     """Greedy: largest client first onto the least-loaded worker."""
     parts, load = [[] for _ in range(k)], np.zeros(k)
-    for c in sorted(clients.tolist(), key=lambda c: -sizes[c]):
+    for c in sorted(clients, key=lambda c: -sizes[c]):
         i = int(np.argmin(load))
         parts[i].append(c)
         load[i] += sizes[c]
@@ -92,7 +92,7 @@ def main() -> None:
     t_train = time.time()
     startup_s = t_train - peerlib.T0
     client_loss = None
-    for cohort in peerlib.cohorts(fed.seed, len(fed.clients), fed.per_round, rounds):
+    for cohort in peerlib.cohorts(fed, rounds):
         parts = split(cohort, fed.sizes, a.workers)
         for c, part in zip(pipes, parts):
             c.send((w, part))

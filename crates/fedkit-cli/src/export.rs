@@ -11,12 +11,16 @@
 //! - `train_y.u32`, `test_y.u32`: labels.
 //! - `clients.json`: one list of training-sample indices per client, in fedkit's order.
 //! - `init.f32`: the initial global model (flat, in the layout's order).
+//! - `cohorts.json`: for each round 1..=rounds, the clients fedkit trains that round (sorted ids):
+//!   the engine's default uniform draw, which every algorithm that does not choose its own
+//!   cohort (DRFA does) uses. Replaying it removes the cohort draw from cross-framework
+//!   comparisons.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use fedkit_core::RngStream;
-use fedkit_engine::RunConfig;
+use fedkit_engine::{RunConfig, uniform_cohort};
 use serde_json::json;
 
 /// Export the federation and initial model of `cfg` into `out`.
@@ -42,6 +46,10 @@ pub fn export(mut cfg: RunConfig, out: &Path) -> Result<String> {
     write("init.f32", f32s(init.as_slice()))?;
     let clients: Vec<&[u32]> = fed.clients.iter().map(|c| &c.idx[..]).collect();
     write("clients.json", serde_json::to_vec(&clients)?)?;
+    let n = fed.clients.len();
+    let cohorts: Vec<Vec<u32>> =
+        (1..=cfg.rounds).map(|r| uniform_cohort(cfg.seed, r, n, cfg.sampling.per_round)).collect();
+    write("cohorts.json", serde_json::to_vec(&cohorts)?)?;
     let layout: Vec<_> = init
         .layout()
         .entries()
@@ -58,6 +66,7 @@ pub fn export(mut cfg: RunConfig, out: &Path) -> Result<String> {
         "params": init.len(),
         "layout": layout,
         "seed": cfg.seed,
+        "rounds": cfg.rounds,
         "config": cfg.to_toml()?,
     });
     write("meta.json", serde_json::to_vec_pretty(&meta)?)?;

@@ -262,4 +262,12 @@ fn data_export_writes_the_federation_and_the_initial_model() {
     assert_eq!(all, (0..n as u32).collect::<Vec<_>>(), "the clients partition the training set");
     assert_eq!(meta["layout"][0]["name"], "linear.weight");
     assert_eq!(meta["layout"][0]["shape"], serde_json::json!([dim, 10]));
+    // The cohorts: one per round, per_round distinct sorted ids, drawn afresh each round.
+    let cohorts: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(d.join("cohorts.json")).unwrap()).unwrap();
+    assert_eq!(cohorts.len(), 3, "rounds = 3 in the smoke config");
+    for c in &cohorts {
+        assert_eq!(c.len(), 5, "per_round = 5");
+        assert!(c.windows(2).all(|w| w[0] < w[1]) && (*c.last().unwrap() as usize) < clients.len());
+    }
+    assert!(cohorts[0] != cohorts[1] || cohorts[1] != cohorts[2], "the draws differ between rounds");
 }

@@ -160,13 +160,7 @@ impl Engine {
             }
             return Ok(c);
         }
-        let mut c: Vec<u32> = RngStream::derive(self.cfg.seed, "sample", round as u64, 0)
-            .choose(n, per_round)
-            .into_iter()
-            .map(|i| i as u32)
-            .collect();
-        c.sort_unstable();
-        Ok(c)
+        Ok(uniform_cohort(self.cfg.seed, round, n, per_round))
     }
 
     /// Local epochs per cohort member this round (None: dropped straggler), following FedProx:
@@ -486,4 +480,17 @@ fn split(results: Vec<std::result::Result<Update, ClientFailure>>) -> (Vec<Updat
         }
     }
     (ok, bad)
+}
+
+/// The default cohort of `round` (1-based): `per_round` of `population` clients uniformly
+/// without replacement, sorted by id. It depends only on (seed, round), so other programs can
+/// replay it (`fedkit data export` writes it as `cohorts.json`).
+pub fn uniform_cohort(seed: u64, round: u32, population: usize, per_round: usize) -> Vec<u32> {
+    let mut c: Vec<u32> = RngStream::derive(seed, "sample", round as u64, 0)
+        .choose(population, per_round.min(population))
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    c.sort_unstable();
+    c
 }

@@ -9,6 +9,6 @@ pub mod run;
 pub mod workers;
 
 pub use config::RunConfig;
-pub use engine::{Engine, client_step};
+pub use engine::{Engine, client_step, uniform_cohort};
 pub use record::Record;
 pub use run::{Progress, RunDir, Summary, drive, resume, start};
