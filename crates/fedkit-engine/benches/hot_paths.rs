@@ -5,7 +5,8 @@
 //!   stages, local training, update) against its model calls alone; the difference is the
 //!   per-client overhead (target: under 20 us).
 //! - `model/*`: one training step (forward + backward + SGD) of each model, batch 32
-//!   (`cnn_burn_batch32`: the burn implementation of `cnn`, for comparison with the native one).
+//!   (`cnn_burn_batch32`, `lenet_burn_batch32`: the burn implementations of `cnn` and `lenet`, for
+//!   comparison with the native ones).
 //! - `aggregate/mean_*`: the weighted mean of a cohort's updates.
 //! - `round/logreg_1000_clients`: one engine round with 1000 clients (workload 3's shape).
 
@@ -165,6 +166,12 @@ mod model {
     #[divan::bench]
     fn lenet_batch32(b: divan::Bencher) {
         train_step(b, "lenet", &[1, 28, 28], "");
+    }
+
+    /// The same step on the burn implementation of `lenet` (the native one is the default).
+    #[divan::bench]
+    fn lenet_burn_batch32(b: divan::Bencher) {
+        train_step(b, "lenet", &[1, 28, 28], "backend = 'burn'");
     }
 }
 

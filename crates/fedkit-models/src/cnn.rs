@@ -24,7 +24,7 @@ use fedkit_core::{Error, Layout, Model, ModelSpec, ParamKind, Params, Result, Rn
 use serde::{Deserialize, Serialize};
 
 use crate::burn_adapter::{BurnModel, Leaves, Net};
-use crate::cnn_native::{CnnDims, CnnNative};
+use crate::cnn_native::{ConvNetDims, ConvNetNative};
 use crate::nets::{Norm, batch_norm, conv, flatten, image_shape, linear, push_batch_norm, relu_pool};
 
 /// `[model] use = "cnn"`.
@@ -41,11 +41,12 @@ pub struct CnnSpec {
     pub backend: CnnBackend,
 }
 
-/// Which implementation runs a `cnn` (`backend = "native" | "burn"`).
+/// Which implementation runs a `cnn` or a `lenet` (`backend = "native" | "burn"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CnnBackend {
-    /// Native im2col + gemm forward and backward ([`crate::cnn_native`]); norm = "none" only.
+    /// Native im2col + gemm forward and backward ([`crate::cnn_native`]); norm = "none" only,
+    /// and for `lenet` only where its convolution outputs have even sides.
     #[default]
     Native,
     /// burn's autodiff over the flex backend.
@@ -85,8 +86,8 @@ impl ModelSpec for CnnSpec {
         l.push("fc2.bias", &[classes], ParamKind::Bias);
         let layout = Arc::new(l);
         if self.norm == Norm::None && self.backend == CnnBackend::Native {
-            let dims = CnnDims { c0: c, h, w, c1, c2, hidden: self.hidden, classes };
-            return Ok(Box::new(CnnNative::new(layout, dims)?));
+            let dims = ConvNetDims { c0: c, h, w, convs: [(c1, 2), (c2, 2)], hidden: vec![self.hidden], classes };
+            return Ok(Box::new(ConvNetNative::new(layout, dims)?));
         }
         Ok(Box::new(BurnModel::new(Cnn { layout, convs, fc }, [c, h, w], classes)))
     }

@@ -2,11 +2,16 @@
 //! An Experimental Study", ICDE 2022): conv 6@5x5, ReLU, 2x2 max-pool, conv 16@5x5, ReLU, 2x2
 //! max-pool, fully connected 120, ReLU, 84, ReLU, classes. No padding: 28x28 inputs give 16x4x4.
 //!
-//! Parameters: `channels` ([6, 16]), `hidden` ([120, 84]).
+//! Parameters: `channels` ([6, 16]), `hidden` ([120, 84]). Input: images `[c, h, w]` of at least
+//! 16x16. `backend` (`"native"`, the default, or `"burn"`): the implementation; the native one
+//! (`cnn_native.rs`, shared with `cnn`: im2col + gemm on one core) is the same function with the
+//! same parameters. It needs both convolution outputs to have even sides (28x28 inputs: 24, then
+//! 8; 32x32: 28, then 10); other sizes run on burn, whose pooling drops an odd last row or column.
 //!
 //! ```toml
 //! [model]
 //! use = "lenet"
+//! backend = "native"
 //! ```
 
 use std::sync::Arc;
@@ -16,6 +21,8 @@ use fedkit_core::{Error, Layout, Model, ModelSpec, ParamKind, Params, Result, Rn
 use serde::{Deserialize, Serialize};
 
 use crate::burn_adapter::{BurnModel, Leaves, Net};
+use crate::cnn::CnnBackend;
+use crate::cnn_native::{ConvNetDims, ConvNetNative};
 use crate::nets::{conv, flatten, image_shape, linear, relu_pool};
 
 /// `[model] use = "lenet"`.
@@ -26,11 +33,13 @@ pub struct LeNetSpec {
     pub channels: [usize; 2],
     /// Widths of the two hidden fully connected layers.
     pub hidden: [usize; 2],
+    /// Implementation: native (where the sizes allow it) or burn.
+    pub backend: CnnBackend,
 }
 
 impl Default for LeNetSpec {
     fn default() -> Self {
-        LeNetSpec { channels: [6, 16], hidden: [120, 84] }
+        LeNetSpec { channels: [6, 16], hidden: [120, 84], backend: CnnBackend::Native }
     }
 }
 
@@ -58,7 +67,12 @@ impl ModelSpec for LeNetSpec {
         l.push("fc2.bias", &[h2], ParamKind::Bias);
         l.push("fc3.weight", &[h2, classes], ParamKind::Weight);
         l.push("fc3.bias", &[classes], ParamKind::Bias);
-        Ok(Box::new(BurnModel::new(LeNet { layout: Arc::new(l) }, [c, h, w], classes)))
+        let layout = Arc::new(l);
+        let dims = ConvNetDims { c0: c, h, w, convs: [(c1, 0), (c2, 0)], hidden: vec![h1, h2], classes };
+        if self.backend == CnnBackend::Native && dims.pools_evenly() {
+            return Ok(Box::new(ConvNetNative::new(layout, dims)?));
+        }
+        Ok(Box::new(BurnModel::new(LeNet { layout }, [c, h, w], classes)))
     }
 }
 

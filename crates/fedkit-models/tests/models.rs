@@ -19,11 +19,13 @@ fn build(table: &str, shape: &[usize], classes: usize) -> fedkit_core::Result<Bo
 }
 
 /// The small models every behavioural test runs on: (name, table, sample shape, classes). `cnn`
-/// is the native implementation (the default), `cnn-burn` the burn one.
-const SMALL: [(&str, &str, &[usize], usize); 5] = [
+/// and `lenet` are the native implementations (the default), `cnn-burn` and `lenet-burn` the burn
+/// ones.
+const SMALL: [(&str, &str, &[usize], usize); 6] = [
     ("logreg", "use = 'logreg'", &[7], 3),
     ("mlp", "use = 'mlp'\nhidden = [5]", &[1, 4, 4], 3),
     ("lenet", "use = 'lenet'", &[1, 16, 16], 3),
+    ("lenet-burn", "use = 'lenet'\nbackend = 'burn'", &[1, 16, 16], 3),
     ("cnn", "use = 'cnn'\nchannels = [2, 3]\nhidden = 4", &[1, 8, 8], 3),
     ("cnn-burn", "use = 'cnn'\nchannels = [2, 3]\nhidden = 4\nbackend = 'burn'", &[1, 8, 8], 3),
 ];
@@ -290,14 +292,12 @@ fn logreg_matches_linear_mlp_and_is_stable() {
     }
 }
 
-// The native cnn and the burn cnn are the same network: identical layouts and initialisation, and
-// on the same parameters and a random batch (two input channels, a non-square image) the same
-// mean loss (1e-5 relative), every gradient entry within 1e-4 relative (summation order differs),
-// the same input gradient, and the same evaluation (summed loss, correct count), also with
-// parameters scaled up so that the predictions vary. `backend` accepts only native and burn.
-#[test]
-fn native_cnn_matches_burn_cnn() {
-    let (table, shape, classes) = ("use = 'cnn'\nchannels = [4, 6]\nhidden = 8", &[2, 12, 8], 5);
+/// The native and the burn implementation of the model of `table` (which leaves `backend` at its
+/// default, native) are the same network: identical layouts and initialisation, and on the same
+/// parameters and a random batch the same mean loss (1e-5 relative), every gradient entry within
+/// 1e-4 relative (summation order differs), the same input gradient, and the same evaluation
+/// (summed loss, correct count), also with parameters scaled up so that the predictions vary.
+fn assert_native_matches_burn(table: &str, shape: &[usize], classes: usize) {
     let mut native = build(table, shape, classes).unwrap();
     let mut burn = build(&format!("{table}\nbackend = 'burn'"), shape, classes).unwrap();
     assert_eq!(native.layout(), burn.layout());
@@ -312,38 +312,68 @@ fn native_cnn_matches_burn_cnn() {
         let (mut g1, mut g2) = (p.zeros_like(), p.zeros_like());
         let l1 = native.loss_grad(&mut p.clone(), &batch, &mut g1, &mut RngStream::new(0)).unwrap() as f64;
         let l2 = burn.loss_grad(&mut p.clone(), &batch, &mut g2, &mut RngStream::new(0)).unwrap() as f64;
-        assert!(close(l1, l2, 1e-5, 0.0), "scale {scale}: loss {l1} vs {l2}");
+        assert!(close(l1, l2, 1e-5, 0.0), "{table}, scale {scale}: loss {l1} vs {l2}");
         for e in p.layout().entries() {
             let (a, b) = (&g1.as_slice()[e.range()], &g2.as_slice()[e.range()]);
             let gmax = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-            assert!(gmax > 1e-4, "scale {scale} {}: no gradient", e.name);
+            assert!(gmax > 1e-4, "{table}, scale {scale} {}: no gradient", e.name);
             for (k, (&x, &y)) in a.iter().zip(b).enumerate() {
                 let ok = close(x as f64, y as f64, 1e-4, 1e-6 * gmax);
-                assert!(ok, "scale {scale} {}[{k}]: native {x} vs burn {y}", e.name);
+                assert!(ok, "{table}, scale {scale} {}[{k}]: native {x} vs burn {y}", e.name);
             }
         }
         let (mut gx1, mut gx2) = (Vec::new(), Vec::new());
         let li1 = native.input_grad(&p, &batch, &mut gx1).unwrap() as f64;
         let li2 = burn.input_grad(&p, &batch, &mut gx2).unwrap() as f64;
-        assert!(close(li1, li2, 1e-5, 0.0), "scale {scale}: input_grad loss {li1} vs {li2}");
+        assert!(close(li1, li2, 1e-5, 0.0), "{table}, scale {scale}: input_grad loss {li1} vs {li2}");
         assert_eq!(gx1.len(), gx2.len());
         let gmax = gx2.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
         for (k, (&x, &y)) in gx1.iter().zip(&gx2).enumerate() {
-            assert!(close(x as f64, y as f64, 1e-4, 1e-6 * gmax), "scale {scale} x[{k}]: native {x} vs burn {y}");
+            let ok = close(x as f64, y as f64, 1e-4, 1e-6 * gmax);
+            assert!(ok, "{table}, scale {scale} x[{k}]: native {x} vs burn {y}");
         }
         let big = random_batch(shape, classes, 40, &mut rng);
         let (s1, c1) = native.eval_batch(&p, &big).unwrap();
         let (s2, c2) = burn.eval_batch(&p, &big).unwrap();
-        assert!(close(s1, s2, 1e-5, 0.0) && c1 == c2, "scale {scale}: eval ({s1}, {c1}) vs ({s2}, {c2})");
+        assert!(close(s1, s2, 1e-5, 0.0) && c1 == c2, "{table}, scale {scale}: eval ({s1}, {c1}) vs ({s2}, {c2})");
         if scale > 1.0 {
-            assert!(c1 > 0 && c1 < 40, "degenerate predictions ({c1}/40 correct)");
+            assert!(c1 > 0 && c1 < 40, "{table}: degenerate predictions ({c1}/40 correct)");
         }
     }
+}
+
+// The native cnn and the burn cnn are the same network (`assert_native_matches_burn`; two input
+// channels, a non-square image). `backend` accepts only native and burn.
+#[test]
+fn native_cnn_matches_burn_cnn() {
+    let (table, shape, classes) = ("use = 'cnn'\nchannels = [4, 6]\nhidden = 8", &[2, 12, 8], 5);
+    assert_native_matches_burn(table, shape, classes);
     assert!(build("use = 'cnn'\nbackend = 'gpu'", shape, classes).is_err());
 }
 
+// The native lenet and the burn lenet are the same network (`assert_native_matches_burn`; two
+// input channels, a non-square image: 16x20 -> 12x16 -> 6x8 -> 2x4 -> 1x2). Sizes whose
+// convolution outputs have an odd side (18x18: 14, then 3; 16x18: 14, then 3 wide; 30x30: 26)
+// fall back to burn and train. `backend` accepts only native and burn.
+#[test]
+fn native_lenet_matches_burn_lenet() {
+    let (table, shape, classes) = ("use = 'lenet'\nchannels = [4, 6]\nhidden = [12, 10]", &[2, 16, 20], 5);
+    assert_native_matches_burn(table, shape, classes);
+    assert!(build("use = 'lenet'\nbackend = 'gpu'", shape, classes).is_err());
+    let mut rng = RngStream::new(42);
+    for odd in [[1, 18, 18], [1, 16, 18], [1, 30, 30]] {
+        let mut m = build(table, &odd, classes).unwrap();
+        let mut p = m.init(&mut rng);
+        let mut g = p.zeros_like();
+        let batch = random_batch(&odd, classes, 3, &mut rng);
+        let l = m.loss_grad(&mut p, &batch, &mut g, &mut RngStream::new(0)).unwrap();
+        assert!(l.is_finite() && g.is_finite() && g.l2() > 0.0, "lenet on {odd:?}: loss {l}");
+    }
+}
+
 // 200 steps of plain SGD on a separable toy set cut the training loss sharply and reach > 90%
-// accuracy (logreg, mlp), and reduce the loss and raise the correct count (lenet, both cnns).
+// accuracy (logreg, mlp), and reduce the loss and raise the correct count (both lenets, both
+// cnns).
 #[test]
 fn sgd_learns_a_separable_problem() {
     for (name, table, shape, classes) in SMALL {
