@@ -17,7 +17,6 @@ import random
 import sys
 import time
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -52,8 +51,8 @@ def train(msg: Message, context: Context) -> Message:
     pid = int(cfg["cid"])  # the client of fedkit's cohort this node trains (ReplayFedAvg)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     x, y = fed.client_data(pid)
-    rng = np.random.default_rng([fed.seed, int(cfg["server-round"]), pid])
-    loss = peerlib.local_sgd(model, x, y, fed.epochs, fed.batch_size, fed.lr, rng)
+    orders = fed.batch_orders(int(cfg["server-round"]), pid)
+    loss = peerlib.local_sgd(model, x, y, orders, fed.batch_size, fed.lr)
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),

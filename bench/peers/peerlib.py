@@ -5,7 +5,8 @@ evaluation and cohort sampling.
 The federation comes from `fedkit data export CONFIG --out DIR` (crates/fedkit-cli/src/export.rs):
 train_x.f32 / test_x.f32 (n x prod(feature_shape), little-endian f32), train_y.u32 / test_y.u32,
 clients.json (one list of training-sample indices per client), cohorts.json (the clients fedkit
-trains in each round), init.f32 (the initial global model, flat, in the layout's order) and
+trains in each round), orders.u32 (the order in which each of them visits its samples, epoch by
+epoch), init.f32 (the initial global model, flat, in the layout's order) and
 meta.json (shapes, layout, the resolved fedkit config).
 """
 
@@ -58,6 +59,8 @@ class Federation:
         self.sizes = np.array([len(c) for c in self.clients], dtype=np.int64)
         self.init = np.fromfile(d / "init.f32", dtype="<f4")
         self.cohorts = [[int(c) for c in r] for r in json.loads((d / "cohorts.json").read_bytes())]
+        self.orders = np.memmap(d / "orders.u32", dtype="<u4", mode="r")
+        self._order_at: dict[tuple[int, int], int] = {}
         assert self.init.size == self.meta["params"], "init.f32 does not match meta.json"
         assert len(self.clients) == self.meta["clients"]
         c = self.config["client"]
@@ -72,6 +75,22 @@ class Federation:
         self.seed = int(self.config.get("seed", 0))
         self.rounds = int(self.config["rounds"])
         self.eval_batch_size = int(self.config.get("eval", {}).get("batch_size", 256))
+
+    def batch_orders(self, rnd: int, cid: int) -> list[np.ndarray]:
+        """Client `cid`'s sample order (positions into its clients.json list) for each local epoch
+        of round `rnd` (1-based): fedkit's own, from orders.u32 (clients in cohorts.json order)."""
+        if not self._order_at:
+            at = 0
+            for r, cohort in enumerate(self.cohorts, 1):
+                for c in cohort:
+                    self._order_at[(r, c)] = at
+                    at += self.epochs * int(self.sizes[c])
+            if at != self.orders.size:
+                raise SystemExit(f"{self.dir}/orders.u32 holds {self.orders.size} values, cohorts.json needs {at}")
+        if (rnd, cid) not in self._order_at:
+            raise SystemExit(f"client {cid} is not in round {rnd}'s cohort in {self.dir}/cohorts.json")
+        at, n = self._order_at[(rnd, cid)], int(self.sizes[cid])
+        return [np.asarray(self.orders[at + e * n : at + (e + 1) * n], dtype=np.int64) for e in range(self.epochs)]
 
     def client_data(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The client's samples (features, labels) in clients.json order, as tensors."""
@@ -203,16 +222,17 @@ def to_fedkit_params(model: nn.Module, layout: list[dict]) -> np.ndarray:
 # --- training and evaluation ---------------------------------------------------------------------
 
 
-def local_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float,
-              rng: np.random.Generator) -> float:
-    """fedkit's local training: each epoch a fresh permutation, mini-batches of `batch_size` (the
-    last may be partial), mean cross-entropy, plain SGD. Returns the sample-weighted mean loss."""
+def local_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, orders: list[np.ndarray], batch_size: int,
+              lr: float) -> float:
+    """fedkit's local training: one epoch per entry of `orders` (fedkit's sample order for that
+    epoch, Federation.batch_orders), mini-batches of `batch_size` (the last may be partial), mean
+    cross-entropy, plain SGD. Returns the sample-weighted mean loss."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     model.train()
     n = len(y)
     total, seen = 0.0, 0
-    for _ in range(epochs):
-        perm = torch.from_numpy(rng.permutation(n))
+    for order in orders:
+        perm = torch.from_numpy(order)
         for s in range(0, n, batch_size):
             b = perm[s : s + batch_size]
             opt.zero_grad(set_to_none=True)

@@ -8,8 +8,8 @@ the users' sample counts) and all-reducing the model update over torch.distribut
 
 Setup (see README.md for the differences from fedkit): local SGD with pfl's own training loop
 (`do_multiple_epochs_of`, sequential mini-batches of `local_batch_size`, the last one partial) over
-the user's samples in a fresh random order each time the user is drawn (pfl itself does not
-shuffle); FedAvg weighted by sample count (`WeightByDatapoints`), central SGD with lr 1; each
+the user's samples, put in fedkit's order for that round when the user's dataset is made (pfl
+itself does not shuffle; E = 1 only); FedAvg weighted by sample count (`WeightByDatapoints`), central SGD with lr 1; each
 round the users fedkit trains that round (cohorts.json, replayed by CohortSampler);
 pfl's per-user evaluation before and after local training is switched off; the final model is
 evaluated on the whole test set on rank 0.
@@ -81,14 +81,17 @@ def worker(a) -> None:
     )
     dist = get_ops().distributed
     rank, world = dist.global_rank, dist.world_size
-    shuffle = np.random.default_rng([fed.seed, 1000 + rank])
+    if fed.epochs != 1:
+        raise SystemExit("pfl_peer.py replays fedkit's batch order for E = 1 only (pfl's loop repeats one order)")
 
     trained = [0]
+    current_round = [0]  # set by FedAvg.get_next_central_contexts before the round's users are made
 
     def make_user(uid: int):
+        """The user's samples in fedkit's order for this round (pfl's loop slices them in order)."""
         trained[0] += 1
         x, y = fed.client_data(int(uid))
-        perm = torch.from_numpy(shuffle.permutation(len(y)))
+        perm = torch.from_numpy(fed.batch_orders(current_round[0], int(uid))[0])
         return Dataset(raw_data=[x[perm], y[perm]], user_id=uid)
 
     sizes = {i: int(n) for i, n in enumerate(fed.sizes)}
@@ -102,8 +105,9 @@ def worker(a) -> None:
         """pfl's FederatedAveraging without its per-user evaluation before and after local
         training (it runs whenever iteration % evaluation_frequency == 0, so always in round 0)."""
 
-        def get_next_central_contexts(self, *args, **kwargs):
-            contexts, m, metrics = super().get_next_central_contexts(*args, **kwargs)
+        def get_next_central_contexts(self, model, iteration, *args, **kwargs):
+            current_round[0] = iteration + 1
+            contexts, m, metrics = super().get_next_central_contexts(model, iteration, *args, **kwargs)
             if contexts is not None:
                 contexts = tuple(dataclasses.replace(c, do_evaluation=False) for c in contexts)
             return contexts, m, metrics

@@ -26,19 +26,18 @@ def worker(conn, data_dir: str, rank: int) -> None:
     fed = peerlib.Federation(data_dir)
     model = fed.model()
     params = list(model.parameters())
-    rng = np.random.default_rng([fed.seed, 1 + rank])
     conn.send("ready")
     while True:
         msg = conn.recv()
         if msg is None:
             return
-        global_flat, clients = msg
+        global_flat, clients, rnd = msg
         acc = np.zeros_like(global_flat, dtype=np.float64)
         weight, loss_sum = 0, 0.0
         for cid in clients:
             set_flat(params, global_flat)
             x, y = fed.client_data(int(cid))
-            loss_sum += peerlib.local_sgd(model, x, y, fed.epochs, fed.batch_size, fed.lr, rng) * len(y)
+            loss_sum += peerlib.local_sgd(model, x, y, fed.batch_orders(rnd, int(cid)), fed.batch_size, fed.lr) * len(y)
             acc += len(y) * torch.nn.utils.parameters_to_vector(params).detach().numpy()
             weight += len(y)
         conn.send((acc, weight, loss_sum))
@@ -92,10 +91,10 @@ def main() -> None:
     t_train = time.time()
     startup_s = t_train - peerlib.T0
     client_loss = None
-    for cohort in peerlib.cohorts(fed, rounds):
+    for rnd, cohort in enumerate(peerlib.cohorts(fed, rounds), 1):
         parts = split(cohort, fed.sizes, a.workers)
         for c, part in zip(pipes, parts):
-            c.send((w, part))
+            c.send((w, part, rnd))
         acc, weight, loss_sum = np.zeros(w.shape, dtype=np.float64), 0, 0.0
         for c in pipes:
             s, n, l = c.recv()

@@ -15,11 +15,16 @@
 //!   the engine's default uniform draw, which every algorithm that does not choose its own
 //!   cohort (DRFA does) uses. Replaying it removes the cohort draw from cross-framework
 //!   comparisons.
+//! - `orders.u32`: the order in which each cohort member visits its samples, epoch by epoch
+//!   (positions into its `clients.json` list), for round 1, its clients in `cohorts.json` order,
+//!   then round 2, ...: `epochs` permutations of `n_c` values per client. These are the draws of
+//!   the client's batch stream ([`fedkit_core::BATCH_STREAM`]), exact for local training that
+//!   draws nothing else from it (FedAvg with plain SGD and no feature noise: the peer benchmarks).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use fedkit_core::RngStream;
+use fedkit_core::{BATCH_STREAM, RngStream};
 use fedkit_engine::{RunConfig, uniform_cohort};
 use serde_json::json;
 
@@ -50,6 +55,16 @@ pub fn export(mut cfg: RunConfig, out: &Path) -> Result<String> {
     let cohorts: Vec<Vec<u32>> =
         (1..=cfg.rounds).map(|r| uniform_cohort(cfg.seed, r, n, cfg.sampling.per_round)).collect();
     write("cohorts.json", serde_json::to_vec(&cohorts)?)?;
+    let mut orders = Vec::new();
+    for (round, cohort) in (1..).zip(&cohorts) {
+        for &c in cohort {
+            let mut rng = RngStream::derive(cfg.seed, BATCH_STREAM, round, c as u64);
+            for _ in 0..cfg.client.epochs {
+                orders.extend(rng.permutation(fed.clients[c as usize].len()).into_iter().map(|i| i as u32));
+            }
+        }
+    }
+    write("orders.u32", u32s(&orders))?;
     let layout: Vec<_> = init
         .layout()
         .entries()
@@ -67,6 +82,7 @@ pub fn export(mut cfg: RunConfig, out: &Path) -> Result<String> {
         "layout": layout,
         "seed": cfg.seed,
         "rounds": cfg.rounds,
+        "epochs": cfg.client.epochs,
         "config": cfg.to_toml()?,
     });
     write("meta.json", serde_json::to_vec_pretty(&meta)?)?;

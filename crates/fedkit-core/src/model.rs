@@ -288,4 +288,50 @@ mod tests {
         assert!((got.loss_sum - want).abs() < 1e-9, "{} vs {want}", got.loss_sum);
         assert_ne!(got.loss_sum, own.loss_sum);
     }
+
+    /// Records the features of every training batch it is shown.
+    struct Recorder {
+        layout: Arc<Layout>,
+        seen: Vec<f32>,
+    }
+
+    impl Model for Recorder {
+        fn clone_box(&self) -> Box<dyn Model> {
+            Box::new(Recorder { layout: self.layout.clone(), seen: Vec::new() })
+        }
+        fn layout(&self) -> Arc<Layout> {
+            self.layout.clone()
+        }
+        fn init(&self, _: &mut RngStream) -> Params {
+            Params::zeros(self.layout.clone())
+        }
+        fn loss_grad(&mut self, _: &mut Params, b: &Batch, _: &mut Params, _: &mut RngStream) -> Result<f32> {
+            self.seen.extend_from_slice(&b.x);
+            Ok(0.0)
+        }
+        fn eval_batch(&mut self, _: &Params, _: &Batch) -> Result<(f64, usize)> {
+            Ok((0.0, 0))
+        }
+    }
+
+    // The contract `fedkit data export` (orders.u32) relies on: with plain steps and no feature
+    // noise, epoch e visits the samples in the batch stream's e-th `permutation(n)`.
+    #[test]
+    fn each_epoch_visits_the_samples_in_the_streams_next_permutation() {
+        let n = 23;
+        let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let data = Dataset { name: "t".into(), x, y: vec![0; n], feature_shape: vec![1], classes: 2, users: None };
+        let cd = ClientData::whole(Arc::new(data));
+        let mut l = Layout::new();
+        l.push("w", &[1], ParamKind::Weight);
+        let mut model = Recorder { layout: Arc::new(l), seen: Vec::new() };
+        let mut p = model.init(&mut RngStream::new(0));
+        let cfg = LocalTrain { epochs: 3, batch_size: 5, ..LocalTrain::default() };
+        let stream = || RngStream::derive(7, crate::BATCH_STREAM, 2, 11);
+        local_train(&mut model, &mut p, &cd, &cfg, 3, &mut NoHook, &PlainStep, 2, &mut stream()).unwrap();
+        let mut rng = stream();
+        let want: Vec<f32> = (0..3).flat_map(|_| rng.permutation(n)).map(|i| i as f32).collect();
+        assert_eq!(model.seen, want);
+        assert_ne!(want[..n], want[n..2 * n], "the epochs use different orders");
+    }
 }

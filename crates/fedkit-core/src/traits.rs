@@ -105,8 +105,14 @@ pub fn local_update(
     d: &ClientData,
     hook: &mut dyn GradHook,
 ) -> Result<(Update, Params)> {
-    local_update_from(cx, cx.global.clone(), "batches", m, d, hook)
+    local_update_from(cx, cx.global.clone(), BATCH_STREAM, m, d, hook)
 }
+
+/// The purpose of the random stream that orders a client's local mini-batches in
+/// [`local_update`]: `RngStream::derive(seed, BATCH_STREAM, round, client)`; each epoch's order is
+/// the stream's next `permutation(n)` (as long as nothing else draws from it: no feature noise,
+/// no randomised model or step rule). `fedkit data export` replays it for the peer benchmarks.
+pub const BATCH_STREAM: &str = "batches";
 
 /// [`local_update`] from parameters `start` (e.g. the global model with the client's own norm
 /// layers), drawing batches from the stream `purpose`: methods that train twice in a round use a
