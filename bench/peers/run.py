@@ -198,7 +198,8 @@ def write_reports(out: Path, head: dict, results: dict, frameworks: list[str]) -
         "fedkit's; phases (medians): startup = until the first round starts, train = the rounds, eval = the "
         "final test-set evaluation",
         "- accuracy: on the whole test set after the last round; median and min-max over the reps "
-        "(every framework trains fedkit's exported cohorts; batch orders differ, so expect small differences)",
+        "(every framework trains fedkit's exported cohorts in fedkit's batch order, so the accuracies differ "
+        "only by floating-point order)",
         "- setups and their known differences: bench/peers/README.md",
         "",
     ]
