@@ -46,6 +46,12 @@ class Federation:
     def __init__(self, data_dir: str | os.PathLike):
         d = Path(data_dir)
         self.dir = d
+        needed = ["meta.json", "train_x.f32", "train_y.u32", "test_x.f32", "test_y.u32", "clients.json",
+                  "cohorts.json", "orders.u32", "init.f32"]
+        missing = [f for f in needed if not (d / f).is_file()]
+        if missing:
+            raise SystemExit(f"{d} is not a complete export (missing {', '.join(missing)}); "
+                             "run `target/release/fedkit data export CONFIG --out DIR` with this fedkit")
         self.meta = json.loads((d / "meta.json").read_text())
         self.config = tomllib.loads(self.meta["config"])
         self.feature_shape = list(self.meta["feature_shape"])
