@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,17 +19,12 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no network here; no telemetry in timings
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
+import peer_cli  # noqa: E402
 import peerlib  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--actors", type=int, default=2)
-    ap.add_argument("--eval-threads", type=int, default=2)
-    ap.add_argument("--result")
-    a = ap.parse_args()
+    a = peer_cli.parse(__doc__, "--actors")
 
     from flwr.simulation import run_simulation
 

@@ -17,7 +17,6 @@ evaluated on the whole test set on rank 0.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import socket
@@ -28,6 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import peer_cli  # noqa: E402
 
 
 class CohortSampler:
@@ -161,13 +161,7 @@ def free_port() -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--eval-threads", type=int, default=2)
-    ap.add_argument("--result")
-    a = ap.parse_args()
+    a = peer_cli.parse(__doc__)
     if a.workers <= 1 or "PFL_WORKER_RANK" in os.environ:
         worker(a)
         return

@@ -8,7 +8,6 @@ back the sample-weighted sum of its clients' models; the parent averages. The fi
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import sys
 import time
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import peer_cli  # noqa: E402
 import peerlib  # noqa: E402
 
 
@@ -64,13 +64,7 @@ def split(clients: list[int], sizes: np.ndarray, k: int) -> list[list[int]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--eval-threads", type=int, default=2)
-    ap.add_argument("--result")
-    a = ap.parse_args()
+    a = peer_cli.parse(__doc__)
 
     torch.set_num_threads(1)
     fed = peerlib.Federation(a.data)
