@@ -28,4 +28,4 @@ pub use traits::{
     Aggregator, Algorithm, AnyState, BATCH_STREAM, ClientCtx, DynAlgorithm, RoundCtx, SampleCtx, ServerView, Stage,
     State, StragglerPolicy, Transport, local_update, local_update_from,
 };
-pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update};
+pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update, Weighting};

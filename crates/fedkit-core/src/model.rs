@@ -44,11 +44,15 @@ pub trait ModelSpec: Send + Sync {
     fn instantiate(&self, feature_shape: &[usize], classes: usize) -> Result<Box<dyn Model>>;
 }
 
-/// Sees (and may change) each flat gradient before the optimiser step: FedProx, SCAFFOLD, FedDyn,
-/// FedNAR and friends are hooks.
+/// Sees (and may change) each flat gradient before the optimiser step, and the weights after it:
+/// FedProx, SCAFFOLD, FedDyn, FedNAR and friends are hooks.
 pub trait GradHook {
     /// `step` counts from 0 within one local training run; `w` are the current parameters.
     fn on_grad(&mut self, step: usize, w: &Params, g: &mut Params);
+    /// After the optimiser's step `step`, on the new weights (default: nothing). NIID-Bench's
+    /// SCAFFOLD subtracts its correction here, outside the momentum; projections (a norm ball,
+    /// a mask) act here too.
+    fn after_step(&mut self, _step: usize, _w: &mut Params) {}
 }
 
 impl<F: FnMut(usize, &Params, &mut Params)> GradHook for F {
@@ -159,6 +163,7 @@ pub fn local_train(
             hook.on_grad(stats.steps, params, &mut grad);
             step.adjust(&sc, params, &mut grad);
             opt.step(params.as_mut_slice(), grad.as_slice(), cfg.lr as f32);
+            hook.after_step(stats.steps, params);
             loss_sum += loss as f64 * ids.len() as f64;
             stats.steps += 1;
             stats.samples += ids.len();

@@ -46,9 +46,20 @@ pub struct RoundCtx<'a> {
     /// The threat model: `malicious[c]` for every client c (server-side attacks and detection
     /// metrics read it; defences must not).
     pub malicious: &'a [bool],
+    /// How many times each member of `cohort` was drawn (same order): all 1 for the uniform
+    /// draw without replacement; an [`Algorithm::cohort`] that samples with replacement (DRFA)
+    /// may draw a client several times, it then trains once and its update counts that often.
+    pub draws: &'a [u32],
 }
 
 impl RoundCtx<'_> {
+    /// How many times `client` was drawn this round (0 if it is not in the cohort).
+    pub fn draws_of(&self, client: ClientId) -> u32 {
+        match self.cohort.binary_search(&client) {
+            Ok(i) => self.draws.get(i).copied().unwrap_or(1),
+            Err(_) => 0,
+        }
+    }
     /// The random stream for `purpose` on the server this round.
     pub fn rng(&self, purpose: &str) -> RngStream {
         RngStream::derive(self.seed, purpose, self.round as u64, u64::MAX)
@@ -74,9 +85,11 @@ impl SampleCtx {
 }
 
 /// What a server rule may look at beyond the aggregate: the cohort's individual updates (after
-/// the cohort stages), a model object to evaluate parameters with, and the clients' data (for
-/// methods with a server-side proxy set, e.g. FedLAW; simulation only).
+/// the cohort stages, and only those the aggregator accepted: a robust aggregator's rejections
+/// hold for every server rule), a model object to evaluate parameters with, and the clients'
+/// data (for methods with a server-side proxy set, e.g. FedLAW; simulation only).
 pub struct ServerView<'a> {
+    /// The accepted updates, sorted by client id.
     pub updates: &'a [Update],
     pub model: &'a mut dyn Model,
     pub clients: &'a [ClientData],
@@ -146,8 +159,9 @@ pub trait Algorithm: Send + Sync + 'static {
     fn straggler_policy(&self) -> StragglerPolicy {
         StragglerPolicy::Drop
     }
-    /// The round's cohort, sorted by id; `None` (the default): `per_round` clients uniformly
-    /// without replacement. DRFA samples by its mixture weights.
+    /// The round's cohort; `None` (the default): `per_round` clients uniformly without
+    /// replacement. DRFA samples by its mixture weights, with replacement: a client listed k
+    /// times trains once and is counted k times ([`RoundCtx::draws`]).
     fn cohort(&self, _sc: &SampleCtx, _s: &Self::Server) -> Option<Vec<ClientId>> {
         None
     }
@@ -164,6 +178,13 @@ pub trait Algorithm: Send + Sync + 'static {
         _st: &mut Self::Client,
     ) -> Result<Update> {
         Ok(local_update(cx, m, d, &mut NoHook)?.0)
+    }
+    /// After the client-side stages have run on the update this client's rule returned: `sent`
+    /// is what goes on the wire (clipped, compressed, noised...). A rule whose client state
+    /// tracks what the server receives (SCAFFOLD's c_i, FedDyn's grad_k) updates it here, so
+    /// the client's and the server's copies agree whatever the pipeline does. Default: nothing.
+    fn commit(&self, _cx: &ClientCtx, _sent: &Update, _st: &mut Self::Client) -> Result<()> {
+        Ok(())
     }
     /// The server rule; default: `w += aggregated delta`.
     fn server_update(&self, _r: &RoundCtx, w: &mut Params, _s: &mut Self::Server, agg: &Aggregate) -> Result<Metrics> {
@@ -222,6 +243,7 @@ pub trait DynAlgorithm: Send + Sync {
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras>;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
     -> Result<Update>;
+    fn commit(&self, cx: &ClientCtx, sent: &Update, st: &mut dyn AnyState) -> Result<()>;
     fn server_update(&self, r: &RoundCtx, w: &mut Params, s: &mut dyn AnyState, agg: &Aggregate) -> Result<Metrics>;
     fn server_step(
         &self,
@@ -275,6 +297,9 @@ impl<A: Algorithm> DynAlgorithm for A {
         st: &mut dyn AnyState,
     ) -> Result<Update> {
         Algorithm::client_update(self, cx, m, d, downcast_mut::<A::Client>(st)?)
+    }
+    fn commit(&self, cx: &ClientCtx, sent: &Update, st: &mut dyn AnyState) -> Result<()> {
+        Algorithm::commit(self, cx, sent, downcast_mut::<A::Client>(st)?)
     }
     fn server_update(&self, r: &RoundCtx, w: &mut Params, s: &mut dyn AnyState, agg: &Aggregate) -> Result<Metrics> {
         Algorithm::server_update(self, r, w, downcast_mut::<A::Server>(s)?, agg)

@@ -151,7 +151,8 @@ impl Update {
     }
 }
 
-/// The aggregator's result: the combined delta, the total weight, which clients it accepted.
+/// The aggregator's result: the combined delta, the total weight, which clients it accepted,
+/// and how it weighted them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Aggregate {
     pub delta: Params,
@@ -159,6 +160,25 @@ pub struct Aggregate {
     pub extras: Extras,
     pub accepted: Vec<ClientId>,
     pub metrics: Metrics,
+    /// How `delta` weights the accepted updates; stateful server rules (SCAFFOLD's control
+    /// variate) average their own state with the same weights, so that their fixed point is the
+    /// objective the aggregate descends.
+    pub weighting: Weighting,
+}
+
+/// How an aggregate weights the updates it accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    /// Each accepted update in proportion to its `Update::weight` (its sample count by
+    /// default): the objective sum_k (n_k / n) F_k.
+    #[default]
+    UpdateWeights,
+    /// Each accepted update equally: the objective (1/N) sum_k F_k.
+    Uniform,
+    /// Not a weighted mean (coordinate-wise median, trimmed mean, ...): state means fall back
+    /// to uniform weights over the accepted clients.
+    Robust,
 }
 
 /// A client that did not deliver an update: a value, never a crash.

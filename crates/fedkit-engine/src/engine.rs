@@ -46,6 +46,20 @@ impl Timings {
     }
 }
 
+/// Who takes part in a round: the cohort after stragglers, with their local epochs and draws.
+struct RoundPlan {
+    round: u32,
+    /// Distinct clients sampled (before stragglers drop out).
+    sampled: usize,
+    /// Cohort members that drop out or do partial work.
+    stragglers: usize,
+    /// (client, local epochs) of every client that runs, sorted by id.
+    running: Vec<(u32, usize)>,
+    run_ids: Vec<u32>,
+    /// How often each running client was drawn.
+    run_draws: Vec<u32>,
+}
+
 /// Per-client persistent state: the algorithm's and each stage's memory.
 #[derive(Default)]
 pub struct ClientSlot {
@@ -144,23 +158,35 @@ impl Engine {
         self.fed.clients.len()
     }
 
-    /// This round's cohort, sorted by id: the algorithm's choice (DRFA samples by its mixture
-    /// weights), else `per_round` clients uniformly without replacement.
-    pub fn sample(&self, round: u32) -> Result<Vec<u32>> {
+    /// This round's cohort, sorted by id without repeats, and how often each member was drawn:
+    /// the algorithm's choice (DRFA samples by its mixture weights, with replacement), else
+    /// `per_round` clients uniformly without replacement (each drawn once).
+    pub fn sample(&self, round: u32) -> Result<(Vec<u32>, Vec<u32>)> {
         let n = self.population();
         let per_round = self.cfg.sampling.per_round.min(n);
         let sc = SampleCtx { round, seed: self.cfg.seed, population: n, per_round };
         if let Some(mut c) = self.algorithm.cohort(&sc, self.server.as_ref())? {
             c.sort_unstable();
-            c.dedup();
             if c.is_empty() || c.last().is_some_and(|&l| l as usize >= n) {
                 return Err(Error::Method(format!(
                     "round {round}: the algorithm chose an empty cohort or a client outside 0..{n}"
                 )));
             }
-            return Ok(c);
+            let mut ids: Vec<u32> = Vec::with_capacity(c.len());
+            let mut draws: Vec<u32> = Vec::with_capacity(c.len());
+            for id in c {
+                if ids.last() == Some(&id) {
+                    *draws.last_mut().expect("a draw per id") += 1;
+                } else {
+                    ids.push(id);
+                    draws.push(1);
+                }
+            }
+            return Ok((ids, draws));
         }
-        Ok(uniform_cohort(self.cfg.seed, round, n, per_round))
+        let c = uniform_cohort(self.cfg.seed, round, n, per_round);
+        let draws = vec![1; c.len()];
+        Ok((c, draws))
     }
 
     /// Local epochs per cohort member this round (None: dropped straggler), following FedProx:
@@ -190,124 +216,176 @@ impl Engine {
             .collect()
     }
 
-    /// Run one round; returns its metrics and timings.
+    /// Run one round (DESIGN.md section 5): sample, broadcast, clients, cohort stages,
+    /// aggregate, server stages, server rule, evaluate; returns its metrics and timings.
     pub fn run_round(&mut self) -> Result<(Record, Timings)> {
         let t0 = Instant::now();
-        let round = self.round + 1;
-        let cohort = self.sample(round)?;
-        let epochs = self.straggler_epochs(round, &cohort);
-        let running: Vec<(u32, usize)> = cohort.iter().zip(&epochs).filter_map(|(&c, e)| e.map(|e| (c, e))).collect();
-        let run_ids: Vec<u32> = running.iter().map(|r| r.0).collect();
-        let (seed, population) = (self.cfg.seed, self.population());
-        let r =
-            RoundCtx { round, cohort: &run_ids, global: &self.global, seed, population, malicious: &self.malicious };
-        let broadcast = self.algorithm.broadcast(&r, self.server.as_ref())?;
+        let plan = self.plan(self.round + 1)?;
+        let broadcast = self.algorithm.broadcast(&self.round_ctx(&plan), self.server.as_ref())?;
+        let results = self.run_clients(&plan, &broadcast);
+        let t_clients = t0.elapsed().as_secs_f64();
+        let (mut ups, failed) = split(results);
+        let mut rec = self.client_metrics(&plan, &broadcast, &ups, &failed);
+        self.last_failures = failed;
+        let t1 = Instant::now();
+        self.server_round(&plan, &mut ups, &mut rec)?;
+        let t_agg = t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
+        self.round = plan.round;
+        self.evaluate_round(&mut rec)?;
+        let t_eval = t2.elapsed().as_secs_f64();
+        self.records.push(rec.clone());
+        let total_s = t0.elapsed().as_secs_f64();
+        Ok((rec, Timings { round: plan.round, clients_s: t_clients, aggregate_s: t_agg, eval_s: t_eval, total_s }))
+    }
 
-        // 1. clients, in parallel; each takes its persistent state out and puts it back after.
+    /// Who takes part in `round` and with how many local epochs.
+    fn plan(&self, round: u32) -> Result<RoundPlan> {
+        let (cohort, draws) = self.sample(round)?;
+        let epochs = self.straggler_epochs(round, &cohort);
+        let (mut running, mut run_draws) = (Vec::new(), Vec::new());
+        for ((&c, e), &d) in cohort.iter().zip(&epochs).zip(&draws) {
+            if let Some(e) = e {
+                running.push((c, *e));
+                run_draws.push(d);
+            }
+        }
+        let run_ids = running.iter().map(|r| r.0).collect();
+        let stragglers = epochs.iter().filter(|e| e.is_none_or(|e| e < self.cfg.client.epochs)).count();
+        Ok(RoundPlan { round, sampled: cohort.len(), stragglers, running, run_ids, run_draws })
+    }
+
+    /// The server's view of a planned round.
+    fn round_ctx<'a>(&'a self, plan: &'a RoundPlan) -> RoundCtx<'a> {
+        RoundCtx {
+            round: plan.round,
+            cohort: &plan.run_ids,
+            global: &self.global,
+            seed: self.cfg.seed,
+            population: self.population(),
+            malicious: &self.malicious,
+            draws: &plan.run_draws,
+        }
+    }
+
+    /// 1. The cohort's client steps, in parallel on the workers; each client takes its
+    /// persistent state out and puts it back after.
+    fn run_clients(&mut self, plan: &RoundPlan, broadcast: &Extras) -> Vec<std::result::Result<Update, ClientFailure>> {
         let slots: Vec<Mutex<ClientSlot>> =
-            run_ids.iter().map(|&c| Mutex::new(std::mem::take(&mut self.clients[c as usize]))).collect();
-        let results = {
-            let (algo, stages, fed, global, cfg, malicious, step) = (
-                self.algorithm.as_ref(),
-                &self.stages,
-                &self.fed,
-                &self.global,
-                &self.cfg,
-                &self.malicious,
-                self.local.as_ref(),
-            );
-            let broadcast = &broadcast;
-            let running = &running;
-            let slots = &slots;
-            self.workers.map(running.len(), move |model, j| {
-                let (client, epochs) = running[j];
-                let cx = ClientCtx {
-                    round,
-                    client,
-                    seed,
-                    global,
-                    broadcast,
-                    train: &cfg.client,
-                    epochs,
-                    malicious: malicious[client as usize],
-                    step,
-                };
-                let mut slot = slots[j].lock().unwrap_or_else(|p| p.into_inner());
-                client_step(algo, stages, model, &cx, &fed.clients[client as usize], &mut slot)
-                    .map_err(|e| ClientFailure { client, reason: e.to_string() })
-            })
-        };
-        for (&c, slot) in run_ids.iter().zip(slots) {
+            plan.run_ids.iter().map(|&c| Mutex::new(std::mem::take(&mut self.clients[c as usize]))).collect();
+        let (algo, stages, fed, global, cfg, malicious, step) = (
+            self.algorithm.as_ref(),
+            &self.stages,
+            &self.fed,
+            &self.global,
+            &self.cfg,
+            &self.malicious,
+            self.local.as_ref(),
+        );
+        let (round, seed, running, slots_ref) = (plan.round, cfg.seed, &plan.running, &slots);
+        let results = self.workers.map(running.len(), move |model, j| {
+            let (client, epochs) = running[j];
+            let cx = ClientCtx {
+                round,
+                client,
+                seed,
+                global,
+                broadcast,
+                train: &cfg.client,
+                epochs,
+                malicious: malicious[client as usize],
+                step,
+            };
+            let mut slot = slots_ref[j].lock().unwrap_or_else(|p| p.into_inner());
+            client_step(algo, stages, model, &cx, &fed.clients[client as usize], &mut slot)
+                .map_err(|e| ClientFailure { client, reason: e.to_string() })
+        });
+        for (&c, slot) in plan.run_ids.iter().zip(slots) {
             self.clients[c as usize] = slot.into_inner().unwrap_or_else(|p| p.into_inner());
         }
-        let t_clients = t0.elapsed().as_secs_f64();
+        results
+    }
 
-        let mut rec = Record::new(round);
-        let (mut ups, failed): (Vec<Update>, Vec<ClientFailure>) = split(results);
-        rec.set("sampled", cohort.len() as f64);
+    /// The round's participation, traffic and client-side metrics (`client_loss` and the
+    /// cohort means `client_<name>` of the other per-update metrics).
+    fn client_metrics(&self, plan: &RoundPlan, broadcast: &Extras, ups: &[Update], failed: &[ClientFailure]) -> Record {
+        let mut rec = Record::new(plan.round);
+        rec.set("sampled", plan.sampled as f64);
         rec.set("participants", ups.len() as f64);
-        rec.set("stragglers", epochs.iter().filter(|e| e.map_or(true, |e| e < self.cfg.client.epochs)).count() as f64);
+        rec.set("stragglers", plan.stragglers as f64);
         rec.set("failed", failed.len() as f64);
-        rec.set("bytes_down", (run_ids.len() * (self.global.wire_bytes() + broadcast.wire_bytes())) as f64);
+        rec.set("bytes_down", (plan.run_ids.len() * (self.global.wire_bytes() + broadcast.wire_bytes())) as f64);
         rec.set("bytes_up", ups.iter().map(Update::wire_bytes).sum::<usize>() as f64);
         let w: f64 = ups.iter().map(|u| u.weight as f64).sum();
         if w > 0.0 {
             let l: f64 = ups.iter().map(|u| u.weight as f64 * u.metrics.get("loss").copied().unwrap_or(0.0)).sum();
             rec.set("client_loss", l / w);
         }
-        // Other per-update metrics (local steps, clipping, ...) as cohort means `client_<name>`.
         let mut keys: Vec<&String> = ups.iter().flat_map(|u| u.metrics.keys()).filter(|k| *k != "loss").collect();
         keys.sort();
         keys.dedup();
-        let means: Vec<(String, f64)> = keys
-            .iter()
-            .map(|k| {
-                let v: Vec<f64> = ups.iter().filter_map(|u| u.metrics.get(*k).copied()).collect();
-                (format!("client_{k}"), v.iter().sum::<f64>() / v.len() as f64)
-            })
-            .collect();
-        means.into_iter().for_each(|(k, v)| rec.set(&k, v));
-        self.last_failures = failed.clone();
-        if ups.is_empty() && !failed.is_empty() {
+        for k in keys {
+            let v: Vec<f64> = ups.iter().filter_map(|u| u.metrics.get(k).copied()).collect();
+            rec.set(&format!("client_{k}"), v.iter().sum::<f64>() / v.len() as f64);
+        }
+        rec
+    }
+
+    /// 2-5. Cohort stages, aggregation, server stages (reverse order), the server rule; the
+    /// server rule sees only the updates the aggregator accepted.
+    fn server_round(&mut self, plan: &RoundPlan, ups: &mut Vec<Update>, rec: &mut Record) -> Result<()> {
+        let round = plan.round;
+        if ups.is_empty() {
+            return match self.last_failures.first() {
+                Some(f) => Err(Error::Method(format!(
+                    "round {round}: every client failed; first: client {}: {}",
+                    f.client, f.reason
+                ))),
+                None => Ok(()),
+            };
+        }
+        let r = RoundCtx {
+            round,
+            cohort: &plan.run_ids,
+            global: &self.global,
+            seed: self.cfg.seed,
+            population: self.fed.clients.len(),
+            malicious: &self.malicious,
+            draws: &plan.run_draws,
+        };
+        for s in self.stages.iter_mut() {
+            s.stage.on_cohort(&r, ups)?;
+        }
+        let mut agg = self.aggregator.aggregate(&r, ups)?;
+        for s in self.stages.iter_mut().rev() {
+            s.stage.on_aggregate(&r, &mut agg)?;
+        }
+        let mut accepted: Vec<Update> = ups.iter().filter(|u| agg.accepted.contains(&u.client)).cloned().collect();
+        accepted.sort_by_key(|u| u.client);
+        let mut global = self.global.clone();
+        let mut view = ServerView { updates: &accepted, model: self.server_model.as_mut(), clients: &self.fed.clients };
+        let m = self.algorithm.server_step(&r, &mut global, self.server.as_mut(), &agg, &mut view)?;
+        if !global.is_finite() {
             return Err(Error::Method(format!(
-                "round {round}: every client failed; first: client {}: {}",
-                failed[0].client, failed[0].reason
+                "round {round}: the global model diverged (non-finite values); lower client.lr"
             )));
         }
-
-        // 2-5. cohort stages, aggregation, server stages (reverse), server rule.
-        let t1 = Instant::now();
-        if !ups.is_empty() {
-            for s in self.stages.iter_mut() {
-                s.stage.on_cohort(&r, &mut ups)?;
+        self.global = global;
+        rec.set("accepted", agg.accepted.len() as f64);
+        for (k, v) in agg.metrics.iter().chain(m.iter()) {
+            if crate::record::STANDARD_COLUMNS.contains(&k.as_str()) {
+                return Err(Error::Method(format!("metric `{k}` of a method collides with a standard column")));
             }
-            let mut agg = self.aggregator.aggregate(&r, &ups)?;
-            for s in self.stages.iter_mut().rev() {
-                s.stage.on_aggregate(&r, &mut agg)?;
-            }
-            let mut global = self.global.clone();
-            let mut view = ServerView { updates: &ups, model: self.server_model.as_mut(), clients: &self.fed.clients };
-            let m = self.algorithm.server_step(&r, &mut global, self.server.as_mut(), &agg, &mut view)?;
-            if !global.is_finite() {
-                return Err(Error::Method(format!(
-                    "round {round}: the global model diverged (non-finite values); lower client.lr"
-                )));
-            }
-            self.global = global;
-            rec.set("accepted", agg.accepted.len() as f64);
-            for (k, v) in agg.metrics.iter().chain(m.iter()) {
-                if crate::record::STANDARD_COLUMNS.contains(&k.as_str()) {
-                    return Err(Error::Method(format!("metric `{k}` of a method collides with a standard column")));
-                }
-                rec.set(k, *v);
-            }
+            rec.set(k, *v);
         }
-        let t_agg = t1.elapsed().as_secs_f64();
+        Ok(())
+    }
 
-        let t2 = Instant::now();
-        self.round = round;
+    /// 6. Evaluation at evaluation rounds (and after the last), the sharpness after the last.
+    fn evaluate_round(&mut self, rec: &mut Record) -> Result<()> {
+        let round = self.round;
         if round % self.cfg.eval.every == 0 || round == self.cfg.rounds {
-            self.evaluate_into(&mut rec)?;
+            self.evaluate_into(rec)?;
         }
         if round == self.cfg.rounds && self.cfg.eval.hessian_samples > 0 {
             let pooled = ClientData::whole(self.fed.train.clone());
@@ -323,16 +401,7 @@ impl Engine {
             )?;
             rec.set("hessian_top", top);
         }
-        let t_eval = t2.elapsed().as_secs_f64();
-        self.records.push(rec.clone());
-        let timings = Timings {
-            round,
-            clients_s: t_clients,
-            aggregate_s: t_agg,
-            eval_s: t_eval,
-            total_s: t0.elapsed().as_secs_f64(),
-        };
-        Ok((rec, timings))
+        Ok(())
     }
 
     /// Evaluate the initial model as round 0 (when `eval.initial`).
@@ -442,7 +511,8 @@ pub fn evaluate_parallel(
 }
 
 /// One client's work in a round, shared by the simulator and the networked client:
-/// `on_data` stages -> the algorithm's client rule -> `on_update` stages (declared order).
+/// `on_data` stages -> the algorithm's client rule -> `on_update` stages (declared order) ->
+/// the algorithm's `commit` of its client state from the update as sent.
 pub fn client_step(
     algo: &dyn DynAlgorithm,
     stages: &[StageSlot],
@@ -467,6 +537,7 @@ pub fn client_step(
             s.stage.on_update(cx, &mut u, mem)?;
         }
     }
+    algo.commit(cx, &u, state.as_mut())?;
     Ok(u)
 }
 

@@ -105,7 +105,8 @@ fn cohorts_depend_only_on_seed_and_round() {
     let b = Engine::new(cfg(&["algorithm.use=\"fedprox\"", "client.lr=0.3"])).unwrap();
     for r in 1..20 {
         assert_eq!(a.sample(r).unwrap(), b.sample(r).unwrap());
-        assert_eq!(a.sample(r).unwrap().len(), 5);
+        assert_eq!(a.sample(r).unwrap().0.len(), 5);
+        assert!(a.sample(r).unwrap().1.iter().all(|&d| d == 1), "uniform draws are without replacement");
     }
     assert_ne!(a.sample(1).unwrap(), a.sample(2).unwrap());
 }

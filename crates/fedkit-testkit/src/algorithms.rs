@@ -48,9 +48,14 @@ impl Fed {
         let ups = (self.clients.iter_mut().zip(&self.data).zip(ids))
             .map(|((st, d), c)| {
                 let cx = client_ctx(round, c, &self.global, &b, &self.train);
-                self.algo
+                let u = self
+                    .algo
                     .client_update(&cx, self.model.as_mut(), d, st.as_mut())
-                    .unwrap_or_else(|e| panic!("algorithm `{name}`: client_update failed: {e}"))
+                    .unwrap_or_else(|e| panic!("algorithm `{name}`: client_update failed: {e}"));
+                self.algo
+                    .commit(&cx, &u, st.as_mut())
+                    .unwrap_or_else(|e| panic!("algorithm `{name}`: commit failed: {e}"));
+                u
             })
             .collect();
         (b, ups)

@@ -142,7 +142,7 @@ pub fn client_ctx<'a>(
 
 /// A server context for `round` with the fixture seed and [`POPULATION`].
 pub fn round_ctx<'a>(round: u32, cohort: &'a [ClientId], global: &'a Params) -> RoundCtx<'a> {
-    RoundCtx { round, cohort, global, seed: SEED, population: POPULATION, malicious: &[false; POPULATION] }
+    RoundCtx { round, cohort, global, seed: SEED, population: POPULATION, malicious: &[false; POPULATION], draws: &[] }
 }
 
 /// Config keys that the engine, not the method, reads from a method's table.

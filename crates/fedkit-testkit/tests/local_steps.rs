@@ -86,9 +86,9 @@ fn fednar_composes_with_fedprox() {
         fedprox.client_update(&cx, m.as_mut(), &data, st.as_mut()).unwrap()
     };
     let plain = update(&fedkit_core::PlainStep);
-    let loose = update(&FedNar { max_norm: 1e9, decay: 1.0 });
+    let loose = update(&FedNar { max_norm: 1e9, decay: 1.0, ..FedNar::default() });
     assert_eq!(plain.delta, loose.delta);
-    let tight = FedNar { max_norm: 0.05, decay: 0.9 };
+    let tight = FedNar { max_norm: 0.05, decay: 0.9, ..FedNar::default() };
     let clipped = update(&tight);
     let steps = clipped.metrics["steps"];
     let bound = steps * tight.step_bound(3, train.lr as f32);

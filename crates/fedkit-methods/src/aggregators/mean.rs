@@ -12,7 +12,7 @@
 //! weighted = true
 //! ```
 
-use fedkit_core::{Aggregate, Aggregator, Error, Extras, Metrics, Result, RoundCtx, Update};
+use fedkit_core::{Aggregate, Aggregator, Error, Extras, Metrics, Result, RoundCtx, Update, Weighting};
 use serde::{Deserialize, Serialize};
 
 /// The mean aggregator.
@@ -63,6 +63,7 @@ pub fn weighted_mean(updates: &[Update], weighted: bool) -> Result<Aggregate> {
         )?,
         accepted: order.iter().map(|u| u.client).collect(),
         metrics: Metrics::new(),
+        weighting: if weighted { Weighting::UpdateWeights } else { Weighting::Uniform },
     })
 }
 

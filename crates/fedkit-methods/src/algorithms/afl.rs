@@ -213,7 +213,15 @@ mod tests {
     fn round(afl: &Afl, s: &mut AflServer, w: &mut Params, round: u32, updates: &[Update]) -> Metrics {
         let cohort: Vec<ClientId> = updates.iter().map(|u| u.client).collect();
         let global = w.clone();
-        let r = RoundCtx { round, cohort: &cohort, global: &global, seed: 1, population: N, malicious: &[false; N] };
+        let r = RoundCtx {
+            round,
+            cohort: &cohort,
+            global: &global,
+            seed: 1,
+            population: N,
+            malicious: &[false; N],
+            draws: &[],
+        };
         let agg = crate::aggregators::mean::weighted_mean(updates, true).unwrap();
         let data = labelled_clients(&[0; N], 2);
         let mut view = ServerView { updates, model: &mut LinReg::new(2), clients: &data };

@@ -6,13 +6,17 @@
 //! sampling the clients that train *by lambda*, so the mixture reaches the model through who
 //! trains rather than through aggregation weights. Round s:
 //! 1. The server samples the cohort D by lambda^(s): `[sampling] per_round` (m) draws with
-//!    replacement, stream `drfa_sample`; the engine deduplicates them.
+//!    replacement, stream `drfa_sample`. A client drawn k times trains once (its k local runs
+//!    from the same model would differ only by their mini-batch draws) and counts k times in
+//!    the averages below (`RoundCtx::draws`), the paper's multiset average.
 //! 2. It draws a snapshot position u ~ U[0, 1) (stream `drfa_snapshot`, broadcast as extra
 //!    `drfa_snapshot`). Each client runs its tau local steps from w^(s) (the `[client]` schedule)
 //!    and returns its delta and, as extra `drfa_snapshot` (a model delta: the uplink doubles), its
 //!    iterate after t' = 1 + floor(u tau) steps, t' in {1, ..., tau}: the paper's random t'.
-//! 3. The server averages the models uniformly, w^(s+1) = w^(s) + (1/|D|) sum_{i in D} Delta_i
-//!    (sample counts are not used), and the snapshots likewise into w^(t').
+//! 3. The server averages the models uniformly over the multiset of draws,
+//!    w^(s+1) = w^(s) + (1/m) sum_{i in D} k_i Delta_i (sample counts are not used), and the
+//!    snapshots likewise into w^(t'). Only the updates the aggregator accepted count (a robust
+//!    aggregator's rejections hold; m is then the accepted draws).
 //! 4. It samples a uniform set U of clients (size `loss_clients`, stream `drfa_loss_clients`),
 //!    evaluates f_i(w^(t')) for i in U and sets v = (N / |U|) sum_{i in U} f_i(w^(t')) e_i,
 //!    lambda^(s+1) = P_Delta(lambda^(s) + tau gamma v). tau is the cohort's mean number of local
@@ -38,8 +42,7 @@
 //!
 //! Parameters:
 //! - `lambda_lr` (gamma > 0, default 0.001): lambda's step is tau * gamma.
-//! - `loss_clients` (|U|, default 0 = as many as the clients that trained this round, the
-//!   deduplicated cohort; the paper uses m).
+//! - `loss_clients` (|U|, default 0 = m, the accepted draws of the round, as the paper).
 //! - `loss_batch` (samples per loss evaluation; default 0 = the client's whole training set).
 //!
 //! ```toml
@@ -122,18 +125,19 @@ fn planned_steps(cx: &ClientCtx, samples: usize) -> usize {
     if cx.train.max_steps > 0 { steps.min(cx.train.max_steps) } else { steps }
 }
 
-/// The uniform average of `deltas` (in the given order, f64) added to `base`.
-fn plus_mean(base: &Params, deltas: &[&Params]) -> Result<Params> {
+/// The average of `deltas` counted `counts` times each (in the given order, f64), added to
+/// `base`.
+fn plus_mean(base: &Params, deltas: &[&Params], counts: &[u32]) -> Result<Params> {
     let mut acc = vec![0.0f64; base.len()];
-    for d in deltas {
+    for (d, &k) in deltas.iter().zip(counts) {
         if d.len() != acc.len() {
             return Err(Error::Shape(format!("drfa: a delta of {} values for a model of {}", d.len(), acc.len())));
         }
-        acc.iter_mut().zip(d.as_slice()).for_each(|(a, v)| *a += *v as f64);
+        acc.iter_mut().zip(d.as_slice()).for_each(|(a, v)| *a += k as f64 * *v as f64);
     }
     let mut out = base.clone();
-    let k = deltas.len().max(1) as f64;
-    out.as_mut_slice().iter_mut().zip(&acc).for_each(|(w, a)| *w += (a / k) as f32);
+    let m = counts.iter().map(|&k| k as f64).sum::<f64>().max(1.0);
+    out.as_mut_slice().iter_mut().zip(&acc).for_each(|(w, a)| *w += (a / m) as f32);
     Ok(out)
 }
 
@@ -152,7 +156,6 @@ impl Algorithm for Drfa {
         let mut c: Vec<ClientId> =
             draw_by_weights(&mut sc.rng("drfa_sample"), p, sc.per_round).into_iter().map(|i| i as ClientId).collect();
         c.sort_unstable();
-        c.dedup();
         Some(c)
     }
 
@@ -200,12 +203,18 @@ impl Algorithm for Drfa {
                     .ok_or_else(|| Error::Method(format!("drfa: client {} sent no snapshot", u.client)))
             })
             .collect::<Result<Vec<&Params>>>()?;
-        let next = plus_mean(w, &deltas)?;
-        let snapshot = plus_mean(w, &snapshots)?;
-        let tau = updates.iter().map(|u| u.metrics.get("steps").copied().unwrap_or(1.0)).sum::<f64>()
-            / updates.len().max(1) as f64;
+        let counts: Vec<u32> = updates.iter().map(|u| r.draws_of(u.client).max(1)).collect();
+        let next = plus_mean(w, &deltas, &counts)?;
+        let snapshot = plus_mean(w, &snapshots, &counts)?;
+        let draws: u32 = counts.iter().sum();
+        let tau = updates
+            .iter()
+            .zip(&counts)
+            .map(|(u, &k)| k as f64 * u.metrics.get("steps").copied().unwrap_or(1.0))
+            .sum::<f64>()
+            / draws.max(1) as f64;
 
-        let size = if self.loss_clients == 0 { updates.len() } else { self.loss_clients }.clamp(1, n);
+        let size = if self.loss_clients == 0 { draws as usize } else { self.loss_clients }.clamp(1, n);
         let mut loss_set = r.rng("drfa_loss_clients").choose(n, size);
         loss_set.sort_unstable();
         let mut v = vec![0.0; n];
@@ -251,13 +260,29 @@ mod tests {
         s: &mut DrfaServer,
         w: &mut Params,
         t: u32,
+        updates: Vec<Update>,
+        data: &[ClientData],
+    ) -> Metrics {
+        round_drawn(drfa, s, w, t, updates, data, &[])
+    }
+
+    /// [`round`] with clients drawn several times: `(client, draws)`.
+    fn round_drawn(
+        drfa: &Drfa,
+        s: &mut DrfaServer,
+        w: &mut Params,
+        t: u32,
         mut updates: Vec<Update>,
         data: &[ClientData],
+        multiplicity: &[(ClientId, u32)],
     ) -> Metrics {
         for u in &mut updates {
             u.extras.insert(SNAPSHOT, Extra::Params(u.delta.clone()));
         }
-        let cohort: Vec<ClientId> = updates.iter().map(|u| u.client).collect();
+        let mut cohort: Vec<ClientId> = updates.iter().map(|u| u.client).collect();
+        cohort.sort_unstable();
+        let draws: Vec<u32> =
+            cohort.iter().map(|c| multiplicity.iter().find(|m| m.0 == *c).map_or(1, |m| m.1)).collect();
         let global = w.clone();
         let malicious = vec![false; data.len()];
         let r = RoundCtx {
@@ -267,6 +292,7 @@ mod tests {
             seed: 9,
             population: data.len(),
             malicious: &malicious,
+            draws: &draws,
         };
         let agg = crate::aggregators::mean::weighted_mean(&updates, true).unwrap();
         let mut view = ServerView { updates: &updates, model: &mut LinReg::new(2), clients: data };
@@ -282,7 +308,7 @@ mod tests {
         let drfa = Drfa::default();
         let s = DrfaServer { lambda: vec![0.0, 0.0, 1.0, 0.0] };
         for t in 1..50 {
-            assert_eq!(drfa.cohort(&sc(t, 4, 3), &s), Some(vec![2]), "lambda = e_2 always samples client 2 alone");
+            assert_eq!(drfa.cohort(&sc(t, 4, 3), &s), Some(vec![2, 2, 2]), "lambda = e_2 always draws client 2");
         }
         let s = DrfaServer { lambda: vec![0.5, 0.0, 0.2, 0.0, 0.3] };
         let mut counts = [0usize; 5];
@@ -296,7 +322,23 @@ mod tests {
         assert!((freq[0] - 0.5).abs() < 0.03 && (freq[2] - 0.2).abs() < 0.03, "{freq:?}");
         // Before the first round (no lambda yet): uniform over the population.
         let c = drfa.cohort(&sc(1, 100, 10), &DrfaServer::default()).unwrap();
-        assert!(!c.is_empty() && c.len() <= 10 && c.windows(2).all(|p| p[0] < p[1]) && c[c.len() - 1] < 100);
+        assert!(c.len() == 10 && c.windows(2).all(|p| p[0] <= p[1]) && c[c.len() - 1] < 100);
+        // Draws are with replacement: a concentrated lambda repeats clients, and keeps the repeats.
+        let s = DrfaServer { lambda: vec![0.9, 0.1] };
+        let c = drfa.cohort(&sc(3, 2, 10), &s).unwrap();
+        assert_eq!(c.len(), 10, "all m draws are kept: {c:?}");
+        assert!(c.iter().filter(|&&x| x == 0).count() >= 5, "{c:?}");
+    }
+
+    #[test]
+    fn a_client_drawn_twice_counts_twice() {
+        // Paper, Algorithm 1: the average is over the multiset of draws. Client 0 drawn twice,
+        // client 3 once: w + (2 d_0 + d_3) / 3.
+        let data = labelled_clients(&[1; 4], 3);
+        let (mut s, mut w) = (DrfaServer::default(), params([1.0, 1.0, 1.0]));
+        let ups = vec![update(0, [3.0, 0.0, 0.0], 1.0, None), update(3, [0.0, 3.0, 0.0], 1.0, None)];
+        round_drawn(&Drfa::default(), &mut s, &mut w, 1, ups, &data, &[(0, 2)]);
+        assert_eq!(w.as_slice(), &[3.0, 2.0, 1.0]);
     }
 
     #[test]

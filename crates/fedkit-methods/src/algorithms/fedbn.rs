@@ -155,8 +155,17 @@ mod tests {
             extras: Extras::default(),
             accepted: vec![0],
             metrics: Metrics::new(),
+            weighting: fedkit_core::Weighting::UpdateWeights,
         };
-        let r = RoundCtx { round: 1, cohort: &[0], global: &before, seed: 0, population: 1, malicious: &[false] };
+        let r = RoundCtx {
+            round: 1,
+            cohort: &[0],
+            global: &before,
+            seed: 0,
+            population: 1,
+            malicious: &[false],
+            draws: &[],
+        };
         FedBn {}.server_update(&r, &mut w, &mut (), &agg).unwrap();
         for (e, v) in w.tensors() {
             let old = &before.as_slice()[e.range()];

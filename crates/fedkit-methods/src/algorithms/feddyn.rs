@@ -7,7 +7,9 @@
 //! it approximately minimises
 //! L_k(theta) - <grad_k, theta> + (alpha/2) ||theta - theta^{t-1}||^2
 //! by local SGD (each mini-batch gradient gets -grad_k + alpha (theta - theta^{t-1})), sends
-//! theta_k^t - theta^{t-1} and sets grad_k <- grad_k - alpha (theta_k^t - theta^{t-1}). The server
+//! theta_k^t - theta^{t-1} and sets grad_k <- grad_k - alpha (theta_k^t - theta^{t-1}) from the
+//! delta as sent (after the client-side stages: `Algorithm::commit`), so that
+//! h = (1/m) sum_k grad_k holds whatever the pipeline does to the delta (tested with clipping). The server
 //! keeps h (zero at the start) and sets
 //! h <- h - alpha (1/m) sum_{k in P_t} (theta_k^t - theta^{t-1}) and
 //! theta^t = (1/|P_t|) sum_{k in P_t} theta_k^t - (1/alpha) h,
@@ -85,12 +87,23 @@ impl Algorithm for FedDyn {
             let terms = g.as_mut_slice().iter_mut().zip(w.as_slice()).zip(start).zip(lin);
             terms.for_each(|(((g, w), w0), gk)| *g += alpha * (w - w0) - gk);
         };
-        let (u, _) = local_update(cx, m, d, &mut hook)?;
-        let mut next = g_k;
-        next.axpy(-alpha, &u.delta);
+        Ok(local_update(cx, m, d, &mut hook)?.0)
+    }
+
+    /// grad_k <- grad_k - alpha (theta_k^t - theta^{t-1}), the delta as sent.
+    fn commit(&self, cx: &ClientCtx, sent: &Update, grad_k: &mut Option<Params>) -> Result<()> {
+        let mut next = stored_or_zeros(grad_k, cx.global)?;
+        if sent.delta.len() != next.len() {
+            return Err(Error::Shape(format!(
+                "feddyn: a delta of {} values for a model of {}",
+                sent.delta.len(),
+                next.len()
+            )));
+        }
+        next.axpy(-(self.alpha as f32), &sent.delta);
         zero_buffers(&mut next);
         *grad_k = Some(next);
-        Ok(u)
+        Ok(())
     }
 
     fn server_step(
@@ -121,33 +134,98 @@ impl Algorithm for FedDyn {
 mod tests {
     use super::*;
     use crate::algorithms::fedavg::FedAvg;
-    use crate::algorithms::testing::{Fed, LinReg, assert_close, dataset, drifting_pair, random_data, split};
-    use fedkit_core::{ClientId, LocalTrain, RngStream};
+    use crate::algorithms::testing::{Fed, LinReg, assert_close, drifting_pair, random_data, split};
+    use fedkit_core::{LocalTrain, RngStream};
 
-    /// Labels y = 1 + x0 + 2 x1 exactly, on the 3 x 3 grid of x in {0, 1, 2}^2 (twice), dealt to three
-    /// clients of different sizes: every client's loss is minimised at w* = (1, 2), b* = 1.
-    fn shared_minimiser() -> Fed<FedDyn> {
-        let grid: Vec<Vec<f32>> = (0..18).map(|i| vec![(i % 3) as f32, (i / 3 % 3) as f32]).collect();
-        let y: Vec<u32> = grid.iter().map(|x| 1 + x[0] as u32 + 2 * x[1] as u32).collect();
-        let data = split(&dataset(&grid, &y), &[4, 6, 8]);
-        let train = LocalTrain { lr: 0.05, epochs: 2, batch_size: 2, ..LocalTrain::default() };
-        let start = LinReg::new(2).params(&[1.0, 2.0], 1.0);
-        Fed::new(FedDyn { alpha: 0.1 }, 2, data, train, start)
+    /// The stationary point of sum_k L_k for the drifting pair (equal client sizes: the least
+    /// squares solution on the pooled data), from the normal equations.
+    fn pooled_least_squares<A: Algorithm>(f: &Fed<A>) -> Vec<f32> {
+        let (mut a, mut b) = ([[0.0f64; 3]; 3], [0.0f64; 3]);
+        for d in &f.data {
+            for &i in d.idx.iter() {
+                let x = d.data.features(i as usize);
+                let row = [x[0] as f64, x[1] as f64, 1.0];
+                for r in 0..3 {
+                    b[r] += row[r] * d.data.y[i as usize] as f64;
+                    for c in 0..3 {
+                        a[r][c] += row[r] * row[c];
+                    }
+                }
+            }
+        }
+        // Gaussian elimination (the matrix is positive definite).
+        for k in 0..3 {
+            for r in k + 1..3 {
+                let m = a[r][k] / a[k][k];
+                for c in k..3 {
+                    a[r][c] -= m * a[k][c];
+                }
+                b[r] -= m * b[k];
+            }
+        }
+        let mut x = [0.0f64; 3];
+        for k in (0..3).rev() {
+            x[k] = (b[k] - (k + 1..3).map(|c| a[k][c] * x[c]).sum::<f64>()) / a[k][k];
+        }
+        x.iter().map(|v| *v as f32).collect()
     }
 
+    /// Full-batch gradient of client k's loss at `w`.
+    fn client_grad<A: Algorithm>(f: &mut Fed<A>, k: usize, w: &Params) -> Params {
+        let d = &f.data[k];
+        let mut batch = fedkit_core::Batch::default();
+        batch.fill(d, &(0..d.len()).collect::<Vec<_>>(), &mut RngStream::new(0));
+        let (mut p, mut g) = (w.clone(), w.zeros_like());
+        f.model.loss_grad(&mut p, &batch, &mut g, &mut RngStream::new(0)).unwrap();
+        g
+    }
+
+    // The defining property: with its dual state at the global stationary point (grad_k =
+    // grad L_k(w*), h = (1/m) sum_k grad_k = 0), w* is a fixed point of FedDyn on clients whose
+    // own minimisers differ, while FedAvg started there drifts away (client drift).
     #[test]
-    fn a_shared_minimiser_is_a_fixed_point() {
-        let mut f = shared_minimiser();
-        let w_star = f.global.clone();
-        for round in 1..=5 {
-            let cohort: &[ClientId] = if round % 2 == 0 { &[0, 2] } else { &[0, 1, 2] };
-            f.round(round, cohort);
-            assert_close(f.global.as_slice(), w_star.as_slice(), 1e-6);
+    fn the_global_stationary_point_is_a_fixed_point_where_fedavg_drifts() {
+        let mut f = drifting_pair(FedDyn { alpha: 0.1 });
+        let mut avg = drifting_pair(FedAvg {});
+        let star = f.model.params(&pooled_least_squares(&f)[..2], pooled_least_squares(&f)[2]);
+        (f.global, avg.global) = (star.clone(), star.clone());
+        for k in 0..2 {
+            let g = client_grad(&mut f, k, &star);
+            assert!(g.l2() > 0.1, "client {k}'s own gradient at w* is not zero (heterogeneous clients)");
+            f.clients[k] = Some(g);
         }
-        for (k, g) in f.clients.iter().enumerate() {
-            assert!(g.as_ref().is_some_and(|g| g.l2() < 1e-6), "client {k}: grad_k stays 0");
+        for round in 1..=10 {
+            f.round(round, &[0, 1]);
+            avg.round(round, &[0, 1]);
         }
-        assert!(f.server.as_ref().is_some_and(|h| h.l2() < 1e-6), "h stays 0");
+        assert_close(f.global.as_slice(), star.as_slice(), 1e-4);
+        assert!(avg.global.sub(&star).l2() > 1e-2, "FedAvg leaves w*: {}", avg.global.sub(&star).l2());
+    }
+
+    // h = (1/m) sum_k grad_k is an invariant of Algorithm 1; it holds when a client-side stage
+    // (here clipping every delta to norm 0.05) changes what is sent, because the clients' states
+    // follow the delta as sent.
+    #[test]
+    fn h_stays_the_mean_of_the_client_states_under_clipping() {
+        let data = split(&random_data(24, &[1.0, 2.0], 2), &[6, 8, 10]);
+        let train = LocalTrain { lr: 0.05, epochs: 2, batch_size: 3, ..LocalTrain::default() };
+        let mut f = Fed::new(FedDyn { alpha: 0.5 }, 2, data, train, LinReg::new(2).init(&mut RngStream::new(4)));
+        f.stage = Some(|u: &mut Update| {
+            let n = u.delta.l2();
+            if n > 0.05 {
+                u.delta.scale((0.05 / n) as f32);
+            }
+        });
+        for (round, cohort) in [(1, vec![0, 1, 2]), (2, vec![1, 2]), (3, vec![0]), (4, vec![0, 1, 2])] {
+            let ups = f.round(round, &cohort);
+            assert!(ups.iter().all(|u| u.delta.l2() <= 0.05 + 1e-6), "the stage clipped");
+            let m = f.clients.len() as f64;
+            let len = f.global.len();
+            let mean: Vec<f32> = (0..len)
+                .map(|j| (f.clients.iter().flatten().map(|g| g.as_slice()[j] as f64).sum::<f64>() / m) as f32)
+                .collect();
+            assert_close(f.server.as_ref().unwrap().as_slice(), &mean, 1e-6);
+        }
     }
 
     #[test]

@@ -367,7 +367,7 @@ mod tests {
             .collect();
         let agg = crate::aggregators::mean::weighted_mean(&ups, true).unwrap();
         let ids: Vec<u32> = (0..ups.len() as u32).collect();
-        let r = RoundCtx { round: 1, cohort: &ids, global, seed: 5, population: 2, malicious: &[false; 2] };
+        let r = RoundCtx { round: 1, cohort: &ids, global, seed: 5, population: 2, malicious: &[false; 2], draws: &[] };
         let (mut model, data) = (Quadratic { target: target.clone() }, clients());
         let mut view = ServerView { updates: &ups, model: &mut model, clients: &data };
         let mut w = global.clone();

@@ -170,6 +170,7 @@ mod tests {
             extras,
             accepted: vec![0, 1],
             metrics: Metrics::new(),
+            weighting: fedkit_core::Weighting::UpdateWeights,
         };
         let a = FedMid { l1: 0.2, server_lr: 2.0 };
         let mut w = p(vec![0.1, 0.1, 0.1, 1.0, 1.0]);

@@ -155,6 +155,7 @@ pub(crate) mod testing {
             extras: Extras::default(),
             accepted: (0..accepted).collect(),
             metrics: Metrics::new(),
+            weighting: fedkit_core::Weighting::UpdateWeights,
         }
     }
 
@@ -162,7 +163,15 @@ pub(crate) mod testing {
     pub fn with_round<T>(round: u32, cohort: u32, global: &Params, f: impl FnOnce(&RoundCtx) -> T) -> T {
         let ids: Vec<u32> = (0..cohort).collect();
         let malicious = vec![false; cohort as usize];
-        let r = RoundCtx { round, cohort: &ids, global, seed: 7, population: cohort as usize, malicious: &malicious };
+        let r = RoundCtx {
+            round,
+            cohort: &ids,
+            global,
+            seed: 7,
+            population: cohort as usize,
+            malicious: &malicious,
+            draws: &[],
+        };
         f(&r)
     }
 }

@@ -1,6 +1,7 @@
 //! Fixtures for algorithm tests (compiled for tests only): a linear least-squares model, small
 //! data sets and a round loop that runs an [`Algorithm`] as the engine does (broadcast, client
-//! rule, `mean` aggregation weighted by sample count, server step).
+//! rule, an optional client-side stage, commit, `mean` aggregation weighted by sample count or
+//! uniform, server step on the accepted updates).
 
 use std::sync::Arc;
 
@@ -135,17 +136,22 @@ pub struct Fed<A: Algorithm> {
     pub server: A::Server,
     pub clients: Vec<A::Client>,
     pub seed: u64,
+    /// The aggregation: sample-weighted mean (default) or uniform.
+    pub weighted: bool,
+    /// A client-side stage run on each update before the algorithm's commit (e.g. clipping).
+    pub stage: Option<fn(&mut Update)>,
 }
 
 impl<A: Algorithm> Fed<A> {
     /// A federation of `data.len()` clients with fresh states, starting from `global`.
     pub fn new(algo: A, features: usize, data: Vec<ClientData>, train: LocalTrain, global: Params) -> Self {
         let clients = data.iter().map(|_| A::Client::default()).collect();
-        Fed { algo, model: LinReg::new(features), data, train, global, server: A::Server::default(), clients, seed: 7 }
+        let (server, model) = (A::Server::default(), LinReg::new(features));
+        Fed { algo, model, data, train, global, server, clients, seed: 7, weighted: true, stage: None }
     }
 
     fn round_ctx<'a>(&self, round: u32, cohort: &'a [ClientId], global: &'a Params, bad: &'a [bool]) -> RoundCtx<'a> {
-        RoundCtx { round, cohort, global, seed: self.seed, population: self.data.len(), malicious: bad }
+        RoundCtx { round, cohort, global, seed: self.seed, population: self.data.len(), malicious: bad, draws: &[] }
     }
 
     /// The broadcast of `round` and the updates of the clients `cohort` (states updated).
@@ -167,17 +173,22 @@ impl<A: Algorithm> Fed<A> {
                     step: &fedkit_core::PlainStep,
                 };
                 let (d, st) = (&self.data[c as usize], &mut self.clients[c as usize]);
-                self.algo.client_update(&cx, &mut self.model, d, st).unwrap()
+                let mut u = self.algo.client_update(&cx, &mut self.model, d, st).unwrap();
+                if let Some(stage) = self.stage {
+                    stage(&mut u);
+                }
+                self.algo.commit(&cx, &u, st).unwrap();
+                u
             })
             .collect();
         (b, ups)
     }
 
-    /// The server step of `round` on `ups` (aggregated by the weighted mean); returns its metrics.
+    /// The server step of `round` on `ups` (aggregated by the mean); returns its metrics.
     pub fn server_round(&mut self, round: u32, ups: &[Update]) -> Metrics {
         let bad = vec![false; self.data.len()];
         let cohort: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
-        let agg = weighted_mean(ups, true).unwrap();
+        let agg = weighted_mean(ups, self.weighted).unwrap();
         let old = self.global.clone();
         let r = self.round_ctx(round, &cohort, &old, &bad);
         let mut view = ServerView { updates: ups, model: &mut self.model, clients: &self.data };

@@ -5,32 +5,47 @@
 //! Weight decay lambda (`client.weight_decay`) pulls every local step towards 0, a different
 //! objective from the global one, and over many local steps on heterogeneous data it makes the
 //! clients drift. FedNAR bounds the norm of each whole step, gradient and weight decay together,
-//! by a bound that anneals over the rounds: with d = g + lambda w (g the direction after the
-//! algorithm's hook: FedProx's proximal term, SCAFFOLD's correction, ...) and eta = `client.lr`,
-//! if ||eta d|| > A_t then d <- d A_t / ||eta d||, where A_t = eta A rho^t in round t (rounds count
-//! from 1), i.e. ||d|| is clipped to A rho^t. It is a plug-in: it composes with any algorithm,
-//! whose hook runs first, and the optimiser (momentum, ...) then steps along d; it applies the
-//! weight decay itself, so the optimiser does not add it again. The authors' code clips
-//! ||g + lambda w|| to A (`max_norm`) and anneals the learning rate eta_t = eta rho^t, so its steps
-//! are bounded by the same eta A rho^t; fedkit's `client.lr` is constant, so here the annealing
-//! applies to the bound (steps under it are not shrunk). Norms are over trainable entries.
+//! and anneals the steps over the rounds. With d = g + lambda w (g the direction after the
+//! algorithm's hook: FedProx's proximal term, SCAFFOLD's correction, ...) and eta = `client.lr`:
+//! - `anneal = "lr"` (default; the authors' code, FedNAR's Algorithm 1 with a decaying learning
+//!   rate eta_t = eta rho^t): d <- min(1, A / ||d||) d, then the step is eta_t d, i.e.
+//!   d <- rho^t min(1, A / ||d||) d. Every step shrinks by rho^t in round t, clipped or not.
+//! - `anneal = "bound"`: the learning rate stays eta and only the bound anneals, ||eta d|| is
+//!   clipped to eta A rho^t; steps under the bound are not shrunk.
+//! Rounds count from 1. It is a plug-in: it composes with any algorithm, whose hook runs first,
+//! and the optimiser (momentum, ...) then steps along d; with momentum, scaling every gradient of
+//! a round by rho^t is scaling that round's learning rate. It applies the weight decay itself, so
+//! the optimiser does not add it again. Norms are over trainable entries.
 //!
-//! Parameters: `max_norm` (A > 0, the bound on ||g + lambda w|| in round 0, default 10 as in the
-//! authors' code); `decay` (rho in (0, 1], the per-round annealing factor, default 0.998 as in
-//! the authors' code; 1 keeps the bound fixed). Set `client.weight_decay` (lambda) as well: the
-//! paper's point is that FedNAR tolerates a large one (e.g. 0.01 where FedAvg wants 1e-4).
+//! Parameters: `max_norm` (A > 0, the bound on ||g + lambda w||, default 10 as in the authors'
+//! code); `decay` (rho in (0, 1], the per-round annealing factor, default 0.998 as in the
+//! authors' code; 1 turns annealing off); `anneal` (`"lr"` or `"bound"`). Set
+//! `client.weight_decay` (lambda) as well: the paper's point is that FedNAR tolerates a large one
+//! (e.g. 0.01 where FedAvg wants 1e-4).
 //!
 //! ```toml
 //! [local]
 //! use = "fednar"
 //! max_norm = 10.0
 //! decay = 0.998
+//! anneal = "lr"
 //! ```
 
 use fedkit_core::{Error, LocalStep, Params, Result, StepCtx};
 use serde::{Deserialize, Serialize};
 
 use super::trainable_norm;
+
+/// What the per-round annealing shrinks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anneal {
+    /// Every step, by rho^t (a decaying learning rate; the authors' code).
+    #[default]
+    Lr,
+    /// Only the clipping bound, by rho^t.
+    Bound,
+}
 
 /// FedNAR's parameters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,11 +55,13 @@ pub struct FedNar {
     pub max_norm: f64,
     /// The per-round annealing factor rho.
     pub decay: f64,
+    /// What the annealing shrinks.
+    pub anneal: Anneal,
 }
 
 impl Default for FedNar {
     fn default() -> Self {
-        FedNar { max_norm: 10.0, decay: 0.998 }
+        FedNar { max_norm: 10.0, decay: 0.998, anneal: Anneal::Lr }
     }
 }
 
@@ -60,7 +77,7 @@ impl FedNar {
         Ok(self)
     }
 
-    /// The annealed bound A_t = eta A rho^t on the norm of one local step eta d in `round`.
+    /// The bound A_t = eta A rho^t on the norm of one local step eta d in `round` (both modes).
     pub fn step_bound(&self, round: u32, lr: f32) -> f64 {
         lr as f64 * self.max_norm * self.decay.powf(round as f64)
     }
@@ -73,10 +90,21 @@ impl LocalStep for FedNar {
         for r in w.layout().trainable_ranges() {
             gs[r.clone()].iter_mut().zip(&ws[r]).for_each(|(g, w)| *g += lambda * w);
         }
-        let step = sc.lr as f64 * trainable_norm(g);
-        let bound = self.step_bound(sc.round, sc.lr);
-        if step > bound {
-            g.scale((bound / step) as f32);
+        let norm = trainable_norm(g);
+        let annealing = self.decay.powf(sc.round as f64);
+        match self.anneal {
+            Anneal::Lr => {
+                let clip = if norm > self.max_norm { self.max_norm / norm } else { 1.0 };
+                if clip * annealing != 1.0 {
+                    g.scale((clip * annealing) as f32);
+                }
+            }
+            Anneal::Bound => {
+                let (step, bound) = (sc.lr as f64 * norm, self.step_bound(sc.round, sc.lr));
+                if step > bound {
+                    g.scale((bound / step) as f32);
+                }
+            }
         }
     }
     fn owns_weight_decay(&self) -> bool {
@@ -98,7 +126,7 @@ mod tests {
     #[test]
     fn steps_stay_within_the_annealed_bound() {
         let m = LeastSquares::new(4);
-        let nar = FedNar { max_norm: 2.0, decay: 0.9 }.validated().unwrap();
+        let nar = FedNar { max_norm: 2.0, decay: 0.9, anneal: Anneal::Bound }.validated().unwrap();
         let mut rng = RngStream::new(5);
         let (mut clipped, mut free) = (0, 0);
         for case in 0..2000 {
@@ -142,7 +170,7 @@ mod tests {
         let (mut m, data) = (LeastSquares::new(3), toy_data());
         let w0 = params(&m, &[0.5, -1.0, 0.25], 0.1);
         let cfg = LocalTrain { lr: 0.05, batch_size: 4, weight_decay: 0.3, momentum: 0.5, ..LocalTrain::default() };
-        let nar = FedNar { max_norm: 1e9, decay: 1.0 };
+        let nar = FedNar { max_norm: 1e9, decay: 1.0, anneal: Anneal::Lr };
         let run = |m: &mut LeastSquares, step: &dyn LocalStep| {
             let mut w = w0.clone();
             local_train(m, &mut w, &data, &cfg, 3, &mut NoHook, step, 1, &mut RngStream::new(4)).unwrap();
@@ -163,7 +191,7 @@ mod tests {
         let (mut m, data) = (LeastSquares::new(3), toy_data());
         let w0 = params(&m, &[0.5, -1.0, 0.25], 0.1);
         let cfg = LocalTrain { lr: 0.1, batch_size: 20, weight_decay: 0.2, max_steps: 1, ..LocalTrain::default() };
-        let nar = FedNar { max_norm: 1.0, decay: 0.5 };
+        let nar = FedNar { max_norm: 1.0, decay: 0.5, anneal: Anneal::Bound };
         let c = [30.0f32, -40.0, 0.0, 0.0];
         let mut hook = |_: usize, _: &Params, g: &mut Params| {
             g.as_mut_slice().iter_mut().zip(c).for_each(|(g, c)| *g += c);
@@ -188,6 +216,34 @@ mod tests {
         let mut b = fedkit_core::Batch::default();
         b.fill(data, &(0..data.len()).collect::<Vec<_>>(), &mut RngStream::new(0));
         b
+    }
+
+    // The default (the authors' rule): every step of round t is rho^t times the clipped
+    // direction, whether the clipping binds or not: min(1, A / ||d||) rho^t d.
+    #[test]
+    fn lr_annealing_shrinks_every_step_by_rho_to_the_round() {
+        let m = LeastSquares::new(4);
+        let nar = FedNar { max_norm: 2.0, decay: 0.9, anneal: Anneal::Lr };
+        let mut rng = RngStream::new(6);
+        for case in 0..500 {
+            let mut draw = |s: f64| (rng.normal() * s) as f32;
+            let scale = [0.1, 1.0, 10.0][case % 3];
+            let w = params(&m, &[draw(1.0), draw(1.0), draw(1.0), draw(1.0)], draw(1.0));
+            let g0 = params(&m, &[draw(scale), draw(scale), draw(scale), draw(scale)], draw(scale));
+            let sc = step_ctx(1 + (case % 40) as u32, 0.1, [0.0, 0.01, 0.5][case % 3]);
+            let mut d = g0.clone();
+            d.axpy(sc.weight_decay, &w);
+            d.as_mut_slice()[5] = g0.as_slice()[5]; // the buffer gets no weight decay
+            let norm = d.as_slice()[..5].iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            let factor = (2.0 / norm).min(1.0) * 0.9f64.powi(sc.round as i32);
+            let mut g = g0.clone();
+            nar.adjust(&sc, &w, &mut g);
+            for k in 0..5 {
+                let want = d.as_slice()[k] as f64 * factor;
+                assert!((g.as_slice()[k] as f64 - want).abs() <= 1e-5 * want.abs().max(1e-3), "case {case}, {k}");
+            }
+        }
+        // With rho = 1 and a bound that never binds it is plain weight decay (tested above).
     }
 
     #[test]
