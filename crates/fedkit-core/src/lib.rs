@@ -4,6 +4,7 @@
 pub mod data;
 pub mod error;
 pub mod hessian;
+pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod params;
@@ -16,9 +17,10 @@ pub mod update;
 pub use data::{Batch, ClientData, Dataset, FeatureAffine};
 pub use error::{Error, Result};
 pub use hessian::hessian_top_eigenvalue;
+pub use loss::{AdjustedPrediction, CrossEntropyLoss, Loss, LossData, LossRun, WithHead};
 pub use model::{
-    EvalStats, GradHook, LocalStep, Model, ModelSpec, NoHook, PlainStep, StepCtx, TrainStats, evaluate_in_domain,
-    evaluate_range, local_train,
+    CrossEntropy, EvalStats, GradHook, Head, LocalStep, Mode, Model, ModelSpec, NoHook, OutputGrads, Outputs,
+    PlainStep, StepCtx, TrainStats, argmax, evaluate_in_domain, evaluate_range, local_train,
 };
 pub use optim::{LocalTrain, OptimizerKind};
 pub use params::{Layout, ParamKind, Params};

@@ -13,7 +13,143 @@ use serde::{Deserialize, Serialize};
 use crate::optim::{LocalTrain, Optimizer};
 use crate::{Batch, ClientData, Layout, Params, Result, RngStream};
 
+/// Which forward pass a model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Evaluation: normalisation layers use their running statistics; nothing is written.
+    Eval,
+    /// Training: batch statistics, and new running statistics written into the `Buffer` entries
+    /// of the parameters (as PyTorch's `train()` forward does).
+    Train,
+    /// Training-mode statistics without writing the running statistics (input gradients for
+    /// adversarial steps, Hessian-vector products, attacks that probe a model).
+    TrainFrozen,
+}
+
+/// What a forward pass produced for a batch of n samples: the logits `[n, classes]` and the
+/// features `[n, feature_dim]`, the activations the output layer reads (the penultimate
+/// layer: the input itself for `logreg`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outputs {
+    pub logits: Vec<f32>,
+    pub classes: usize,
+    pub features: Vec<f32>,
+    pub feature_dim: usize,
+}
+
+impl Outputs {
+    /// Samples in the batch.
+    pub fn len(&self) -> usize {
+        self.logits.len() / self.classes.max(1)
+    }
+    /// True for an empty batch.
+    pub fn is_empty(&self) -> bool {
+        self.logits.is_empty()
+    }
+    /// The logits of sample `i`.
+    pub fn logits_of(&self, i: usize) -> &[f32] {
+        &self.logits[i * self.classes..(i + 1) * self.classes]
+    }
+    /// The features of sample `i`.
+    pub fn features_of(&self, i: usize) -> &[f32] {
+        &self.features[i * self.feature_dim..(i + 1) * self.feature_dim]
+    }
+}
+
+/// The gradient of a scalar objective with respect to a batch's [`Outputs`]: `logits` has the
+/// logits' length; `features` is either empty (no dependence on the features) or has theirs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OutputGrads {
+    pub logits: Vec<f32>,
+    pub features: Vec<f32>,
+}
+
+/// A loss on a batch's outputs: its value and its gradient with respect to the outputs, which
+/// [`Model::vjp`] back-propagates. Cross-entropy, logit adjustment, LDAM, MMD between features,
+/// distillation against teacher logits, or a plain vector (then `vjp` is a vector-Jacobian
+/// product) are heads.
+pub trait Head {
+    /// The objective's value on `out` (for `batch`), and its gradient in `g` (resized by the
+    /// head).
+    fn value_grad(&mut self, out: &Outputs, batch: &Batch, g: &mut OutputGrads) -> Result<f32>;
+}
+
+impl<F: FnMut(&Outputs, &Batch, &mut OutputGrads) -> Result<f32>> Head for F {
+    fn value_grad(&mut self, out: &Outputs, batch: &Batch, g: &mut OutputGrads) -> Result<f32> {
+        self(out, batch, g)
+    }
+}
+
+/// The mean softmax cross-entropy of the logits against `batch.y`, the models' default loss.
+/// Its gradient is `(softmax(z_i) - onehot(y_i)) / n`, computed in the same order as the native
+/// models' fused path (so both give the same bits).
+pub struct CrossEntropy;
+
+impl Head for CrossEntropy {
+    fn value_grad(&mut self, out: &Outputs, batch: &Batch, g: &mut OutputGrads) -> Result<f32> {
+        let (c, n) = (out.classes, batch.len());
+        check_labels(batch, c)?;
+        g.logits.clear();
+        g.logits.extend_from_slice(&out.logits);
+        g.features.clear();
+        let (loss, _) = softmax_cross_entropy(&mut g.logits, &batch.y, c);
+        logits_to_grad(&mut g.logits, &batch.y, c);
+        Ok((loss / n.max(1) as f64) as f32)
+    }
+}
+
+/// An error when a label of `batch` is not below `classes`.
+pub fn check_labels(batch: &Batch, classes: usize) -> Result<()> {
+    match batch.y.iter().find(|&&y| y as usize >= classes) {
+        Some(y) => Err(crate::Error::Shape(format!("label {y} out of range for {classes} classes"))),
+        None => Ok(()),
+    }
+}
+
+/// Softmax cross-entropy of each row of `z` (`[n, classes]`) against `y`, in place: `z` becomes
+/// the softmax probabilities; returns the summed loss and the number of correct top-1
+/// predictions. Stable for large logit gaps.
+pub fn softmax_cross_entropy(z: &mut [f32], y: &[u32], classes: usize) -> (f64, usize) {
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    for (row, &label) in z.chunks_exact_mut(classes).zip(y) {
+        let label = label as usize;
+        let (arg, max) =
+            row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
+        correct += (arg == label) as usize;
+        // -log softmax(z)_y = log sum exp(z - max) - (z_y - max)
+        let zy = row[label] - max;
+        let mut s = 0.0f32;
+        row.iter_mut().for_each(|v| {
+            *v = (*v - max).exp();
+            s += *v;
+        });
+        loss += (s.ln() - zy) as f64;
+        row.iter_mut().for_each(|v| *v /= s);
+    }
+    (loss, correct)
+}
+
+/// After [`softmax_cross_entropy`]: the probabilities become the gradient of the mean loss with
+/// respect to the logits, `(p_i - onehot(y_i)) / n`.
+pub fn logits_to_grad(p: &mut [f32], y: &[u32], classes: usize) {
+    let inv = 1.0 / y.len().max(1) as f32;
+    for (row, &label) in p.chunks_exact_mut(classes).zip(y) {
+        row[label as usize] -= 1.0;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// The index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a }).0
+}
+
 /// A model architecture over flat parameters.
+///
+/// Every model provides [`Model::forward`] (logits and features of a batch) and [`Model::vjp`]
+/// (back-propagation of any [`Head`] to the parameters and the inputs); the cross-entropy
+/// methods `loss_grad`, `eval_batch`, `input_grad` and `per_example_loss` follow from them by
+/// default, and native models override them with fused paths that give the same values.
 pub trait Model: Send {
     /// A fresh copy of this architecture (one per worker thread).
     fn clone_box(&self) -> Box<dyn Model>;
@@ -21,18 +157,61 @@ pub trait Model: Send {
     fn layout(&self) -> Arc<Layout>;
     /// Freshly initialised parameters (deterministic for `rng`).
     fn init(&self, rng: &mut RngStream) -> Params;
-    /// Mean cross-entropy loss over `batch`; writes its gradient into `grad` (buffers: 0). May
-    /// update buffer entries of `params` (running statistics), as a training-mode forward does.
-    /// Training-time randomness (dropout, augmentation) must come from `rng`, never from state
-    /// kept in the model object: one object serves many clients.
-    fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params, rng: &mut RngStream) -> Result<f32>;
-    /// Summed loss and number of correct top-1 predictions over `batch` (evaluation mode).
-    fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)>;
-    /// Mean loss over `batch` (training mode, buffers untouched) and its gradient with respect to
-    /// the inputs `batch.x`, written into `gx` (same length as `batch.x`): adversarial training
-    /// (WRM) and input-space attacks need it. Models that cannot provide it return an error.
-    fn input_grad(&mut self, _params: &Params, _batch: &Batch, _gx: &mut Vec<f32>) -> Result<f32> {
-        Err(crate::Error::Method("this model does not provide input gradients".into()))
+    /// Logits and features of `batch` (`Mode::Train` behaves as `TrainFrozen`: nothing is
+    /// written). Every registered model provides it (tested); the default is an error, for test
+    /// doubles that only define a loss.
+    fn forward(&mut self, _params: &Params, _batch: &Batch, _mode: Mode, _out: &mut Outputs) -> Result<()> {
+        Err(crate::Error::Method("this model does not provide its outputs (forward)".into()))
+    }
+    /// Forward in `mode`, the objective `head` on the outputs, and its gradient with respect to
+    /// the parameters into `grad` (overwritten; 0 on buffers) and with respect to the inputs
+    /// `batch.x` into `gx` (resized to `batch.x.len()`), each if asked; returns the head's value.
+    /// `Mode::Train` writes the new running statistics into `params`. Training-time randomness
+    /// (dropout, augmentation) must come from `rng`, never from state kept in the model object:
+    /// one object serves many clients.
+    #[allow(clippy::too_many_arguments)]
+    fn vjp(
+        &mut self,
+        _params: &mut Params,
+        _batch: &Batch,
+        _mode: Mode,
+        _head: &mut dyn Head,
+        _grad: Option<&mut Params>,
+        _gx: Option<&mut Vec<f32>>,
+        _rng: &mut RngStream,
+    ) -> Result<f32> {
+        Err(crate::Error::Method("this model does not back-propagate other losses (vjp)".into()))
+    }
+    /// Mean cross-entropy loss over `batch` (training mode) and its gradient into `grad`.
+    fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params, rng: &mut RngStream) -> Result<f32> {
+        self.vjp(params, batch, Mode::Train, &mut CrossEntropy, Some(grad), None, rng)
+    }
+    /// Summed cross-entropy loss and number of correct top-1 predictions over `batch`
+    /// (evaluation mode).
+    fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
+        let mut out = Outputs::default();
+        self.forward(params, batch, Mode::Eval, &mut out)?;
+        check_labels(batch, out.classes)?;
+        Ok(softmax_cross_entropy(&mut out.logits, &batch.y, out.classes))
+    }
+    /// Mean cross-entropy over `batch` (training mode, buffers untouched) and its gradient with
+    /// respect to the inputs, into `gx`: adversarial training (WRM) and input-space attacks.
+    fn input_grad(&mut self, params: &Params, batch: &Batch, gx: &mut Vec<f32>) -> Result<f32> {
+        let mut p = params.clone();
+        self.vjp(&mut p, batch, Mode::TrainFrozen, &mut CrossEntropy, None, Some(gx), &mut RngStream::new(0))
+    }
+    /// Each sample's cross-entropy loss (evaluation mode), into `out`.
+    fn per_example_loss(&mut self, params: &Params, batch: &Batch, out: &mut Vec<f32>) -> Result<()> {
+        let mut o = Outputs::default();
+        self.forward(params, batch, Mode::Eval, &mut o)?;
+        check_labels(batch, o.classes)?;
+        out.clear();
+        for (i, &y) in batch.y.iter().enumerate() {
+            let mut row = o.logits_of(i).to_vec();
+            let (l, _) = softmax_cross_entropy(&mut row, &[y], o.classes);
+            out.push(l as f32);
+        }
+        Ok(())
     }
 }
 

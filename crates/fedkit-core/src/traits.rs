@@ -6,6 +6,7 @@ use std::any::Any;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::loss::{Loss, LossRun, WithHead};
 use crate::model::{GradHook, LocalStep, Model, NoHook, TrainStats, local_train};
 use crate::update::{Aggregate, ClientFailure, ClientId, Downlink, Extras, Metrics, Update};
 use crate::{ClientData, Error, LocalTrain, Params, Result, RngStream};
@@ -26,6 +27,8 @@ pub struct ClientCtx<'a> {
     pub malicious: bool,
     /// The local step rule (`[local]`): plain, SAM, WRM, FedNAR, ...
     pub step: &'a dyn LocalStep,
+    /// The training loss (`[loss]`): cross-entropy, logit adjustment, LDAM, ...
+    pub loss: &'a dyn Loss,
 }
 
 impl ClientCtx<'_> {
@@ -139,8 +142,14 @@ pub fn local_update_from(
     hook: &mut dyn GradHook,
 ) -> Result<(Update, Params)> {
     let mut w = start;
-    let stats: TrainStats =
-        local_train(m, &mut w, d, cx.train, cx.epochs, hook, cx.step, cx.round, &mut cx.rng(purpose))?;
+    let mut rng = cx.rng(purpose);
+    let stats: TrainStats = if cx.loss.is_cross_entropy() {
+        local_train(m, &mut w, d, cx.train, cx.epochs, hook, cx.step, cx.round, &mut rng)?
+    } else {
+        let head = cx.loss.head(&mut LossRun { round: cx.round, global: cx.global, data: d, model: &mut *m })?;
+        let mut with = WithHead { inner: m, head };
+        local_train(&mut with, &mut w, d, cx.train, cx.epochs, hook, cx.step, cx.round, &mut rng)?
+    };
     let delta = w.sub(cx.global);
     let mut metrics = Metrics::new();
     metrics.insert("loss".into(), stats.loss);

@@ -81,6 +81,7 @@ mod client {
                 epochs: 1,
                 malicious: false,
                 step,
+                loss: e.loss.as_ref(),
             };
             black_box(
                 client_step(

@@ -37,6 +37,8 @@ pub struct RunConfig {
     pub aggregator: toml::Table,
     /// The local step rule: `use = "plain" | "sam" | ...` plus its parameters.
     pub local: toml::Table,
+    /// The training loss: `use = "cross_entropy" | "logit_adjusted" | ...` plus its parameters.
+    pub loss: toml::Table,
     /// Stages, each `use = "<stage>"`, optional `on = "all" | "malicious" | "benign"`, parameters.
     pub pipeline: Vec<toml::Table>,
     /// Where this config came from (for error messages); not part of the config.
@@ -66,6 +68,7 @@ impl Default for RunConfig {
             algorithm: table("fedavg"),
             aggregator: table("mean"),
             local: table("plain"),
+            loss: table("cross_entropy"),
             pipeline: Vec::new(),
             source: String::new(),
         }
@@ -177,6 +180,7 @@ pub struct Built {
     pub algorithm: Box<dyn DynAlgorithm>,
     pub aggregator: Box<dyn Aggregator>,
     pub local: Box<dyn fedkit_core::LocalStep>,
+    pub loss: Box<dyn fedkit_core::Loss>,
     pub stages: Vec<StageSlot>,
     pub model: Box<dyn ModelSpec>,
 }
@@ -333,6 +337,7 @@ impl RunConfig {
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
         let (model, m) = build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &[])?;
         let (local, l) = build_from_table(fedkit_methods::local_steps(), Kind::LocalStep, "local", &self.local, &[])?;
+        let (loss, ls) = build_from_table(fedkit_methods::losses(), Kind::Loss, "loss", &self.loss, &[])?;
         let mut stages = Vec::new();
         for (i, st) in self.pipeline.iter_mut().enumerate() {
             let section = format!("pipeline.{i}");
@@ -350,7 +355,8 @@ impl RunConfig {
         self.aggregator = g;
         self.model = m;
         self.local = l;
-        Ok(Built { algorithm, aggregator, stages, model, local })
+        self.loss = ls;
+        Ok(Built { algorithm, aggregator, stages, model, local, loss })
     }
 
     /// The resolved configuration as TOML text.

@@ -8,8 +8,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use fedkit_core::{
-    AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats, Extras, LocalStep, Model, Params,
-    Result, RngStream, RoundCtx, SampleCtx, ServerView, StragglerPolicy, Update, evaluate_in_domain, evaluate_range,
+    AdjustedPrediction, AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats, Extras,
+    LocalStep, Loss, LossData, Model, Params, Result, RngStream, RoundCtx, SampleCtx, ServerView, StragglerPolicy,
+    Update, evaluate_in_domain, evaluate_range,
 };
 use fedkit_data::Federation;
 
@@ -73,6 +74,7 @@ pub struct Engine {
     pub algorithm: Box<dyn DynAlgorithm>,
     pub aggregator: Box<dyn fedkit_core::Aggregator>,
     pub local: Box<dyn LocalStep>,
+    pub loss: Box<dyn Loss>,
     pub stages: Vec<StageSlot>,
     pub fed: Federation,
     pub test: ClientData,
@@ -98,7 +100,7 @@ impl Engine {
     pub fn new(mut cfg: RunConfig) -> Result<Engine> {
         let source = cfg.source.clone();
         let in_file = |e: Error| if source.is_empty() { e } else { e.in_file(&source) };
-        let Built { algorithm, aggregator, stages, model, local } = cfg.build().map_err(in_file)?;
+        let Built { algorithm, aggregator, stages, model, local, mut loss } = cfg.build().map_err(in_file)?;
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
@@ -125,6 +127,7 @@ impl Engine {
         } else {
             Vec::new()
         };
+        loss.prepare(&loss_data(&fed, cfg.seed)).map_err(in_file)?;
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
         Ok(Engine {
@@ -132,6 +135,7 @@ impl Engine {
             algorithm,
             aggregator,
             local,
+            loss,
             stages,
             fed,
             test,
@@ -273,7 +277,7 @@ impl Engine {
     fn run_clients(&mut self, plan: &RoundPlan, broadcast: &Extras) -> Vec<std::result::Result<Update, ClientFailure>> {
         let slots: Vec<Mutex<ClientSlot>> =
             plan.run_ids.iter().map(|&c| Mutex::new(std::mem::take(&mut self.clients[c as usize]))).collect();
-        let (algo, stages, fed, global, cfg, malicious, step) = (
+        let (algo, stages, fed, global, cfg, malicious, step, loss) = (
             self.algorithm.as_ref(),
             &self.stages,
             &self.fed,
@@ -281,6 +285,7 @@ impl Engine {
             &self.cfg,
             &self.malicious,
             self.local.as_ref(),
+            self.loss.as_ref(),
         );
         let (round, seed, running, slots_ref) = (plan.round, cfg.seed, &plan.running, &slots);
         let results = self.workers.map(running.len(), move |model, j| {
@@ -295,6 +300,7 @@ impl Engine {
                 epochs,
                 malicious: malicious[client as usize],
                 step,
+                loss,
             };
             let mut slot = slots_ref[j].lock().unwrap_or_else(|p| p.into_inner());
             client_step(algo, stages, model, &cx, &fed.clients[client as usize], &mut slot)
@@ -418,10 +424,17 @@ impl Engine {
     /// Test loss/accuracy (and training loss/accuracy over all clients) of the global model.
     pub fn evaluate_into(&mut self, rec: &mut Record) -> Result<()> {
         let bs = self.cfg.eval.batch_size;
-        let test =
-            evaluate_parallel(&mut self.workers, &self.global, std::slice::from_ref(&self.test), usize::MAX, bs)?;
+        let predict = self.loss.adjusts_predictions().then_some(self.loss.as_ref());
+        let test = evaluate_parallel(
+            &mut self.workers,
+            &self.global,
+            std::slice::from_ref(&self.test),
+            usize::MAX,
+            bs,
+            predict,
+        )?;
         if self.cfg.eval.train_loss {
-            let train = evaluate_parallel(&mut self.workers, &self.global, &self.fed.clients, usize::MAX, bs)?;
+            let train = evaluate_parallel(&mut self.workers, &self.global, &self.fed.clients, usize::MAX, bs, predict)?;
             rec.set("train_loss", train.loss());
             rec.set("train_acc", train.accuracy());
         }
@@ -439,13 +452,21 @@ impl Engine {
     fn evaluate_clients_into(&mut self, rec: &mut Record) -> Result<()> {
         let (bs, seed) = (self.cfg.eval.batch_size, self.cfg.seed);
         let (algo, global, clients, tests) = (self.algorithm.as_ref(), &self.global, &self.clients, &self.local_test);
+        let predict = self.loss.adjusts_predictions().then_some(self.loss.as_ref());
         let stats = self.workers.map(tests.len(), |model, c| {
             let own = match &clients[c].state {
                 Some(st) => algo.personalize(global, st.as_ref())?,
                 None => None,
             };
             let mut rng = RngStream::derive(seed, "local_eval", 0, c as u64);
-            evaluate_in_domain(model, own.as_ref().unwrap_or(global), &tests[c], 0..tests[c].len(), bs, &mut rng)
+            let p = own.as_ref().unwrap_or(global);
+            match predict {
+                Some(loss) => {
+                    let mut m = AdjustedPrediction { inner: model, loss };
+                    evaluate_in_domain(&mut m, p, &tests[c], 0..tests[c].len(), bs, &mut rng)
+                }
+                None => evaluate_in_domain(model, p, &tests[c], 0..tests[c].len(), bs, &mut rng),
+            }
         });
         let stats: Vec<EvalStats> = stats.into_iter().collect::<Result<_>>()?;
         let mut accs: Vec<f64> = stats.iter().filter(|s| s.count > 0).map(EvalStats::accuracy).collect();
@@ -462,6 +483,22 @@ impl Engine {
         rec.set("local_loss_max", losses.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         Ok(())
     }
+}
+
+/// What the loss may know before training: the federation's training samples per class and a
+/// server-side reference split (512 samples of the pooled training data, a fixed random subset).
+fn loss_data(fed: &Federation, seed: u64) -> LossData {
+    let mut class_counts = vec![0usize; fed.train.classes];
+    for c in &fed.clients {
+        for (k, n) in fed.train.label_histogram(&c.idx).into_iter().enumerate() {
+            class_counts[k] += n;
+        }
+    }
+    let pooled: Vec<u32> = fed.clients.iter().flat_map(|c| c.idx.iter().copied()).collect();
+    let take = pooled.len().min(512);
+    let reference = RngStream::derive(seed, "loss_reference", 0, 0).choose(pooled.len(), take);
+    let idx: std::sync::Arc<[u32]> = reference.into_iter().map(|i| pooled[i]).collect();
+    LossData { class_counts, reference: Some(ClientData { idx, ..ClientData::whole(fed.train.clone()) }) }
 }
 
 /// Hold out `fraction` of each client's samples (a seeded random subset, at least one sample
@@ -486,13 +523,15 @@ fn split_local_test(clients: &mut [ClientData], fraction: f64, seed: u64) -> Vec
 }
 
 /// Evaluate `params` on `sets` (at most `limit` samples of each), in fixed chunks spread over
-/// the workers, summed in chunk order.
+/// the workers, summed in chunk order; with `predict`, correct predictions are counted with that
+/// loss's adjusted logits (post-hoc logit adjustment).
 pub fn evaluate_parallel(
     workers: &mut Workers,
     params: &Params,
     sets: &[ClientData],
     limit: usize,
     batch: usize,
+    predict: Option<&dyn Loss>,
 ) -> Result<EvalStats> {
     const CHUNK: usize = 1024;
     let jobs: Vec<(usize, std::ops::Range<usize>)> = sets
@@ -505,7 +544,10 @@ pub fn evaluate_parallel(
         .collect();
     let parts = workers.map(jobs.len(), |model, j| {
         let (s, r) = jobs[j].clone();
-        evaluate_range(model, params, &sets[s], r, batch)
+        match predict {
+            Some(loss) => evaluate_range(&mut AdjustedPrediction { inner: model, loss }, params, &sets[s], r, batch),
+            None => evaluate_range(model, params, &sets[s], r, batch),
+        }
     });
     parts.into_iter().try_fold(EvalStats::default(), |acc, p| Ok(acc.merge(p?)))
 }

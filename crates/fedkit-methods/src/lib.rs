@@ -9,10 +9,12 @@
 pub mod aggregators;
 pub mod algorithms;
 pub mod local_steps;
+pub mod losses;
 pub mod minimax;
 pub mod stages;
 
 pub use aggregators::aggregators;
 pub use algorithms::algorithms;
 pub use local_steps::local_steps;
+pub use losses::losses;
 pub use stages::stages;

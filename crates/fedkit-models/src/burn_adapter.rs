@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
-use fedkit_core::{Batch, Error, Layout, Model, Params, Result, RngStream};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData, activation};
+use fedkit_core::{Batch, Error, Head, Layout, Mode, Model, OutputGrads, Outputs, Params, Result, RngStream};
 
 /// The device models run on: burn's pure-Rust `flex` CPU backend unless another backend feature
 /// is compiled in and selected by `FEDKIT_DEVICE` (`cpu` for CubeCL's CPU backend, `cuda`).
@@ -98,9 +98,10 @@ pub trait Net: Clone + Send + 'static {
     fn layout(&self) -> Arc<Layout>;
     /// Fresh parameters.
     fn init(&self, rng: &mut RngStream) -> Params;
-    /// Logits `[batch, classes]` for input `x` of shape `[batch, ...sample shape]` flattened to
-    /// rank 4 `[batch, c, h, w]` (vector data arrives as `[batch, 1, 1, d]`).
-    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> Tensor<2>;
+    /// The features `[batch, width]` (the output layer's input) and the logits
+    /// `[batch, classes]` for input `x` of shape `[batch, ...sample shape]` flattened to rank 4
+    /// `[batch, c, h, w]` (vector data arrives as `[batch, 1, 1, d]`).
+    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>);
 }
 
 /// A [`Net`] as a fedkit [`Model`].
@@ -138,6 +139,39 @@ impl<N: Net> BurnModel<N> {
     }
 }
 
+impl<N: Net> BurnModel<N> {
+    /// The gradients of the parameter leaves `made` into the flat `g` (overwritten; entries used
+    /// twice, tied weights, get both gradients).
+    fn read_grads(&self, made: &[(usize, Leaf)], grads: &Gradients, g: &mut [f32]) -> Result<()> {
+        g.fill(0.0);
+        for (i, leaf) in made {
+            let r = self.layout.entries()[*i].range();
+            let v = match leaf {
+                Leaf::R1(t) => t.grad(grads).map(to_vec),
+                Leaf::R2(t) => t.grad(grads).map(to_vec),
+                Leaf::R4(t) => t.grad(grads).map(to_vec),
+            };
+            if let Some(v) = v {
+                g[r].iter_mut().zip(v?).for_each(|(a, b)| *a += b);
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the running statistics a training-mode forward recorded into `params`.
+    fn write_buffers(&self, writes: Vec<(usize, Tensor<1>)>, params: &mut Params) -> Result<()> {
+        for (i, value) in writes {
+            let r = self.layout.entries()[i].range();
+            let v = to_vec(value)?;
+            if v.len() != r.len() {
+                return Err(Error::Shape(format!("buffer write of {} values into {} values", v.len(), r.len())));
+            }
+            params.as_mut_slice()[r].copy_from_slice(&v);
+        }
+        Ok(())
+    }
+}
+
 /// The mean cross-entropy of `logits` (`[n, classes]`) against the labels `y`.
 fn mean_cross_entropy(logits: Tensor<2>, y: Tensor<1, Int>, n: usize) -> Tensor<1> {
     let picked: Tensor<2> = activation::log_softmax(logits, 1).gather(1, y.reshape([n, 1]));
@@ -169,35 +203,76 @@ impl<N: Net> Model for BurnModel<N> {
         let (x, n) = self.input(batch, &device)?;
         let y = self.labels(batch, &device);
         let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, true, true);
-        let logits = self.net.forward(&mut leaves, x);
+        let (_, logits) = self.net.forward(&mut leaves, x);
         let Leaves { made, buffer_writes, .. } = leaves;
         let loss = mean_cross_entropy(logits, y, n);
         let grads = loss.backward();
-        let g = grad.as_mut_slice();
-        g.fill(0.0);
-        for (i, leaf) in made {
-            let r = self.layout.entries()[i].range();
-            let v = match leaf {
-                Leaf::R1(t) => t.grad(&grads).map(to_vec),
-                Leaf::R2(t) => t.grad(&grads).map(to_vec),
-                Leaf::R4(t) => t.grad(&grads).map(to_vec),
-            };
-            if let Some(v) = v {
-                // Accumulate: an entry used twice (tied weights) gets both gradients.
-                g[r].iter_mut().zip(v?).for_each(|(a, b)| *a += b);
-            }
-        }
+        self.read_grads(&made, &grads, grad.as_mut_slice())?;
         // The new running statistics, written only now: the forward pass read the old ones.
-        for (i, value) in buffer_writes {
-            let r = self.layout.entries()[i].range();
-            let v = to_vec(value)?;
-            if v.len() != r.len() {
-                return Err(Error::Shape(format!("buffer write of {} values into {} values", v.len(), r.len())));
-            }
-            params.as_mut_slice()[r].copy_from_slice(&v);
-        }
+        self.write_buffers(buffer_writes, params)?;
         let l = to_vec(loss)?;
         Ok(l.first().copied().unwrap_or(f32::NAN))
+    }
+    fn forward(&mut self, params: &Params, batch: &Batch, mode: Mode, out: &mut Outputs) -> Result<()> {
+        let device = device();
+        let (x, _) = self.input(batch, &device)?;
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, mode != Mode::Eval);
+        let (features, logits) = self.net.forward(&mut leaves, x);
+        out.feature_dim = features.dims()[1];
+        out.classes = self.classes;
+        out.logits = to_vec(logits)?;
+        out.features = to_vec(features)?;
+        Ok(())
+    }
+    /// The objective `sum(G * logits) + sum(Gf * features)` with the head's gradients G, Gf as
+    /// constants has the head's gradient: one backward pass gives the vector-Jacobian products.
+    fn vjp(
+        &mut self,
+        params: &mut Params,
+        batch: &Batch,
+        mode: Mode,
+        head: &mut dyn Head,
+        grad: Option<&mut Params>,
+        gx: Option<&mut Vec<f32>>,
+        _rng: &mut RngStream,
+    ) -> Result<f32> {
+        let device = device().autodiff();
+        let (x, n) = self.input(batch, &device)?;
+        let x = if gx.is_some() { x.require_grad() } else { x };
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, grad.is_some(), mode != Mode::Eval);
+        let (features, logits) = self.net.forward(&mut leaves, x.clone());
+        let Leaves { made, buffer_writes, .. } = leaves;
+        let f_dim = features.dims()[1];
+        let out = Outputs {
+            logits: to_vec(logits.clone())?,
+            classes: self.classes,
+            features: to_vec(features.clone())?,
+            feature_dim: f_dim,
+        };
+        let mut g = OutputGrads::default();
+        let value = head.value_grad(&out, batch, &mut g)?;
+        crate::check_output_grads(&out, &g)?;
+        let upstream = Tensor::<2>::from_data(TensorData::new(g.logits, [n, self.classes]), &device);
+        let mut objective = logits.mul(upstream).sum();
+        if !g.features.is_empty() {
+            let gf = Tensor::<2>::from_data(TensorData::new(g.features, [n, f_dim]), &device);
+            objective = objective.add(features.mul(gf).sum());
+        }
+        let grads = objective.backward();
+        if let Some(grad) = grad {
+            self.read_grads(&made, &grads, grad.as_mut_slice())?;
+        }
+        if let Some(gx) = gx {
+            gx.clear();
+            match x.grad(&grads) {
+                Some(g) => gx.extend(to_vec(g)?),
+                None => gx.resize(batch.x.len(), 0.0),
+            }
+        }
+        if mode == Mode::Train {
+            self.write_buffers(buffer_writes, params)?;
+        }
+        Ok(value)
     }
     /// The input tensor requires gradients; the parameters are constants (training mode, running
     /// statistics not written back).
@@ -207,7 +282,7 @@ impl<N: Net> Model for BurnModel<N> {
         let x = x.require_grad();
         let y = self.labels(batch, &device);
         let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, true);
-        let loss = mean_cross_entropy(self.net.forward(&mut leaves, x.clone()), y, n);
+        let loss = mean_cross_entropy(self.net.forward(&mut leaves, x.clone()).1, y, n);
         let grads = loss.backward();
         gx.clear();
         match x.grad(&grads) {
@@ -221,7 +296,7 @@ impl<N: Net> Model for BurnModel<N> {
         let device = device();
         let (x, n) = self.input(batch, &device)?;
         let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, false);
-        let logits = self.net.forward(&mut leaves, x);
+        let (_, logits) = self.net.forward(&mut leaves, x);
         let logp = to_vec(activation::log_softmax(logits, 1))?;
         let c = self.classes;
         let (mut loss, mut correct) = (0.0f64, 0usize);

@@ -110,7 +110,7 @@ impl Net for Cnn {
     fn init(&self, rng: &mut RngStream) -> Params {
         crate::init::pytorch_default(&self.layout, rng)
     }
-    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> Tensor<2> {
+    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let mut h = x;
         for (w, norm) in self.convs {
             h = conv(p, w, h, 2);
@@ -120,6 +120,7 @@ impl Net for Cnn {
             h = relu_pool(h);
         }
         let h = activation::relu(linear(p, self.fc, flatten(h)));
-        linear(p, self.fc + 2, h)
+        let logits = linear(p, self.fc + 2, h.clone());
+        (h, logits)
     }
 }

@@ -22,11 +22,12 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use fedkit_core::{Batch, Error, Layout, Model, Params, Result, RngStream};
+use fedkit_core::model::{logits_to_grad, softmax_cross_entropy};
+use fedkit_core::{Batch, Error, Head, Layout, Mode, Model, OutputGrads, Outputs, Params, Result, RngStream};
 
 use crate::conv_kernels::{
-    ConvGeom, MatRef, add_bias, add_column_sums, bias_relu_maxpool, bias_relu_maxpool_backward, col2im, im2col,
-    logit_grads, matmul, softmax_cross_entropy, transpose,
+    ConvGeom, MatRef, add_bias, add_column_sums, bias_relu_maxpool, bias_relu_maxpool_backward, col2im, im2col, matmul,
+    transpose,
 };
 
 /// Samples per convolution `gemm` (their im2col matrices stacked).
@@ -223,9 +224,9 @@ impl ConvNetNative {
         Ok(())
     }
 
-    /// Forward pass over `batch`, keeping what the backward pass needs; leaves the softmax
-    /// probabilities in `scratch.logits` and returns the summed loss and correct count.
-    fn forward(&mut self, w: &[f32], batch: &Batch) -> Result<(f64, usize)> {
+    /// Forward pass over `batch`, keeping what the backward pass needs; leaves the logits in
+    /// `scratch.logits`.
+    fn forward_logits(&mut self, w: &[f32], batch: &Batch) -> Result<()> {
         self.check(batch)?;
         let (d, n) = (&self.dims, batch.len());
         let (g1, g2) = (d.conv1(), d.conv2());
@@ -292,13 +293,43 @@ impl ConvNetNative {
         let logits = sized(&mut s.logits, n * d.classes);
         matmul(logits, MatRef::new(input, n, i_w), MatRef::new(p(fc_w(nh)), i_w, d.classes), false);
         add_bias(logits, p(fc_b(nh)), false);
-        Ok(softmax_cross_entropy(logits, &batch.y, d.classes))
+        Ok(())
     }
 
-    /// Backward pass after [`ConvNetNative::forward`]: the parameter gradient of the mean loss
-    /// into `grad` (if given, overwritten) and the input gradient into `gx` (if given,
-    /// `[n, c0, h, w]`).
-    fn backward(&mut self, w: &[f32], batch: &Batch, mut grad: Option<&mut [f32]>, gx: Option<&mut [f32]>) {
+    /// The features after [`ConvNetNative::forward_logits`]: the output layer's input
+    /// (`[n, width]`; the flattened second pooled maps when there is no hidden layer).
+    fn features(&self, n: usize) -> (&[f32], usize) {
+        let (i_w, _) = self.dims.fc_widths(self.dims.hidden.len());
+        match self.scratch.hidden.last() {
+            Some(h) => (&h[..n * i_w], i_w),
+            None => (&self.scratch.flat[..n * i_w], i_w),
+        }
+    }
+
+    /// Forward pass then softmax cross-entropy: `scratch.logits` holds the gradient of the mean
+    /// loss with respect to the logits (for [`ConvNetNative::backward`]); returns the summed
+    /// loss.
+    fn forward_cross_entropy(&mut self, w: &[f32], batch: &Batch) -> Result<f64> {
+        self.forward_logits(w, batch)?;
+        let c = self.dims.classes;
+        let logits = &mut self.scratch.logits[..batch.len() * c];
+        let (loss, _) = softmax_cross_entropy(logits, &batch.y, c);
+        logits_to_grad(logits, &batch.y, c);
+        Ok(loss)
+    }
+
+    /// Backward pass after [`ConvNetNative::forward_logits`], from the gradient with respect to
+    /// the logits in `scratch.logits` and (if given) with respect to the features `dfeat`: the
+    /// parameter gradient into `grad` (if given, overwritten) and the input gradient into `gx`
+    /// (if given, `[n, c0, h, w]`).
+    fn backward(
+        &mut self,
+        w: &[f32],
+        batch: &Batch,
+        dfeat: Option<&[f32]>,
+        mut grad: Option<&mut [f32]>,
+        gx: Option<&mut [f32]>,
+    ) {
         let (d, n) = (&self.dims, batch.len());
         let (g1, g2) = (d.conv1(), d.conv2());
         let (c1, c2) = (d.c1(), d.c2());
@@ -306,7 +337,6 @@ impl ConvNetNative {
         let entries = &self.entries;
         let p = |i: usize| &w[entries[i].clone()];
         let s = &mut self.scratch;
-        logit_grads(&mut s.logits, &batch.y, d.classes);
         let nh = d.hidden.len();
         let (logits, flat) = (&s.logits[..n * d.classes], &s.flat[..n * f_len]);
         if let Some(g) = grad.as_deref_mut() {
@@ -332,6 +362,9 @@ impl ConvNetNative {
             let weights = MatRef::new(p(fc_w(k)), i_w, o_w);
             let din = if k == 0 { &mut *dflat } else { sized(&mut below[k - 1], n * i_w) };
             matmul(din, MatRef::new(dout, n, o_w), weights.t(), false);
+            if let (true, Some(df)) = (k == nh, dfeat) {
+                din.iter_mut().zip(df).for_each(|(a, b)| *a += b);
+            }
             if k > 0 {
                 din.iter_mut().zip(input).for_each(|(g, &h)| *g = if h > 0.0 { *g } else { 0.0 });
             }
@@ -432,6 +465,43 @@ impl Model for ConvNetNative {
     fn init(&self, rng: &mut RngStream) -> Params {
         crate::init::pytorch_default(&self.layout, rng)
     }
+    fn forward(&mut self, params: &Params, batch: &Batch, _mode: Mode, out: &mut Outputs) -> Result<()> {
+        self.forward_logits(params.as_slice(), batch)?;
+        let (n, c) = (batch.len(), self.dims.classes);
+        out.logits.clear();
+        out.logits.extend_from_slice(&self.scratch.logits[..n * c]);
+        out.classes = c;
+        let (f, dim) = self.features(n);
+        out.features.clear();
+        out.features.extend_from_slice(f);
+        out.feature_dim = dim;
+        Ok(())
+    }
+    fn vjp(
+        &mut self,
+        params: &mut Params,
+        batch: &Batch,
+        mode: Mode,
+        head: &mut dyn Head,
+        grad: Option<&mut Params>,
+        gx: Option<&mut Vec<f32>>,
+        _rng: &mut RngStream,
+    ) -> Result<f32> {
+        let mut out = Outputs::default();
+        self.forward(params, batch, mode, &mut out)?;
+        let mut g = OutputGrads::default();
+        let value = head.value_grad(&out, batch, &mut g)?;
+        crate::check_output_grads(&out, &g)?;
+        self.scratch.logits[..g.logits.len()].copy_from_slice(&g.logits);
+        let dfeat = (!g.features.is_empty()).then_some(g.features.as_slice());
+        let gx = gx.map(|gx| {
+            gx.clear();
+            gx.resize(batch.x.len(), 0.0);
+            gx.as_mut_slice()
+        });
+        self.backward(params.as_slice(), batch, dfeat, grad.map(|g| g.as_mut_slice()), gx);
+        Ok(value)
+    }
     fn loss_grad(
         &mut self,
         params: &mut Params,
@@ -439,18 +509,20 @@ impl Model for ConvNetNative {
         grad: &mut Params,
         _rng: &mut RngStream,
     ) -> Result<f32> {
-        let (loss, _) = self.forward(params.as_slice(), batch)?;
-        self.backward(params.as_slice(), batch, Some(grad.as_mut_slice()), None);
+        let loss = self.forward_cross_entropy(params.as_slice(), batch)?;
+        self.backward(params.as_slice(), batch, None, Some(grad.as_mut_slice()), None);
         Ok((loss / batch.len() as f64) as f32)
     }
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
-        self.forward(params.as_slice(), batch)
+        self.forward_logits(params.as_slice(), batch)?;
+        let c = self.dims.classes;
+        Ok(softmax_cross_entropy(&mut self.scratch.logits[..batch.len() * c], &batch.y, c))
     }
     fn input_grad(&mut self, params: &Params, batch: &Batch, gx: &mut Vec<f32>) -> Result<f32> {
-        let (loss, _) = self.forward(params.as_slice(), batch)?;
+        let loss = self.forward_cross_entropy(params.as_slice(), batch)?;
         gx.clear();
         gx.resize(batch.x.len(), 0.0);
-        self.backward(params.as_slice(), batch, None, Some(gx.as_mut_slice()));
+        self.backward(params.as_slice(), batch, None, None, Some(gx.as_mut_slice()));
         Ok((loss / batch.len() as f64) as f32)
     }
 }

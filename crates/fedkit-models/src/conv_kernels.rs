@@ -226,39 +226,6 @@ pub fn bias_relu_maxpool_backward(dp: &[f32], p: &[f32], arg: &[u8], c: usize, h
     }
 }
 
-/// Softmax cross-entropy of the `[n, classes]` logits in `z` against labels `y`: replaces each row
-/// by its softmax probabilities and returns the summed loss and the number of rows whose first
-/// maximal logit is the label. Callers check `y < classes`.
-pub fn softmax_cross_entropy(z: &mut [f32], y: &[u32], classes: usize) -> (f64, usize) {
-    let (mut loss, mut correct) = (0.0f64, 0usize);
-    for (row, &label) in z.chunks_exact_mut(classes).zip(y) {
-        let label = label as usize;
-        let (arg, max) =
-            row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
-        correct += (arg == label) as usize;
-        // -log softmax(z)_y = log sum exp(z - max) - (z_y - max), stable for large logit gaps
-        let zy = row[label] - max;
-        let mut s = 0.0f32;
-        row.iter_mut().for_each(|v| {
-            *v = (*v - max).exp();
-            s += *v;
-        });
-        loss += (s.ln() - zy) as f64;
-        row.iter_mut().for_each(|v| *v /= s);
-    }
-    (loss, correct)
-}
-
-/// After [`softmax_cross_entropy`]: turn the probabilities into the gradient of the mean loss with
-/// respect to the logits, `(p_i - onehot(y_i)) / n`.
-pub fn logit_grads(p: &mut [f32], y: &[u32], classes: usize) {
-    let inv = 1.0 / y.len().max(1) as f32;
-    for (row, &label) in p.chunks_exact_mut(classes).zip(y) {
-        row[label as usize] -= 1.0;
-        row.iter_mut().for_each(|v| *v *= inv);
-    }
-}
-
 /// Add `bias` to every row of the row-major `[.., bias.len()]` matrix `z`, then apply ReLU if `relu`.
 pub fn add_bias(z: &mut [f32], bias: &[f32], relu: bool) {
     for row in z.chunks_exact_mut(bias.len()) {

@@ -89,11 +89,12 @@ impl Net for LeNet {
     fn init(&self, rng: &mut RngStream) -> Params {
         crate::init::pytorch_default(&self.layout, rng)
     }
-    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> Tensor<2> {
+    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let h = relu_pool(conv(p, 0, x, 0));
         let h = relu_pool(conv(p, 2, h, 0));
         let h = activation::relu(linear(p, 4, flatten(h)));
         let h = activation::relu(linear(p, 6, h));
-        linear(p, 8, h)
+        let logits = linear(p, 8, h.clone());
+        (h, logits)
     }
 }

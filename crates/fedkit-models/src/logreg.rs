@@ -13,7 +13,12 @@
 
 use std::sync::Arc;
 
-use fedkit_core::{Batch, Error, Layout, Model, ModelSpec, ParamKind, Params, Result, RngStream};
+use fedkit_core::model::{check_labels, logits_to_grad, softmax_cross_entropy};
+use fedkit_core::{
+    Batch, Error, Head, Layout, Mode, Model, ModelSpec, OutputGrads, Outputs, ParamKind, Params, Result, RngStream,
+};
+
+use crate::check_output_grads;
 use serde::{Deserialize, Serialize};
 
 /// `[model] use = "logreg"` (no parameters).
@@ -47,17 +52,16 @@ pub struct LogReg {
 }
 
 impl LogReg {
-    /// Softmax probabilities of every sample of `batch` into `self.logits`; returns summed
-    /// loss and correct count.
-    fn forward(&mut self, w: &[f32], batch: &Batch) -> Result<(f64, usize)> {
+    /// The logits `x W + b` of every sample of `batch` into `self.logits`.
+    fn logits(&mut self, w: &[f32], batch: &Batch) -> Result<()> {
         let (d, c, n) = (self.d, self.c, batch.len());
         if batch.x.len() != n * d {
             return Err(Error::Shape(format!("logreg expects {d} features, batch has {}", batch.x.len() / n.max(1))));
         }
+        check_labels(batch, c)?;
         let (wm, b) = w.split_at(d * c);
         self.logits.clear();
         self.logits.resize(n * c, 0.0);
-        let (mut loss, mut correct) = (0.0f64, 0usize);
         for i in 0..n {
             let z = &mut self.logits[i * c..(i + 1) * c];
             z.copy_from_slice(b);
@@ -67,31 +71,34 @@ impl LogReg {
                     z.iter_mut().zip(row).for_each(|(zk, wk)| *zk += xj * wk);
                 }
             }
-            let y = batch.y[i] as usize;
-            let (arg, max) =
-                z.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (k, &v)| if v > a.1 { (k, v) } else { a });
-            correct += (arg == y) as usize;
-            // -log softmax(z)_y = log sum exp(z - max) - (z_y - max), stable for large logit gaps
-            let zy = z[y] - max;
-            let mut s = 0.0f32;
-            z.iter_mut().for_each(|v| {
-                *v = (*v - max).exp();
-                s += *v;
-            });
-            loss += (s.ln() - zy) as f64;
-            z.iter_mut().for_each(|v| *v /= s);
         }
-        Ok((loss, correct))
+        Ok(())
     }
 
-    /// After [`LogReg::forward`]: turn the probabilities in `self.logits` into the gradient of the
-    /// mean loss with respect to the logits, (p_i - onehot(y_i)) / n.
-    fn logit_grads(&mut self, batch: &Batch) {
-        let (c, inv) = (self.c, 1.0 / batch.len() as f32);
-        for (p, &y) in self.logits.chunks_mut(c).zip(&batch.y) {
-            p[y as usize] -= 1.0;
-            p.iter_mut().for_each(|v| *v *= inv);
+    /// The parameter gradient for the logit gradient `dz` (`[n, c]`) into `g` (overwritten):
+    /// dW = x^T dz, db = sum_i dz_i.
+    fn param_grad(&self, batch: &Batch, dz: &[f32], g: &mut [f32]) {
+        let (d, c) = (self.d, self.c);
+        g.fill(0.0);
+        let (gw, gb) = g.split_at_mut(d * c);
+        for (i, p) in dz.chunks(c).enumerate() {
+            gb.iter_mut().zip(p.iter()).for_each(|(a, b)| *a += b);
+            for (j, &xj) in batch.x[i * d..(i + 1) * d].iter().enumerate() {
+                if xj != 0.0 {
+                    gw[j * c..(j + 1) * c].iter_mut().zip(p.iter()).for_each(|(a, b)| *a += xj * b);
+                }
+            }
         }
+    }
+
+    /// The input gradient for the logit gradient `dz`: dx_i = W dz_i.
+    fn input_grad_of(&self, w: &[f32], dz: &[f32], gx: &mut Vec<f32>) {
+        let (d, c) = (self.d, self.c);
+        let wm = &w[..d * c];
+        gx.clear();
+        gx.extend(
+            dz.chunks(c).flat_map(|p| wm.chunks(c).map(move |row| row.iter().zip(p).map(|(w, v)| w * v).sum::<f32>())),
+        );
     }
 }
 
@@ -105,6 +112,41 @@ impl Model for LogReg {
     fn init(&self, rng: &mut RngStream) -> Params {
         crate::init::pytorch_default(&self.layout, rng)
     }
+    /// Features: the inputs themselves (the output layer is the only layer).
+    fn forward(&mut self, params: &Params, batch: &Batch, _mode: Mode, out: &mut Outputs) -> Result<()> {
+        self.logits(params.as_slice(), batch)?;
+        out.logits.clone_from(&self.logits);
+        out.classes = self.c;
+        out.features.clone_from(&batch.x);
+        out.feature_dim = self.d;
+        Ok(())
+    }
+    fn vjp(
+        &mut self,
+        params: &mut Params,
+        batch: &Batch,
+        mode: Mode,
+        head: &mut dyn Head,
+        grad: Option<&mut Params>,
+        gx: Option<&mut Vec<f32>>,
+        _rng: &mut RngStream,
+    ) -> Result<f32> {
+        let mut out = Outputs::default();
+        self.forward(params, batch, mode, &mut out)?;
+        let mut g = OutputGrads::default();
+        let value = head.value_grad(&out, batch, &mut g)?;
+        check_output_grads(&out, &g)?;
+        if let Some(grad) = grad {
+            self.param_grad(batch, &g.logits, grad.as_mut_slice());
+        }
+        if let Some(gx) = gx {
+            self.input_grad_of(params.as_slice(), &g.logits, gx);
+            if !g.features.is_empty() {
+                gx.iter_mut().zip(&g.features).for_each(|(a, b)| *a += b);
+            }
+        }
+        Ok(value)
+    }
     fn loss_grad(
         &mut self,
         params: &mut Params,
@@ -112,38 +154,26 @@ impl Model for LogReg {
         grad: &mut Params,
         _rng: &mut RngStream,
     ) -> Result<f32> {
-        let (loss, _) = self.forward(params.as_slice(), batch)?;
-        self.logit_grads(batch);
-        let (d, c, n) = (self.d, self.c, batch.len());
-        let g = grad.as_mut_slice();
-        g.fill(0.0);
-        let (gw, gb) = g.split_at_mut(d * c);
-        for i in 0..n {
-            let p = &self.logits[i * c..(i + 1) * c];
-            gb.iter_mut().zip(p.iter()).for_each(|(a, b)| *a += b);
-            for (j, &xj) in batch.x[i * d..(i + 1) * d].iter().enumerate() {
-                if xj != 0.0 {
-                    gw[j * c..(j + 1) * c].iter_mut().zip(p.iter()).for_each(|(a, b)| *a += xj * b);
-                }
-            }
-        }
-        Ok((loss / n as f64) as f32)
+        self.logits(params.as_slice(), batch)?;
+        let mut z = std::mem::take(&mut self.logits);
+        let (loss, _) = softmax_cross_entropy(&mut z, &batch.y, self.c);
+        logits_to_grad(&mut z, &batch.y, self.c);
+        self.param_grad(batch, &z, grad.as_mut_slice());
+        self.logits = z;
+        Ok((loss / batch.len() as f64) as f32)
     }
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
-        self.forward(params.as_slice(), batch)
+        self.logits(params.as_slice(), batch)?;
+        Ok(softmax_cross_entropy(&mut self.logits, &batch.y, self.c))
     }
     /// d loss / d x_i = W (p_i - onehot(y_i)) / n.
     fn input_grad(&mut self, params: &Params, batch: &Batch, gx: &mut Vec<f32>) -> Result<f32> {
-        let (loss, _) = self.forward(params.as_slice(), batch)?;
-        self.logit_grads(batch);
-        let (d, c, n) = (self.d, self.c, batch.len());
-        let wm = &params.as_slice()[..d * c];
-        gx.clear();
-        gx.extend(
-            self.logits
-                .chunks(c)
-                .flat_map(|p| wm.chunks(c).map(move |row| row.iter().zip(p).map(|(w, v)| w * v).sum::<f32>())),
-        );
-        Ok((loss / n as f64) as f32)
+        self.logits(params.as_slice(), batch)?;
+        let mut z = std::mem::take(&mut self.logits);
+        let (loss, _) = softmax_cross_entropy(&mut z, &batch.y, self.c);
+        logits_to_grad(&mut z, &batch.y, self.c);
+        self.input_grad_of(params.as_slice(), &z, gx);
+        self.logits = z;
+        Ok((loss / batch.len() as f64) as f32)
     }
 }

@@ -84,17 +84,17 @@ impl Net for Mlp {
     fn init(&self, rng: &mut RngStream) -> Params {
         crate::init::pytorch_default(&self.layout, rng)
     }
-    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> Tensor<2> {
+    fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let mut h = crate::nets::flatten(x);
-        for (i, layer) in self.layers.iter().enumerate() {
+        let last = self.layers.len() - 1;
+        for layer in &self.layers[..last] {
             h = linear(p, layer.linear, h);
             if let Some(bn) = layer.norm {
                 h = batch_norm(p, bn, h);
             }
-            if i + 1 < self.layers.len() {
-                h = activation::relu(h);
-            }
+            h = activation::relu(h);
         }
-        h
+        let logits = linear(p, self.layers[last].linear, h.clone());
+        (h, logits)
     }
 }

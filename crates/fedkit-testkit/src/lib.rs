@@ -137,6 +137,7 @@ pub fn client_ctx<'a>(
         epochs: train.epochs,
         malicious: false,
         step: &fedkit_core::PlainStep,
+        loss: &fedkit_core::CrossEntropyLoss,
     }
 }
 

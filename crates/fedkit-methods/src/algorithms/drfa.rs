@@ -421,6 +421,7 @@ mod tests {
                 epochs: 2,
                 malicious: false,
                 step: &PlainStep,
+                loss: &fedkit_core::CrossEntropyLoss,
             };
             let up = Drfa::default().client_update(&cx, &mut LinReg::new(2), &data[0], &mut ()).unwrap();
             let mut want = global.clone();

@@ -217,6 +217,7 @@ mod tests {
             epochs: 1,
             malicious: false,
             step: &fedkit_core::PlainStep,
+            loss: &fedkit_core::CrossEntropyLoss,
         };
         let err = n.algo.client_update(&cx, &mut n.model, &n.data[0], &mut ()).unwrap_err();
         assert!(err.to_string().contains("client.optimizer"), "{err}");

@@ -189,17 +189,7 @@ impl Algorithm for Hsgd {
         };
         let per_epoch = d.len().div_ceil(cx.train.batch_size.max(1)).max(1);
         let train = LocalTrain { max_steps: self.local_period, ..cx.train.clone() };
-        let period = ClientCtx {
-            round: cx.round,
-            client: cx.client,
-            seed: cx.seed,
-            global: cx.global,
-            broadcast: cx.broadcast,
-            train: &train,
-            epochs: self.local_period.div_ceil(per_epoch),
-            malicious: cx.malicious,
-            step: cx.step,
-        };
+        let period = ClientCtx { train: &train, epochs: self.local_period.div_ceil(per_epoch), ..*cx };
         let (mut u, w) = local_update_from(&period, start.clone(), "batches", m, d, &mut NoHook)?;
         u.delta = w.sub(&start);
         Ok(u)

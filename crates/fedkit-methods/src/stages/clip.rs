@@ -74,6 +74,7 @@ mod tests {
             epochs: 1,
             malicious: false,
             step: &fedkit_core::PlainStep,
+            loss: &fedkit_core::CrossEntropyLoss,
         };
         let stage = Clip { max_norm: 1.0 };
         let mut u = Update {
