@@ -20,6 +20,7 @@ fn all() -> Vec<Item> {
     v.extend(items_of("aggregator", fedkit_methods::aggregators()));
     v.extend(items_of("stage", fedkit_methods::stages()));
     v.extend(items_of("local step", fedkit_methods::local_steps()));
+    v.extend(items_of("loss", fedkit_methods::losses()));
     v.extend(items_of("model", fedkit_models::models()));
     v.extend(items_of("partitioner", fedkit_data::partitioners()));
     v.extend(fedkit_data::datasets().iter().map(|(name, src)| Item { kind: "dataset", name, doc: module_doc(src) }));

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use fedkit_engine::RunConfig;
 
 /// The demo's config: FedProx paper, Synthetic(1,1), 30 devices, 10 per round, E = 20, B = 10,
@@ -27,14 +27,34 @@ pub fn config(algorithm: &str, sets: &[String]) -> Result<RunConfig> {
     Ok(RunConfig::load(None, &all)?)
 }
 
+/// The demo's two arms with the user's overrides, each checked (built) before anything runs:
+/// `--set` applies to both arms, except `algorithm.*` keys, which tune FedProx (FedAvg has no
+/// parameters); choosing another algorithm is refused with the commands that do it.
+pub fn arms(sets: &[String]) -> Result<Vec<(&'static str, RunConfig)>> {
+    if let Some(s) = sets.iter().find(|s| s.split('=').next().is_some_and(|k| k.trim() == "algorithm.use")) {
+        bail!(
+            "`--set {s}`: the demo compares two fixed arms, FedAvg and FedProx (mu = 1), and `--set algorithm.<key>` tunes FedProx; \
+             to run a chosen algorithm on the demo's data run a config, e.g.\n  fedkit run configs/papers/fedprox_synthetic_1_1.toml --set {s}\n\
+             or compare several on the same federation:\n  fedkit compare configs/papers/fedprox_synthetic_1_1.toml --algorithms fedavg,fedprox,scaffold"
+        );
+    }
+    let mut arms = Vec::new();
+    for algo in ["fedavg", "fedprox"] {
+        let cfg = config(algo, sets)?;
+        cfg.clone().build()?;
+        arms.push((algo, cfg));
+    }
+    Ok(arms)
+}
+
 pub fn run(sets: &[String], out: Option<PathBuf>, quiet: bool) -> Result<()> {
+    let arms = arms(sets)?;
     let base = out.unwrap_or_else(|| PathBuf::from(format!("runs/demo-{}", crate::utc_stamp())));
     eprintln!(
         "demo: FedAvg vs FedProx (mu = 1 unless --set algorithm.mu) on Synthetic(1,1), 30 clients, 90% stragglers (FedProx, MLSys 2020)"
     );
     let mut rows = Vec::new();
-    for algo in ["fedavg", "fedprox"] {
-        let cfg = config(algo, sets)?;
+    for (algo, cfg) in arms {
         let s = crate::run_config(cfg, &base.join(algo), None, quiet)?;
         rows.push((algo, s));
     }

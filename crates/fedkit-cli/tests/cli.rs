@@ -139,6 +139,14 @@ fn bad_inputs_get_clear_errors() {
     fails_with(run("[client]\noptimizer = \"adam\"\nbetas = [1.0, 0.9]\n"), &["client.betas"]);
     fails_with(fedkit(&["run", "/nonexistent/c.toml"], &[]), &["/nonexistent/c.toml"]);
     fails_with(fedkit(&["run", "--set", "rounds"], &[]), &["--set", "key=value"]);
+    // The demo compares two fixed arms: choosing an algorithm is refused before anything runs,
+    // with the commands that do it; a key FedProx does not have fails before the FedAvg arm runs.
+    let demo_out = d.join("demo");
+    let out = fedkit(&["run", "--set", "algorithm.use=\"scaffold\"", "--out", demo_out.to_str().unwrap()], &[]);
+    fails_with(out, &["two fixed arms", "fedkit run configs/", "fedkit compare"]);
+    let out = fedkit(&["run", "--set", "algorithm.server_lr=2", "--out", demo_out.to_str().unwrap()], &[]);
+    fails_with(out, &["algorithm", "server_lr"]);
+    assert!(!demo_out.exists(), "nothing ran");
 
     // Missing, truncated and wrong-magic dataset files.
     let fm = |dir: &Path| run(&format!("[data]\nname = \"fashion_mnist\"\ndata_dir = \"{}\"\n", dir.display()));

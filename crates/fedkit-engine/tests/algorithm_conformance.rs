@@ -65,6 +65,21 @@ fn every_algorithm_with_defaults_trains_about_as_well_as_fedavg() {
     }
 }
 
+// Every registered loss, with its default parameters, trains the heterogeneous federation: the
+// training cross-entropy after 15 rounds is below the one after the first round.
+#[test]
+fn every_loss_trains() {
+    for e in fedkit_methods::losses() {
+        let with = |rounds: u32| {
+            let mut cfg = heterogeneous("fedavg", rounds);
+            cfg.loss = toml::Table::from_iter([("use".to_string(), toml::Value::String(e.name.into()))]);
+            final_train_loss(cfg)
+        };
+        let (first, last) = (with(1), with(15));
+        assert!(last.is_finite() && last < 0.7 * first, "loss `{}`: train loss {first:.3} after round 1, {last:.3} after 15", e.name);
+    }
+}
+
 /// Keeps the `mean` of every update but those of malicious clients, which it lists as rejected.
 struct RejectMalicious;
 

@@ -2,7 +2,7 @@
 //! suite, and is documented (paper or source, parameters, an example TOML block that builds).
 
 use fedkit_core::registry::Kind;
-use fedkit_methods::{aggregators, algorithms, stages};
+use fedkit_methods::{aggregators, algorithms, local_steps, losses, stages};
 use fedkit_testkit::aggregators::{check_aggregator, check_weighted_mean, claims_weighted_mean};
 use fedkit_testkit::algorithms::{check_algorithm, check_state_serde};
 use fedkit_testkit::{build_default, check_registry, stages::check_stage};
@@ -55,4 +55,6 @@ fn every_method_is_documented() {
     check_registry(algorithms(), Kind::Algorithm);
     check_registry(aggregators(), Kind::Aggregator);
     check_registry(stages(), Kind::Stage);
+    check_registry(local_steps(), Kind::LocalStep);
+    check_registry(losses(), Kind::Loss);
 }
