@@ -33,7 +33,7 @@ pub fn list() -> String {
     let mut last = "";
     for it in all() {
         if it.kind != last {
-            out.push_str(&format!("{}{}s:\n", if last.is_empty() { "" } else { "\n" }, it.kind));
+            out.push_str(&format!("{}{}:\n", if last.is_empty() { "" } else { "\n" }, plural(it.kind)));
             last = it.kind;
         }
         let summary = summary(&it.doc);
@@ -41,6 +41,25 @@ pub fn list() -> String {
     }
     out.push_str("\n`fedkit explain NAME` shows one in full.\n");
     out
+}
+
+/// One markdown bullet per kind with every registered name: the README's "What exists" block,
+/// which a test holds equal to this.
+pub fn markdown() -> String {
+    let mut out = String::new();
+    let items = all();
+    let mut kinds: Vec<&str> = items.iter().map(|i| i.kind).collect();
+    kinds.dedup();
+    for kind in kinds {
+        let names: Vec<String> = items.iter().filter(|i| i.kind == kind).map(|i| format!("`{}`", i.name)).collect();
+        out.push_str(&format!("- {} ({}): {}\n", plural(kind), names.len(), names.join(", ")));
+    }
+    out
+}
+
+/// `kind` in the plural ("loss" -> "losses").
+fn plural(kind: &str) -> String {
+    if kind.ends_with('s') { format!("{kind}es") } else { format!("{kind}s") }
 }
 
 /// The first sentence of the first paragraph, at most 100 characters.

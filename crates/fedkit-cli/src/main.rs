@@ -77,7 +77,11 @@ enum Command {
         quiet: bool,
     },
     /// List every registered method, model, dataset and partitioner.
-    List,
+    List {
+        /// One markdown line per kind (the README's "What exists" block is this output).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Show a method's documentation: paper, update rule, parameters, example config.
     Explain {
         /// A name from `fedkit list`.
@@ -164,8 +168,8 @@ fn dispatch(cmd: Command) -> Result<()> {
             println!("written: {0}/comparison.md, {0}/comparison.csv", out.display());
             Ok(())
         }
-        Command::List => {
-            print!("{}", catalog::list());
+        Command::List { markdown } => {
+            print!("{}", if markdown { catalog::markdown() } else { catalog::list() });
             Ok(())
         }
         Command::Explain { name } => {

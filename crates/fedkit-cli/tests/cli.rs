@@ -279,3 +279,19 @@ fn data_export_writes_the_federation_and_the_initial_model() {
     }
     assert!(cohorts[0] != cohorts[1] || cohorts[1] != cohorts[2], "the draws differ between rounds");
 }
+
+// The README's "What exists today" block is the registry: it must equal `fedkit list --markdown`
+// (regenerate it with that command when a method is added).
+#[test]
+fn the_readme_lists_exactly_the_registry() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let (begin, end) = ("<!-- registry:begin -->\n", "<!-- registry:end -->");
+    let a = readme.find(begin).expect("README has the registry block") + begin.len();
+    let b = readme[a..].find(end).expect("the block ends") + a;
+    let listed = String::from_utf8(fedkit(&["list", "--markdown"], &[]).stdout).unwrap();
+    assert_eq!(
+        &readme[a..b],
+        listed,
+        "README.md's registry block differs from `fedkit list --markdown`: paste that command's output between the markers"
+    );
+}
