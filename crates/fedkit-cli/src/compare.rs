@@ -5,10 +5,15 @@
 //! and the model's fraction of zeros when they were measured, and the run's wall seconds (the sum of
 //! its rounds in `timings.jsonl`, across resumes).
 //!
-//! Each variant is an ordinary run directory `OUT/<label>/` (resumable). Running the same
-//! command again skips finished variants and resumes interrupted ones from their saved
-//! `resolved.toml` (with `--set rounds=N`, extends them to N rounds), so nothing is lost when a
-//! long comparison stops. A variant that fails is reported in the table and the others still run.
+//! Each variant is an ordinary run directory `OUT/<label>/` (resumable); with `--seeds N` each
+//! variant runs N times, with seeds seed, seed + 1, ..., into `OUT/<label>/seed<k>/`, and every
+//! cell of the table is the mean and sample standard deviation over the seeds (`mean ± std`; the
+//! CSV has `<column>_mean` and `<column>_std`). `--last K` adds `mean_last<K>`, the test accuracy
+//! averaged over the last K evaluations (a less noisy headline than the final round under label
+//! skew). Running the same command again skips finished runs and resumes interrupted ones from
+//! their saved `resolved.toml` (with `--set rounds=N`, extends them to N rounds), so nothing is
+//! lost when a long comparison stops. A run that fails is reported in the table and the others
+//! still run.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -60,62 +65,75 @@ pub fn variants(algorithms: &[String], specs: &[String]) -> Result<Vec<Variant>>
     Ok(out)
 }
 
-/// What one variant's run gave.
-struct Outcome {
-    label: String,
-    rows: Vec<Map<String, Value>>,
-    seconds: f64,
-    error: Option<String>,
+/// What one run (one variant, one seed) gave.
+pub struct SeedRun {
+    pub seed: u64,
+    pub rows: Vec<Map<String, Value>>,
+    pub seconds: f64,
+    pub error: Option<String>,
 }
 
-/// Run every variant (config checked for all of them first) and write the table.
-pub fn run(
+/// Every seed's run of one variant.
+pub struct Outcome {
+    pub label: String,
+    pub runs: Vec<SeedRun>,
+}
+
+/// The run directory of `label`'s `k`-th seed (no seed level with one seed).
+fn run_dir(out: &Path, label: &str, k: u32, seeds: u32) -> PathBuf {
+    if seeds > 1 { out.join(label).join(format!("seed{k}")) } else { out.join(label) }
+}
+
+/// Run every variant for `seeds` seeds (every config checked first), resuming what an earlier
+/// call left.
+pub fn run_all(
     config: &Path,
     sets: &[String],
     variants: &[Variant],
+    seeds: u32,
     out: &Path,
-    at: &[u32],
-    target: Option<f64>,
     quiet: bool,
-) -> Result<String> {
+) -> Result<Vec<Outcome>> {
+    if seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
     // Check every variant's config before the first (possibly long) run starts.
-    let cfgs: Vec<RunConfig> = variants
-        .iter()
-        .map(|v| {
-            let mut c = RunConfig::load_variant(Some(config), sets, &v.sets)
-                .with_context(|| format!("variant `{}`", v.label))?;
+    let mut plan: Vec<(String, PathBuf, RunConfig)> = Vec::new();
+    for v in variants {
+        let base = RunConfig::load_variant(Some(config), sets, &v.sets).with_context(|| format!("variant `{}`", v.label))?;
+        for k in 0..seeds {
+            let mut c = base.clone();
+            c.seed = base.seed + k as u64;
             c.clone().build().map_err(|e| e.in_file(&c.source)).with_context(|| format!("variant `{}`", v.label))?;
             c.source = format!("{} (variant {})", c.source, v.label);
-            Ok(c)
-        })
-        .collect::<Result<_>>()?;
+            plan.push((v.label.clone(), run_dir(out, &v.label, k, seeds), c));
+        }
+    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     // A run directory left by an earlier call must hold the same experiment.
-    for (v, cfg) in variants.iter().zip(&cfgs) {
-        let dir = out.join(&v.label);
-        if let Ok(old) = fedkit_engine::run::resolved_config(&dir) {
+    for (label, dir, cfg) in &plan {
+        if let Ok(old) = fedkit_engine::run::resolved_config(dir) {
             if let Some(what) = differs(cfg, &old)? {
                 bail!(
-                    "{} holds a run of variant `{}` with a different {what}: use another --out, or delete that directory to run it again",
-                    dir.display(),
-                    v.label
+                    "{} holds a run of variant `{label}` with a different {what}: use another --out, or delete that directory to run it again",
+                    dir.display()
                 )
             }
         }
     }
-    let mut outcomes = Vec::new();
-    for (v, cfg) in variants.iter().zip(cfgs) {
-        let dir = out.join(&v.label);
-        let rounds = cfg.rounds;
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for (label, dir, cfg) in plan {
+        let (rounds, seed) = (cfg.rounds, cfg.seed);
         let t0 = Instant::now();
+        let what = if seeds > 1 { format!("{label} (seed {seed})") } else { label.clone() };
         let res = if finished(&dir, rounds) {
-            eprintln!("{}: already finished in {}", v.label, dir.display());
+            eprintln!("{what}: already finished in {}", dir.display());
             Ok(())
         } else if dir.join(fedkit_engine::checkpoint::CHECKPOINT_FILE).exists() {
-            eprintln!("{}: resuming {}", v.label, dir.display());
+            eprintln!("{what}: resuming {}", dir.display());
             fedkit_engine::resume(&dir, Some(rounds))
                 .map_err(anyhow::Error::from)
-                .and_then(|(mut e, mut o)| crate::drive(&mut e, &mut o, None, quiet, &v.label).map(|_| ()))
+                .and_then(|(mut e, mut o)| crate::drive(&mut e, &mut o, None, quiet, &what).map(|_| ()))
         } else {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
@@ -124,13 +142,32 @@ pub fn run(
         };
         let error = res.err().map(|e| format!("{e:#}"));
         if let Some(e) = &error {
-            eprintln!("warning: variant `{}` failed: {e}", v.label);
+            eprintln!("warning: {what} failed: {e}");
         }
         let rows = read_rows(&dir).unwrap_or_default();
         let seconds = run_seconds(&dir).unwrap_or_else(|| t0.elapsed().as_secs_f64());
-        outcomes.push(Outcome { label: v.label.clone(), rows, seconds, error });
+        let run = SeedRun { seed, rows, seconds, error };
+        match outcomes.last_mut() {
+            Some(o) if o.label == label => o.runs.push(run),
+            _ => outcomes.push(Outcome { label, runs: vec![run] }),
+        }
     }
-    let (md, csv) = tables(&outcomes, at, target);
+    Ok(outcomes)
+}
+
+/// Run every variant and write the table (`comparison.md`, `comparison.csv`).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    config: &Path,
+    sets: &[String],
+    variants: &[Variant],
+    seeds: u32,
+    out: &Path,
+    columns: &Columns,
+    quiet: bool,
+) -> Result<String> {
+    let outcomes = run_all(config, sets, variants, seeds, out, quiet)?;
+    let (md, csv) = tables(&outcomes, columns);
     for (name, text) in [("comparison.md", &md), ("comparison.csv", &csv)] {
         let p = out.join(name);
         std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
@@ -209,54 +246,139 @@ fn get(r: &Map<String, Value>, k: &str) -> Option<f64> {
     r.get(k).and_then(Value::as_f64)
 }
 
-/// The comparison as a Markdown table and as CSV.
-fn tables(outcomes: &[Outcome], at: &[u32], target: Option<f64>) -> (String, String) {
-    let has = |k: &str| outcomes.iter().any(|o| o.rows.iter().any(|r| get(r, k).is_some_and(|v| v != 0.0)));
-    let mut head: Vec<String> = vec!["variant".into()];
-    head.extend(at.iter().map(|r| format!("acc@{r}")));
-    head.extend(["final_acc", "best_acc"].map(String::from));
-    if let Some(t) = target {
-        head.push(format!("rounds_to_{t}"));
-    }
-    head.extend(["MB_up", "MB_down"].map(String::from));
-    let optional: Vec<&str> =
-        ["local_acc_min", "local_acc_mean", "model_zeros", "hessian_top"].into_iter().filter(|k| has(k)).collect();
-    head.extend(optional.iter().map(|k| k.to_string()));
-    head.extend(["seconds", "status"].map(String::from));
+/// Which columns the table has beyond the fixed ones.
+#[derive(Clone, Debug, Default)]
+pub struct Columns {
+    /// Test accuracy at these rounds.
+    pub at: Vec<u32>,
+    /// The first round reaching this test accuracy.
+    pub target: Option<f64>,
+    /// Mean test accuracy over the last K evaluations (0: no such column).
+    pub last: usize,
+}
 
-    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
-    let mut body: Vec<Vec<String>> = Vec::new();
-    for o in outcomes {
-        let acc: Vec<(f64, f64)> =
-            o.rows.iter().filter_map(|r| Some((get(r, "round")?, get(r, "test_acc")?))).collect();
-        let mut row = vec![o.label.clone()];
-        row.extend(at.iter().map(|&r| fmt(acc.iter().find(|a| a.0 == r as f64).map(|a| a.1))));
-        row.push(fmt(acc.last().map(|a| a.1)));
-        row.push(fmt(acc.iter().map(|a| a.1).reduce(f64::max)));
-        if let Some(t) = target {
-            row.push(acc.iter().find(|a| a.1 >= t).map(|a| a.0.to_string()).unwrap_or_else(|| "-".into()));
-        }
-        for k in ["bytes_up", "bytes_down"] {
-            row.push(format!("{:.2}", o.rows.iter().filter_map(|r| get(r, k)).fold(0.0, |a, b| a + b) / 1e6));
-        }
-        for k in &optional {
-            row.push(fmt(o.rows.iter().rev().find_map(|r| get(r, k))));
-        }
-        row.push(format!("{:.1}", o.seconds));
-        row.push(match &o.error {
-            None => "ok".into(),
-            Some(e) => format!("failed: {}", e.lines().next().unwrap_or("")),
-        });
-        body.push(row);
+/// The metrics of one run, by column name (`None`: not measured).
+fn run_cells(run: &SeedRun, names: &[String], columns: &Columns) -> Vec<Option<f64>> {
+    let acc: Vec<(f64, f64)> = run.rows.iter().filter_map(|r| Some((get(r, "round")?, get(r, "test_acc")?))).collect();
+    names
+        .iter()
+        .map(|name| match name.as_str() {
+            "final_acc" => acc.last().map(|a| a.1),
+            "best_acc" => acc.iter().map(|a| a.1).reduce(f64::max),
+            "MB_up" | "MB_down" => {
+                let k = if name == "MB_up" { "bytes_up" } else { "bytes_down" };
+                Some(run.rows.iter().filter_map(|r| get(r, k)).fold(0.0, |a, b| a + b) / 1e6)
+            }
+            "seconds" => Some(run.seconds),
+            n if n.starts_with("acc@") => {
+                let r: f64 = n[4..].parse().ok()?;
+                acc.iter().find(|a| a.0 == r).map(|a| a.1)
+            }
+            n if n.starts_with("rounds_to_") => {
+                let t = columns.target?;
+                acc.iter().find(|a| a.1 >= t).map(|a| a.0)
+            }
+            n if n.starts_with("mean_last") => {
+                let k = columns.last.min(acc.len());
+                (k > 0).then(|| acc[acc.len() - k..].iter().map(|a| a.1).sum::<f64>() / k as f64)
+            }
+            k => run.rows.iter().rev().find_map(|r| get(r, k)),
+        })
+        .collect()
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n.max(1.0);
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+/// The comparison as a Markdown table and as CSV (per column mean and standard deviation over
+/// the seeds when there are several).
+pub fn tables(outcomes: &[Outcome], columns: &Columns) -> (String, String) {
+    let has = |k: &str| outcomes.iter().flat_map(|o| &o.runs).any(|s| s.rows.iter().any(|r| get(r, k).is_some_and(|v| v != 0.0)));
+    let mut names: Vec<String> = columns.at.iter().map(|r| format!("acc@{r}")).collect();
+    names.extend(["final_acc", "best_acc"].map(String::from));
+    if columns.last > 0 {
+        names.push(format!("mean_last{}", columns.last));
     }
-    let md_row = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
-    let mut md = md_row(&head);
-    md.push_str(&md_row(&head.iter().map(|_| "---".to_string()).collect::<Vec<_>>()));
-    body.iter().for_each(|r| md.push_str(&md_row(r)));
+    if let Some(t) = columns.target {
+        names.push(format!("rounds_to_{t}"));
+    }
+    names.extend(["MB_up", "MB_down"].map(String::from));
+    let optional = ["val_acc", "local_acc_min", "local_acc_mean", "model_zeros", "hessian_top"];
+    names.extend(optional.into_iter().filter(|k| has(k)).map(String::from));
+    names.push("seconds".into());
+    let seeds = outcomes.iter().map(|o| o.runs.len()).max().unwrap_or(1);
+
+    let decimals = |name: &str| match name {
+        "MB_up" | "MB_down" => 2,
+        "seconds" => 1,
+        n if n.starts_with("rounds_to_") => 0,
+        _ => 4,
+    };
+    let mut md_head = vec!["variant".to_string()];
+    let mut csv_head = vec!["variant".to_string()];
+    if seeds > 1 {
+        md_head.push("seeds".into());
+        csv_head.push("seeds".into());
+    }
+    md_head.extend(names.iter().cloned());
+    for n in &names {
+        if seeds > 1 {
+            csv_head.extend([format!("{n}_mean"), format!("{n}_std")]);
+        } else {
+            csv_head.push(n.clone());
+        }
+    }
+    md_head.push("status".into());
+    csv_head.push("status".into());
+    let (mut md_body, mut csv_body): (Vec<Vec<String>>, Vec<Vec<String>>) = (Vec::new(), Vec::new());
+    for o in outcomes {
+        let cells: Vec<Vec<Option<f64>>> = o.runs.iter().map(|r| run_cells(r, &names, columns)).collect();
+        let (mut md_row, mut csv_row) = (vec![o.label.clone()], vec![o.label.clone()]);
+        if seeds > 1 {
+            let list = o.runs.iter().map(|r| r.seed.to_string()).collect::<Vec<_>>().join(" ");
+            md_row.push(list.clone());
+            csv_row.push(list);
+        }
+        for (j, name) in names.iter().enumerate() {
+            let vals: Vec<f64> = cells.iter().filter_map(|c| c[j]).collect();
+            let d = decimals(name);
+            if vals.is_empty() {
+                md_row.push("-".into());
+                csv_row.extend(std::iter::repeat_n("-".to_string(), if seeds > 1 { 2 } else { 1 }));
+            } else if seeds > 1 {
+                let (m, s) = mean_std(&vals);
+                let partial = if vals.len() < o.runs.len() { format!(" ({}/{})", vals.len(), o.runs.len()) } else { String::new() };
+                md_row.push(format!("{m:.d$} ± {s:.d$}{partial}"));
+                csv_row.extend([format!("{m:.d$}"), format!("{s:.d$}")]);
+            } else {
+                md_row.push(format!("{:.d$}", vals[0]));
+                csv_row.push(format!("{:.d$}", vals[0]));
+            }
+        }
+        let failed: Vec<String> = o
+            .runs
+            .iter()
+            .filter_map(|r| r.error.as_ref().map(|e| format!("seed {}: {}", r.seed, e.lines().next().unwrap_or(""))))
+            .collect();
+        let status = if failed.is_empty() { "ok".to_string() } else { format!("failed: {}", failed.join("; ")) };
+        md_row.push(status.clone());
+        csv_row.push(status);
+        md_body.push(md_row);
+        csv_body.push(csv_row);
+    }
+    let md_line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+    let mut md = md_line(&md_head);
+    md.push_str(&md_line(&md_head.iter().map(|_| "---".to_string()).collect::<Vec<_>>()));
+    md_body.iter().for_each(|r| md.push_str(&md_line(r)));
     let csv_cell =
         |c: &String| if c.contains([',', '"', '\n']) { format!("\"{}\"", c.replace('"', "\"\"")) } else { c.clone() };
-    let mut csv = head.iter().map(csv_cell).collect::<Vec<_>>().join(",") + "\n";
-    for r in &body {
+    let mut csv = csv_head.iter().map(csv_cell).collect::<Vec<_>>().join(",") + "\n";
+    for r in &csv_body {
         csv.push_str(&(r.iter().map(csv_cell).collect::<Vec<_>>().join(",") + "\n"));
     }
     (md, csv)
@@ -294,16 +416,27 @@ mod tests {
             m.insert("bytes_up".into(), 1e6.into());
             m
         };
-        let o = Outcome {
-            label: "x".into(),
-            rows: vec![row(1.0, 0.5), row(2.0, 0.8), row(3.0, 0.7)],
+        let run = |seed: u64, accs: [f64; 3]| SeedRun {
+            seed,
+            rows: vec![row(1.0, accs[0]), row(2.0, accs[1]), row(3.0, accs[2])],
             seconds: 1.0,
             error: None,
         };
-        let (md, csv) = tables(&[o], &[2, 9], Some(0.75));
-        assert!(md.contains("| x | 0.8000 | - | 0.7000 | 0.8000 | 2 | 3.00 | 0.00 |"), "{md}");
+        let columns = Columns { at: vec![2, 9], target: Some(0.75), last: 2 };
+        let o = Outcome { label: "x".into(), runs: vec![run(0, [0.5, 0.8, 0.7])] };
+        let (md, csv) = tables(&[o], &columns);
+        assert!(md.contains("| x | 0.8000 | - | 0.7000 | 0.8000 | 0.7500 | 2 | 3.00 | 0.00 |"), "{md}");
         assert!(
-            csv.starts_with("variant,acc@2,acc@9,final_acc,best_acc,rounds_to_0.75,MB_up,MB_down,seconds,status\n")
+            csv.starts_with(
+                "variant,acc@2,acc@9,final_acc,best_acc,mean_last2,rounds_to_0.75,MB_up,MB_down,seconds,status\n"
+            ),
+            "{csv}"
         );
+        // Several seeds: mean ± sample std per cell; a cell some seeds lack says how many had it.
+        let o = Outcome { label: "y".into(), runs: vec![run(0, [0.5, 0.8, 0.7]), run(1, [0.5, 0.6, 0.7])] };
+        let (md, csv) = tables(&[o], &columns);
+        assert!(md.contains("| y | 0 1 | 0.7000 ± 0.1414 | - | 0.7000 ± 0.0000 | 0.7500 ± 0.0707 |"), "{md}");
+        assert!(md.contains("| 2 ± 0 (1/2) |"), "rounds to target: only seed 0 reached it at round 2: {md}");
+        assert!(csv.lines().next().unwrap().contains("acc@2_mean,acc@2_std"), "{csv}");
     }
 }

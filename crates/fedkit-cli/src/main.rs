@@ -7,6 +7,7 @@ mod demo;
 mod export;
 mod progress;
 mod report;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,6 +73,38 @@ enum Command {
         /// Report the first round whose test accuracy reaches this value.
         #[arg(long)]
         target: Option<f64>,
+        /// Also report the test accuracy averaged over the last K evaluations.
+        #[arg(long, default_value_t = 0)]
+        last: usize,
+        /// Run every variant with this many seeds (seed, seed + 1, ...) and report mean ± std.
+        #[arg(long, default_value_t = 1)]
+        seeds: u32,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Tune hyperparameters on a grid, selecting on a validation split (never the test set).
+    Sweep {
+        /// The TOML config every point starts from.
+        config: PathBuf,
+        /// The grid: `KEY=V1,V2;KEY2=V3,V4` (the cartesian product of the values).
+        #[arg(long)]
+        grid: String,
+        /// Override a config key for every point (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Seeds per point (seed, seed + 1, ...): the selection uses their mean.
+        #[arg(long, default_value_t = 1)]
+        seeds: u32,
+        /// How the best point is chosen.
+        #[arg(long, value_enum, default_value_t = sweep::Select::Validation)]
+        select: sweep::Select,
+        /// Average the validation (and test) accuracy over this many last evaluations.
+        #[arg(long, default_value_t = 3)]
+        last: usize,
+        /// Output directory (default: runs/sweep-<config>-<time>; rerunning into it resumes).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
@@ -160,12 +193,20 @@ fn dispatch(cmd: Command) -> Result<()> {
             print_summary(&s);
             Ok(())
         }
-        Command::Compare { config, algorithms, variants, sets, out, at, target, quiet } => {
+        Command::Compare { config, algorithms, variants, sets, out, at, target, last, seeds, quiet } => {
             let vs = compare::variants(&algorithms, &variants)?;
             let out = out.unwrap_or_else(|| compare::default_out(&config));
-            let table = compare::run(&config, &sets, &vs, &out, &at, target, quiet)?;
+            let columns = compare::Columns { at, target, last };
+            let table = compare::run(&config, &sets, &vs, seeds, &out, &columns, quiet)?;
             print!("{table}");
             println!("written: {0}/comparison.md, {0}/comparison.csv", out.display());
+            Ok(())
+        }
+        Command::Sweep { config, grid, sets, seeds, select, last, out, quiet } => {
+            let out = out.unwrap_or_else(|| sweep::default_out(&config));
+            let table = sweep::run(&config, &sets, &grid, seeds, select, last, &out, quiet)?;
+            print!("{table}");
+            println!("written: {0}/sweep.md, {0}/sweep.csv, {0}/best.toml", out.display());
             Ok(())
         }
         Command::List { markdown } => {

@@ -295,3 +295,60 @@ fn the_readme_lists_exactly_the_registry() {
         "README.md's registry block differs from `fedkit list --markdown`: paste that command's output between the markers"
     );
 }
+
+// `compare --seeds 3` runs every variant with seeds s, s + 1, s + 2 into <label>/seed<k>/ and
+// reports mean ± std; the seed-k run is the plain run with seed = s + k, bit for bit.
+#[test]
+fn compare_over_seeds_reports_mean_and_spread() {
+    let d = tmp("seeds");
+    let out = d.join("cmp");
+    let cwd = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let o = Command::new(env!("CARGO_BIN_EXE_fedkit"))
+        .args(["compare", "configs/smoke/synthetic.toml", "--algorithms", "fedavg", "--seeds", "3", "--last", "2"])
+        .args(["--at", "2", "--out", out.to_str().unwrap(), "-q"])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    assert!(md.contains("| variant | seeds | acc@2 | final_acc | best_acc | mean_last2 |"), "{md}");
+    assert!(md.contains("| fedavg | 1 2 3 | ") && md.contains(" ± "), "{md}");
+    let plain = d.join("plain");
+    let o = Command::new(env!("CARGO_BIN_EXE_fedkit"))
+        .args(["run", "configs/smoke/synthetic.toml", "--set", "seed=3", "--out", plain.to_str().unwrap(), "-q"])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = std::fs::read(plain.join("metrics.jsonl")).unwrap();
+    assert_eq!(a, std::fs::read(out.join("fedavg").join("seed2").join("metrics.jsonl")).unwrap());
+}
+
+// `sweep` runs the grid's points, selects on the validation split it adds, and writes the table
+// and the selected point's config.
+#[test]
+fn sweep_selects_on_validation() {
+    let d = tmp("sweep");
+    let out = d.join("sw");
+    let cwd = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let o = Command::new(env!("CARGO_BIN_EXE_fedkit"))
+        .args(["sweep", "configs/smoke/synthetic.toml", "--grid", "client.lr=0.001,0.05", "--seeds", "2"])
+        .args(["--out", out.to_str().unwrap(), "-q"])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert!(md.contains("| p0 | `client.lr=0.001` |") && md.contains("| p1 | `client.lr=0.05` |"), "{md}");
+    assert_eq!(md.matches("**best**").count(), 1, "{md}");
+    let best = std::fs::read_to_string(out.join("best.toml")).unwrap();
+    assert!(best.contains("validation = 0.1"), "the held-out validation split is in the config");
+    let rows = std::fs::read_to_string(out.join("p0").join("seed0").join("metrics.jsonl")).unwrap();
+    assert!(rows.contains("\"val_acc\""), "evaluation rounds record val_acc");
+    let bad = Command::new(env!("CARGO_BIN_EXE_fedkit"))
+        .args(["sweep", "configs/smoke/synthetic.toml", "--grid", "client.lr", "--out", out.to_str().unwrap()])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    fails_with(bad, &["--grid", "KEY=V1,V2"]);
+}

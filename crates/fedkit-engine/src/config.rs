@@ -122,6 +122,10 @@ pub struct EvalConfig {
     pub hessian_samples: usize,
     /// Power-iteration steps for `hessian_samples`.
     pub hessian_iters: usize,
+    /// Hold out this fraction of each client's training samples as a validation split (0 = off):
+    /// evaluation rounds then record `val_loss` and `val_acc` of the global model on the pooled
+    /// validation samples, which `fedkit sweep` selects on (never on the test set).
+    pub validation: f64,
 }
 
 impl Default for EvalConfig {
@@ -136,6 +140,7 @@ impl Default for EvalConfig {
             client_test_fraction: 0.2,
             hessian_samples: 0,
             hessian_iters: 20,
+            validation: 0.0,
         }
     }
 }
@@ -315,6 +320,9 @@ impl RunConfig {
                 "eval.client_test_fraction",
                 format!("must be in (0, 1), got {}", self.eval.client_test_fraction),
             );
+        }
+        if !(0.0..0.9).contains(&self.eval.validation) {
+            return bad("eval.validation", format!("must be in [0, 0.9), got {}", self.eval.validation));
         }
         if self.eval.batch_size == 0 {
             return bad("eval.batch_size", "must be at least 1".into());

@@ -91,6 +91,8 @@ pub struct Engine {
     workers: Workers,
     /// Each client's held-out local test split (with `eval.clients`; empty otherwise).
     pub local_test: Vec<ClientData>,
+    /// Each client's held-out validation split (with `eval.validation`; empty otherwise).
+    pub validation: Vec<ClientData>,
     /// A model object for server rules that evaluate parameters (FedLAW).
     server_model: Box<dyn Model>,
 }
@@ -123,7 +125,12 @@ impl Engine {
         }
         let mut fed = fed;
         let local_test = if cfg.eval.clients {
-            split_local_test(&mut fed.clients, cfg.eval.client_test_fraction, cfg.seed)
+            split_holdout(&mut fed.clients, cfg.eval.client_test_fraction, cfg.seed, "local_test")
+        } else {
+            Vec::new()
+        };
+        let validation = if cfg.eval.validation > 0.0 {
+            split_holdout(&mut fed.clients, cfg.eval.validation, cfg.seed, "validation")
         } else {
             Vec::new()
         };
@@ -148,6 +155,7 @@ impl Engine {
             last_failures: Vec::new(),
             workers,
             local_test,
+            validation,
             server_model: model,
         })
     }
@@ -440,6 +448,11 @@ impl Engine {
         }
         rec.set("test_loss", test.loss());
         rec.set("test_acc", test.accuracy());
+        if !self.validation.is_empty() {
+            let val = evaluate_parallel(&mut self.workers, &self.global, &self.validation, usize::MAX, bs, predict)?;
+            rec.set("val_loss", val.loss());
+            rec.set("val_acc", val.accuracy());
+        }
         let zeros = self.global.as_slice().iter().filter(|v| **v == 0.0).count();
         rec.set("model_zeros", zeros as f64 / self.global.len().max(1) as f64);
         if !self.local_test.is_empty() {
@@ -501,16 +514,17 @@ fn loss_data(fed: &Federation, seed: u64) -> LossData {
     LossData { class_counts, reference: Some(ClientData { idx, ..ClientData::whole(fed.train.clone()) }) }
 }
 
-/// Hold out `fraction` of each client's samples (a seeded random subset, at least one sample
-/// when the client has two or more) as its local test split; the rest stays its training data.
-fn split_local_test(clients: &mut [ClientData], fraction: f64, seed: u64) -> Vec<ClientData> {
+/// Hold out `fraction` of each client's samples (a seeded random subset from the stream
+/// `purpose`, at least one sample when the client has two or more) as its local test or
+/// validation split; the rest stays its training data.
+fn split_holdout(clients: &mut [ClientData], fraction: f64, seed: u64, purpose: &str) -> Vec<ClientData> {
     clients
         .iter_mut()
         .enumerate()
         .map(|(c, d)| {
             let n = d.idx.len();
             let k = if n >= 2 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
-            let mut order = RngStream::derive(seed, "local_test", 0, c as u64).permutation(n);
+            let mut order = RngStream::derive(seed, purpose, 0, c as u64).permutation(n);
             let (test, train) = order.split_at_mut(k);
             test.sort_unstable();
             train.sort_unstable();

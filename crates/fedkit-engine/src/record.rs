@@ -25,6 +25,8 @@ pub const STANDARD_COLUMNS: &[&str] = &[
     "local_loss_mean",
     "local_loss_max",
     "hessian_top",
+    "val_loss",
+    "val_acc",
 ];
 
 /// One round's metrics, in insertion order.
