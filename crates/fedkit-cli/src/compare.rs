@@ -100,7 +100,8 @@ pub fn run_all(
     // Check every variant's config before the first (possibly long) run starts.
     let mut plan: Vec<(String, PathBuf, RunConfig)> = Vec::new();
     for v in variants {
-        let base = RunConfig::load_variant(Some(config), sets, &v.sets).with_context(|| format!("variant `{}`", v.label))?;
+        let base =
+            RunConfig::load_variant(Some(config), sets, &v.sets).with_context(|| format!("variant `{}`", v.label))?;
         for k in 0..seeds {
             let mut c = base.clone();
             c.seed = base.seed + k as u64;
@@ -298,7 +299,9 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 /// The comparison as a Markdown table and as CSV (per column mean and standard deviation over
 /// the seeds when there are several).
 pub fn tables(outcomes: &[Outcome], columns: &Columns) -> (String, String) {
-    let has = |k: &str| outcomes.iter().flat_map(|o| &o.runs).any(|s| s.rows.iter().any(|r| get(r, k).is_some_and(|v| v != 0.0)));
+    let has = |k: &str| {
+        outcomes.iter().flat_map(|o| &o.runs).any(|s| s.rows.iter().any(|r| get(r, k).is_some_and(|v| v != 0.0)))
+    };
     let mut names: Vec<String> = columns.at.iter().map(|r| format!("acc@{r}")).collect();
     names.extend(["final_acc", "best_acc"].map(String::from));
     if columns.last > 0 {
@@ -352,7 +355,11 @@ pub fn tables(outcomes: &[Outcome], columns: &Columns) -> (String, String) {
                 csv_row.extend(std::iter::repeat_n("-".to_string(), if seeds > 1 { 2 } else { 1 }));
             } else if seeds > 1 {
                 let (m, s) = mean_std(&vals);
-                let partial = if vals.len() < o.runs.len() { format!(" ({}/{})", vals.len(), o.runs.len()) } else { String::new() };
+                let partial = if vals.len() < o.runs.len() {
+                    format!(" ({}/{})", vals.len(), o.runs.len())
+                } else {
+                    String::new()
+                };
                 md_row.push(format!("{m:.d$} ± {s:.d$}{partial}"));
                 csv_row.extend([format!("{m:.d$}"), format!("{s:.d$}")]);
             } else {

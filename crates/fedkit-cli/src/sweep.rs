@@ -111,9 +111,14 @@ pub fn run(
         Select::Validation => format!("val_acc (mean of last {})", last.max(1)),
         Select::TrainLoss => "final train_loss".into(),
     };
-    let mut md = format!("| point | settings | {metric} | test_acc (final) | test_acc (mean of last {}) | seconds | |\n", last.max(1));
+    let mut md = format!(
+        "| point | settings | {metric} | test_acc (final) | test_acc (mean of last {}) | seconds | |\n",
+        last.max(1)
+    );
     md.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
-    let mut csv = "point,settings,select_mean,select_std,test_acc_mean,test_acc_std,test_last_mean,test_last_std,seconds\n".to_string();
+    let mut csv =
+        "point,settings,select_mean,select_std,test_acc_mean,test_acc_std,test_last_mean,test_last_std,seconds\n"
+            .to_string();
     for (i, (o, p)) in outcomes.iter().zip(&points).enumerate() {
         let ((sm, ss), (tm, ts), (lm, ls), secs) = summary(o, select, last);
         let sm = if select == Select::TrainLoss { -sm } else { sm };
@@ -129,7 +134,11 @@ pub fn run(
             p.join("; ")
         ));
     }
-    md.push_str(&format!("\nselected: {} (`{}`), by {metric} over {seeds} seed(s)\n", outcomes[best].label, points[best].join("; ")));
+    md.push_str(&format!(
+        "\nselected: {} (`{}`), by {metric} over {seeds} seed(s)\n",
+        outcomes[best].label,
+        points[best].join("; ")
+    ));
     let best_dir: PathBuf =
         if seeds > 1 { out.join(&outcomes[best].label).join("seed0") } else { out.join(&outcomes[best].label) };
     let resolved = best_dir.join("resolved.toml");
@@ -145,7 +154,8 @@ pub fn run(
 /// accuracy over the last `last` evaluations; and the mean wall seconds.
 fn summary(o: &Outcome, select: Select, last: usize) -> ((f64, f64), (f64, f64), (f64, f64), f64) {
     let scores: Vec<f64> = o.runs.iter().filter_map(|r| score(&r.rows, select, last)).collect();
-    let accs: Vec<Vec<f64>> = o.runs.iter().map(|r| r.rows.iter().filter_map(|x| get(x, "test_acc")).collect()).collect();
+    let accs: Vec<Vec<f64>> =
+        o.runs.iter().map(|r| r.rows.iter().filter_map(|x| get(x, "test_acc")).collect()).collect();
     let finals: Vec<f64> = accs.iter().filter_map(|a| a.last().copied()).collect();
     let lasts: Vec<f64> = accs
         .iter()

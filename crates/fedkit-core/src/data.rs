@@ -114,16 +114,20 @@ pub struct ClientData {
     /// Affine transform applied to every feature each time a sample is drawn, before the noise
     /// (a fixed per-client feature domain, as in FedBN's feature shift); identity for none.
     pub affine: FeatureAffine,
+    /// This client's own label of each of its samples (parallel to `idx`), replacing the
+    /// dataset's: label noise, random labels, label flipping; `None`: the dataset's labels.
+    pub labels: Option<Arc<[u32]>>,
 }
 
 impl ClientData {
     /// All of `data`, no transform (e.g. a global test set).
     pub fn whole(data: Arc<Dataset>) -> Self {
         let idx: Arc<[u32]> = (0..data.len() as u32).collect();
-        ClientData { data, idx, noise_std: 0.0, affine: FeatureAffine::IDENTITY }
+        ClientData { data, idx, noise_std: 0.0, affine: FeatureAffine::IDENTITY, labels: None }
     }
-    /// The same samples with no per-client transform (no affine transform, no noise): the clean
-    /// features that global evaluation sees.
+    /// The same samples with no per-client feature transform (no affine transform, no noise):
+    /// the clean features that global evaluation sees. The client's labels are kept (the
+    /// training loss is measured against the labels the client trains on).
     pub fn without_transforms(&self) -> ClientData {
         ClientData { noise_std: 0.0, affine: FeatureAffine::IDENTITY, ..self.clone() }
     }
@@ -138,6 +142,32 @@ impl ClientData {
     /// Shape of one sample.
     pub fn feature_shape(&self) -> &[usize] {
         &self.data.feature_shape
+    }
+    /// The client's samples at `positions` (positions in `idx`), with their own labels and the
+    /// client's feature transforms.
+    pub fn subset(&self, positions: &[usize]) -> ClientData {
+        let idx: Arc<[u32]> = positions.iter().map(|&p| self.idx[p]).collect();
+        let labels = self.labels.as_ref().map(|l| positions.iter().map(|&p| l[p]).collect());
+        ClientData { idx, labels, ..self.clone() }
+    }
+    /// The label of the client's sample at position `p` (its own label, else the dataset's).
+    pub fn label(&self, p: usize) -> u32 {
+        match &self.labels {
+            Some(l) => l[p],
+            None => self.data.y[self.idx[p] as usize],
+        }
+    }
+    /// Check that the client's labels (if any) match its samples in number and class range.
+    pub fn validate_labels(&self) -> Result<()> {
+        if let Some(l) = &self.labels {
+            if l.len() != self.idx.len() {
+                return Err(Error::Data(format!("{} labels for {} samples", l.len(), self.idx.len())));
+            }
+            if let Some(bad) = l.iter().find(|&&y| y as usize >= self.data.classes) {
+                return Err(Error::Data(format!("client label {bad} outside 0..{}", self.data.classes)));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -174,7 +204,7 @@ impl Batch {
         for &p in ids {
             let i = cd.idx[p] as usize;
             self.x.extend_from_slice(&cd.data.x[i * d..(i + 1) * d]);
-            self.y.push(cd.data.y[i]);
+            self.y.push(cd.label(p));
         }
         if !cd.affine.is_identity() {
             self.x.iter_mut().for_each(|v| *v = cd.affine.apply(*v));
@@ -197,7 +227,7 @@ mod tests {
         let x = (0..6).flat_map(|i| [i as f32, -(i as f32) / 2.0]).collect();
         let y = (0..6).map(|i| i % 3).collect();
         let data = Dataset { name: "t".into(), x, y, feature_shape: vec![2], classes: 3, users: None };
-        ClientData { data: Arc::new(data), idx: [1, 3, 4].into(), noise_std, affine }
+        ClientData { data: Arc::new(data), idx: [1, 3, 4].into(), noise_std, affine, labels: None }
     }
 
     fn filled(cd: &ClientData, ids: &[usize], seed: u64) -> Batch {
@@ -217,6 +247,20 @@ mod tests {
         // The identity leaves the features bit for bit, and the clean view drops the transform.
         assert_eq!(filled(&client(0.0, FeatureAffine::IDENTITY), &[2, 0], 1).x, [4.0, -2.0, 1.0, -0.5]);
         assert_eq!(filled(&cd.without_transforms(), &[2, 0], 1).x, [4.0, -2.0, 1.0, -0.5]);
+    }
+
+    #[test]
+    fn a_client_s_own_labels_replace_the_dataset_s() {
+        let mut cd = client(0.0, FeatureAffine::IDENTITY);
+        assert_eq!(filled(&cd, &[0, 1, 2], 1).y, [1, 0, 1]);
+        cd.labels = Some([2u32, 2, 0].into());
+        let b = filled(&cd, &[2, 0], 1);
+        assert_eq!((b.y, b.x), (vec![0, 2], vec![4.0, -2.0, 1.0, -0.5]), "labels change, features do not");
+        assert!(cd.validate_labels().is_ok());
+        cd.labels = Some([2u32, 3, 0].into());
+        assert!(cd.validate_labels().is_err(), "label 3 of 3 classes");
+        cd.labels = Some([2u32].into());
+        assert!(cd.validate_labels().is_err(), "one label for three samples");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! fedkit core: flat parameters, updates, contexts, seeded random streams, the extension traits,
 //! the registry and the one error type. No ML backend and no async runtime appear here.
 
+pub mod critical;
 pub mod data;
 pub mod error;
 pub mod hessian;
@@ -14,6 +15,7 @@ pub mod rng;
 pub mod traits;
 pub mod update;
 
+pub use critical::critical_sample_ratio;
 pub use data::{Batch, ClientData, Dataset, FeatureAffine};
 pub use error::{Error, Result};
 pub use hessian::hessian_top_eigenvalue;

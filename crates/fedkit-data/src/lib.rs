@@ -23,6 +23,7 @@
 pub mod fashion_mnist;
 pub mod fcube;
 pub mod idx;
+pub mod label_noise;
 pub mod partitioners;
 pub mod synthetic;
 
@@ -33,6 +34,7 @@ use fedkit_core::registry::{Kind, build_from_table};
 use fedkit_core::{ClientData, Dataset, Error, FeatureAffine, Result, RngStream};
 use serde::{Deserialize, Serialize};
 
+pub use label_noise::{LabelNoise, NoiseKind};
 pub use partitioners::{array_split, partitioners};
 pub use synthetic::SyntheticParams;
 
@@ -53,6 +55,8 @@ pub struct DataConfig {
     pub data_dir: Option<String>,
     /// Parameters of the synthetic dataset.
     pub synthetic: SyntheticParams,
+    /// Relabel a fraction of every client's samples (`label_noise.rs`).
+    pub label_noise: LabelNoise,
 }
 
 impl Default for DataConfig {
@@ -63,6 +67,7 @@ impl Default for DataConfig {
             partition: toml::Table::new(),
             data_dir: None,
             synthetic: SyntheticParams::default(),
+            label_noise: LabelNoise::default(),
         }
     }
 }
@@ -108,6 +113,12 @@ fn load_datasets(cfg: &DataConfig, seed: u64) -> Result<(Dataset, Dataset)> {
     }
 }
 
+/// The per-client data transforms of the `[data]` section (name, source file), for `fedkit list`
+/// and `fedkit explain`.
+pub fn transforms() -> &'static [(&'static str, &'static str)] {
+    &[("label_noise", include_str!("label_noise.rs"))]
+}
+
 /// Build the federation described by `cfg`: the datasets, and the training set partitioned among
 /// the clients, each with the partitioner's feature transforms (affine transform and noise).
 pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
@@ -131,11 +142,18 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
     let noise = partitioner.feature_noise(n).into_iter().chain(std::iter::repeat(0.0));
     let affine = partitioner.feature_affine(n).into_iter().chain(std::iter::repeat(FeatureAffine::IDENTITY));
     let train = Arc::new(train);
-    let clients = parts
+    let mut clients: Vec<ClientData> = parts
         .into_iter()
         .zip(noise.zip(affine))
-        .map(|(idx, (noise_std, affine))| ClientData { data: train.clone(), idx: idx.into(), noise_std, affine })
+        .map(|(idx, (noise_std, affine))| ClientData {
+            data: train.clone(),
+            idx: idx.into(),
+            noise_std,
+            affine,
+            labels: None,
+        })
         .collect();
+    cfg.label_noise.apply(&mut clients, seed)?;
     Ok(Federation { train, test: Arc::new(test), clients, partition })
 }
 

@@ -126,6 +126,13 @@ pub struct EvalConfig {
     /// evaluation rounds then record `val_loss` and `val_acc` of the global model on the pooled
     /// validation samples, which `fedkit sweep` selects on (never on the test set).
     pub validation: f64,
+    /// At evaluation rounds, the critical sample ratio (Arpit et al. 2017) of the global model on
+    /// this many training samples (0 = off): column `critical_ratio`.
+    pub critical_samples: usize,
+    /// The L-infinity radius of the critical-sample search.
+    pub critical_radius: f64,
+    /// Sign-gradient steps of the critical-sample search.
+    pub critical_steps: usize,
 }
 
 impl Default for EvalConfig {
@@ -141,6 +148,9 @@ impl Default for EvalConfig {
             hessian_samples: 0,
             hessian_iters: 20,
             validation: 0.0,
+            critical_samples: 0,
+            critical_radius: 0.05,
+            critical_steps: 10,
         }
     }
 }
@@ -323,6 +333,12 @@ impl RunConfig {
         }
         if !(0.0..0.9).contains(&self.eval.validation) {
             return bad("eval.validation", format!("must be in [0, 0.9), got {}", self.eval.validation));
+        }
+        if self.eval.critical_samples > 0 && !(self.eval.critical_radius > 0.0 && self.eval.critical_steps > 0) {
+            return bad(
+                "eval.critical_radius",
+                "the critical-sample search needs critical_radius > 0 and critical_steps > 0".into(),
+            );
         }
         if self.eval.batch_size == 0 {
             return bad("eval.batch_size", "must be at least 1".into());

@@ -93,6 +93,9 @@ pub struct Engine {
     pub local_test: Vec<ClientData>,
     /// Each client's held-out validation split (with `eval.validation`; empty otherwise).
     pub validation: Vec<ClientData>,
+    /// With label noise: the clients' clean samples, their relabelled samples with the noisy
+    /// labels, and the same with the true labels (the memorisation metrics).
+    memorisation: Option<[Vec<ClientData>; 3]>,
     /// A model object for server rules that evaluate parameters (FedLAW).
     server_model: Box<dyn Model>,
 }
@@ -135,6 +138,7 @@ impl Engine {
             Vec::new()
         };
         loss.prepare(&loss_data(&fed, cfg.seed)).map_err(in_file)?;
+        let memorisation = memorisation_sets(&fed.clients);
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
         Ok(Engine {
@@ -156,6 +160,7 @@ impl Engine {
             workers,
             local_test,
             validation,
+            memorisation,
             server_model: model,
         })
     }
@@ -453,6 +458,27 @@ impl Engine {
             rec.set("val_loss", val.loss());
             rec.set("val_acc", val.accuracy());
         }
+        if let Some([clean, noisy, truth]) = &self.memorisation {
+            for (key, sets) in [("train_acc_clean", clean), ("noisy_memorized", noisy), ("noisy_true", truth)] {
+                let s = evaluate_parallel(&mut self.workers, &self.global, sets, usize::MAX, bs, predict)?;
+                rec.set(key, s.accuracy());
+            }
+        }
+        if self.cfg.eval.critical_samples > 0 {
+            let pooled = ClientData::whole(self.fed.train.clone());
+            let e = &self.cfg.eval;
+            let mut rng = RngStream::derive(self.cfg.seed, "critical", 0, 0);
+            let ratio = fedkit_core::critical_sample_ratio(
+                self.server_model.as_mut(),
+                &self.global,
+                &pooled,
+                e.critical_samples,
+                e.critical_radius as f32,
+                e.critical_steps,
+                &mut rng,
+            )?;
+            rec.set("critical_ratio", ratio);
+        }
         let zeros = self.global.as_slice().iter().filter(|v| **v == 0.0).count();
         rec.set("model_zeros", zeros as f64 / self.global.len().max(1) as f64);
         if !self.local_test.is_empty() {
@@ -514,6 +540,23 @@ fn loss_data(fed: &Federation, seed: u64) -> LossData {
     LossData { class_counts, reference: Some(ClientData { idx, ..ClientData::whole(fed.train.clone()) }) }
 }
 
+/// With label noise (some client has its own labels): each client's clean samples, its
+/// relabelled samples with their noisy labels, and the same samples with their true labels.
+fn memorisation_sets(clients: &[ClientData]) -> Option<[Vec<ClientData>; 3]> {
+    clients.iter().any(|c| c.labels.is_some()).then(|| {
+        let (mut clean, mut noisy, mut truth) = (Vec::new(), Vec::new(), Vec::new());
+        for c in clients {
+            let (keep, flip): (Vec<usize>, Vec<usize>) =
+                (0..c.len()).partition(|&p| c.label(p) == c.data.y[c.idx[p] as usize]);
+            clean.push(c.subset(&keep));
+            let relabelled = c.subset(&flip);
+            truth.push(ClientData { labels: None, ..relabelled.clone() });
+            noisy.push(relabelled);
+        }
+        [clean, noisy, truth]
+    })
+}
+
 /// Hold out `fraction` of each client's samples (a seeded random subset from the stream
 /// `purpose`, at least one sample when the client has two or more) as its local test or
 /// validation split; the rest stays its training data.
@@ -528,9 +571,8 @@ fn split_holdout(clients: &mut [ClientData], fraction: f64, seed: u64, purpose: 
             let (test, train) = order.split_at_mut(k);
             test.sort_unstable();
             train.sort_unstable();
-            let pick = |ps: &[usize]| -> std::sync::Arc<[u32]> { ps.iter().map(|&p| d.idx[p]).collect() };
-            let t = ClientData { idx: pick(test), ..d.clone() };
-            d.idx = pick(train);
+            let t = d.subset(test);
+            *d = d.subset(train);
             t
         })
         .collect()

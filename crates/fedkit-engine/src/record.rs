@@ -27,6 +27,10 @@ pub const STANDARD_COLUMNS: &[&str] = &[
     "hessian_top",
     "val_loss",
     "val_acc",
+    "train_acc_clean",
+    "noisy_memorized",
+    "noisy_true",
+    "critical_ratio",
 ];
 
 /// One round's metrics, in insertion order.

@@ -76,7 +76,11 @@ fn every_loss_trains() {
             final_train_loss(cfg)
         };
         let (first, last) = (with(1), with(15));
-        assert!(last.is_finite() && last < 0.7 * first, "loss `{}`: train loss {first:.3} after round 1, {last:.3} after 15", e.name);
+        assert!(
+            last.is_finite() && last < 0.7 * first,
+            "loss `{}`: train loss {first:.3} after round 1, {last:.3} after 15",
+            e.name
+        );
     }
 }
 

@@ -176,3 +176,31 @@ fn a_cohort_of_1200_clients_runs_and_is_deterministic() {
     let (a, b) = (run_all(c()), run_all(RunConfig { threads: 1, ..c() }));
     assert_eq!(a, b, "a large cohort is reduced in client-id order whatever the thread count");
 }
+
+// Label noise relabels about the configured fraction of the clients' samples, training sees the
+// noisy labels, and evaluation rounds record the memorisation metrics: accuracy on the clean
+// samples, agreement with the noisy labels and with the true labels of the relabelled samples.
+#[test]
+fn label_noise_is_trained_on_and_memorisation_is_measured() {
+    let c = cfg(&["data.label_noise.fraction=0.4", "eval.critical_samples=50", "rounds=3"]);
+    let mut e = Engine::new(c).unwrap();
+    let flipped: usize =
+        e.fed.clients.iter().map(|c| (0..c.len()).filter(|&p| c.label(p) != c.data.y[c.idx[p] as usize]).count()).sum();
+    let total: usize = e.fed.clients.iter().map(|c| c.len()).sum();
+    let f = flipped as f64 / total as f64;
+    assert!((f - 0.4).abs() < 0.05, "relabelled fraction {f}");
+    e.evaluate_initial().unwrap();
+    while e.round < e.cfg.rounds {
+        e.run_round().unwrap();
+    }
+    for r in &e.records {
+        let (clean, memo, truth) =
+            (r.get("train_acc_clean").unwrap(), r.get("noisy_memorized").unwrap(), r.get("noisy_true").unwrap());
+        assert!((0.0..=1.0).contains(&clean) && memo + truth <= 1.0 + 1e-12, "{clean} {memo} {truth}");
+        assert!((0.0..=1.0).contains(&r.get("critical_ratio").unwrap()));
+    }
+    // Without noise none of these columns appear.
+    let mut e = Engine::new(cfg(&["rounds=1"])).unwrap();
+    e.run_round().unwrap();
+    assert!(e.records[0].get("noisy_memorized").is_none());
+}

@@ -5,7 +5,8 @@
 //! Data Silos: An Experimental Study", ICDE 2022), with numpy's random calls replaced by
 //! [`RngStream`]'s (permutation, shuffle, dirichlet, choose). Available: `iid`, `dirichlet_label`,
 //! `label_quantity`, `quantity_skew`, `noise_feature`, `affine_feature`, `synthetic_feature`,
-//! `shards`, `natural`. Feature-skew partitioners also give each client a feature transform
+//! `shards`, `natural`, `mixed` (label and quantity skew at once) and `long_tail` (a class-imbalanced
+//! subset). Feature-skew partitioners also give each client a feature transform
 //! ([`Partitioner::feature_noise`], [`Partitioner::feature_affine`]) applied when batches are drawn.
 //!
 //! ```toml
@@ -18,6 +19,8 @@ mod affine_feature;
 mod dirichlet_label;
 mod iid;
 mod label_quantity;
+mod long_tail;
+mod mixed;
 mod natural;
 mod noise_feature;
 mod quantity_skew;
@@ -28,6 +31,8 @@ pub use affine_feature::AffineFeature;
 pub use dirichlet_label::DirichletLabel;
 pub use iid::Iid;
 pub use label_quantity::LabelQuantity;
+pub use long_tail::LongTail;
+pub use mixed::Mixed;
 pub use natural::Natural;
 pub use noise_feature::NoiseFeature;
 pub use quantity_skew::QuantitySkew;
@@ -75,6 +80,8 @@ static PARTITIONERS: &[Entry<dyn Partitioner>] = &[
     entry!("synthetic_feature", SyntheticFeature),
     entry!("shards", Shards),
     entry!("natural", Natural),
+    entry!("mixed", Mixed),
+    entry!("long_tail", LongTail),
 ];
 
 /// Every registered partitioner, for `build_from_table` and `fedkit explain`.

@@ -225,7 +225,7 @@ impl Algorithm for Drfa {
                 let mut pick = RngStream::derive(r.seed, "drfa_loss_batch", r.round as u64, i as u64)
                     .choose(data.len(), self.loss_batch);
                 pick.sort_unstable();
-                ClientData { idx: pick.iter().map(|&p| data.idx[p]).collect(), ..data.clone() }
+                data.subset(&pick)
             } else {
                 data.clone()
             };

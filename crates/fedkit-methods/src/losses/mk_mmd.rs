@@ -149,7 +149,7 @@ impl Loss for MkMmd {
     fn prepare(&mut self, data: &LossData) -> Result<()> {
         let reference = data.reference.as_ref().ok_or_else(|| Error::Method("mk_mmd: no reference split".into()))?;
         let take = self.reference.min(reference.len());
-        self.samples = Some(fedkit_core::ClientData { idx: reference.idx[..take].into(), ..reference.clone() });
+        self.samples = Some(reference.subset(&(0..take).collect::<Vec<_>>()));
         Ok(())
     }
     fn head(&self, run: &mut LossRun) -> Result<Box<dyn Head + Send + '_>> {
