@@ -57,6 +57,9 @@ pub struct DataConfig {
     pub synthetic: SyntheticParams,
     /// Relabel a fraction of every client's samples (`label_noise.rs`).
     pub label_noise: LabelNoise,
+    /// Keep this fraction of every client's training samples (a seeded random subset, at least
+    /// one sample; 1 = all): few-label settings, e.g. fine-tuning a pre-trained model.
+    pub subsample: f64,
 }
 
 impl Default for DataConfig {
@@ -68,6 +71,7 @@ impl Default for DataConfig {
             data_dir: None,
             synthetic: SyntheticParams::default(),
             label_noise: LabelNoise::default(),
+            subsample: 1.0,
         }
     }
 }
@@ -153,6 +157,17 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
             labels: None,
         })
         .collect();
+    if !(cfg.subsample > 0.0 && cfg.subsample <= 1.0) {
+        return Err(Error::config("data.subsample", format!("must be in (0, 1], got {}", cfg.subsample)));
+    }
+    if cfg.subsample < 1.0 {
+        for (c, d) in clients.iter_mut().enumerate() {
+            let k = ((d.len() as f64 * cfg.subsample).round() as usize).clamp(1, d.len());
+            let mut keep = RngStream::derive(seed, "subsample", 0, c as u64).choose(d.len(), k);
+            keep.sort_unstable();
+            *d = d.subset(&keep);
+        }
+    }
     cfg.label_noise.apply(&mut clients, seed)?;
     Ok(Federation { train, test: Arc::new(test), clients, partition })
 }

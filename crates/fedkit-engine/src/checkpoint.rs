@@ -36,6 +36,20 @@ struct Checkpoint {
     records: Vec<Record>,
 }
 
+/// The global model saved in `dir`'s checkpoint (a finished run's final model): what
+/// `init_from` starts a new run from.
+pub fn checkpoint_global(dir: &Path) -> Result<Params> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    match bincode::deserialize::<Checkpoint>(&bytes) {
+        Ok(ck) if ck.format == 2 => Ok(ck.global),
+        _ => match bincode::deserialize::<CheckpointV1>(&bytes) {
+            Ok(v1) if v1.format == 1 => Ok(v1.global),
+            _ => Err(Error::Data(format!("{}: not a fedkit checkpoint, or damaged", path.display()))),
+        },
+    }
+}
+
 impl Engine {
     /// Save the engine's state to `dir/checkpoint.bin`.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {

@@ -24,6 +24,10 @@ pub struct RunConfig {
     /// Save a checkpoint every this many rounds (0 = only after the last round), and always after
     /// the last.
     pub checkpoint_every: u32,
+    /// Start the global model from the final model of this run directory (its checkpoint.bin)
+    /// instead of a fresh initialisation: a pre-trained model (the `dae`'s federated
+    /// pre-training), or any earlier run. The model layouts must match.
+    pub init_from: Option<String>,
     pub data: DataConfig,
     /// `use = "<model>"` plus the model's parameters.
     pub model: toml::Table,
@@ -59,6 +63,7 @@ impl Default for RunConfig {
             rounds: 20,
             threads: 0,
             checkpoint_every: 10,
+            init_from: None,
             data: DataConfig::default(),
             model: table("logreg"),
             client: LocalTrain::default(),

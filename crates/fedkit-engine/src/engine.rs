@@ -109,7 +109,10 @@ impl Engine {
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
-        let global = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
+        let mut global = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
+        if let Some(dir) = &cfg.init_from {
+            global = initial_model(std::path::Path::new(dir), &global).map_err(in_file)?;
+        }
         let workers = Workers::new(cfg.threads, model.as_ref())?;
         let model = model.clone_box();
         let n = fed.clients.len();
@@ -522,6 +525,26 @@ impl Engine {
         rec.set("local_loss_max", losses.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         Ok(())
     }
+}
+
+/// The final model of the run in `dir`, checked to have the layout of `fresh` (names and shapes).
+fn initial_model(dir: &std::path::Path, fresh: &Params) -> Result<Params> {
+    let p = crate::checkpoint::checkpoint_global(dir).map_err(|e| Error::config("init_from", e.to_string()))?;
+    let shape = |q: &Params| -> Vec<(String, Vec<usize>)> {
+        q.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone())).collect()
+    };
+    if shape(&p) != shape(fresh) {
+        return Err(Error::config(
+            "init_from",
+            format!(
+                "{}'s model has entries {:?}, this run's model {:?}",
+                dir.display(),
+                shape(&p).iter().map(|e| format!("{}{:?}", e.0, e.1)).collect::<Vec<_>>(),
+                shape(fresh).iter().map(|e| format!("{}{:?}", e.0, e.1)).collect::<Vec<_>>()
+            ),
+        ));
+    }
+    Params::from_vec(fresh.layout().clone(), p.as_slice().to_vec())
 }
 
 /// What the loss may know before training: the federation's training samples per class and a

@@ -204,3 +204,24 @@ fn label_noise_is_trained_on_and_memorisation_is_measured() {
     e.run_round().unwrap();
     assert!(e.records[0].get("noisy_memorized").is_none());
 }
+
+// `init_from` starts from another run's final model (a pre-trained one); a different model is
+// refused with an error naming the key. `data.subsample` keeps that fraction of each client.
+#[test]
+fn a_run_can_start_from_another_runs_model() {
+    let dir = tmp("init-from");
+    let (mut e, mut out) = start(cfg(&["rounds=2"]), &dir).unwrap();
+    drive(&mut e, &mut out, None, &mut |_| {}).unwrap();
+    let last = e.global.clone();
+    let from = format!("init_from=\"{}\"", dir.display());
+    let f = Engine::new(cfg(&[&from, "data.subsample=0.5"])).unwrap();
+    assert_eq!(f.global, last, "the new run starts from the saved model");
+    let full = Engine::new(cfg(&[])).unwrap();
+    for (a, b) in f.fed.clients.iter().zip(&full.fed.clients) {
+        assert_eq!(a.len(), ((b.len() as f64 * 0.5).round() as usize).max(1));
+    }
+    let err = Engine::new(cfg(&[&from, "model.use=\"mlp\""])).err().unwrap().to_string();
+    assert!(err.contains("init_from") && err.contains("entries"), "{err}");
+    let err = Engine::new(cfg(&["init_from=\"/nonexistent\""])).err().unwrap().to_string();
+    assert!(err.contains("init_from") && err.contains("/nonexistent"), "{err}");
+}

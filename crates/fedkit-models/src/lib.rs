@@ -6,6 +6,7 @@ pub mod burn_adapter;
 pub mod cnn;
 pub mod cnn_native;
 mod conv_kernels;
+pub mod dae;
 pub mod init;
 pub mod lenet;
 pub mod logreg;
@@ -38,6 +39,11 @@ pub fn models() -> &'static [Entry<dyn ModelSpec>] {
             name: "cnn",
             source: include_str!("cnn.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<cnn::CnnSpec>(t, "", r)?)),
+        },
+        Entry {
+            name: "dae",
+            source: include_str!("dae.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<dae::DaeSpec>(t, "", r)?)),
         },
         Entry {
             name: "lenet",

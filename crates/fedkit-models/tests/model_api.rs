@@ -8,7 +8,8 @@ use fedkit_core::{Batch, CrossEntropy, Mode, Model, OutputGrads, Outputs, ParamK
 use fedkit_models::models;
 
 /// (name, `[model]` table, sample shape, classes): every model and backend, small.
-const MODELS: [(&str, &str, &[usize], usize); 9] = [
+const MODELS: [(&str, &str, &[usize], usize); 10] = [
+    ("dae", "use = 'dae'\nhidden = 5", &[1, 4, 4], 3),
     ("logreg", "use = 'logreg'", &[7], 3),
     ("mlp", "use = 'mlp'\nhidden = [5, 4]", &[1, 4, 4], 3),
     ("mlp-bn", "use = 'mlp'\nhidden = [5, 4]\nnorm = 'batch'", &[1, 4, 4], 3),
