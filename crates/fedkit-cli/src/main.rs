@@ -102,6 +102,9 @@ enum Command {
         /// Average the validation (and test) accuracy over this many last evaluations.
         #[arg(long, default_value_t = 3)]
         last: usize,
+        /// The test metric reported beside the selection (never used to select).
+        #[arg(long, default_value = "test_acc")]
+        report: String,
         /// Output directory (default: runs/sweep-<config>-<time>; rerunning into it resumes).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -202,9 +205,9 @@ fn dispatch(cmd: Command) -> Result<()> {
             println!("written: {0}/comparison.md, {0}/comparison.csv", out.display());
             Ok(())
         }
-        Command::Sweep { config, grid, sets, seeds, select, last, out, quiet } => {
+        Command::Sweep { config, grid, sets, seeds, select, last, report, out, quiet } => {
             let out = out.unwrap_or_else(|| sweep::default_out(&config));
-            let table = sweep::run(&config, &sets, &grid, seeds, select, last, &out, quiet)?;
+            let table = sweep::run(&config, &sets, &grid, seeds, select, (last, &report), &out, quiet)?;
             print!("{table}");
             println!("written: {0}/sweep.md, {0}/sweep.csv, {0}/best.toml", out.display());
             Ok(())

@@ -8,6 +8,8 @@
 //!   (`eval.validation`, set to 0.1 when the config has none) and the best point has the highest
 //!   validation accuracy of the global model, averaged over the last `--last` evaluations and over
 //!   the seeds;
+//! - `validation_balanced`: the same with the balanced (mean per-class) validation accuracy
+//!   (`eval.balanced` is switched on), for long-tailed data;
 //! - `train_loss`: the lowest final training loss (no held-out data; for optimisation-only
 //!   comparisons).
 //! It writes `sweep.md` and `sweep.csv` (every point: its settings, the selection metric and the
@@ -26,6 +28,9 @@ use crate::compare::{self, Outcome, Variant, mean_std};
 pub enum Select {
     /// Highest validation accuracy (a split held out of the clients' training data).
     Validation,
+    /// Highest balanced (mean per-class) validation accuracy: for long-tailed data, whose
+    /// validation split is as imbalanced as the training data.
+    ValidationBalanced,
     /// Lowest final training loss.
     TrainLoss,
 }
@@ -67,8 +72,9 @@ fn get(r: &Map<String, Value>, k: &str) -> Option<f64> {
 /// last `last` evaluations, or minus its final training loss.
 fn score(rows: &[Map<String, Value>], select: Select, last: usize) -> Option<f64> {
     match select {
-        Select::Validation => {
-            let v: Vec<f64> = rows.iter().filter_map(|r| get(r, "val_acc")).collect();
+        Select::Validation | Select::ValidationBalanced => {
+            let key = if select == Select::Validation { "val_acc" } else { "val_acc_balanced" };
+            let v: Vec<f64> = rows.iter().filter_map(|r| get(r, key)).collect();
             let k = last.max(1).min(v.len());
             (k > 0).then(|| v[v.len() - k..].iter().sum::<f64>() / k as f64)
         }
@@ -84,22 +90,25 @@ pub fn run(
     spec: &str,
     seeds: u32,
     select: Select,
-    last: usize,
+    (last, report): (usize, &str),
     out: &Path,
     quiet: bool,
 ) -> Result<String> {
     let points = grid(spec)?;
     let mut base = sets.to_vec();
-    if select == Select::Validation {
+    if select != Select::TrainLoss {
         let cfg = fedkit_engine::RunConfig::load(Some(config), sets)?;
         if cfg.eval.validation == 0.0 {
             base.push("eval.validation=0.1".into());
+        }
+        if select == Select::ValidationBalanced {
+            base.push("eval.balanced=true".into());
         }
     }
     let variants: Vec<Variant> =
         points.iter().enumerate().map(|(i, p)| Variant { label: format!("p{i}"), sets: p.clone() }).collect();
     let outcomes = compare::run_all(config, &base, &variants, seeds, out, quiet)?;
-    let scored: Vec<(f64, f64)> = outcomes.iter().map(|o| summary(o, select, last).0).collect();
+    let scored: Vec<(f64, f64)> = outcomes.iter().map(|o| summary(o, select, last, report).0).collect();
     let best = scored
         .iter()
         .enumerate()
@@ -109,6 +118,7 @@ pub fn run(
         .context("no point of the grid finished with a selection metric")?;
     let metric = match select {
         Select::Validation => format!("val_acc (mean of last {})", last.max(1)),
+        Select::ValidationBalanced => format!("val_acc_balanced (mean of last {})", last.max(1)),
         Select::TrainLoss => "final train_loss".into(),
     };
     let mut md = format!(
@@ -120,7 +130,7 @@ pub fn run(
         "point,settings,select_mean,select_std,test_acc_mean,test_acc_std,test_last_mean,test_last_std,seconds\n"
             .to_string();
     for (i, (o, p)) in outcomes.iter().zip(&points).enumerate() {
-        let ((sm, ss), (tm, ts), (lm, ls), secs) = summary(o, select, last);
+        let ((sm, ss), (tm, ts), (lm, ls), secs) = summary(o, select, last, report);
         let sm = if select == Select::TrainLoss { -sm } else { sm };
         let mark = if i == best { "**best**" } else { "" };
         md.push_str(&format!(
@@ -150,12 +160,12 @@ pub fn run(
     Ok(md)
 }
 
-/// Mean and std over seeds of: the selection score, the final test accuracy and the mean test
-/// accuracy over the last `last` evaluations; and the mean wall seconds.
-fn summary(o: &Outcome, select: Select, last: usize) -> ((f64, f64), (f64, f64), (f64, f64), f64) {
+/// Mean and std over seeds of: the selection score, the final value of the reported metric
+/// (`test_acc` by default) and its mean over the last `last` evaluations; and the mean wall
+/// seconds.
+fn summary(o: &Outcome, select: Select, last: usize, report: &str) -> ((f64, f64), (f64, f64), (f64, f64), f64) {
     let scores: Vec<f64> = o.runs.iter().filter_map(|r| score(&r.rows, select, last)).collect();
-    let accs: Vec<Vec<f64>> =
-        o.runs.iter().map(|r| r.rows.iter().filter_map(|x| get(x, "test_acc")).collect()).collect();
+    let accs: Vec<Vec<f64>> = o.runs.iter().map(|r| r.rows.iter().filter_map(|x| get(x, report)).collect()).collect();
     let finals: Vec<f64> = accs.iter().filter_map(|a| a.last().copied()).collect();
     let lasts: Vec<f64> = accs
         .iter()

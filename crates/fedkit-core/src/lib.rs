@@ -19,7 +19,9 @@ pub use critical::critical_sample_ratio;
 pub use data::{Batch, ClientData, Dataset, FeatureAffine};
 pub use error::{Error, Result};
 pub use hessian::hessian_top_eigenvalue;
-pub use loss::{AdjustedPrediction, CrossEntropyLoss, Loss, LossData, LossRun, WithHead};
+pub use loss::{
+    AdjustedPrediction, CrossEntropyLoss, Loss, LossData, LossRun, WithHead, balanced_accuracy, class_accuracy,
+};
 pub use model::{
     CrossEntropy, EvalStats, GradHook, Head, LocalStep, Mode, Model, ModelSpec, NoHook, OutputGrads, Outputs,
     PlainStep, StepCtx, TrainStats, argmax, evaluate_in_domain, evaluate_range, local_train,

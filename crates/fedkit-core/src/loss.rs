@@ -108,6 +108,43 @@ impl Model for WithHead<'_> {
     }
 }
 
+/// Per class `[correct, count]` of `params`'s top-1 predictions on `data` (clean features, in
+/// batches of `batch`), predicting with `predict`'s adjusted logits when given: the balanced
+/// accuracy (mean per-class recall) of long-tail learning is the mean of correct / count.
+pub fn class_accuracy(
+    model: &mut dyn Model,
+    params: &Params,
+    data: &ClientData,
+    batch: usize,
+    predict: Option<&dyn Loss>,
+) -> Result<Vec<[usize; 2]>> {
+    let clean = data.without_transforms();
+    let mut out = Outputs::default();
+    let mut per = vec![[0usize; 2]; clean.data.classes];
+    let mut b = Batch::default();
+    let ids: Vec<usize> = (0..clean.len()).collect();
+    for chunk in ids.chunks(batch.max(1)) {
+        b.fill(&clean, chunk, &mut RngStream::new(0));
+        model.forward(params, &b, Mode::Eval, &mut out)?;
+        check_labels(&b, out.classes)?;
+        if let Some(loss) = predict {
+            loss.adjust_logits(&mut out.logits, out.classes);
+        }
+        for (i, &y) in b.y.iter().enumerate() {
+            let slot = &mut per[y as usize];
+            slot[0] += (crate::model::argmax(out.logits_of(i)) == y as usize) as usize;
+            slot[1] += 1;
+        }
+    }
+    Ok(per)
+}
+
+/// The mean per-class accuracy over the classes present in `per` (from [`class_accuracy`]).
+pub fn balanced_accuracy(per: &[[usize; 2]]) -> f64 {
+    let present: Vec<f64> = per.iter().filter(|c| c[1] > 0).map(|c| c[0] as f64 / c[1] as f64).collect();
+    present.iter().sum::<f64>() / present.len().max(1) as f64
+}
+
 /// A model that predicts with a loss's adjusted logits (post-hoc logit adjustment): its
 /// `eval_batch` counts correct predictions by the adjusted argmax; the loss it reports stays the
 /// plain cross-entropy of the model's logits.

@@ -138,6 +138,10 @@ pub struct EvalConfig {
     pub critical_radius: f64,
     /// Sign-gradient steps of the critical-sample search.
     pub critical_steps: usize,
+    /// Also record the balanced accuracy (mean per-class accuracy) on the test set
+    /// (`test_acc_balanced`) and, with `validation`, on the validation split
+    /// (`val_acc_balanced`): the metric of long-tailed learning.
+    pub balanced: bool,
 }
 
 impl Default for EvalConfig {
@@ -156,6 +160,7 @@ impl Default for EvalConfig {
             critical_samples: 0,
             critical_radius: 0.05,
             critical_steps: 10,
+            balanced: false,
         }
     }
 }

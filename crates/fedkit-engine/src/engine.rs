@@ -10,7 +10,7 @@ use std::time::Instant;
 use fedkit_core::{
     AdjustedPrediction, AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats, Extras,
     LocalStep, Loss, LossData, Model, Params, Result, RngStream, RoundCtx, SampleCtx, ServerView, StragglerPolicy,
-    Update, evaluate_in_domain, evaluate_range,
+    Update, balanced_accuracy, class_accuracy, evaluate_in_domain, evaluate_range,
 };
 use fedkit_data::Federation;
 
@@ -460,6 +460,24 @@ impl Engine {
             let val = evaluate_parallel(&mut self.workers, &self.global, &self.validation, usize::MAX, bs, predict)?;
             rec.set("val_loss", val.loss());
             rec.set("val_acc", val.accuracy());
+        }
+        if self.cfg.eval.balanced {
+            let mut sets = vec![("test_acc_balanced", std::slice::from_ref(&self.test))];
+            if !self.validation.is_empty() {
+                sets.push(("val_acc_balanced", &self.validation[..]));
+            }
+            for (key, data) in sets {
+                let per =
+                    self.workers.map(data.len(), |model, j| class_accuracy(model, &self.global, &data[j], bs, predict));
+                let mut total = vec![[0usize; 2]; self.fed.train.classes];
+                for p in per {
+                    for (t, c) in total.iter_mut().zip(p?) {
+                        t[0] += c[0];
+                        t[1] += c[1];
+                    }
+                }
+                rec.set(key, balanced_accuracy(&total));
+            }
         }
         if let Some([clean, noisy, truth]) = &self.memorisation {
             for (key, sets) in [("train_acc_clean", clean), ("noisy_memorized", noisy), ("noisy_true", truth)] {

@@ -31,6 +31,8 @@ pub const STANDARD_COLUMNS: &[&str] = &[
     "noisy_memorized",
     "noisy_true",
     "critical_ratio",
+    "test_acc_balanced",
+    "val_acc_balanced",
 ];
 
 /// One round's metrics, in insertion order.
