@@ -10,7 +10,9 @@
 //! cell of the table is the mean and sample standard deviation over the seeds (`mean ± std`; the
 //! CSV has `<column>_mean` and `<column>_std`). `--last K` adds `mean_last<K>`, the test accuracy
 //! averaged over the last K evaluations (a less noisy headline than the final round under label
-//! skew). Running the same command again skips finished runs and resumes interrupted ones from
+//! skew). `--metric KEY` makes another metric the headline (e.g. `train_loss`, the FedProx
+//! paper's), and `--extra KEY,...` adds columns with metrics' last values. Running the same
+//! command again skips finished runs and resumes interrupted ones from
 //! their saved `resolved.toml` (with `--set rounds=N`, extends them to N rounds), so nothing is
 //! lost when a long comparison stops. A run that fails is reported in the table and the others
 //! still run.
@@ -250,34 +252,57 @@ fn get(r: &Map<String, Value>, k: &str) -> Option<f64> {
 /// Which columns the table has beyond the fixed ones.
 #[derive(Clone, Debug, Default)]
 pub struct Columns {
-    /// Test accuracy at these rounds.
+    /// The headline metric at these rounds.
     pub at: Vec<u32>,
-    /// The first round reaching this test accuracy.
+    /// The first round whose test accuracy reaches this value.
     pub target: Option<f64>,
-    /// Mean test accuracy over the last K evaluations (0: no such column).
+    /// The headline metric's mean over the last K evaluations (0: no such column).
     pub last: usize,
+    /// The headline metric (`test_acc` when empty): the `@round`, final, best and mean-last
+    /// columns report it; "best" is the lowest for a metric whose name ends in `loss`.
+    pub metric: String,
+    /// More metrics, each as its last recorded value.
+    pub extra: Vec<String>,
+}
+
+impl Columns {
+    fn metric(&self) -> &str {
+        if self.metric.is_empty() { "test_acc" } else { &self.metric }
+    }
+    /// Column names for the headline metric: `acc@10`, `final_acc`, ... for `test_acc`;
+    /// `train_loss@10`, `final_train_loss`, ... otherwise.
+    fn names(&self) -> (String, String, String) {
+        match self.metric() {
+            "test_acc" => ("acc@".into(), "final_acc".into(), "best_acc".into()),
+            m => (format!("{m}@"), format!("final_{m}"), format!("best_{m}")),
+        }
+    }
 }
 
 /// The metrics of one run, by column name (`None`: not measured).
 fn run_cells(run: &SeedRun, names: &[String], columns: &Columns) -> Vec<Option<f64>> {
-    let acc: Vec<(f64, f64)> = run.rows.iter().filter_map(|r| Some((get(r, "round")?, get(r, "test_acc")?))).collect();
+    let metric = columns.metric();
+    let (at, final_name, best_name) = columns.names();
+    let acc: Vec<(f64, f64)> = run.rows.iter().filter_map(|r| Some((get(r, "round")?, get(r, metric)?))).collect();
+    let test: Vec<(f64, f64)> = run.rows.iter().filter_map(|r| Some((get(r, "round")?, get(r, "test_acc")?))).collect();
+    let lower_is_better = metric.ends_with("loss");
     names
         .iter()
         .map(|name| match name.as_str() {
-            "final_acc" => acc.last().map(|a| a.1),
-            "best_acc" => acc.iter().map(|a| a.1).reduce(f64::max),
+            n if n == final_name => acc.last().map(|a| a.1),
+            n if n == best_name => acc.iter().map(|a| a.1).reduce(if lower_is_better { f64::min } else { f64::max }),
             "MB_up" | "MB_down" => {
                 let k = if name == "MB_up" { "bytes_up" } else { "bytes_down" };
                 Some(run.rows.iter().filter_map(|r| get(r, k)).fold(0.0, |a, b| a + b) / 1e6)
             }
             "seconds" => Some(run.seconds),
-            n if n.starts_with("acc@") => {
-                let r: f64 = n[4..].parse().ok()?;
+            n if n.starts_with(&at) => {
+                let r: f64 = n[at.len()..].parse().ok()?;
                 acc.iter().find(|a| a.0 == r).map(|a| a.1)
             }
             n if n.starts_with("rounds_to_") => {
                 let t = columns.target?;
-                acc.iter().find(|a| a.1 >= t).map(|a| a.0)
+                test.iter().find(|a| a.1 >= t).map(|a| a.0)
             }
             n if n.starts_with("mean_last") => {
                 let k = columns.last.min(acc.len());
@@ -302,8 +327,9 @@ pub fn tables(outcomes: &[Outcome], columns: &Columns) -> (String, String) {
     let has = |k: &str| {
         outcomes.iter().flat_map(|o| &o.runs).any(|s| s.rows.iter().any(|r| get(r, k).is_some_and(|v| v != 0.0)))
     };
-    let mut names: Vec<String> = columns.at.iter().map(|r| format!("acc@{r}")).collect();
-    names.extend(["final_acc", "best_acc"].map(String::from));
+    let (at, final_name, best_name) = columns.names();
+    let mut names: Vec<String> = columns.at.iter().map(|r| format!("{at}{r}")).collect();
+    names.extend([final_name, best_name]);
     if columns.last > 0 {
         names.push(format!("mean_last{}", columns.last));
     }
@@ -312,7 +338,8 @@ pub fn tables(outcomes: &[Outcome], columns: &Columns) -> (String, String) {
     }
     names.extend(["MB_up", "MB_down"].map(String::from));
     let optional = ["val_acc", "local_acc_min", "local_acc_mean", "model_zeros", "hessian_top"];
-    names.extend(optional.into_iter().filter(|k| has(k)).map(String::from));
+    names.extend(optional.into_iter().filter(|k| has(k) && !columns.extra.iter().any(|e| e == k)).map(String::from));
+    names.extend(columns.extra.iter().cloned());
     names.push("seconds".into());
     let seeds = outcomes.iter().map(|o| o.runs.len()).max().unwrap_or(1);
 
@@ -429,7 +456,7 @@ mod tests {
             seconds: 1.0,
             error: None,
         };
-        let columns = Columns { at: vec![2, 9], target: Some(0.75), last: 2 };
+        let columns = Columns { at: vec![2, 9], target: Some(0.75), last: 2, ..Columns::default() };
         let o = Outcome { label: "x".into(), runs: vec![run(0, [0.5, 0.8, 0.7])] };
         let (md, csv) = tables(&[o], &columns);
         assert!(md.contains("| x | 0.8000 | - | 0.7000 | 0.8000 | 0.7500 | 2 | 3.00 | 0.00 |"), "{md}");
@@ -445,5 +472,18 @@ mod tests {
         assert!(md.contains("| y | 0 1 | 0.7000 ± 0.1414 | - | 0.7000 ± 0.0000 | 0.7500 ± 0.0707 |"), "{md}");
         assert!(md.contains("| 2 ± 0 (1/2) |"), "rounds to target: only seed 0 reached it at round 2: {md}");
         assert!(csv.lines().next().unwrap().contains("acc@2_mean,acc@2_std"), "{csv}");
+        // Another headline metric: a loss's best is its lowest; extra columns show last values.
+        let with_loss = |seed: u64| {
+            let mut r = run(seed, [0.5, 0.8, 0.7]);
+            for (row, l) in r.rows.iter_mut().zip([2.0, 1.0, 1.5]) {
+                row.insert("train_loss".into(), l.into());
+            }
+            r
+        };
+        let columns =
+            Columns { at: vec![2], metric: "train_loss".into(), extra: vec!["test_acc".into()], ..Columns::default() };
+        let (md, _) = tables(&[Outcome { label: "z".into(), runs: vec![with_loss(0)] }], &columns);
+        assert!(md.starts_with("| variant | train_loss@2 | final_train_loss | best_train_loss | MB_up |"), "{md}");
+        assert!(md.contains("| z | 1.0000 | 1.5000 | 1.0000 |") && md.contains("| 0.7000 | 1.0 | ok |"), "{md}");
     }
 }

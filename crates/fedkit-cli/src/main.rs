@@ -79,6 +79,12 @@ enum Command {
         /// Run every variant with this many seeds (seed, seed + 1, ...) and report mean ± std.
         #[arg(long, default_value_t = 1)]
         seeds: u32,
+        /// The headline metric of the @round, final, best and mean-last columns.
+        #[arg(long, default_value = "test_acc")]
+        metric: String,
+        /// More columns: metrics' last recorded values, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        extra: Vec<String>,
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
@@ -196,10 +202,10 @@ fn dispatch(cmd: Command) -> Result<()> {
             print_summary(&s);
             Ok(())
         }
-        Command::Compare { config, algorithms, variants, sets, out, at, target, last, seeds, quiet } => {
+        Command::Compare { config, algorithms, variants, sets, out, at, target, last, seeds, metric, extra, quiet } => {
             let vs = compare::variants(&algorithms, &variants)?;
             let out = out.unwrap_or_else(|| compare::default_out(&config));
-            let columns = compare::Columns { at, target, last };
+            let columns = compare::Columns { at, target, last, metric, extra };
             let table = compare::run(&config, &sets, &vs, seeds, &out, &columns, quiet)?;
             print!("{table}");
             println!("written: {0}/comparison.md, {0}/comparison.csv", out.display());
