@@ -25,6 +25,7 @@ use crate::compare::{self, Outcome, Variant, mean_std};
 
 /// How the best point is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Select {
     /// Highest validation accuracy (a split held out of the clients' training data).
     Validation,
