@@ -10,7 +10,8 @@
 //! cell of the table is the mean and sample standard deviation over the seeds (`mean ± std`; the
 //! CSV has `<column>_mean` and `<column>_std`). `--last K` adds `mean_last<K>`, the test accuracy
 //! averaged over the last K evaluations (a less noisy headline than the final round under label
-//! skew). `--metric KEY` makes another metric the headline (e.g. `train_loss`, the FedProx
+//! skew), and `sd_last<K>`, its standard deviation over those evaluations (round-to-round
+//! instability). `--metric KEY` makes another metric the headline (e.g. `train_loss`, the FedProx
 //! paper's), and `--extra KEY,...` adds columns with metrics' last values. Running the same
 //! command again skips finished runs and resumes interrupted ones from
 //! their saved `resolved.toml` (with `--set rounds=N`, extends them to N rounds), so nothing is
@@ -308,6 +309,11 @@ fn run_cells(run: &SeedRun, names: &[String], columns: &Columns) -> Vec<Option<f
                 let k = columns.last.min(acc.len());
                 (k > 0).then(|| acc[acc.len() - k..].iter().map(|a| a.1).sum::<f64>() / k as f64)
             }
+            n if n.starts_with("sd_last") => {
+                let k = columns.last.min(acc.len());
+                let v: Vec<f64> = acc[acc.len() - k..].iter().map(|a| a.1).collect();
+                (k > 1).then(|| mean_std(&v).1)
+            }
             k => run.rows.iter().rev().find_map(|r| get(r, k)),
         })
         .collect()
@@ -332,6 +338,7 @@ pub fn tables(outcomes: &[Outcome], columns: &Columns) -> (String, String) {
     names.extend([final_name, best_name]);
     if columns.last > 0 {
         names.push(format!("mean_last{}", columns.last));
+        names.push(format!("sd_last{}", columns.last));
     }
     if let Some(t) = columns.target {
         names.push(format!("rounds_to_{t}"));
@@ -459,10 +466,10 @@ mod tests {
         let columns = Columns { at: vec![2, 9], target: Some(0.75), last: 2, ..Columns::default() };
         let o = Outcome { label: "x".into(), runs: vec![run(0, [0.5, 0.8, 0.7])] };
         let (md, csv) = tables(&[o], &columns);
-        assert!(md.contains("| x | 0.8000 | - | 0.7000 | 0.8000 | 0.7500 | 2 | 3.00 | 0.00 |"), "{md}");
+        assert!(md.contains("| x | 0.8000 | - | 0.7000 | 0.8000 | 0.7500 | 0.0707 | 2 | 3.00 | 0.00 |"), "{md}");
         assert!(
             csv.starts_with(
-                "variant,acc@2,acc@9,final_acc,best_acc,mean_last2,rounds_to_0.75,MB_up,MB_down,seconds,status\n"
+                "variant,acc@2,acc@9,final_acc,best_acc,mean_last2,sd_last2,rounds_to_0.75,MB_up,MB_down,seconds,status\n"
             ),
             "{csv}"
         );
