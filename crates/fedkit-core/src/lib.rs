@@ -24,7 +24,7 @@ pub use loss::{
 };
 pub use model::{
     CrossEntropy, EvalStats, GradHook, Head, LocalStep, Mode, Model, ModelSpec, NoHook, OutputGrads, Outputs,
-    PlainStep, StepCtx, TrainStats, argmax, evaluate_in_domain, evaluate_range, local_train,
+    PlainStep, StepCtx, TrainStats, argmax, evaluate_in_domain, evaluate_range, forward_head, local_train,
 };
 pub use optim::{LocalTrain, OptimizerKind};
 pub use params::{Layout, ParamKind, Params};

@@ -98,6 +98,38 @@ impl Head for CrossEntropy {
     }
 }
 
+/// Forward `model` in `mode` and run `head` on the outputs: the head's value, the outputs and
+/// the head's gradient, checked to have the outputs' shapes. The first half of every model's
+/// [`Model::vjp`].
+pub fn forward_head(
+    model: &mut dyn Model,
+    params: &Params,
+    batch: &Batch,
+    mode: Mode,
+    head: &mut dyn Head,
+) -> Result<(f32, Outputs, OutputGrads)> {
+    let mut out = Outputs::default();
+    model.forward(params, batch, mode, &mut out)?;
+    let mut g = OutputGrads::default();
+    let value = head.value_grad(&out, batch, &mut g)?;
+    check_output_grads(&out, &g)?;
+    Ok((value, out, g))
+}
+
+/// An error when a head's gradient does not have the shape of the outputs it was computed on.
+pub fn check_output_grads(out: &Outputs, g: &OutputGrads) -> Result<()> {
+    if g.logits.len() != out.logits.len() || !(g.features.is_empty() || g.features.len() == out.features.len()) {
+        return Err(crate::Error::Shape(format!(
+            "a loss head returned gradients of {} logits and {} features for outputs of {} and {}",
+            g.logits.len(),
+            g.features.len(),
+            out.logits.len(),
+            out.features.len()
+        )));
+    }
+    Ok(())
+}
+
 /// An error when a label of `batch` is not below `classes`.
 pub fn check_labels(batch: &Batch, classes: usize) -> Result<()> {
     match batch.y.iter().find(|&&y| y as usize >= classes) {

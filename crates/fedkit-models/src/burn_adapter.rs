@@ -251,7 +251,7 @@ impl<N: Net> Model for BurnModel<N> {
         };
         let mut g = OutputGrads::default();
         let value = head.value_grad(&out, batch, &mut g)?;
-        crate::check_output_grads(&out, &g)?;
+        fedkit_core::model::check_output_grads(&out, &g)?;
         let upstream = Tensor::<2>::from_data(TensorData::new(g.logits, [n, self.classes]), &device);
         let mut objective = logits.mul(upstream).sum();
         if !g.features.is_empty() {

@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use fedkit_core::model::{logits_to_grad, softmax_cross_entropy};
-use fedkit_core::{Batch, Error, Head, Layout, Mode, Model, OutputGrads, Outputs, Params, Result, RngStream};
+use fedkit_core::{Batch, Error, Head, Layout, Mode, Model, Outputs, Params, Result, RngStream};
 
 use crate::conv_kernels::{
     ConvGeom, MatRef, add_bias, add_column_sums, bias_relu_maxpool, bias_relu_maxpool_backward, col2im, im2col, matmul,
@@ -487,11 +487,7 @@ impl Model for ConvNetNative {
         gx: Option<&mut Vec<f32>>,
         _rng: &mut RngStream,
     ) -> Result<f32> {
-        let mut out = Outputs::default();
-        self.forward(params, batch, mode, &mut out)?;
-        let mut g = OutputGrads::default();
-        let value = head.value_grad(&out, batch, &mut g)?;
-        crate::check_output_grads(&out, &g)?;
+        let (value, _, g) = fedkit_core::forward_head(self, params, batch, mode, head)?;
         self.scratch.logits[..g.logits.len()].copy_from_slice(&g.logits);
         let dfeat = (!g.features.is_empty()).then_some(g.features.as_slice());
         let gx = gx.map(|gx| {

@@ -35,9 +35,7 @@
 use std::sync::Arc;
 
 use fedkit_core::model::{check_labels, logits_to_grad, softmax_cross_entropy};
-use fedkit_core::{
-    Batch, Error, Head, Layout, Mode, Model, ModelSpec, OutputGrads, Outputs, ParamKind, Params, Result, RngStream,
-};
+use fedkit_core::{Batch, Error, Head, Layout, Mode, Model, ModelSpec, Outputs, ParamKind, Params, Result, RngStream};
 use serde::{Deserialize, Serialize};
 
 use crate::conv_kernels::{MatRef, add_bias, add_column_sums, matmul};
@@ -236,11 +234,7 @@ impl Model for Dae {
         gx: Option<&mut Vec<f32>>,
         _rng: &mut RngStream,
     ) -> Result<f32> {
-        let mut out = Outputs::default();
-        self.forward(params, batch, mode, &mut out)?;
-        let mut g = OutputGrads::default();
-        let value = head.value_grad(&out, batch, &mut g)?;
-        crate::check_output_grads(&out, &g)?;
+        let (value, _, g) = fedkit_core::forward_head(self, params, batch, mode, head)?;
         let dcode = (!g.features.is_empty()).then_some(g.features.as_slice());
         self.backward(params.as_slice(), &batch.x, batch.len(), &g.logits, dcode, grad.map(|g| g.as_mut_slice()), gx);
         Ok(value)

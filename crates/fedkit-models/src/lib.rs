@@ -15,22 +15,8 @@ mod nets;
 
 pub use nets::Norm;
 
+use fedkit_core::ModelSpec;
 use fedkit_core::registry::{Entry, params_resolved};
-use fedkit_core::{Error, ModelSpec, OutputGrads, Outputs, Result};
-
-/// An error when a head's gradient does not have the shape of the outputs it was computed on.
-pub(crate) fn check_output_grads(out: &Outputs, g: &OutputGrads) -> Result<()> {
-    if g.logits.len() != out.logits.len() || !(g.features.is_empty() || g.features.len() == out.features.len()) {
-        return Err(Error::Shape(format!(
-            "a loss head returned gradients of {} logits and {} features for outputs of {} and {}",
-            g.logits.len(),
-            g.features.len(),
-            out.logits.len(),
-            out.features.len()
-        )));
-    }
-    Ok(())
-}
 
 /// Every registered model, by `[model] use = "<name>"`.
 pub fn models() -> &'static [Entry<dyn ModelSpec>] {

@@ -14,11 +14,8 @@
 use std::sync::Arc;
 
 use fedkit_core::model::{check_labels, logits_to_grad, softmax_cross_entropy};
-use fedkit_core::{
-    Batch, Error, Head, Layout, Mode, Model, ModelSpec, OutputGrads, Outputs, ParamKind, Params, Result, RngStream,
-};
+use fedkit_core::{Batch, Error, Head, Layout, Mode, Model, ModelSpec, Outputs, ParamKind, Params, Result, RngStream};
 
-use crate::check_output_grads;
 use serde::{Deserialize, Serialize};
 
 /// `[model] use = "logreg"` (no parameters).
@@ -131,11 +128,7 @@ impl Model for LogReg {
         gx: Option<&mut Vec<f32>>,
         _rng: &mut RngStream,
     ) -> Result<f32> {
-        let mut out = Outputs::default();
-        self.forward(params, batch, mode, &mut out)?;
-        let mut g = OutputGrads::default();
-        let value = head.value_grad(&out, batch, &mut g)?;
-        check_output_grads(&out, &g)?;
+        let (value, _, g) = fedkit_core::forward_head(self, params, batch, mode, head)?;
         if let Some(grad) = grad {
             self.param_grad(batch, &g.logits, grad.as_mut_slice());
         }
