@@ -328,9 +328,35 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
 }
 
+/// What an aggregator may look at beyond the updates: a model object, the pooled training data
+/// (a server root set or probe inputs are drawn from it: simulation only) and the clients'
+/// local training settings (FLTrust trains a server update like a client).
+pub struct AggregatorView<'a> {
+    pub model: &'a mut dyn Model,
+    pub server_data: &'a ClientData,
+    pub train: &'a LocalTrain,
+}
+
 /// Combines the cohort's updates: a mean, or a robust rule. Fills `accepted`.
 pub trait Aggregator: Send {
     fn aggregate(&mut self, r: &RoundCtx, updates: &[Update]) -> Result<Aggregate>;
+    /// [`Aggregator::aggregate`] with the server's view (the engine calls this); default: the
+    /// view is not used. FLTrust (a root-set update) and DeepSight (the model's outputs on probe
+    /// inputs) override it.
+    fn aggregate_with(&mut self, r: &RoundCtx, updates: &[Update], _view: &mut AggregatorView) -> Result<Aggregate> {
+        self.aggregate(r, updates)
+    }
+    /// True when the rule keeps or rejects whole updates (Krum, FLAME, ...): its `accepted` is
+    /// then a detection decision, and runs log `detect_tpr` and `detect_fpr` against the threat
+    /// model. Coordinate-wise rules (median, trimmed mean) reject no one and return false.
+    fn filters(&self) -> bool {
+        false
+    }
+    /// Check that the rule can aggregate cohorts of `n` updates (Krum needs n > 2f + 2), with
+    /// an error naming the key; called with `sampling.per_round` when the config is read.
+    fn check_cohort(&self, _n: usize) -> Result<()> {
+        Ok(())
+    }
     /// State kept across rounds (momentum, client histories), saved in checkpoints.
     fn state(&self) -> Result<Vec<u8>> {
         Ok(Vec::new())

@@ -369,6 +369,7 @@ impl RunConfig {
         }
         let (aggregator, g) =
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
+        aggregator.check_cohort(self.sampling.per_round)?;
         let (model, m) = build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &[])?;
         let (local, l) = build_from_table(fedkit_methods::local_steps(), Kind::LocalStep, "local", &self.local, &[])?;
         let (loss, ls) = build_from_table(fedkit_methods::losses(), Kind::Loss, "loss", &self.loss, &[])?;

@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use fedkit_core::{
-    AdjustedPrediction, AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats, Extras,
-    LocalStep, Loss, LossData, Model, Params, Result, RngStream, RoundCtx, SampleCtx, ServerView, StragglerPolicy,
-    Update, balanced_accuracy, class_accuracy, evaluate_in_domain, evaluate_range,
+    AdjustedPrediction, AggregatorView, AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats,
+    Extras, LocalStep, Loss, LossData, Model, Params, Result, RngStream, RoundCtx, SampleCtx, ServerView,
+    StragglerPolicy, Update, balanced_accuracy, class_accuracy, evaluate_in_domain, evaluate_range,
 };
 use fedkit_data::Federation;
 
@@ -98,6 +98,8 @@ pub struct Engine {
     memorisation: Option<[Vec<ClientData>; 3]>,
     /// A model object for server rules that evaluate parameters (FedLAW).
     server_model: Box<dyn Model>,
+    /// The pooled training data (aggregators' root and probe sets; simulation only).
+    server_data: ClientData,
 }
 
 impl Engine {
@@ -142,6 +144,7 @@ impl Engine {
         };
         loss.prepare(&loss_data(&fed, cfg.seed)).map_err(in_file)?;
         let memorisation = memorisation_sets(&fed.clients);
+        let server_data = ClientData::whole(fed.train.clone());
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
         Ok(Engine {
@@ -164,6 +167,7 @@ impl Engine {
             local_test,
             validation,
             memorisation,
+            server_data,
             server_model: model,
         })
     }
@@ -378,7 +382,15 @@ impl Engine {
         for s in self.stages.iter_mut() {
             s.stage.on_cohort(&r, ups)?;
         }
-        let mut agg = self.aggregator.aggregate(&r, ups)?;
+        let mut view = AggregatorView {
+            model: self.server_model.as_mut(),
+            server_data: &self.server_data,
+            train: &self.cfg.client,
+        };
+        let mut agg = self.aggregator.aggregate_with(&r, ups, &mut view)?;
+        if self.aggregator.filters() {
+            detection_metrics(ups, &agg.accepted, &self.malicious, rec);
+        }
         for s in self.stages.iter_mut().rev() {
             s.stage.on_aggregate(&r, &mut agg)?;
         }
@@ -579,6 +591,27 @@ fn loss_data(fed: &Federation, seed: u64) -> LossData {
     let reference = RngStream::derive(seed, "loss_reference", 0, 0).choose(pooled.len(), take);
     let idx: std::sync::Arc<[u32]> = reference.into_iter().map(|i| pooled[i]).collect();
     LossData { class_counts, reference: Some(ClientData { idx, ..ClientData::whole(fed.train.clone()) }) }
+}
+
+/// A filtering aggregator's detection rates against the threat model: `detect_tpr`, the share of
+/// the malicious participants it rejected, and `detect_fpr`, the share of the benign ones (each
+/// absent when the cohort had none of that kind).
+fn detection_metrics(ups: &[Update], accepted: &[u32], malicious: &[bool], rec: &mut Record) {
+    let (mut bad, mut bad_out, mut good, mut good_out) = (0usize, 0usize, 0usize, 0usize);
+    for u in ups {
+        let rejected = !accepted.contains(&u.client);
+        if malicious.get(u.client as usize).copied().unwrap_or(false) {
+            (bad, bad_out) = (bad + 1, bad_out + rejected as usize);
+        } else {
+            (good, good_out) = (good + 1, good_out + rejected as usize);
+        }
+    }
+    if bad > 0 {
+        rec.set("detect_tpr", bad_out as f64 / bad as f64);
+    }
+    if good > 0 {
+        rec.set("detect_fpr", good_out as f64 / good as f64);
+    }
 }
 
 /// With label noise (some client has its own labels): each client's clean samples, its

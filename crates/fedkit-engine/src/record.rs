@@ -33,6 +33,9 @@ pub const STANDARD_COLUMNS: &[&str] = &[
     "critical_ratio",
     "test_acc_balanced",
     "val_acc_balanced",
+    "detect_tpr",
+    "detect_fpr",
+    "backdoor_acc",
 ];
 
 /// One round's metrics, in insertion order.
