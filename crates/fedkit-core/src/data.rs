@@ -117,17 +117,31 @@ pub struct ClientData {
     /// This client's own label of each of its samples (parallel to `idx`), replacing the
     /// dataset's: label noise, random labels, label flipping; `None`: the dataset's labels.
     pub labels: Option<Arc<[u32]>>,
+    /// A trigger stamped onto some of this client's samples when batches are drawn (backdoor
+    /// poisoning); `None`: no trigger.
+    pub stamp: Option<Stamp>,
+}
+
+/// A trigger stamped onto chosen samples: each listed feature (flat offset within a sample) is
+/// set to its value, before the client's feature transforms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stamp {
+    /// (feature offset, value) pairs.
+    pub pixels: Arc<[(u32, f32)]>,
+    /// For each of the client's samples (parallel to `idx`): stamp it or not.
+    pub positions: Arc<[bool]>,
 }
 
 impl ClientData {
     /// All of `data`, no transform (e.g. a global test set).
     pub fn whole(data: Arc<Dataset>) -> Self {
         let idx: Arc<[u32]> = (0..data.len() as u32).collect();
-        ClientData { data, idx, noise_std: 0.0, affine: FeatureAffine::IDENTITY, labels: None }
+        ClientData { data, idx, noise_std: 0.0, affine: FeatureAffine::IDENTITY, labels: None, stamp: None }
     }
     /// The same samples with no per-client feature transform (no affine transform, no noise):
-    /// the clean features that global evaluation sees. The client's labels are kept (the
-    /// training loss is measured against the labels the client trains on).
+    /// the clean features that global evaluation sees. The client's labels and trigger are kept
+    /// (they are the data, not its domain: the training loss is measured against what the
+    /// client trains on, and a backdoor evaluation set is a triggered set).
     pub fn without_transforms(&self) -> ClientData {
         ClientData { noise_std: 0.0, affine: FeatureAffine::IDENTITY, ..self.clone() }
     }
@@ -148,7 +162,11 @@ impl ClientData {
     pub fn subset(&self, positions: &[usize]) -> ClientData {
         let idx: Arc<[u32]> = positions.iter().map(|&p| self.idx[p]).collect();
         let labels = self.labels.as_ref().map(|l| positions.iter().map(|&p| l[p]).collect());
-        ClientData { idx, labels, ..self.clone() }
+        let stamp = self.stamp.as_ref().map(|s| Stamp {
+            pixels: s.pixels.clone(),
+            positions: positions.iter().map(|&p| s.positions[p]).collect(),
+        });
+        ClientData { idx, labels, stamp, ..self.clone() }
     }
     /// The label of the client's sample at position `p` (its own label, else the dataset's).
     pub fn label(&self, p: usize) -> u32 {
@@ -157,8 +175,18 @@ impl ClientData {
             None => self.data.y[self.idx[p] as usize],
         }
     }
-    /// Check that the client's labels (if any) match its samples in number and class range.
+    /// Check that the client's labels and trigger (if any) match its samples in number, class
+    /// range and feature offsets.
     pub fn validate_labels(&self) -> Result<()> {
+        if let Some(s) = &self.stamp {
+            if s.positions.len() != self.idx.len() {
+                return Err(Error::Data(format!("{} trigger flags for {} samples", s.positions.len(), self.idx.len())));
+            }
+            let d = self.data.feature_len() as u32;
+            if let Some(&(o, _)) = s.pixels.iter().find(|(o, _)| *o >= d) {
+                return Err(Error::Data(format!("trigger pixel {o} outside a sample of {d} features")));
+            }
+        }
         if let Some(l) = &self.labels {
             if l.len() != self.idx.len() {
                 return Err(Error::Data(format!("{} labels for {} samples", l.len(), self.idx.len())));
@@ -203,7 +231,13 @@ impl Batch {
         self.classes = cd.data.classes;
         for &p in ids {
             let i = cd.idx[p] as usize;
+            let start = self.x.len();
             self.x.extend_from_slice(&cd.data.x[i * d..(i + 1) * d]);
+            if let Some(s) = cd.stamp.as_ref().filter(|s| s.positions[p]) {
+                for &(o, v) in s.pixels.iter() {
+                    self.x[start + o as usize] = v;
+                }
+            }
             self.y.push(cd.label(p));
         }
         if !cd.affine.is_identity() {
@@ -227,7 +261,7 @@ mod tests {
         let x = (0..6).flat_map(|i| [i as f32, -(i as f32) / 2.0]).collect();
         let y = (0..6).map(|i| i % 3).collect();
         let data = Dataset { name: "t".into(), x, y, feature_shape: vec![2], classes: 3, users: None };
-        ClientData { data: Arc::new(data), idx: [1, 3, 4].into(), noise_std, affine, labels: None }
+        ClientData { data: Arc::new(data), idx: [1, 3, 4].into(), noise_std, affine, labels: None, stamp: None }
     }
 
     fn filled(cd: &ClientData, ids: &[usize], seed: u64) -> Batch {
@@ -261,6 +295,20 @@ mod tests {
         assert!(cd.validate_labels().is_err(), "label 3 of 3 classes");
         cd.labels = Some([2u32].into());
         assert!(cd.validate_labels().is_err(), "one label for three samples");
+    }
+
+    #[test]
+    fn a_trigger_is_stamped_on_the_chosen_samples_only() {
+        let mut cd = client(0.0, FeatureAffine::IDENTITY);
+        cd.stamp = Some(Stamp { pixels: [(1u32, 9.0f32)].into(), positions: [false, true, false].into() });
+        cd.validate_labels().unwrap();
+        let b = filled(&cd, &[0, 1, 2], 1);
+        assert_eq!(b.x, [1.0, -0.5, 3.0, 9.0, 4.0, -2.0], "only the second sample's feature 1 is set");
+        // A subset keeps each sample's flag; the trigger survives the clean view.
+        let sub = cd.subset(&[1]);
+        assert_eq!(filled(&sub.without_transforms(), &[0], 1).x, [3.0, 9.0]);
+        cd.stamp = Some(Stamp { pixels: [(2u32, 1.0f32)].into(), positions: [true; 3].into() });
+        assert!(cd.validate_labels().is_err(), "feature 2 of 2");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod traits;
 pub mod update;
 
 pub use critical::critical_sample_ratio;
-pub use data::{Batch, ClientData, Dataset, FeatureAffine};
+pub use data::{Batch, ClientData, Dataset, FeatureAffine, Stamp};
 pub use error::{Error, Result};
 pub use hessian::hessian_top_eigenvalue;
 pub use loss::{

@@ -387,6 +387,12 @@ pub trait Stage: Send + Sync {
     fn on_aggregate(&mut self, _r: &RoundCtx, _a: &mut Aggregate) -> Result<()> {
         Ok(())
     }
+    /// Evaluation sets this stage defines, built from the global test set: a backdoor attack's
+    /// triggered test images (`backdoor_acc`). Every evaluation round records the global
+    /// model's accuracy on each, under its name.
+    fn evals(&self, _test: &ClientData) -> Result<Vec<(String, ClientData)>> {
+        Ok(Vec::new())
+    }
     /// Server-side state kept across rounds (an accountant, a residual), saved in checkpoints.
     fn state(&self) -> Result<Vec<u8>> {
         Ok(Vec::new())

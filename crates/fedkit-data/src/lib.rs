@@ -155,6 +155,7 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
             noise_std,
             affine,
             labels: None,
+            stamp: None,
         })
         .collect();
     if !(cfg.subsample > 0.0 && cfg.subsample <= 1.0) {

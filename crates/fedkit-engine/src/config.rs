@@ -165,12 +165,57 @@ impl Default for EvalConfig {
     }
 }
 
-/// `[threat]`: which clients are malicious (stages with `on = "malicious"` run only on them).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `[threat]`: which clients are malicious and when they attack (stages with
+/// `on = "malicious"` run only on attacking clients).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Threat {
-    /// Fraction of the population marked malicious (a seeded random subset).
+    /// Fraction of the population marked malicious (a fixed random pool drawn once from the run
+    /// seed), unless `ids` is given.
     pub malicious_fraction: f64,
+    /// The malicious clients by id (replaces `malicious_fraction`).
+    pub ids: Vec<u32>,
+    /// The first round the malicious clients attack in.
+    pub start_round: u32,
+    /// The last round they attack in (0: to the end): rounds after it measure durability.
+    pub stop_round: u32,
+    /// Attack every this many rounds from `start_round` (1: every round they are sampled).
+    pub every: u32,
+    /// Attack only in these rounds (single-shot attacks; overrides start/stop/every).
+    pub single_shot: Vec<u32>,
+    /// In attack rounds, put at least this many malicious clients into the cohort (replacing
+    /// benign members, seeded): the papers' fixed-frequency setting.
+    pub per_round_min: usize,
+}
+
+impl Default for Threat {
+    fn default() -> Self {
+        Threat {
+            malicious_fraction: 0.0,
+            ids: Vec::new(),
+            start_round: 1,
+            stop_round: 0,
+            every: 1,
+            single_shot: Vec::new(),
+            per_round_min: 0,
+        }
+    }
+}
+
+impl Threat {
+    /// Whether the malicious clients attack in `round`.
+    pub fn active(&self, round: u32) -> bool {
+        if !self.single_shot.is_empty() {
+            return self.single_shot.contains(&round);
+        }
+        round >= self.start_round
+            && (self.stop_round == 0 || round <= self.stop_round)
+            && (round - self.start_round).is_multiple_of(self.every.max(1))
+    }
+    /// True when some client may be malicious.
+    pub fn has_attackers(&self) -> bool {
+        self.malicious_fraction > 0.0 || !self.ids.is_empty()
+    }
 }
 
 /// Where a stage runs.
@@ -332,6 +377,24 @@ impl RunConfig {
                 format!("must be in [0, 1], got {}", self.threat.malicious_fraction),
             );
         }
+        if self.threat.every == 0 {
+            return bad("threat.every", "must be at least 1".into());
+        }
+        if self.threat.stop_round > 0 && self.threat.stop_round < self.threat.start_round {
+            return bad(
+                "threat.stop_round",
+                format!("{} is before start_round {}", self.threat.stop_round, self.threat.start_round),
+            );
+        }
+        if self.threat.per_round_min > self.sampling.per_round {
+            return bad(
+                "threat.per_round_min",
+                format!(
+                    "{} attackers cannot fit a cohort of sampling.per_round = {}",
+                    self.threat.per_round_min, self.sampling.per_round
+                ),
+            );
+        }
         if self.eval.every == 0 {
             return bad("eval.every", "must be at least 1".into());
         }
@@ -383,6 +446,15 @@ impl RunConfig {
                 })?,
             };
             let (stage, resolved) = build_from_table(fedkit_methods::stages(), Kind::Stage, &section, st, &["on"])?;
+            if on == Scope::Malicious && !self.threat.has_attackers() {
+                return bad(
+                    &format!("{section}.on"),
+                    format!(
+                        "stage `{}` runs on malicious clients, but [threat] marks none: set threat.malicious_fraction or threat.ids",
+                        resolved.get("use").and_then(|v| v.as_str()).unwrap_or("?")
+                    ),
+                );
+            }
             *st = resolved;
             stages.push(StageSlot { stage, on });
         }

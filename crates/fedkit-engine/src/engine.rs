@@ -59,6 +59,8 @@ struct RoundPlan {
     run_ids: Vec<u32>,
     /// How often each running client was drawn.
     run_draws: Vec<u32>,
+    /// Which clients attack this round (the malicious pool in attack rounds, no one otherwise).
+    attacking: Vec<bool>,
 }
 
 /// Per-client persistent state: the algorithm's and each stage's memory.
@@ -96,6 +98,8 @@ pub struct Engine {
     /// With label noise: the clients' clean samples, their relabelled samples with the noisy
     /// labels, and the same with the true labels (the memorisation metrics).
     memorisation: Option<[Vec<ClientData>; 3]>,
+    /// Evaluation sets the stages define (a backdoor's triggered test set: `backdoor_acc`).
+    stage_evals: Vec<(String, ClientData)>,
     /// A model object for server rules that evaluate parameters (FedLAW).
     server_model: Box<dyn Model>,
     /// The pooled training data (aggregators' root and probe sets; simulation only).
@@ -119,9 +123,24 @@ impl Engine {
         let model = model.clone_box();
         let n = fed.clients.len();
         let mut malicious = vec![false; n];
-        let n_bad = (cfg.threat.malicious_fraction * n as f64).round() as usize;
-        for i in RngStream::derive(cfg.seed, "malicious", 0, 0).choose(n, n_bad) {
-            malicious[i] = true;
+        if cfg.threat.ids.is_empty() {
+            let n_bad = (cfg.threat.malicious_fraction * n as f64).round() as usize;
+            for i in RngStream::derive(cfg.seed, "malicious", 0, 0).choose(n, n_bad) {
+                malicious[i] = true;
+            }
+        } else {
+            for &i in &cfg.threat.ids {
+                let slot = malicious.get_mut(i as usize).ok_or_else(|| {
+                    in_file(Error::config("threat.ids", format!("client {i} is not in the federation of {n} clients")))
+                })?;
+                *slot = true;
+            }
+        }
+        if cfg.threat.has_attackers() && !malicious.contains(&true) {
+            return Err(in_file(Error::config(
+                "threat.malicious_fraction",
+                format!("{} of {n} clients rounds to no malicious client", cfg.threat.malicious_fraction),
+            )));
         }
         let mut test = ClientData::whole(fed.test.clone());
         let k = cfg.eval.test_samples;
@@ -144,6 +163,18 @@ impl Engine {
         };
         loss.prepare(&loss_data(&fed, cfg.seed)).map_err(in_file)?;
         let memorisation = memorisation_sets(&fed.clients);
+        let mut stage_evals: Vec<(String, ClientData)> = Vec::new();
+        for slot in &stages {
+            for (name, set) in slot.stage.evals(&test).map_err(in_file)? {
+                if stage_evals.iter().any(|(n, _)| *n == name) {
+                    return Err(in_file(Error::config(
+                        "pipeline",
+                        format!("two stages define the evaluation `{name}`"),
+                    )));
+                }
+                stage_evals.push((name, set));
+            }
+        }
         let server_data = ClientData::whole(fed.train.clone());
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
@@ -167,6 +198,7 @@ impl Engine {
             local_test,
             validation,
             memorisation,
+            stage_evals,
             server_data,
             server_model: model,
         })
@@ -265,7 +297,12 @@ impl Engine {
 
     /// Who takes part in `round` and with how many local epochs.
     fn plan(&self, round: u32) -> Result<RoundPlan> {
-        let (cohort, draws) = self.sample(round)?;
+        let (mut cohort, mut draws) = self.sample(round)?;
+        let active = self.cfg.threat.active(round);
+        if active && self.cfg.threat.per_round_min > 0 {
+            self.force_attackers(round, &mut cohort, &mut draws);
+        }
+        let attacking = if active { self.malicious.clone() } else { vec![false; self.malicious.len()] };
         let epochs = self.straggler_epochs(round, &cohort);
         let (mut running, mut run_draws) = (Vec::new(), Vec::new());
         for ((&c, e), &d) in cohort.iter().zip(&epochs).zip(&draws) {
@@ -276,7 +313,34 @@ impl Engine {
         }
         let run_ids = running.iter().map(|r| r.0).collect();
         let stragglers = epochs.iter().filter(|e| e.is_none_or(|e| e < self.cfg.client.epochs)).count();
-        Ok(RoundPlan { round, sampled: cohort.len(), stragglers, running, run_ids, run_draws })
+        Ok(RoundPlan { round, sampled: cohort.len(), stragglers, running, run_ids, run_draws, attacking })
+    }
+
+    /// Put at least `threat.per_round_min` malicious clients into `cohort`, each replacing a
+    /// benign member (both drawn from the stream `threat_fill`), keeping it sorted.
+    fn force_attackers(&self, round: u32, cohort: &mut Vec<u32>, draws: &mut Vec<u32>) {
+        let want = self.cfg.threat.per_round_min;
+        let have = cohort.iter().filter(|&&c| self.malicious[c as usize]).count();
+        if have >= want {
+            return;
+        }
+        let mut rng = RngStream::derive(self.cfg.seed, "threat_fill", round as u64, 0);
+        let outside: Vec<u32> =
+            (0..self.population() as u32).filter(|c| self.malicious[*c as usize] && !cohort.contains(c)).collect();
+        let benign: Vec<usize> = (0..cohort.len()).filter(|&i| !self.malicious[cohort[i] as usize]).collect();
+        let k = (want - have).min(outside.len()).min(benign.len());
+        let add: Vec<u32> = rng.choose(outside.len(), k).into_iter().map(|i| outside[i]).collect();
+        let mut drop: Vec<usize> = rng.choose(benign.len(), k).into_iter().map(|i| benign[i]).collect();
+        drop.sort_unstable_by(|a, b| b.cmp(a));
+        for i in drop {
+            cohort.remove(i);
+            draws.remove(i);
+        }
+        for c in add {
+            let at = cohort.partition_point(|&x| x < c);
+            cohort.insert(at, c);
+            draws.insert(at, 1);
+        }
     }
 
     /// The server's view of a planned round.
@@ -287,7 +351,7 @@ impl Engine {
             global: &self.global,
             seed: self.cfg.seed,
             population: self.population(),
-            malicious: &self.malicious,
+            malicious: &plan.attacking,
             draws: &plan.run_draws,
         }
     }
@@ -303,7 +367,7 @@ impl Engine {
             &self.fed,
             &self.global,
             &self.cfg,
-            &self.malicious,
+            &plan.attacking,
             self.local.as_ref(),
             self.loss.as_ref(),
         );
@@ -376,7 +440,7 @@ impl Engine {
             global: &self.global,
             seed: self.cfg.seed,
             population: self.fed.clients.len(),
-            malicious: &self.malicious,
+            malicious: &plan.attacking,
             draws: &plan.run_draws,
         };
         for s in self.stages.iter_mut() {
@@ -389,7 +453,7 @@ impl Engine {
         };
         let mut agg = self.aggregator.aggregate_with(&r, ups, &mut view)?;
         if self.aggregator.filters() {
-            detection_metrics(ups, &agg.accepted, &self.malicious, rec);
+            detection_metrics(ups, &agg.accepted, &plan.attacking, rec);
         }
         for s in self.stages.iter_mut().rev() {
             s.stage.on_aggregate(&r, &mut agg)?;
@@ -490,6 +554,11 @@ impl Engine {
                 }
                 rec.set(key, balanced_accuracy(&total));
             }
+        }
+        for (key, set) in &self.stage_evals {
+            let s =
+                evaluate_parallel(&mut self.workers, &self.global, std::slice::from_ref(set), usize::MAX, bs, predict)?;
+            rec.set(key, s.accuracy());
         }
         if let Some([clean, noisy, truth]) = &self.memorisation {
             for (key, sets) in [("train_acc_clean", clean), ("noisy_memorized", noisy), ("noisy_true", truth)] {

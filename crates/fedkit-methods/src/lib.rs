@@ -8,6 +8,8 @@
 
 pub mod aggregators;
 pub mod algorithms;
+pub mod attacks;
+pub mod defenses;
 pub mod local_steps;
 pub mod losses;
 pub mod minimax;

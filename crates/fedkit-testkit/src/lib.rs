@@ -104,6 +104,22 @@ pub fn toy_data() -> ClientData {
     ClientData::whole(toy_dataset())
 }
 
+/// 24 images of 1x8x8 pixels in [0, 1], labels i mod 3: the data the stage suite runs client
+/// hooks on (pixel triggers need images).
+pub fn toy_images() -> ClientData {
+    let mut rng = RngStream::new(SEED + 1);
+    let n = 24;
+    let d = Dataset {
+        name: "toy_images".into(),
+        x: (0..n * 64).map(|_| rng.uniform() as f32).collect(),
+        y: (0..n).map(|i| (i % CLASSES) as u32).collect(),
+        feature_shape: vec![1, 8, 8],
+        classes: CLASSES,
+        users: None,
+    };
+    ClientData::whole(Arc::new(d))
+}
+
 /// The toy data set dealt round-robin to `n` clients.
 pub fn toy_clients(n: usize) -> Vec<ClientData> {
     let data = toy_dataset();
@@ -144,6 +160,18 @@ pub fn client_ctx<'a>(
 /// A server context for `round` with the fixture seed and [`POPULATION`].
 pub fn round_ctx<'a>(round: u32, cohort: &'a [ClientId], global: &'a Params) -> RoundCtx<'a> {
     RoundCtx { round, cohort, global, seed: SEED, population: POPULATION, malicious: &[false; POPULATION], draws: &[] }
+}
+
+/// [`round_ctx`] in which `COHORT[0]` and `COHORT[1]` attack.
+pub fn round_ctx_attacked<'a>(round: u32, cohort: &'a [ClientId], global: &'a Params) -> RoundCtx<'a> {
+    static BAD: std::sync::OnceLock<[bool; POPULATION]> = std::sync::OnceLock::new();
+    let bad = BAD.get_or_init(|| {
+        let mut b = [false; POPULATION];
+        b[COHORT[0] as usize] = true;
+        b[COHORT[1] as usize] = true;
+        b
+    });
+    RoundCtx { malicious: bad, ..round_ctx(round, cohort, global) }
 }
 
 /// Config keys that the engine, not the method, reads from a method's table.

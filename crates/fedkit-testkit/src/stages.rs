@@ -9,31 +9,37 @@
 use fedkit_core::{ClientCtx, ClientData, ClientId, Extras, LocalTrain, Params, Stage, Update};
 use fedkit_methods::aggregators::mean::weighted_mean;
 
-use crate::{COHORT, assert_same_bits, client_ctx, round_ctx, toy_cohort, toy_data, toy_layout, toy_values};
+use crate::{
+    COHORT, assert_same_bits, client_ctx, round_ctx, round_ctx_attacked, toy_cohort, toy_images, toy_layout, toy_values,
+};
 
 /// Values per toy update.
 const N: usize = 12;
 /// The client the client hooks run for.
 const CLIENT: ClientId = COHORT[2];
 
-/// A client's data (features, labels, indices, noise, affine scale and shift), bit for bit.
-type DataBits = (Vec<u32>, Vec<u32>, Vec<u32>, u32, [u32; 2]);
+/// A client's data (features, the labels it trains on, indices, noise, affine scale and shift,
+/// the batch it draws of all its samples), bit for bit.
+type DataBits = (Vec<u32>, Vec<u32>, Vec<u32>, u32, [u32; 2], Vec<u32>);
 
 /// The client data's contents, bit for bit.
 fn data_bits(d: &ClientData) -> DataBits {
+    let mut b = fedkit_core::Batch::default();
+    b.fill(d, &(0..d.len()).collect::<Vec<_>>(), &mut fedkit_core::RngStream::new(0));
     (
         d.data.x.iter().map(|v| v.to_bits()).collect(),
-        d.data.y.clone(),
+        (0..d.len()).map(|p| d.label(p)).collect(),
         d.idx.to_vec(),
         d.noise_std.to_bits(),
         [d.affine.scale.to_bits(), d.affine.shift.to_bits()],
+        b.x.iter().map(|v| v.to_bits()).collect(),
     )
 }
 
 /// One round of the client hooks from memory `mem`: the data and update after the stage, and the
 /// memory after.
 fn client_hooks(name: &str, stage: &dyn Stage, cx: &ClientCtx, mem: &Extras) -> (Update, Extras, DataBits) {
-    let (mut mem, mut data) = (mem.clone(), toy_data());
+    let (mut mem, mut data) = (mem.clone(), toy_images());
     stage.on_data(cx, &mut data, &mut mem).unwrap_or_else(|e| panic!("stage `{name}`: on_data failed: {e}"));
     let mut u = toy_cohort(cx.round, &[cx.client], N).remove(0);
     stage.on_update(cx, &mut u, &mut mem).unwrap_or_else(|e| panic!("stage `{name}`: on_update failed: {e}"));
@@ -68,7 +74,11 @@ pub fn check_stage(name: &str, make: &dyn Fn() -> Box<dyn Stage>) {
     let server = |mut stage: Box<dyn Stage>| {
         (1..=2)
             .map(|round| {
-                let r = round_ctx(round, &COHORT, &global);
+                let r = if round == 2 {
+                    round_ctx_attacked(round, &COHORT, &global)
+                } else {
+                    round_ctx(round, &COHORT, &global)
+                };
                 let mut us = toy_cohort(round, &COHORT[..COHORT.len() - 1], N);
                 stage.on_cohort(&r, &mut us).unwrap_or_else(|e| panic!("stage `{name}`: on_cohort failed: {e}"));
                 let mut agg = weighted_mean(&toy_cohort(round, &COHORT[..4], N), true).expect("mean of 4");

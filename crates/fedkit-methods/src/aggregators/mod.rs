@@ -1,26 +1,14 @@
-//! Aggregation rules (`[aggregator] use = "<name>"`): the mean and the robust rules. Filtering
-//! rules (Krum, Multi-Krum, Bulyan, ...) list the clients they keep in `accepted`, and runs log
-//! their detection rates against the threat model (`detect_tpr`, `detect_fpr`).
+//! Aggregation rules (`[aggregator] use = "<name>"`): the mean here, the robust rules of
+//! `defenses/`.
 
-pub mod bulyan;
-pub mod centered_clip;
-pub mod coordinatewise;
-pub mod geomed;
-pub mod geometry;
-pub mod krum;
 pub mod mean;
-pub mod median;
-pub mod multi_krum;
-pub mod norm_bound;
-pub mod rlr;
-#[cfg(test)]
-mod testing;
-pub mod trimmed_mean;
 
 use fedkit_core::Aggregator;
 use fedkit_core::registry::{Entry, params_resolved};
 
-/// Every registered aggregator.
+use crate::defenses;
+
+/// Every registered aggregator: the mean and the defences.
 pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
     static AGGREGATORS: &[Entry<dyn Aggregator>] = &[
         Entry {
@@ -30,48 +18,50 @@ pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
         },
         Entry {
             name: "median",
-            source: include_str!("median.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<median::Median>(t, "", r)?)),
+            source: include_str!("../defenses/median.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::median::Median>(t, "", r)?)),
         },
         Entry {
             name: "trimmed_mean",
-            source: include_str!("trimmed_mean.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<trimmed_mean::TrimmedMean>(t, "", r)?.validated()?)),
+            source: include_str!("../defenses/trimmed_mean.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::trimmed_mean::TrimmedMean>(t, "", r)?.validated()?)),
         },
         Entry {
             name: "krum",
-            source: include_str!("krum.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<krum::Krum>(t, "", r)?)),
+            source: include_str!("../defenses/krum.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::krum::Krum>(t, "", r)?)),
         },
         Entry {
             name: "multi_krum",
-            source: include_str!("multi_krum.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<multi_krum::MultiKrum>(t, "", r)?)),
+            source: include_str!("../defenses/multi_krum.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::multi_krum::MultiKrum>(t, "", r)?)),
         },
         Entry {
             name: "bulyan",
-            source: include_str!("bulyan.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<bulyan::Bulyan>(t, "", r)?)),
+            source: include_str!("../defenses/bulyan.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::bulyan::Bulyan>(t, "", r)?)),
         },
         Entry {
             name: "geomed",
-            source: include_str!("geomed.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<geomed::GeoMed>(t, "", r)?.validated()?)),
+            source: include_str!("../defenses/geomed.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::geomed::GeoMed>(t, "", r)?.validated()?)),
         },
         Entry {
             name: "norm_bound",
-            source: include_str!("norm_bound.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<norm_bound::NormBound>(t, "", r)?.validated()?)),
+            source: include_str!("../defenses/norm_bound.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::norm_bound::NormBound>(t, "", r)?.validated()?)),
         },
         Entry {
             name: "centered_clip",
-            source: include_str!("centered_clip.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<centered_clip::CenteredClip>(t, "", r)?.validated()?)),
+            source: include_str!("../defenses/centered_clip.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<defenses::centered_clip::CenteredClip>(t, "", r)?.validated()?))
+            },
         },
         Entry {
             name: "rlr",
-            source: include_str!("rlr.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<rlr::Rlr>(t, "", r)?)),
+            source: include_str!("../defenses/rlr.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::rlr::Rlr>(t, "", r)?)),
         },
     ];
     AGGREGATORS

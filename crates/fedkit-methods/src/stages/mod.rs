@@ -1,17 +1,68 @@
 //! Pipeline stages (`[[pipeline]] use = "<name>"`, optionally `on = "all" | "malicious" |
-//! "benign"`): clipping, DP, compression, attacks and filters.
+//! "benign"`): clipping, DP, compression, attacks (in `attacks/`) and filters.
 
 pub mod clip;
 
 use fedkit_core::Stage;
 use fedkit_core::registry::{Entry, params_resolved};
 
+use crate::attacks;
+
 /// Every registered stage.
 pub fn stages() -> &'static [Entry<dyn Stage>] {
-    static STAGES: &[Entry<dyn Stage>] = &[Entry {
-        name: "clip",
-        source: include_str!("clip.rs"),
-        build: |t, r| Ok(Box::new(params_resolved::<clip::Clip>(t, "", r)?.validated()?)),
-    }];
+    static STAGES: &[Entry<dyn Stage>] = &[
+        Entry {
+            name: "clip",
+            source: include_str!("clip.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<clip::Clip>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "backdoor",
+            source: include_str!("../attacks/backdoor.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::backdoor::Backdoor>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "model_replacement",
+            source: include_str!("../attacks/model_replacement.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<attacks::model_replacement::ModelReplacement>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
+            name: "label_flip",
+            source: include_str!("../attacks/label_flip.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::label_flip::LabelFlip>(t, "", r)?)),
+        },
+        Entry {
+            name: "sign_flip",
+            source: include_str!("../attacks/sign_flip.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::sign_flip::SignFlip>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "gaussian",
+            source: include_str!("../attacks/gaussian.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::gaussian::Gaussian>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "alie",
+            source: include_str!("../attacks/alie.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::alie::Alie>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "ipm",
+            source: include_str!("../attacks/ipm.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::ipm::Ipm>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "min_max",
+            source: include_str!("../attacks/min_max.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::min_max::MinMax>(t, "", r)?)),
+        },
+        Entry {
+            name: "min_sum",
+            source: include_str!("../attacks/min_sum.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::min_sum::MinSum>(t, "", r)?)),
+        },
+    ];
     STAGES
 }

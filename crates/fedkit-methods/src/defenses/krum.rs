@@ -91,7 +91,7 @@ impl Aggregator for Krum {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn picks_the_update_with_the_smallest_sum_to_its_nearest_neighbours() {

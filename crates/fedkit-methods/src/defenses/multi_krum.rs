@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::geometry::by_client;
 use super::krum::{check_cohort, krum_ranking};
-use super::mean::weighted_mean;
+use crate::aggregators::mean::weighted_mean;
 
 /// Multi-Krum.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ impl Aggregator for MultiKrum {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn averages_the_m_best_by_krum_score() {

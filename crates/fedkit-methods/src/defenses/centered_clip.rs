@@ -89,7 +89,7 @@ impl Aggregator for CenteredClip {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn far_updates_are_clipped_around_the_center() {

@@ -17,7 +17,7 @@
 use fedkit_core::{Aggregate, Aggregator, Error, Result, RoundCtx, Update};
 use serde::{Deserialize, Serialize};
 
-use super::mean::weighted_mean;
+use crate::aggregators::mean::weighted_mean;
 
 /// Norm bounding.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,7 +69,7 @@ impl Aggregator for NormBound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn every_update_is_bounded_before_the_mean() {

@@ -90,7 +90,7 @@ impl Aggregator for Bulyan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn selects_n_minus_2f_and_averages_beta_per_coordinate() {

@@ -19,7 +19,7 @@
 use fedkit_core::{Aggregate, Aggregator, Error, Result, RoundCtx, Update, Weighting};
 use serde::{Deserialize, Serialize};
 
-use super::mean::weighted_mean;
+use crate::aggregators::mean::weighted_mean;
 
 /// The robust learning rate.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ impl Aggregator for Rlr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn flips_exactly_the_coordinates_with_agreement_below_theta() {

@@ -35,7 +35,7 @@ impl Aggregator for Median {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn the_median_of_every_coordinate_and_outliers_do_not_move_it() {

@@ -81,7 +81,7 @@ impl Aggregator for GeoMed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn converges_to_the_geometric_median_and_resists_an_outlier() {

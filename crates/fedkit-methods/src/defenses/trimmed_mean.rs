@@ -63,7 +63,7 @@ impl Aggregator for TrimmedMean {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregators::testing::{ctx, update};
+    use crate::defenses::testing::{ctx, update};
 
     #[test]
     fn trims_k_from_each_side_of_every_coordinate() {

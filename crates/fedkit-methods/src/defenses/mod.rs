@@ -1,0 +1,18 @@
+//! Defences against poisoning: robust aggregation rules (registered with the aggregators,
+//! `[aggregator] use = "<name>"`). Filtering rules (Krum, Multi-Krum, Bulyan, ...) list the
+//! clients they keep in `accepted`, and runs log their detection rates against the threat model
+//! (`detect_tpr`, `detect_fpr`).
+
+pub mod bulyan;
+pub mod centered_clip;
+pub mod coordinatewise;
+pub mod geomed;
+pub mod geometry;
+pub mod krum;
+pub mod median;
+pub mod multi_krum;
+pub mod norm_bound;
+pub mod rlr;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod trimmed_mean;
