@@ -32,6 +32,6 @@ pub use partition::Partitioner;
 pub use rng::RngStream;
 pub use traits::{
     Aggregator, AggregatorView, Algorithm, AnyState, BATCH_STREAM, ClientCtx, DynAlgorithm, RoundCtx, SampleCtx,
-    ServerView, Stage, State, StragglerPolicy, Transport, local_update, local_update_from,
+    ServerView, SharedHook, Stage, State, StragglerPolicy, Transport, local_update, local_update_from,
 };
 pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update, Weighting};

@@ -3,6 +3,7 @@
 //! [`Transport`] (in-process or networked), with the contexts they receive.
 
 use std::any::Any;
+use std::cell::RefCell;
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -29,6 +30,26 @@ pub struct ClientCtx<'a> {
     pub step: &'a dyn LocalStep,
     /// The training loss (`[loss]`): cross-entropy, logit adjustment, LDAM, ...
     pub loss: &'a dyn Loss,
+    /// The pipeline stages' training-time hooks for this client (Neurotoxin's projection,
+    /// constrain-and-scale's anomaly term), run after the algorithm's hook at every local step;
+    /// `None` when no stage has one.
+    pub train_hook: Option<&'a (dyn SharedHook + 'a)>,
+}
+
+/// A [`GradHook`] called through a shared reference (interior mutability): how the stages'
+/// training-time hooks travel in a [`ClientCtx`].
+pub trait SharedHook {
+    fn on_grad(&self, step: usize, w: &Params, g: &mut Params);
+    fn after_step(&self, step: usize, w: &mut Params);
+}
+
+impl<H: GradHook> SharedHook for RefCell<H> {
+    fn on_grad(&self, step: usize, w: &Params, g: &mut Params) {
+        self.borrow_mut().on_grad(step, w, g);
+    }
+    fn after_step(&self, step: usize, w: &mut Params) {
+        self.borrow_mut().after_step(step, w);
+    }
 }
 
 impl ClientCtx<'_> {
@@ -143,6 +164,8 @@ pub fn local_update_from(
 ) -> Result<(Update, Params)> {
     let mut w = start;
     let mut rng = cx.rng(purpose);
+    let mut chained = Chain { first: hook, second: cx.train_hook };
+    let hook: &mut dyn GradHook = &mut chained;
     let stats: TrainStats = if cx.loss.is_cross_entropy() {
         local_train(m, &mut w, d, cx.train, cx.epochs, hook, cx.step, cx.round, &mut rng)?
     } else {
@@ -156,6 +179,27 @@ pub fn local_update_from(
     metrics.insert("steps".into(), stats.steps as f64);
     let u = Update { client: cx.client, delta, weight: d.len() as f32, extras: Extras::default(), metrics };
     Ok((u, w))
+}
+
+/// The algorithm's hook, then the stages' training-time hooks.
+struct Chain<'a, 'b> {
+    first: &'a mut dyn GradHook,
+    second: Option<&'b (dyn SharedHook + 'b)>,
+}
+
+impl GradHook for Chain<'_, '_> {
+    fn on_grad(&mut self, step: usize, w: &Params, g: &mut Params) {
+        self.first.on_grad(step, w, g);
+        if let Some(s) = self.second {
+            s.on_grad(step, w, g);
+        }
+    }
+    fn after_step(&mut self, step: usize, w: &mut Params) {
+        self.first.after_step(step, w);
+        if let Some(s) = self.second {
+            s.after_step(step, w);
+        }
+    }
 }
 
 /// A paper's federated algorithm: its client rule and its server rule, in one impl.
@@ -386,6 +430,12 @@ pub trait Stage: Send + Sync {
     /// On the server, on the aggregate before the server rule.
     fn on_aggregate(&mut self, _r: &RoundCtx, _a: &mut Aggregate) -> Result<()> {
         Ok(())
+    }
+    /// A training-time hook for this client's local training (it sees every gradient after the
+    /// algorithm's hook, and the weights after every optimiser step): Neurotoxin's projection,
+    /// constrain-and-scale's anomaly term. Default: none.
+    fn train_hook<'a>(&'a self, _cx: &ClientCtx<'a>, _mem: &'a Extras) -> Result<Option<Box<dyn GradHook + 'a>>> {
+        Ok(None)
     }
     /// Evaluation sets this stage defines, built from the global test set: a backdoor attack's
     /// triggered test images (`backdoor_acc`). Every evaluation round records the global

@@ -82,6 +82,7 @@ mod client {
                 malicious: false,
                 step,
                 loss: e.loss.as_ref(),
+                train_hook: None,
             };
             black_box(
                 client_step(

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use fedkit_core::{
     AdjustedPrediction, AggregatorView, AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats,
-    Extras, LocalStep, Loss, LossData, Model, Params, Result, RngStream, RoundCtx, SampleCtx, ServerView,
+    Extras, GradHook, LocalStep, Loss, LossData, Model, Params, Result, RngStream, RoundCtx, SampleCtx, ServerView,
     StragglerPolicy, Update, balanced_accuracy, class_accuracy, evaluate_in_domain, evaluate_range,
 };
 use fedkit_data::Federation;
@@ -385,6 +385,7 @@ impl Engine {
                 malicious: malicious[client as usize],
                 step,
                 loss,
+                train_hook: None,
             };
             let mut slot = slots_ref[j].lock().unwrap_or_else(|p| p.into_inner());
             client_step(algo, stages, model, &cx, &fed.clients[client as usize], &mut slot)
@@ -772,7 +773,21 @@ pub fn client_step(
         }
     }
     let state = slot.state.get_or_insert_with(|| algo.new_client_state());
-    let mut u = algo.client_update(cx, model, &data, state.as_mut())?;
+    let mut u = {
+        let mut hooks: Vec<Box<dyn GradHook + '_>> = Vec::new();
+        for (s, mem) in stages.iter().zip(&slot.stage_mem) {
+            if s.applies(cx.malicious) {
+                hooks.extend(s.stage.train_hook(cx, mem)?);
+            }
+        }
+        if hooks.is_empty() {
+            algo.client_update(cx, model, &data, state.as_mut())?
+        } else {
+            let combined = std::cell::RefCell::new(StageHooks(hooks));
+            let with_hooks = ClientCtx { train_hook: Some(&combined), ..*cx };
+            algo.client_update(&with_hooks, model, &data, state.as_mut())?
+        }
+    };
     for (s, mem) in stages.iter().zip(slot.stage_mem.iter_mut()) {
         if s.applies(cx.malicious) {
             s.stage.on_update(cx, &mut u, mem)?;
@@ -780,6 +795,18 @@ pub fn client_step(
     }
     algo.commit(cx, &u, state.as_mut())?;
     Ok(u)
+}
+
+/// Several stages' training-time hooks, in the pipeline's order.
+struct StageHooks<'a>(Vec<Box<dyn GradHook + 'a>>);
+
+impl GradHook for StageHooks<'_> {
+    fn on_grad(&mut self, step: usize, w: &Params, g: &mut Params) {
+        self.0.iter_mut().for_each(|h| h.on_grad(step, w, g));
+    }
+    fn after_step(&mut self, step: usize, w: &mut Params) {
+        self.0.iter_mut().for_each(|h| h.after_step(step, w));
+    }
 }
 
 fn split(results: Vec<std::result::Result<Update, ClientFailure>>) -> (Vec<Update>, Vec<ClientFailure>) {

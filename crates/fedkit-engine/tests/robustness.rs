@@ -164,3 +164,43 @@ fn a_boosted_backdoor_enters_the_model_in_one_round() {
     assert!(acc(5) > 0.8, "after the boosted round the backdoor is in: {}", acc(5));
     assert!(e.records[5].get("test_acc").unwrap() > 0.3);
 }
+
+// Every aggregation rule composes with FedAvg, FedProx and SCAFFOLD and a client-side `clip`
+// stage, under a sign-flipping attack: every run finishes with a finite model.
+#[test]
+fn every_defence_composes_with_algorithms_and_stages() {
+    for e in fedkit_methods::aggregators() {
+        for algo in ["fedavg", "fedprox", "scaffold"] {
+            let sets = [
+                &format!("aggregator.use=\"{}\"", e.name)[..],
+                &format!("algorithm.use=\"{algo}\""),
+                "threat.malicious_fraction=0.25",
+                "pipeline=[{ use = \"clip\", max_norm = 5.0 }, { use = \"sign_flip\", on = \"malicious\" }]",
+                "rounds=2",
+            ];
+            let mut eng = Engine::new(cfg(&sets)).unwrap_or_else(|err| panic!("{} + {algo}: {err}", e.name));
+            while eng.round < eng.cfg.rounds {
+                eng.run_round().unwrap_or_else(|err| panic!("{} + {algo}: {err}", e.name));
+            }
+            assert!(eng.global.is_finite(), "{} + {algo}", e.name);
+        }
+    }
+}
+
+// FoolsGold rejects sybils that send the same update; FLTrust trusts the updates that agree
+// with its root-set update and rejects the flipped ones.
+#[test]
+fn foolsgold_and_fltrust_reject_the_attackers() {
+    let sybils = "pipeline=[{ use = \"gaussian\", on = \"malicious\" }, { use = \"ipm\", epsilon = 2.0 }]";
+    let mut e =
+        Engine::new(cfg(&["threat.malicious_fraction=0.25", sybils, "aggregator.use=\"foolsgold\"", "rounds=1"]))
+            .unwrap();
+    e.run_round().unwrap();
+    assert_eq!(e.records[0].get("detect_tpr"), Some(1.0), "{:?}", e.records[0]);
+    let flip = "pipeline=[{ use = \"sign_flip\", on = \"malicious\", scale = 3.0 }]";
+    let mut e =
+        Engine::new(cfg(&["threat.malicious_fraction=0.25", flip, "aggregator.use=\"fltrust\"", "rounds=1"])).unwrap();
+    e.run_round().unwrap();
+    assert_eq!(e.records[0].get("detect_tpr"), Some(1.0), "{:?}", e.records[0]);
+    assert!(e.records[0].get("detect_fpr").unwrap() < 0.5);
+}

@@ -24,7 +24,7 @@
 //! use fedkit_methods::aggregators::mean::Mean;
 //! use fedkit_testkit::aggregators::check_aggregator;
 //!
-//! check_aggregator("mean(weighted = false)", &|| Box::new(Mean { weighted: false }));
+//! check_aggregator("mean(weighted = false)", &|| Box::new(Mean { weighted: false }), true);
 //! ```
 //!
 //! Fixtures are tiny and fixed: updates over a one-entry layout ([`toy_layout`], [`toy_update`],
@@ -104,16 +104,16 @@ pub fn toy_data() -> ClientData {
     ClientData::whole(toy_dataset())
 }
 
-/// 24 images of 1x8x8 pixels in [0, 1], labels i mod 3: the data the stage suite runs client
-/// hooks on (pixel triggers need images).
+/// 24 images of 1x12x12 pixels in [0, 1], labels i mod 3: the data the stage suite runs client
+/// hooks on (pixel triggers need images: every default trigger fits).
 pub fn toy_images() -> ClientData {
     let mut rng = RngStream::new(SEED + 1);
     let n = 24;
     let d = Dataset {
         name: "toy_images".into(),
-        x: (0..n * 64).map(|_| rng.uniform() as f32).collect(),
+        x: (0..n * 144).map(|_| rng.uniform() as f32).collect(),
         y: (0..n).map(|i| (i % CLASSES) as u32).collect(),
-        feature_shape: vec![1, 8, 8],
+        feature_shape: vec![1, 12, 12],
         classes: CLASSES,
         users: None,
     };
@@ -154,6 +154,7 @@ pub fn client_ctx<'a>(
         malicious: false,
         step: &fedkit_core::PlainStep,
         loss: &fedkit_core::CrossEntropyLoss,
+        train_hook: None,
     }
 }
 

@@ -63,6 +63,16 @@ pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
             source: include_str!("../defenses/rlr.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<defenses::rlr::Rlr>(t, "", r)?)),
         },
+        Entry {
+            name: "fltrust",
+            source: include_str!("../defenses/fltrust.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::fltrust::FlTrust>(t, "", r)?)),
+        },
+        Entry {
+            name: "foolsgold",
+            source: include_str!("../defenses/foolsgold.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::foolsgold::FoolsGold>(t, "", r)?)),
+        },
     ];
     AGGREGATORS
 }

@@ -349,6 +349,7 @@ mod tests {
             malicious: false,
             step: &fedkit_core::PlainStep,
             loss: &fedkit_core::CrossEntropyLoss,
+            train_hook: None,
         };
         let u = Afl::default().client_update(&cx, &mut LinReg::new(2), &data[0], &mut ()).unwrap();
         // At w = 0 every sample's loss is 2^2 / 2.

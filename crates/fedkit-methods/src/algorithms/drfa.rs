@@ -422,6 +422,7 @@ mod tests {
                 malicious: false,
                 step: &PlainStep,
                 loss: &fedkit_core::CrossEntropyLoss,
+                train_hook: None,
             };
             let up = Drfa::default().client_update(&cx, &mut LinReg::new(2), &data[0], &mut ()).unwrap();
             let mut want = global.clone();

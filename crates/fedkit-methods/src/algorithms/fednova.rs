@@ -219,6 +219,7 @@ mod tests {
             malicious: false,
             step: &fedkit_core::PlainStep,
             loss: &fedkit_core::CrossEntropyLoss,
+            train_hook: None,
         };
         let err = n.algo.client_update(&cx, &mut n.model, &n.data[0], &mut ()).unwrap_err();
         assert!(err.to_string().contains("client.optimizer"), "{err}");

@@ -90,6 +90,7 @@ mod tests {
             malicious: false,
             step: &fedkit_core::PlainStep,
             loss: &fedkit_core::CrossEntropyLoss,
+            train_hook: None,
         };
         let u = FedProx { mu: mu as f64 }.client_update(&cx, &mut model, data, &mut ()).unwrap();
         let mut batch = Batch::default();

@@ -172,6 +172,7 @@ impl<A: Algorithm> Fed<A> {
                     malicious: false,
                     step: &fedkit_core::PlainStep,
                     loss: &fedkit_core::CrossEntropyLoss,
+                    train_hook: None,
                 };
                 let (d, st) = (&self.data[c as usize], &mut self.clients[c as usize]);
                 let mut u = self.algo.client_update(&cx, &mut self.model, d, st).unwrap();

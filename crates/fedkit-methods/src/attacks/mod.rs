@@ -6,12 +6,15 @@
 pub mod alie;
 pub mod backdoor;
 pub mod cohort;
+pub mod constrain_and_scale;
+pub mod dba;
 pub mod gaussian;
 pub mod ipm;
 pub mod label_flip;
 pub mod min_max;
 pub mod min_sum;
 pub mod model_replacement;
+pub mod neurotoxin;
 pub mod sign_flip;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -32,5 +32,6 @@ pub fn cx(round: u32, client: u32, broadcast: &Extras) -> ClientCtx<'_> {
         malicious: true,
         step: &fedkit_core::PlainStep,
         loss: &fedkit_core::CrossEntropyLoss,
+        train_hook: None,
     }
 }

@@ -6,6 +6,8 @@
 pub mod bulyan;
 pub mod centered_clip;
 pub mod coordinatewise;
+pub mod fltrust;
+pub mod foolsgold;
 pub mod geomed;
 pub mod geometry;
 pub mod krum;

@@ -75,6 +75,7 @@ mod tests {
             malicious: false,
             step: &fedkit_core::PlainStep,
             loss: &fedkit_core::CrossEntropyLoss,
+            train_hook: None,
         };
         let stage = Clip { max_norm: 1.0 };
         let mut u = Update {

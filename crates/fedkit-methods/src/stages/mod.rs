@@ -63,6 +63,23 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             source: include_str!("../attacks/min_sum.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::min_sum::MinSum>(t, "", r)?)),
         },
+        Entry {
+            name: "constrain_and_scale",
+            source: include_str!("../attacks/constrain_and_scale.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<attacks::constrain_and_scale::ConstrainAndScale>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
+            name: "neurotoxin",
+            source: include_str!("../attacks/neurotoxin.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::neurotoxin::Neurotoxin>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "dba",
+            source: include_str!("../attacks/dba.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::dba::Dba>(t, "", r)?.validated()?)),
+        },
     ];
     STAGES
 }
