@@ -73,6 +73,11 @@ pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
             source: include_str!("../defenses/foolsgold.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<defenses::foolsgold::FoolsGold>(t, "", r)?)),
         },
+        Entry {
+            name: "flame",
+            source: include_str!("../defenses/flame.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::flame::Flame>(t, "", r)?.validated()?)),
+        },
     ];
     AGGREGATORS
 }
