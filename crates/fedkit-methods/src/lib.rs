@@ -13,6 +13,7 @@ pub mod defenses;
 pub mod local_steps;
 pub mod losses;
 pub mod minimax;
+pub mod sparse;
 pub mod stages;
 
 pub use aggregators::aggregators;

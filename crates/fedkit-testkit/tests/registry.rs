@@ -20,9 +20,14 @@ const NOT_PLAIN_SGD: &[&str] = &["fedmid"];
 /// Aggregators whose defaults change every update on purpose, checked with parameters under
 /// which they do not (their binding behaviour is tested in their own files): `norm_bound` clips
 /// every update to `max_norm`; `centered_clip` moves at most `tau` from its center per step;
-/// `flame` adds noise of scale `lambda` times the median norm.
-const CONFORMANCE_PARAMS: &[(&str, &str)] =
-    &[("norm_bound", "max_norm = 1e9"), ("centered_clip", "tau = 1e9"), ("flame", "lambda = 0.0")];
+/// `flame` adds noise of scale `lambda` times the median norm; `sparsefed` clips and keeps the
+/// top `fraction` of the coordinates.
+const CONFORMANCE_PARAMS: &[(&str, &str)] = &[
+    ("norm_bound", "max_norm = 1e9"),
+    ("centered_clip", "tau = 1e9"),
+    ("flame", "lambda = 0.0"),
+    ("sparsefed", "clip = 1e9\nfraction = 1.0"),
+];
 
 /// Aggregators that by design do not return the update when every update is the same:
 /// `foolsgold` (identical clients are sybils: every weight is 0) and `fltrust` (every update is

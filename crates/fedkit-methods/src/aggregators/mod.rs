@@ -78,6 +78,11 @@ pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
             source: include_str!("../defenses/flame.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<defenses::flame::Flame>(t, "", r)?.validated()?)),
         },
+        Entry {
+            name: "sparsefed",
+            source: include_str!("../defenses/sparsefed.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::sparsefed::SparseFed>(t, "", r)?.validated()?)),
+        },
     ];
     AGGREGATORS
 }

@@ -25,6 +25,8 @@ use std::sync::Mutex;
 use fedkit_core::{Aggregate, ClientCtx, Error, Extras, GradHook, Params, Result, RoundCtx, Stage};
 use serde::{Deserialize, Serialize};
 
+use crate::sparse::top_k;
+
 /// Neurotoxin.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,19 +51,6 @@ impl Neurotoxin {
         }
         Ok(self)
     }
-}
-
-/// The indices of the `k` largest magnitudes of `v` (sorted by index); a selection, not a sort.
-pub fn top_k(v: &[f32], k: usize) -> Vec<u32> {
-    let k = k.min(v.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut idx: Vec<u32> = (0..v.len() as u32).collect();
-    idx.select_nth_unstable_by(k - 1, |&a, &b| v[b as usize].abs().total_cmp(&v[a as usize].abs()).then(a.cmp(&b)));
-    let mut top = idx[..k].to_vec();
-    top.sort_unstable();
-    top
 }
 
 /// Zeroes the masked coordinates of every gradient.
@@ -109,7 +98,6 @@ mod tests {
 
     #[test]
     fn gradients_lose_the_top_k_coordinates_of_the_last_global_update() {
-        assert_eq!(top_k(&[0.1, -5.0, 2.0, 0.0, 3.0], 2), vec![1, 4]);
         let mut n = Neurotoxin { fraction: 0.4, ..Neurotoxin::default() }.validated().unwrap();
         let e = Extras::default();
         let c = cx(1, 0, &e);

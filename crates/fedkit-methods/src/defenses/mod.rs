@@ -16,6 +16,7 @@ pub mod median;
 pub mod multi_krum;
 pub mod norm_bound;
 pub mod rlr;
+pub mod sparsefed;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod trimmed_mean;
