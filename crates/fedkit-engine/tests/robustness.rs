@@ -60,7 +60,9 @@ fn updates(c: RunConfig) -> Vec<Vec<(u32, Vec<f32>, bool)>> {
 fn attacks_touch_only_attacking_clients_and_follow_the_schedule() {
     let base = ["threat.malicious_fraction=0.25"];
     let clean = updates(cfg(&base));
-    for attack in ["sign_flip", "gaussian", "model_replacement", "alie", "ipm", "min_max", "min_sum", "label_flip"] {
+    for attack in
+        ["sign_flip", "gaussian", "model_replacement", "alie", "ipm", "min_max", "min_sum", "fang", "label_flip"]
+    {
         let pipeline = format!("pipeline=[{{ use = \"{attack}\", on = \"malicious\" }}]");
         let attacked = updates(cfg(&[base[0], &pipeline, "threat.start_round=2", "threat.stop_round=3"]));
         for (round, (a, c)) in attacked.iter().zip(&clean).enumerate() {

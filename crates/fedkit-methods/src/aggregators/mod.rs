@@ -83,6 +83,11 @@ pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
             source: include_str!("../defenses/sparsefed.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<defenses::sparsefed::SparseFed>(t, "", r)?.validated()?)),
         },
+        Entry {
+            name: "weak_dp",
+            source: include_str!("../defenses/weak_dp.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::weak_dp::WeakDp>(t, "", r)?.validated()?)),
+        },
     ];
     AGGREGATORS
 }

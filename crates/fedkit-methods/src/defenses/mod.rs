@@ -20,3 +20,4 @@ pub mod sparsefed;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod trimmed_mean;
+pub mod weak_dp;

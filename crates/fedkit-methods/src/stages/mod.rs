@@ -80,6 +80,11 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             source: include_str!("../attacks/dba.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::dba::Dba>(t, "", r)?.validated()?)),
         },
+        Entry {
+            name: "fang",
+            source: include_str!("../attacks/fang.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::fang::Fang>(t, "", r)?)),
+        },
     ];
     STAGES
 }
