@@ -8,6 +8,7 @@ pub mod backdoor;
 pub mod cohort;
 pub mod constrain_and_scale;
 pub mod dba;
+pub mod edge_case;
 pub mod fang;
 pub mod gaussian;
 pub mod ipm;

@@ -85,6 +85,11 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             source: include_str!("../attacks/fang.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::fang::Fang>(t, "", r)?)),
         },
+        Entry {
+            name: "edge_case",
+            source: include_str!("../attacks/edge_case.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::edge_case::EdgeCase>(t, "", r)?.validated()?)),
+        },
     ];
     STAGES
 }
