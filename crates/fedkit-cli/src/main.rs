@@ -5,6 +5,8 @@ mod catalog;
 mod compare;
 mod demo;
 mod export;
+mod heatmap;
+mod matrix;
 mod progress;
 mod report;
 mod sweep;
@@ -118,6 +120,41 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run every attack against every defence (and algorithm) and write the matrix with heat maps.
+    Matrix {
+        /// The TOML config every cell starts from (its `[threat]` says who attacks).
+        config: PathBuf,
+        /// Attack presets, comma-separated (see `fedkit matrix --help`): none, backdoor,
+        /// model_replacement, constrain_and_scale, neurotoxin, dba, edge_case, label_flip,
+        /// sign_flip, gaussian, alie, ipm, min_max, min_sum, fang.
+        #[arg(long, value_delimiter = ',')]
+        attacks: Vec<String>,
+        /// A custom attack `LABEL=[{ use = "...", on = "malicious", ... }, ...]` (repeatable).
+        #[arg(long = "attack", value_name = "LABEL=PIPELINE")]
+        custom_attacks: Vec<String>,
+        /// Defences (aggregators), comma-separated, e.g. mean,krum,flame.
+        #[arg(long, value_delimiter = ',')]
+        defenses: Vec<String>,
+        /// A custom defence `LABEL=KEY=VALUE;KEY=VALUE` (repeatable), e.g.
+        /// `krum2=aggregator.use=krum;aggregator.f=2`.
+        #[arg(long = "defense", value_name = "LABEL=SETS")]
+        custom_defenses: Vec<String>,
+        /// Algorithms, comma-separated (default: the config's).
+        #[arg(long, value_delimiter = ',')]
+        algorithms: Vec<String>,
+        /// Override a config key for every cell (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Seeds per cell (seed, seed + 1, ...): mean ± std in every cell.
+        #[arg(long, default_value_t = 1)]
+        seeds: u32,
+        /// Output directory (default: runs/matrix-<config>-<time>; rerunning into it resumes).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// List every registered method, model, dataset and partitioner.
     List {
         /// One markdown line per kind (the README's "What exists" block is this output).
@@ -216,6 +253,29 @@ fn dispatch(cmd: Command) -> Result<()> {
             let table = sweep::run(&config, &sets, &grid, seeds, select, (last, &report), &out, quiet)?;
             print!("{table}");
             println!("written: {0}/sweep.md, {0}/sweep.csv, {0}/best.toml", out.display());
+            Ok(())
+        }
+        Command::Matrix {
+            config,
+            attacks,
+            custom_attacks,
+            defenses,
+            custom_defenses,
+            algorithms,
+            sets,
+            seeds,
+            out,
+            quiet,
+        } => {
+            let base = RunConfig::load(Some(&config), &sets)?;
+            let a = matrix::attacks(&attacks, &custom_attacks, base.sampling.per_round)?;
+            let d = matrix::defenses(&defenses, &custom_defenses)?;
+            let algorithms: Vec<String> =
+                algorithms.iter().map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
+            let out = out.unwrap_or_else(|| matrix::default_out(&config));
+            let md = matrix::run(&config, &sets, &a, &d, &algorithms, seeds, &out, quiet)?;
+            print!("{md}");
+            println!("written: {0}/matrix.md, {0}/matrix.csv, {0}/heat_*.svg, {0}/heat_*.png", out.display());
             Ok(())
         }
         Command::List { markdown } => {

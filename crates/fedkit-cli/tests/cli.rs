@@ -352,3 +352,49 @@ fn sweep_selects_on_validation() {
         .unwrap();
     fails_with(bad, &["--grid", "KEY=V1,V2"]);
 }
+
+// `matrix` runs every attack x defence cell on the same federation and writes the grids, the CSV
+// and the heat maps; a strong sign-flip attack hurts the mean and not the median.
+#[test]
+fn matrix_runs_every_cell_and_writes_heat_maps() {
+    let d = tmp("matrix");
+    let cfg = write(
+        &d,
+        "m.toml",
+        "rounds = 10\n[model]\nuse = \"logreg\"\n[client]\nlr = 0.01\nepochs = 2\n[sampling]\nper_round = 10\n[threat]\nmalicious_fraction = 0.3\nper_round_min = 3\n",
+    );
+    let out = d.join("m");
+    let args = [
+        "matrix",
+        &cfg,
+        "--attacks",
+        "none",
+        "--attack",
+        "flip4=[{ use = \"sign_flip\", on = \"malicious\", scale = 4.0 }]",
+        "--defenses",
+        "mean,median",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    let o = fedkit(&args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("matrix.md")).unwrap();
+    assert!(md.contains("| attack \\ defence | mean | median |") && md.contains("### test_acc"), "{md}");
+    let csv = std::fs::read_to_string(out.join("matrix.csv")).unwrap();
+    let acc = |a: &str, d: &str| -> f64 {
+        let line = csv.lines().find(|l| l.starts_with(&format!("{a},{d},"))).unwrap();
+        line.split(',').nth(4).unwrap().parse().unwrap()
+    };
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(acc("flip4", "mean") < acc("none", "mean") - 0.05, "{csv}");
+    assert!(acc("flip4", "median") > acc("flip4", "mean") + 0.05, "{csv}");
+    for f in ["heat_test_acc.png", "heat_backdoor_acc.png"] {
+        assert!(std::fs::read(out.join(f)).unwrap().starts_with(b"\x89PNG"), "{f}");
+    }
+    assert!(std::fs::read_to_string(out.join("heat_test_acc.svg")).unwrap().contains("<svg"));
+    // Rerunning resumes: every cell is already finished.
+    let again = fedkit(&args, &[]);
+    assert!(again.status.success() && stderr(&again).matches("already finished").count() == 4, "{}", stderr(&again));
+    fails_with(fedkit(&["matrix", &cfg, "--attacks", "nope", "--defenses", "mean"], &[]), &["unknown attack `nope`"]);
+}
