@@ -351,11 +351,26 @@ impl RunConfig {
     }
 
     /// Deserialise from a table, naming the key path of any error.
+    /// A method section that sets parameters but no `use` (e.g. `--set aggregator.weighted=false`)
+    /// keeps the default method of that section.
     pub fn from_table(t: toml::Table) -> Result<RunConfig> {
-        serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(|e| {
+        let mut cfg: RunConfig = serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(|e| {
             let path = e.path().to_string();
             Error::config(if path == "." { String::new() } else { path }, e.into_inner().to_string().trim().to_string())
-        })
+        })?;
+        let d = RunConfig::default();
+        for (section, default) in [
+            (&mut cfg.model, &d.model),
+            (&mut cfg.algorithm, &d.algorithm),
+            (&mut cfg.aggregator, &d.aggregator),
+            (&mut cfg.local, &d.local),
+            (&mut cfg.loss, &d.loss),
+        ] {
+            if !section.contains_key("use") {
+                section.insert("use".into(), default["use"].clone());
+            }
+        }
+        Ok(cfg)
     }
 
     /// Check the top-level ranges and build every selected method, filling the method tables
@@ -484,6 +499,12 @@ mod tests {
         assert_eq!(c.rounds, 7);
         assert_eq!(c.algorithm["mu"].as_float(), Some(0.5));
         assert_eq!(c.data.name, "fcube");
+        // Parameters without `use` keep the section's default method.
+        let mut t = parse_toml("rounds = 3\n", "x.toml").unwrap();
+        apply_sets(&mut t, &["aggregator.weighted=false".into()]).unwrap();
+        let mut c = RunConfig::from_table(t).unwrap();
+        assert_eq!(c.aggregator["use"].as_str(), Some("mean"));
+        c.build().unwrap();
     }
 
     #[test]
