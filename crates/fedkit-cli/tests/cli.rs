@@ -398,3 +398,26 @@ fn matrix_runs_every_cell_and_writes_heat_maps() {
     assert!(again.status.success() && stderr(&again).matches("already finished").count() == 4, "{}", stderr(&again));
     fails_with(fedkit(&["matrix", &cfg, "--attacks", "nope", "--defenses", "mean"], &[]), &["unknown attack `nope`"]);
 }
+
+// `certify` smooths a finished run's model: the certified accuracy falls with the radius and is
+// zero beyond the largest radius M votes can certify (sigma Phi^-1(alpha^(1/M))).
+#[test]
+fn certify_reports_certified_accuracy_against_radius() {
+    let d = tmp("certify");
+    let cfg = write(&d, "c.toml", SMALL);
+    let run = d.join("run");
+    let o = fedkit(&["run", &cfg, "--set", "aggregator.use=\"crfl\"", "--out", run.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fedkit(
+        &["certify", run.to_str().unwrap(), "--sigma", "0.01", "--samples", "20", "--radii", "0,0.005,0.02"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(run.join("certify.csv")).unwrap();
+    let acc: Vec<f64> = csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(acc.len(), 3, "{csv}");
+    assert!(acc[0] > 0.0 && acc[0] >= acc[1], "{csv}");
+    // 20 unanimous votes at alpha 0.001 certify at most 0.01 * Phi^-1(0.001^(1/20)) = 0.0087.
+    assert_eq!(acc[2], 0.0, "{csv}");
+    fails_with(fedkit(&["certify", run.to_str().unwrap(), "--sigma", "0"], &[]), &["--sigma", "> 0"]);
+}

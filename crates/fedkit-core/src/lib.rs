@@ -12,6 +12,7 @@ pub mod params;
 pub mod partition;
 pub mod registry;
 pub mod rng;
+pub mod stats;
 pub mod traits;
 pub mod update;
 

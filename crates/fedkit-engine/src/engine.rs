@@ -204,6 +204,10 @@ impl Engine {
         })
     }
 
+    /// The worker threads (each with its own model object).
+    pub(crate) fn workers_mut(&mut self) -> &mut Workers {
+        &mut self.workers
+    }
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.workers.len()

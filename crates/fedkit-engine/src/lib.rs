@@ -1,6 +1,7 @@
 //! fedkit engine: the run configuration, the deterministic round loop with in-process parallel
 //! clients, checkpoints and exact resume, and the metric files of a run directory.
 
+pub mod certify;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;

@@ -88,6 +88,11 @@ pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
             source: include_str!("../defenses/weak_dp.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<defenses::weak_dp::WeakDp>(t, "", r)?.validated()?)),
         },
+        Entry {
+            name: "crfl",
+            source: include_str!("../defenses/crfl.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::crfl::Crfl>(t, "", r)?.validated()?)),
+        },
     ];
     AGGREGATORS
 }

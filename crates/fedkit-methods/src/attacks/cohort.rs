@@ -5,6 +5,7 @@
 //! updates (they trained on their own data before the stage replaced what they send). Not a
 //! registered method.
 
+pub use fedkit_core::stats::normal_quantile;
 use fedkit_core::{Error, Params, Result, RoundCtx, Update};
 use serde::{Deserialize, Serialize};
 
@@ -53,62 +54,6 @@ pub fn replace(us: &mut [Update], bad: &[usize], values: &[f64]) -> Result<()> {
         us[i].delta = Params::from_vec(layout, values.iter().map(|v| *v as f32).collect())?;
     }
     Ok(())
-}
-
-/// The standard normal quantile Phi^-1(p) for p in (0, 1) (Acklam's rational approximation,
-/// relative error below 1.2e-9).
-pub fn normal_quantile(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969683028665376e+01,
-        2.209460984245205e+02,
-        -2.759285104469687e+02,
-        1.383577518672690e+02,
-        -3.066479806614716e+01,
-        2.506628277459239e+00,
-    ];
-    const B: [f64; 5] = [
-        -5.447609879822406e+01,
-        1.615858368580409e+02,
-        -1.556989798598866e+02,
-        6.680131188771972e+01,
-        -1.328068155288572e+01,
-    ];
-    const C: [f64; 6] = [
-        -7.784894002430293e-03,
-        -3.223964580411365e-01,
-        -2.400758277161838e+00,
-        -2.549732539343734e+00,
-        4.374664141464968e+00,
-        2.938163982698783e+00,
-    ];
-    const D: [f64; 4] = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00];
-    let p = p.clamp(1e-300, 1.0 - 1e-16);
-    let tail = |q: f64| {
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    if p < 0.02425 {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - 0.02425 {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_match_known_values() {
-        for (p, z) in [(0.5, 0.0), (0.975, 1.959963984540054), (0.8413447460685429, 1.0), (0.01, -2.326347874040841)] {
-            assert!((normal_quantile(p) - z).abs() < 1e-8, "{p}: {}", normal_quantile(p));
-        }
-    }
 }
 
 /// The perturbation direction p of the AGR-agnostic attacks (Shejwalkar and Houmansadr).

@@ -6,6 +6,7 @@
 pub mod bulyan;
 pub mod centered_clip;
 pub mod coordinatewise;
+pub mod crfl;
 pub mod flame;
 pub mod fltrust;
 pub mod foolsgold;
