@@ -93,6 +93,11 @@ pub fn aggregators() -> &'static [Entry<dyn Aggregator>] {
             source: include_str!("../defenses/crfl.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<defenses::crfl::Crfl>(t, "", r)?.validated()?)),
         },
+        Entry {
+            name: "deepsight",
+            source: include_str!("../defenses/deepsight.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<defenses::deepsight::DeepSight>(t, "", r)?.validated()?)),
+        },
     ];
     AGGREGATORS
 }

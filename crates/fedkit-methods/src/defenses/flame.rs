@@ -30,9 +30,9 @@
 //! ```
 
 use fedkit_core::{Aggregate, Aggregator, Error, Result, RoundCtx, Update, Weighting};
-use hdbscan::{DistanceMetric, Hdbscan, HdbscanHyperParams};
 use serde::{Deserialize, Serialize};
 
+use super::clustering::hdbscan_labels;
 use super::geometry::{aggregate_of, by_client, gram, rows};
 
 /// FLAME.
@@ -62,19 +62,9 @@ impl Flame {
 }
 
 /// HDBSCAN labels (-1: noise) of the points with pairwise distances `d` (n x n), with FLAME's
-/// parameters and Python hdbscan's core-distance convention.
+/// parameters: min cluster size n/2 + 1, Python's `min_samples = 1`, a single cluster allowed.
 pub fn flame_labels(d: &[f64], n: usize) -> Result<Vec<i32>> {
-    if n < 3 {
-        return Ok(vec![0; n]);
-    }
-    let matrix: Vec<Vec<f64>> = (0..n).map(|i| d[i * n..(i + 1) * n].to_vec()).collect();
-    let hp = HdbscanHyperParams::builder()
-        .min_cluster_size(n / 2 + 1)
-        .min_samples(2)
-        .allow_single_cluster(true)
-        .dist_metric(DistanceMetric::Precalculated)
-        .build();
-    Hdbscan::new(&matrix, hp).cluster().map_err(|e| Error::Method(format!("flame: clustering failed: {e}")))
+    hdbscan_labels(d, n, n / 2 + 1, 1, true, "flame")
 }
 
 /// The admitted indices: the members of the largest cluster (all points when everything is

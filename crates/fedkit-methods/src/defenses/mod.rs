@@ -5,8 +5,10 @@
 
 pub mod bulyan;
 pub mod centered_clip;
+pub mod clustering;
 pub mod coordinatewise;
 pub mod crfl;
+pub mod deepsight;
 pub mod flame;
 pub mod fltrust;
 pub mod foolsgold;
