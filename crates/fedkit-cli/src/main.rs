@@ -124,9 +124,9 @@ enum Command {
     Matrix {
         /// The TOML config every cell starts from (its `[threat]` says who attacks).
         config: PathBuf,
-        /// Attack presets, comma-separated (see `fedkit matrix --help`): none, backdoor,
-        /// model_replacement, constrain_and_scale, neurotoxin, dba, edge_case, label_flip,
-        /// sign_flip, gaussian, alie, ipm, min_max, min_sum, fang.
+        /// Attack presets, comma-separated: none, backdoor, blind, model_replacement,
+        /// constrain_and_scale, neurotoxin, dba, edge_case, label_flip, sign_flip, gaussian, alie,
+        /// ipm, min_max, min_sum, fang.
         #[arg(long, value_delimiter = ',')]
         attacks: Vec<String>,
         /// A custom attack `LABEL=[{ use = "...", on = "malicious", ... }, ...]` (repeatable).

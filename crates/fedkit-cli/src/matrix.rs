@@ -16,7 +16,8 @@
 //! Attack presets (the backdoor ones use target class 7; boosting assumes `sampling.per_round`
 //! clients a round): `none`; `backdoor` (pixel trigger on half the attacker's data);
 //! `model_replacement` and `constrain_and_scale` (backdoor data plus the boost / the anomaly
-//! term); `neurotoxin` (backdoor data plus the projection); `dba`; `edge_case`; and the
+//! term); `neurotoxin` (backdoor data plus the projection); `blind` (the MGDA two-task loss on
+//! clean data); `dba`; `edge_case`; and the
 //! untargeted `label_flip`, `sign_flip`, `gaussian`, `alie`, `ipm`, `min_max`, `min_sum`, `fang`.
 
 use std::path::{Path, PathBuf};
@@ -31,9 +32,10 @@ use crate::heatmap::HeatMap;
 /// The untargeted attacks, each one stage on the malicious clients.
 const UNTARGETED: [&str; 8] = ["label_flip", "sign_flip", "gaussian", "alie", "ipm", "min_max", "min_sum", "fang"];
 /// Every preset name.
-pub const PRESETS: [&str; 15] = [
+pub const PRESETS: [&str; 16] = [
     "none",
     "backdoor",
+    "blind",
     "model_replacement",
     "constrain_and_scale",
     "neurotoxin",
@@ -56,6 +58,7 @@ fn preset(name: &str, cohort: usize) -> Option<Vec<String>> {
     Some(match name {
         "none" => vec![],
         "backdoor" => vec![bd],
+        "blind" => vec![r#"{ use = "blind", on = "malicious", target = 7 }"#.into()],
         "model_replacement" => {
             vec![bd, format!(r#"{{ use = "model_replacement", on = "malicious", cohort = {cohort} }}"#)]
         }

@@ -437,6 +437,16 @@ pub trait Stage: Send + Sync {
     fn train_hook<'a>(&'a self, _cx: &ClientCtx<'a>, _mem: &'a Extras) -> Result<Option<Box<dyn GradHook + 'a>>> {
         Ok(None)
     }
+    /// A local step rule for this client that replaces the configured one (`inner`, which it
+    /// may call): the blind backdoor's two-task loss. At most one stage per client may return
+    /// one. Default: none.
+    fn local_step<'a>(
+        &'a self,
+        _cx: &ClientCtx<'a>,
+        _inner: &'a dyn LocalStep,
+    ) -> Result<Option<Box<dyn LocalStep + 'a>>> {
+        Ok(None)
+    }
     /// Evaluation sets this stage defines, built from the global test set: a backdoor attack's
     /// triggered test images (`backdoor_acc`). Every evaluation round records the global
     /// model's accuracy on each, under its name.

@@ -779,16 +779,27 @@ pub fn client_step(
     let state = slot.state.get_or_insert_with(|| algo.new_client_state());
     let mut u = {
         let mut hooks: Vec<Box<dyn GradHook + '_>> = Vec::new();
+        let mut step: Option<Box<dyn LocalStep + '_>> = None;
         for (s, mem) in stages.iter().zip(&slot.stage_mem) {
             if s.applies(cx.malicious) {
                 hooks.extend(s.stage.train_hook(cx, mem)?);
+                if let Some(own) = s.stage.local_step(cx, cx.step)? {
+                    if step.is_some() {
+                        return Err(Error::config(
+                            "pipeline",
+                            "two stages replace the local step rule of one client (e.g. two blind attacks): keep one",
+                        ));
+                    }
+                    step = Some(own);
+                }
             }
         }
+        let step_ref: &dyn LocalStep = step.as_deref().unwrap_or(cx.step);
         if hooks.is_empty() {
-            algo.client_update(cx, model, &data, state.as_mut())?
+            algo.client_update(&ClientCtx { step: step_ref, ..*cx }, model, &data, state.as_mut())?
         } else {
             let combined = std::cell::RefCell::new(StageHooks(hooks));
-            let with_hooks = ClientCtx { train_hook: Some(&combined), ..*cx };
+            let with_hooks = ClientCtx { train_hook: Some(&combined), step: step_ref, ..*cx };
             algo.client_update(&with_hooks, model, &data, state.as_mut())?
         }
     };

@@ -206,3 +206,44 @@ fn foolsgold_and_fltrust_reject_the_attackers() {
     assert_eq!(e.records[0].get("detect_tpr"), Some(1.0), "{:?}", e.records[0]);
     assert!(e.records[0].get("detect_fpr").unwrap() < 0.5);
 }
+
+// The blind backdoor (the loss computation compromised, clean data) plants the backdoor: with
+// attackers training the two-task MGDA loss, backdoor accuracy ends far above the clean run's
+// (Fashion-MNIST, when installed).
+#[test]
+fn the_blind_backdoor_is_learned_from_clean_data() {
+    if !std::path::Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let run = |start: &str| {
+        let sets = [
+            "data.name=\"fashion_mnist\"",
+            "data.clients=10",
+            "data.subsample=0.1",
+            "model.use=\"logreg\"",
+            "rounds=8",
+            "client.lr=0.05",
+            "client.epochs=2",
+            "client.batch_size=32",
+            "sampling.per_round=10",
+            "eval.every=8",
+            "eval.test_samples=2000",
+            "threat.ids=[0,1,2]",
+            start,
+            "pipeline=[{ use = \"blind\", on = \"malicious\", target = 7 }]",
+        ];
+        let mut e = Engine::new(RunConfig::load(None, &sets.map(String::from)).unwrap()).unwrap();
+        while e.round < e.cfg.rounds {
+            e.run_round().unwrap();
+        }
+        let last = e.records.last().unwrap();
+        (last.get("backdoor_acc").unwrap(), last.get("test_acc").unwrap())
+    };
+    // The clean run: the same stage, with the attack scheduled after the last round.
+    let (clean_bd, clean_acc) = run("threat.start_round=100");
+    let (bd, acc) = run("threat.start_round=1");
+    eprintln!("blind: backdoor_acc {bd:.3} (clean {clean_bd:.3}), test_acc {acc:.3} (clean {clean_acc:.3})");
+    assert!(bd > clean_bd + 0.3 && bd > 0.5, "backdoor accuracy {bd} vs {clean_bd} without the attack");
+    assert!(acc > clean_acc - 0.1, "main accuracy kept: {acc} vs {clean_acc}");
+}

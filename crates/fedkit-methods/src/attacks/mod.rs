@@ -5,6 +5,7 @@
 
 pub mod alie;
 pub mod backdoor;
+pub mod blind;
 pub mod cohort;
 pub mod constrain_and_scale;
 pub mod dba;

@@ -90,6 +90,11 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             source: include_str!("../attacks/edge_case.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::edge_case::EdgeCase>(t, "", r)?.validated()?)),
         },
+        Entry {
+            name: "blind",
+            source: include_str!("../attacks/blind.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::blind::Blind>(t, "", r)?)),
+        },
     ];
     STAGES
 }
