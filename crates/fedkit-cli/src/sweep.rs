@@ -150,6 +150,10 @@ pub fn run(
         outcomes[best].label,
         points[best].join("; ")
     ));
+    for warning in edge_warnings(spec, &points[best]) {
+        eprintln!("warning: {warning}");
+        md.push_str(&format!("\nwarning: {warning}\n"));
+    }
     let best_dir: PathBuf =
         if seeds > 1 { out.join(&outcomes[best].label).join("seed0") } else { out.join(&outcomes[best].label) };
     let resolved = best_dir.join("resolved.toml");
@@ -182,6 +186,30 @@ fn summary(o: &Outcome, select: Select, last: usize, report: &str) -> ((f64, f64
     (s, mean_std(&finals), mean_std(&lasts), secs)
 }
 
+/// For every numeric axis of the grid with at least 3 values: a warning when the selected point
+/// takes its smallest or largest value (the optimum may lie outside the grid).
+pub fn edge_warnings(spec: &str, selected: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, values)) = part.split_once('=') else { continue };
+        let nums: Option<Vec<f64>> = values.split(',').map(|v| v.trim().parse::<f64>().ok()).collect();
+        let Some(nums) = nums.filter(|n| n.len() >= 3) else { continue };
+        let chosen = selected
+            .iter()
+            .find_map(|s| s.split_once('=').filter(|(k, _)| k.trim() == key.trim()).map(|(_, v)| v.trim().to_string()));
+        let Some(v) = chosen.and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let (lo, hi) = nums.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+        if v == lo || v == hi {
+            let side = if v == lo { "smallest" } else { "largest" };
+            out.push(format!(
+                "the selected {} = {v} is the {side} value of the grid: the optimum may lie outside it; extend the grid",
+                key.trim()
+            ));
+        }
+    }
+    out
+}
+
 /// `OUT` default: `runs/sweep-<config stem>-<time>`.
 pub fn default_out(config: &Path) -> PathBuf {
     let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
@@ -202,6 +230,16 @@ mod tests {
         assert!(grid("client.lr").is_err());
         assert!(grid("client.lr=").is_err());
         assert!(grid("a=1;a=2").is_err());
+    }
+
+    #[test]
+    fn a_selection_at_the_edge_of_a_numeric_axis_is_flagged() {
+        let spec = "client.lr=0.01,0.1,1.0;algorithm.use=fedavg,fedprox";
+        assert_eq!(edge_warnings(spec, &["client.lr=0.1".into(), "algorithm.use=fedavg".into()]).len(), 0);
+        let w = edge_warnings(spec, &["client.lr=1.0".into(), "algorithm.use=fedprox".into()]);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("client.lr = 1 is the largest"), "{w:?}");
+        assert!(edge_warnings("client.lr=0.1,1.0", &["client.lr=1.0".into()]).is_empty(), "two values: no interior");
     }
 
     #[test]
