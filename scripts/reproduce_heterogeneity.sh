@@ -26,7 +26,7 @@ if want longtail; then
   # Imbalance ratio 100; selected by the balanced validation accuracy (mean of the last 5
   # evaluations); reported: the balanced test accuracy.
   lt=(--select validation_balanced --report test_acc_balanced --last 5)
-  grid="client.lr=0.02,0.05,0.1,0.2"
+  grid="client.lr=0.02,0.05,0.1,0.2,0.4"
   sweep longtail_ce long_tail_fmnist "$grid" "${lt[@]}" --set loss.use=cross_entropy
   sweep longtail_focal long_tail_fmnist "$grid" "${lt[@]}" --set loss.use=focal
   sweep longtail_la long_tail_fmnist "$grid" "${lt[@]}" --set loss.use=logit_adjusted
@@ -45,7 +45,7 @@ if want dae; then
     "$BIN" run "$P/dae_pretrain.toml" --out "$pre" -q --set rounds=40 --set client.lr=0.5 > /dev/null
   fi
   ft=(--last 5 --set data.subsample=0.005 --set eval.validation=0.2)
-  grid="client.lr=0.03,0.1,0.3,1.0,3.0"
+  grid="client.lr=0.03,0.1,0.3,1.0,3.0,10.0"
   sweep dae_pretrained dae_finetune "$grid" "${ft[@]}" --set "init_from=\"$(realpath "$pre")\""
   sweep dae_scratch dae_finetune "$grid" "${ft[@]}"
   sweep dae_probe_pretrained dae_finetune "$grid" "${ft[@]}" --set "init_from=\"$(realpath "$pre")\"" --set model.freeze_encoder=true

@@ -56,11 +56,11 @@ cmp composite_l1 composite_l1 --algorithms feddualavg,fedmid,fedavg --at 10,20,3
 # FedOpt: every method gets the same budget, 4 values of its learning rate (FedAvg: the client
 # lr; the server optimisers: the server lr), selected on a validation split by the mean validation
 # accuracy of the last 10 evaluations; the test columns of the selected points are the result.
-sweep fedopt_fedavg fedopt_comparison "client.lr=0.01,0.03,0.1,0.3" --last 10
+sweep fedopt_fedavg fedopt_comparison "client.lr=0.03,0.1,0.3,1.0" --last 10
 sweep fedopt_fedadam fedopt_comparison "algorithm.server_lr=0.003,0.01,0.03,0.1" --last 10 --set algorithm.use=fedadam
 sweep fedopt_fedyogi fedopt_comparison "algorithm.server_lr=0.003,0.01,0.03,0.1" --last 10 --set algorithm.use=fedyogi
 sweep fedopt_fedadagrad fedopt_comparison "algorithm.server_lr=0.03,0.1,0.3,1.0" --last 10 --set algorithm.use=fedadagrad
-sweep fedopt_fedavgm fedopt_comparison "algorithm.server_lr=0.1,0.3,0.5,1.0" --last 10 --set algorithm.use=fedavgm
+sweep fedopt_fedavgm fedopt_comparison "algorithm.server_lr=0.03,0.1,0.3,1.0" --last 10 --set algorithm.use=fedavgm
 if want fedopt; then
   v=(--variant "fedavg=$(best fedopt_fedavg)")
   for a in fedadam fedyogi fedadagrad fedavgm; do v+=(--variant "$a=algorithm.use=$a;$(best fedopt_$a)"); done
