@@ -133,9 +133,18 @@ pub fn run(
     for (i, (o, p)) in outcomes.iter().zip(&points).enumerate() {
         let ((sm, ss), (tm, ts), (lm, ls), secs) = summary(o, select, last, report);
         let sm = if select == Select::TrainLoss { -sm } else { sm };
-        let mark = if i == best { "**best**" } else { "" };
+        let failed: Vec<String> =
+            o.runs.iter().filter(|r| r.error.is_some()).map(|r| format!("seed {}", r.seed)).collect();
+        let mark = if i == best {
+            "**best**".to_string()
+        } else if !failed.is_empty() {
+            format!("failed: {} (not selectable)", failed.join(", "))
+        } else {
+            String::new()
+        };
+        let score = if sm.is_finite() { format!("{sm:.4} ± {ss:.4}") } else { "-".to_string() };
         md.push_str(&format!(
-            "| {} | `{}` | {sm:.4} ± {ss:.4} | {tm:.4} ± {ts:.4} | {lm:.4} ± {ls:.4} | {secs:.1} | {mark} |\n",
+            "| {} | `{}` | {score} | {tm:.4} ± {ts:.4} | {lm:.4} ± {ls:.4} | {secs:.1} | {mark} |\n",
             o.label,
             p.join("; ")
         ));
@@ -180,8 +189,10 @@ fn summary(o: &Outcome, select: Select, last: usize, report: &str) -> ((f64, f64
             a[a.len() - k..].iter().sum::<f64>() / k as f64
         })
         .collect();
-    // A point whose runs did not all finish with the metric cannot be selected.
-    let s = if scores.len() == o.runs.len() && !scores.is_empty() { mean_std(&scores) } else { (f64::NAN, f64::NAN) };
+    // A point whose runs did not all finish (a failure, e.g. divergence) with the metric cannot
+    // be selected.
+    let complete = scores.len() == o.runs.len() && !scores.is_empty() && o.runs.iter().all(|r| r.error.is_none());
+    let s = if complete { mean_std(&scores) } else { (f64::NAN, f64::NAN) };
     let secs = o.runs.iter().map(|r| r.seconds).sum::<f64>() / o.runs.len().max(1) as f64;
     (s, mean_std(&finals), mean_std(&lasts), secs)
 }

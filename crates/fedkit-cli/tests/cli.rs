@@ -351,6 +351,18 @@ fn sweep_selects_on_validation() {
         .output()
         .unwrap();
     fails_with(bad, &["--grid", "KEY=V1,V2"]);
+    // A point whose run diverges is marked failed and never selected.
+    let out = d.join("sw2");
+    let o = Command::new(env!("CARGO_BIN_EXE_fedkit"))
+        .args(["sweep", "configs/smoke/synthetic.toml", "--grid", "client.lr=0.001,0.01,1e38"])
+        .args(["--out", out.to_str().unwrap(), "-q"])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert!(md.contains("| p2 | `client.lr=1e38` | - |") && md.contains("failed: seed 1 (not selectable)"), "{md}");
+    assert!(md.contains("selected: p1") && !md.contains("warning"), "0.01 is inside the grid: {md}");
 }
 
 // `matrix` runs every attack x defence cell on the same federation and writes the grids, the CSV
