@@ -11,7 +11,7 @@
 //! `shape` (`plus`, `square`, `pattern`), `size`, `x`, `y`, `value`.
 //!
 //! Parameters: `target` (the backdoor's label, default 0); `poison_fraction` (in (0, 1], default
-//! 0.5); the trigger's `shape`, `size` (5), `x` (1), `y` (1), `value` (1.0).
+//! 0.5); the trigger's `shape` (default `plus`), `size` (5), `x` (1), `y` (1), `value` (1.0).
 //!
 //! ```toml
 //! [[pipeline]]

@@ -8,8 +8,11 @@
 //! trigger on the non-target test images, labelled `target`) and `backdoor_acc_piece<k>` (each
 //! local piece alone). Combine with `model_replacement` for boosting.
 //!
-//! Parameters: `target` (default 0); `poison_fraction` (in (0, 1], default 0.5); the pattern's
-//! `size` (bar length, default 4), `x` (1), `y` (1), `value` (1.0).
+//! Parameters (the paper's trigger factors in brackets): `target` (default 0); `poison_fraction`
+//! (the poison ratio r, in (0, 1], default 0.5); the pattern's `size` (trigger size TS, the bar
+//! length, default 4), `x` and `y` (trigger location TL, default 1, 1; the gap TG is fixed at one
+//! pixel between columns and two between rows), `value` (1.0). The scale factor gamma is
+//! `model_replacement`'s `boost`; the poison interval I is `[threat] every`.
 //!
 //! ```toml
 //! [[pipeline]]

@@ -1,17 +1,17 @@
-//! `label_flip`: the label-flipping data poisoning attack (Biggio, Nelson, Laskov, "Poisoning
-//! Attacks against Support Vector Machines", ICML 2012; the label-flipping baseline of Tolpegin
-//! et al., "Data Poisoning Attacks Against Federated Learning Systems", ESORICS 2020): every
+//! `label_flip`: the label-flipping data poisoning attack of Tolpegin, Truex, Gursoy, Liu, "Data
+//! Poisoning Attacks Against Federated Learning Systems", ESORICS 2020 (the baseline of the
+//! robustness literature; targeted flips source -> target as in that paper): every
 //! sample of an attacking client is relabelled y -> C - 1 - y (`mapping = "reverse"`), or, with
 //! `mapping = "targeted"`, only samples of class `source` become `target`.
 //!
-//! Parameters: `mapping` (`reverse` or `targeted`); `source` and `target` (for `targeted`,
-//! defaults 1 and 7).
+//! Parameters: `mapping` (`reverse`, the default, or `targeted`); `source` and `target` (used by
+//! `targeted` only, defaults 1 and 7).
 //!
 //! ```toml
 //! [[pipeline]]
 //! use = "label_flip"
 //! on = "malicious"
-//! mapping = "reverse"
+//! mapping = "targeted"
 //! source = 1
 //! target = 7
 //! ```

@@ -5,8 +5,9 @@
 //! global model with its own: delta <- gamma delta, gamma = n / eta for n clients a round and
 //! server learning rate eta (the paper's choice; with FedAvg's eta = 1, gamma = n). Pair it with
 //! `backdoor` (the attacker's local model then carries the backdoor), on the malicious clients:
-//! in one round the backdoor is in the global model. `boost = 0` uses gamma = n = the round's
-//! `sampling.per_round` (`cohort`), else `boost` itself.
+//! in one round the backdoor is in the global model. `boost = 0` uses gamma = n = the stage's
+//! `cohort` (set it to the run's `sampling.per_round`: the stage does not read it), else `boost`
+//! itself.
 //!
 //! Parameters: `boost` (gamma, default 0 = the cohort size given as `cohort`); `cohort` (n, the
 //! clients per round the attacker assumes, default 10).

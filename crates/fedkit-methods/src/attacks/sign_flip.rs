@@ -1,5 +1,6 @@
-//! `sign_flip`: the sign-flipping Byzantine attack (e.g. Damaskinos et al., "Asynchronous
-//! Byzantine Machine Learning", ICML 2018; a baseline of every robust-aggregation benchmark): the
+//! `sign_flip`: the sign-flipping Byzantine attack (Li, Xu, Chen, Giannakis, Ling, "RSA:
+//! Byzantine-Robust Stochastic Aggregation Methods for Distributed Learning from Heterogeneous
+//! Datasets", AAAI 2019; a baseline of every robust-aggregation benchmark): the
 //! attacker sends delta <- -scale delta, pushing the model away from its descent direction.
 //!
 //! Parameters: `scale` (> 0, default 1).

@@ -1,7 +1,8 @@
 //! Pixel triggers for backdoor attacks on images `[c, h, w]`: the shapes of the backdoor
 //! literature, placed at (x, y) (the top-left corner of the trigger's bounding box), with a
-//! value written into every channel. Not a registered method: `backdoor` and `dba` use it.
-//! - `plus`: a plus sign of arm length `size` (the middle row and column of a size x size box);
+//! value written into every channel. Not a registered method: `backdoor`, `blind` and `dba` use it.
+//! - `plus`: a plus sign spanning `size` pixels each way (the middle row and column of a size x
+//!   size box);
 //! - `square`: a filled size x size square;
 //! - `pattern`: four horizontal bars of length `size` in two rows and two columns (one pixel
 //!   apart, rows 2 apart), DBA's distributed trigger (Xie et al., ICLR 2020): piece k of 4 is bar k.

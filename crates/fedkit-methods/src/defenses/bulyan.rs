@@ -3,7 +3,8 @@
 //!
 //! Two stages against f Byzantine updates among n >= 4f + 3: (1) selection: theta = n - 2f
 //! updates are chosen one at a time by Krum (the update with the smallest Krum score among those
-//! left, scores with the same f, recomputed on the remaining set after each removal); (2)
+//! left, scores recomputed on the remaining set of m updates after each removal, with f capped at
+//! m - 3 so that the score stays defined: with n = 4f + 3 the last pick runs with a smaller f); (2)
 //! aggregation: for every coordinate, of the theta selected values the beta = theta - 2f closest
 //! to their median are averaged. The clients not selected in (1) are rejected (detection rates are
 //! logged). Unweighted, as the paper.

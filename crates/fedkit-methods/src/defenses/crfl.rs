@@ -2,7 +2,7 @@
 //! Attacks", ICML 2021.
 //!
 //! Training (this aggregator): the sample-weighted mean of the updates gives the new global
-//! model w' = w + mean_i delta_i; its whole parameter vector is clipped to the norm rho_t,
+//! model w' = w + mean_i delta_i; its trained parameters are clipped to the norm rho_t,
 //! w' <- w' / max(1, ||w'|| / rho_t), and perturbed with Gaussian noise, w' <- w' + N(0,
 //! sigma^2 I) (stream `crfl_noise`, deterministic per run seed and round). With `dynamic = true`
 //! (the authors' code) the bound grows with the round, rho_t = min(`clip`, 2 + 0.1 t); else

@@ -235,7 +235,7 @@ impl Aggregator for DeepSight {
                 ddifs.push(v);
             }
             let labels =
-                hdbscan_labels(&euclidean(&ddifs), n, self.min_cluster_size, self.min_samples, false, "deepsight")?;
+                hdbscan_labels(&euclidean(&ddifs), n, self.min_cluster_size, self.min_samples, true, "deepsight")?;
             ddif_dist.iter_mut().zip(co_membership(&labels)).for_each(|(a, b)| *a += b / self.probe_seeds as f64);
         }
         let cluster = |d: &[f64], single: bool| {

@@ -2,7 +2,8 @@
 //! Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017.
 //!
 //! Ranks the n updates by Krum's score (the sum of the n - f - 2 smallest squared distances to
-//! the others; see `krum`) and averages the m best with their sample weights; the other n - m
+//! the others; see `krum`) and averages the m best with their sample weights (the paper averages
+//! them equally; with equal client sizes the two agree); the other n - m
 //! are rejected (detection rates are logged). m = 0 (the default) keeps n - f. Needs
 //! n > 2f + 2.
 //!

@@ -4,7 +4,8 @@
 //! Every update is clipped to the norm bound M (as `norm_bound`), the clipped updates are
 //! averaged with sample weights, and Gaussian noise N(0, sigma^2 I) is added to the aggregate:
 //! delta = mean_i clip_M(delta_i) + N(0, sigma^2 I). The noise is far below what a formal DP
-//! guarantee needs (that is the `[privacy]` family's job); the paper shows this small amount
+//! guarantee needs (formal DP, with an accountant, is the privacy family's job, ROADMAP row F;
+//! not built yet); the paper shows this small amount
 //! already weakens backdoors at a small cost in main accuracy. The noise comes from the server's
 //! stream `weak_dp_noise` (run seed, round), so runs are deterministic. It rejects no client.
 //!
