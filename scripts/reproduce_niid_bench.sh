@@ -2,7 +2,7 @@
 # NIID-Bench (Li et al., ICDE 2022) Fashion-MNIST table: FedAvg, FedProx (mu = 0.01), SCAFFOLD and
 # FedNova under iid, Dir(0.5), #C = 1, 2, 3, with lenet (simple-cnn), 10 clients all sampled, 10
 # local epochs, batch 64, SGD lr 0.01 momentum 0.9 weight decay 1e-5, 50 rounds, seed 0 (one seed,
-# as the published table). Each run is ~20 minutes on 2 cores (24 s a round).
+# as the published table). Each run is ~10 minutes on 2 cores (~13 s a round).
 #
 # Resumable: a finished run (50 rounds in its metrics.jsonl) is skipped, an interrupted one is
 # continued from its checkpoint. Run directories go to OUT (default runs/niid_bench50); each
