@@ -330,13 +330,16 @@ fn compare_over_seeds_reports_mean_and_spread() {
 fn sweep_selects_on_validation() {
     let d = tmp("sweep");
     let out = d.join("sw");
-    let cwd = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let o = Command::new(env!("CARGO_BIN_EXE_fedkit"))
-        .args(["sweep", "configs/smoke/synthetic.toml", "--grid", "client.lr=0.001,0.05", "--seeds", "2"])
-        .args(["--out", out.to_str().unwrap(), "-q"])
-        .current_dir(cwd)
-        .output()
-        .unwrap();
+    // `fedkit sweep configs/smoke/synthetic.toml ARGS`, run from the repository root.
+    let sweep = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fedkit"))
+            .args(["sweep", "configs/smoke/synthetic.toml"])
+            .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .output()
+            .unwrap()
+    };
+    let o = sweep(&["--grid", "client.lr=0.001,0.05", "--seeds", "2", "--out", out.to_str().unwrap(), "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
     assert!(md.contains("| p0 | `client.lr=0.001` |") && md.contains("| p1 | `client.lr=0.05` |"), "{md}");
@@ -345,20 +348,11 @@ fn sweep_selects_on_validation() {
     assert!(best.contains("validation = 0.1"), "the held-out validation split is in the config");
     let rows = std::fs::read_to_string(out.join("p0").join("seed0").join("metrics.jsonl")).unwrap();
     assert!(rows.contains("\"val_acc\""), "evaluation rounds record val_acc");
-    let bad = Command::new(env!("CARGO_BIN_EXE_fedkit"))
-        .args(["sweep", "configs/smoke/synthetic.toml", "--grid", "client.lr", "--out", out.to_str().unwrap()])
-        .current_dir(cwd)
-        .output()
-        .unwrap();
+    let bad = sweep(&["--grid", "client.lr", "--out", out.to_str().unwrap()]);
     fails_with(bad, &["--grid", "KEY=V1,V2"]);
     // A point whose run diverges is marked failed and never selected.
     let out = d.join("sw2");
-    let o = Command::new(env!("CARGO_BIN_EXE_fedkit"))
-        .args(["sweep", "configs/smoke/synthetic.toml", "--grid", "client.lr=0.001,0.01,1e38"])
-        .args(["--out", out.to_str().unwrap(), "-q"])
-        .current_dir(cwd)
-        .output()
-        .unwrap();
+    let o = sweep(&["--grid", "client.lr=0.001,0.01,1e38", "--out", out.to_str().unwrap(), "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
     assert!(md.contains("| p2 | `client.lr=1e38` | - |") && md.contains("failed: seed 1 (not selectable)"), "{md}");
