@@ -379,6 +379,34 @@ pub struct AggregatorView<'a> {
     pub model: &'a mut dyn Model,
     pub server_data: &'a ClientData,
     pub train: &'a LocalTrain,
+    /// Worker threads with models of their own, for model work on many updates (DeepSight's
+    /// DDifs); `None` runs that work on `model`, one job after another.
+    pub workers: Option<&'a mut dyn ModelPool>,
+}
+
+impl AggregatorView<'_> {
+    /// `job(model, i)` for i in 0..n, on the workers when there are some; results in job order,
+    /// so they never depend on the thread count.
+    pub fn map_models<T: Send>(&mut self, n: usize, job: impl Fn(&mut dyn Model, usize) -> T + Sync) -> Vec<T> {
+        let Some(pool) = self.workers.as_deref_mut() else {
+            return (0..n).map(|i| job(&mut *self.model, i)).collect();
+        };
+        let slots: Vec<std::sync::Mutex<Option<T>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+        pool.run(n, &|m: &mut dyn Model, i: usize| {
+            let out = job(m, i);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+        });
+        slots
+            .into_iter()
+            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).expect("ModelPool::run ran every job"))
+            .collect()
+    }
+}
+
+/// Parallel model work (the engine's workers): `run(n, job)` calls `job(model, i)` exactly once
+/// for every i in 0..n, across threads, each thread with a model object of its own.
+pub trait ModelPool {
+    fn run(&mut self, n: usize, job: &(dyn Fn(&mut dyn Model, usize) + Sync));
 }
 
 /// Combines the cohort's updates: a mean, or a robust rule. Fills `accepted`.

@@ -3,7 +3,8 @@
 //!
 //! - `cnn_100/<defence>`: one aggregation of 100 updates of the `cnn` (1.66M parameters);
 //!   targets on one core: Krum and FLAME under 2 s, coordinate-wise rules under 0.5 s, DeepSight
-//!   (its DDifs run the model on 3 x 200 noise images per update) under 10 s.
+//!   (its DDifs run the model on 3 x 200 noise images per update) under 10 s;
+//!   `cnn_100_deepsight_threads`: DeepSight with its DDifs on 1 and 2 engine workers.
 //! - `mlp_1000/<defence>`: 1000 updates of the `mlp` 784-200-200-10 (199k parameters).
 //!
 //! Updates are N(0, 0.01^2) per coordinate around a common direction, so filtering rules see a
@@ -14,8 +15,10 @@ use std::sync::Arc;
 
 use fedkit_core::registry::{Kind, build_from_table};
 use fedkit_core::{
-    AggregatorView, ClientData, Dataset, Extras, LocalTrain, Metrics, Model, Params, RngStream, RoundCtx, Update,
+    AggregatorView, ClientData, Dataset, Extras, LocalTrain, Metrics, Model, ModelPool, Params, RngStream, RoundCtx,
+    Update,
 };
+use fedkit_engine::workers::Workers;
 
 fn main() {
     divan::main();
@@ -93,12 +96,13 @@ fn cohort(spec: &str, n: usize) -> Cohort {
     }
 }
 
-fn aggregate(b: divan::Bencher, c: &mut Cohort, name: &str) {
+fn aggregate(b: divan::Bencher, c: &mut Cohort, name: &str, threads: usize) {
     let table: toml::Table = format!("use = \"{name}\"").parse().expect("table");
     let (mut agg, _) =
         build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &table, &[]).expect("build");
     let train = LocalTrain { epochs: 1, batch_size: 32, ..LocalTrain::default() };
     let draws = vec![1u32; c.ids.len()];
+    let mut workers = (threads > 1).then(|| Workers::new(threads, c.model.as_ref()).expect("workers"));
     b.bench_local(|| {
         let r = RoundCtx {
             round: 1,
@@ -109,7 +113,12 @@ fn aggregate(b: divan::Bencher, c: &mut Cohort, name: &str) {
             malicious: &c.malicious,
             draws: &draws,
         };
-        let mut view = AggregatorView { model: c.model.as_mut(), server_data: &c.data, train: &train };
+        let mut view = AggregatorView {
+            model: c.model.as_mut(),
+            server_data: &c.data,
+            train: &train,
+            workers: workers.as_mut().map(|w| w as &mut dyn ModelPool),
+        };
         black_box(agg.aggregate_with(&r, &c.updates, &mut view).expect("aggregate"));
     });
 }
@@ -117,11 +126,18 @@ fn aggregate(b: divan::Bencher, c: &mut Cohort, name: &str) {
 #[divan::bench(args = DEFENCES, sample_count = 3, sample_size = 1)]
 fn cnn_100(b: divan::Bencher, name: &str) {
     let mut c = cohort("use = \"cnn\"", 100);
-    aggregate(b, &mut c, name);
+    aggregate(b, &mut c, name, 1);
+}
+
+/// DeepSight's DDifs on the engine's workers (its model work is the only parallel part).
+#[divan::bench(args = [1, 2], sample_count = 3, sample_size = 1)]
+fn cnn_100_deepsight_threads(b: divan::Bencher, threads: usize) {
+    let mut c = cohort("use = \"cnn\"", 100);
+    aggregate(b, &mut c, "deepsight", threads);
 }
 
 #[divan::bench(args = DEFENCES, sample_count = 3, sample_size = 1)]
 fn mlp_1000(b: divan::Bencher, name: &str) {
     let mut c = cohort("use = \"mlp\"\nhidden = [200, 200]", 1000);
-    aggregate(b, &mut c, name);
+    aggregate(b, &mut c, name, 1);
 }

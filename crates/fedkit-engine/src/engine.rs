@@ -455,6 +455,7 @@ impl Engine {
             model: self.server_model.as_mut(),
             server_data: &self.server_data,
             train: &self.cfg.client,
+            workers: Some(&mut self.workers),
         };
         let mut agg = self.aggregator.aggregate_with(&r, ups, &mut view)?;
         if self.aggregator.filters() {

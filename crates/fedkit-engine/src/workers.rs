@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fedkit_core::{Error, Model, Result};
+use fedkit_core::{Error, Model, ModelPool, Result};
 
 /// Worker threads with their models.
 pub struct Workers {
@@ -87,5 +87,11 @@ impl Workers {
         let mut all: Vec<(usize, T)> = parts.into_iter().flatten().collect();
         all.sort_by_key(|(i, _)| *i);
         all.into_iter().map(|(_, t)| t).collect()
+    }
+}
+
+impl ModelPool for Workers {
+    fn run(&mut self, n: usize, job: &(dyn Fn(&mut dyn Model, usize) + Sync)) {
+        self.map(n, job);
     }
 }

@@ -49,7 +49,7 @@ fn run(name: &str, make: &dyn Fn() -> Box<dyn Aggregator>, updates: &[Update]) -
     let global = Params::zeros(toy_layout(updates[0].delta.len()));
     let mut model = Quadratic { layout: toy_layout(updates[0].delta.len()) };
     let (data, train) = (toy_data(), LocalTrain { lr: 0.1, epochs: 1, batch_size: 8, ..LocalTrain::default() });
-    let mut view = AggregatorView { model: &mut model, server_data: &data, train: &train };
+    let mut view = AggregatorView { model: &mut model, server_data: &data, train: &train, workers: None };
     let a = make()
         .aggregate_with(&round_ctx(1, &COHORT, &global), updates, &mut view)
         .unwrap_or_else(|e| panic!("aggregator `{name}`: aggregate failed: {e}"));

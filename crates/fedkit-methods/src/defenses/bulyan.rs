@@ -20,7 +20,7 @@
 use fedkit_core::{Aggregate, Aggregator, Error, Result, RoundCtx, Update, Weighting};
 use serde::{Deserialize, Serialize};
 
-use super::coordinatewise::{median, per_coordinate};
+use super::coordinatewise::{median_of_sorted, per_coordinate_sorted};
 use super::geometry::{aggregate_of, by_client, rows, sq_distances};
 use super::krum::krum_scores;
 
@@ -62,11 +62,26 @@ pub fn bulyan_select(d2: &[f64], n: usize, f: usize) -> Vec<usize> {
     chosen
 }
 
-/// The mean of the `beta` values of `v` closest to its median.
-fn closest_to_median(v: &mut [f32], beta: usize) -> f64 {
-    let med = median(v) as f32;
-    v.sort_by(|a, b| (a - med).abs().total_cmp(&(b - med).abs()).then(a.total_cmp(b)));
-    v[..beta].iter().map(|x| *x as f64).sum::<f64>() / beta as f64
+/// The mean of the `beta` values of sorted `v` closest to its median (ties to the smaller
+/// value), summed in order of closeness. They are a contiguous run of `v`: grow it from the
+/// median outwards, one side at a time.
+fn closest_to_median(v: &[f32], beta: usize) -> f64 {
+    let med = median_of_sorted(v) as f32;
+    let closer = |a: f32, b: f32| (a - med).abs().total_cmp(&(b - med).abs()).then(a.total_cmp(&b)).is_le();
+    let mut left = v.partition_point(|x| x.total_cmp(&med).is_lt());
+    let mut right = left;
+    let mut sum = 0.0f64;
+    for _ in 0..beta {
+        let take_left = left > 0 && (right == v.len() || closer(v[left - 1], v[right]));
+        if take_left {
+            left -= 1;
+            sum += v[left] as f64;
+        } else {
+            sum += v[right] as f64;
+            right += 1;
+        }
+    }
+    sum / beta as f64
 }
 
 impl Aggregator for Bulyan {
@@ -77,7 +92,7 @@ impl Aggregator for Bulyan {
         let chosen: Vec<&Update> =
             bulyan_select(&sq_distances(&rows(&order)), n, self.f).into_iter().map(|i| order[i]).collect();
         let beta = chosen.len() - 2 * self.f;
-        let values = per_coordinate(&rows(&chosen), |v| closest_to_median(v, beta));
+        let values = per_coordinate_sorted(&rows(&chosen), |v| closest_to_median(v, beta));
         aggregate_of(&order[0].delta, values, &chosen, Weighting::Robust)
     }
     fn filters(&self) -> bool {
@@ -110,5 +125,21 @@ mod tests {
         assert!((a.delta.as_slice()[0] as f64 - want).abs() < 1e-6);
         assert!(Bulyan { f: 2 }.aggregate(&ctx(), &ups).is_err(), "n = 7 < 4f + 3 = 11");
         assert!(Bulyan { f: 1 }.check_cohort(6).is_err());
+    }
+
+    #[test]
+    fn the_beta_closest_to_the_median_match_a_sort_by_closeness() {
+        for n in 1..40usize {
+            let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 * 0.5 - 2.0).collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f32::total_cmp);
+            let med = median_of_sorted(&sorted) as f32;
+            let mut by_closeness = v.clone();
+            by_closeness.sort_by(|a, b| (a - med).abs().total_cmp(&(b - med).abs()).then(a.total_cmp(b)));
+            for beta in 1..=n {
+                let want = by_closeness[..beta].iter().map(|x| *x as f64).sum::<f64>() / beta as f64;
+                assert_eq!(closest_to_median(&sorted, beta).to_bits(), want.to_bits(), "n = {n}, beta = {beta}");
+            }
+        }
     }
 }

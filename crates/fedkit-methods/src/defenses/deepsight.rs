@@ -29,7 +29,9 @@
 //! `min_samples`, default 3, the reference reimplementation's). Departures: the probe sets are
 //! 200 noise inputs per seed (the reimplementation's 20000 make a round cost 100x more) and are
 //! drawn from the run seed, so rounds are deterministic. The DDifs need the model: simulation
-//! runs it on the server; a deployment would run it where the updates are decrypted.
+//! runs it on the server; a deployment would run it where the updates are decrypted. The DDifs
+//! of the n updates are n jobs on the engine's worker threads (`threads`), each on a model of
+//! its own; the result is the same bits for any thread count.
 //!
 //! Parameters: `probe_samples` (default 200), `probe_seeds` (3), `threshold_factor` (0.01),
 //! `tau` (1/3), `min_cluster_size` (5), `min_samples` (3).
@@ -210,32 +212,46 @@ impl Aggregator for DeepSight {
             })
             .collect();
 
-        // DDifs on the probe sets.
+        // DDifs on the probe sets: the global model's outputs once per set, then every local
+        // model on every set (one job per update, on the workers when the engine has them).
         let shape = view.server_data.feature_shape().to_vec();
         let flen: usize = shape.iter().product();
+        let probes: Vec<Batch> = (0..self.probe_seeds)
+            .map(|s| {
+                let mut rng = RngStream::derive(r.seed, "deepsight_probe", 0, s as u64);
+                Batch {
+                    x: (0..self.probe_samples * flen).map(|_| rng.uniform() as f32).collect(),
+                    y: vec![0; self.probe_samples],
+                    feature_shape: shape.clone(),
+                    classes: view.server_data.data.classes,
+                }
+            })
+            .collect();
+        let global_p =
+            probes.iter().map(|probe| probabilities(view.model, r.global, probe)).collect::<Result<Vec<_>>>()?;
+        let samples = self.probe_samples as f64;
+        let ddifs = view.map_models(n, |model, i| -> Result<Vec<Vec<f64>>> {
+            let mut local = r.global.clone();
+            local.as_mut_slice().iter_mut().zip(deltas[i].iter()).for_each(|(a, b)| *a += b);
+            probes
+                .iter()
+                .zip(&global_p)
+                .map(|(probe, (pg, classes))| {
+                    let (pl, _) = probabilities(model, &local, probe)?;
+                    let mut v = vec![0.0f64; *classes];
+                    for (k, (a, g)) in pl.iter().zip(pg).enumerate() {
+                        v[k % classes] += a / (g + 1e-6) / samples;
+                    }
+                    Ok(v)
+                })
+                .collect()
+        });
+        let ddifs = ddifs.into_iter().collect::<Result<Vec<_>>>()?;
         let mut ddif_dist = vec![0.0f64; n * n];
         for s in 0..self.probe_seeds {
-            let mut rng = RngStream::derive(r.seed, "deepsight_probe", 0, s as u64);
-            let probe = Batch {
-                x: (0..self.probe_samples * flen).map(|_| rng.uniform() as f32).collect(),
-                y: vec![0; self.probe_samples],
-                feature_shape: shape.clone(),
-                classes: view.server_data.data.classes,
-            };
-            let (pg, classes) = probabilities(view.model, r.global, &probe)?;
-            let mut ddifs = Vec::with_capacity(n);
-            for d in &deltas {
-                let mut local = r.global.clone();
-                local.as_mut_slice().iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
-                let (pl, _) = probabilities(view.model, &local, &probe)?;
-                let mut v = vec![0.0f64; classes];
-                for (k, (a, g)) in pl.iter().zip(&pg).enumerate() {
-                    v[k % classes] += a / (g + 1e-6) / self.probe_samples as f64;
-                }
-                ddifs.push(v);
-            }
+            let per_seed: Vec<Vec<f64>> = ddifs.iter().map(|d| d[s].clone()).collect();
             let labels =
-                hdbscan_labels(&euclidean(&ddifs), n, self.min_cluster_size, self.min_samples, true, "deepsight")?;
+                hdbscan_labels(&euclidean(&per_seed), n, self.min_cluster_size, self.min_samples, true, "deepsight")?;
             ddif_dist.iter_mut().zip(co_membership(&labels)).for_each(|(a, b)| *a += b / self.probe_seeds as f64);
         }
         let cluster = |d: &[f64], single: bool| {
@@ -289,7 +305,7 @@ impl Aggregator for DeepSight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedkit_core::{ClientData, Dataset, LocalTrain};
+    use fedkit_core::{ClientData, Dataset, LocalTrain, ModelPool};
     use std::sync::Arc;
 
     /// Logistic regression on 4 features and 3 classes: weight [4, 3] then bias [3].
@@ -349,7 +365,22 @@ mod tests {
         us
     }
 
+    /// A pool that runs the jobs last to first, each on a fresh copy of the model.
+    struct Backwards;
+    impl ModelPool for Backwards {
+        fn run(&mut self, n: usize, job: &(dyn Fn(&mut dyn Model, usize) + Sync)) {
+            for i in (0..n).rev() {
+                job(Linear.clone_box().as_mut(), i);
+            }
+        }
+    }
+
     fn run(us: &[Update]) -> Aggregate {
+        run_on(us, false)
+    }
+
+    fn run_on(us: &[Update], pooled: bool) -> Aggregate {
+        let mut pool = Backwards;
         let data = ClientData::whole(Arc::new(Dataset {
             name: "t".into(),
             x: vec![0.5; 4 * 3],
@@ -360,7 +391,12 @@ mod tests {
         }));
         let train = LocalTrain::default();
         let mut model = Linear;
-        let mut view = AggregatorView { model: &mut model, server_data: &data, train: &train };
+        let mut view = AggregatorView {
+            model: &mut model,
+            server_data: &data,
+            train: &train,
+            workers: pooled.then_some(&mut pool as &mut dyn ModelPool),
+        };
         let global = Params::zeros(layout());
         let malicious = [false; 16];
         let cohort: Vec<u32> = (0..10).collect();
@@ -400,6 +436,14 @@ mod tests {
         let (x, y) = (run(&us), run(&reversed));
         assert_eq!(x.accepted, y.accepted);
         assert_eq!(x.delta.as_slice(), y.delta.as_slice());
+    }
+
+    #[test]
+    fn workers_running_the_ddifs_in_any_order_give_the_same_aggregate() {
+        let us = cohort();
+        let (serial, pooled) = (run(&us), run_on(&us, true));
+        assert_eq!(serial.accepted, pooled.accepted);
+        assert_eq!(serial.delta.as_slice(), pooled.delta.as_slice());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use fedkit_core::{Aggregate, Aggregator, Result, RoundCtx, Update, Weighting};
 use serde::{Deserialize, Serialize};
 
-use super::coordinatewise::{median, per_coordinate};
+use super::coordinatewise::{median_of_sorted, per_coordinate_sorted};
 use super::geometry::{aggregate_of, by_client, rows};
 
 /// The coordinate-wise median (no parameters).
@@ -27,7 +27,7 @@ pub struct Median {}
 impl Aggregator for Median {
     fn aggregate(&mut self, _r: &RoundCtx, updates: &[Update]) -> Result<Aggregate> {
         let order = by_client(updates, 1, "median")?;
-        let values = per_coordinate(&rows(&order), median);
+        let values = per_coordinate_sorted(&rows(&order), median_of_sorted);
         aggregate_of(&order[0].delta, values, &order, Weighting::Robust)
     }
 }

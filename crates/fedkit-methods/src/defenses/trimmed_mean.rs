@@ -17,7 +17,7 @@
 use fedkit_core::{Aggregate, Aggregator, Error, Result, RoundCtx, Update, Weighting};
 use serde::{Deserialize, Serialize};
 
-use super::coordinatewise::{per_coordinate, trimmed_mean};
+use super::coordinatewise::{per_coordinate_sorted, trimmed_mean_of_sorted};
 use super::geometry::{aggregate_of, by_client, rows};
 
 /// The coordinate-wise trimmed mean.
@@ -55,7 +55,7 @@ impl Aggregator for TrimmedMean {
                 format!("beta = {} trims everything from a cohort of {n}", self.beta),
             ));
         }
-        let values = per_coordinate(&rows(&order), |v| trimmed_mean(v, k));
+        let values = per_coordinate_sorted(&rows(&order), |v| trimmed_mean_of_sorted(v, k));
         aggregate_of(&order[0].delta, values, &order, Weighting::Robust)
     }
 }
