@@ -6,7 +6,9 @@
 //! = client id mod 4) and the label `target`. No attacker ever sees the whole trigger, yet the
 //! assembled one works on the global model. It registers `backdoor_acc` (the assembled global
 //! trigger on the non-target test images, labelled `target`) and `backdoor_acc_piece<k>` (each
-//! local piece alone). Combine with `model_replacement` for boosting.
+//! local piece alone). Combine with `model_replacement` for boosting. A piece is chosen by client
+//! id, so a random malicious pool may leave one without an attacker: `[threat] ids` with every
+//! residue mod 4 covers all four (`configs/papers/durability_fmnist.toml`).
 //!
 //! Parameters (the paper's trigger factors in brackets): `target` (default 0); `poison_fraction`
 //! (the poison ratio r, in (0, 1], default 0.5); the pattern's `size` (trigger size TS, the bar
