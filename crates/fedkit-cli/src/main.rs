@@ -7,6 +7,7 @@ mod demo;
 mod export;
 mod heatmap;
 mod matrix;
+mod privacy;
 mod progress;
 mod report;
 mod sweep;
@@ -204,6 +205,11 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         last: usize,
     },
+    /// Differential-privacy accounting: epsilon of a mechanism, or the noise for a target epsilon.
+    Privacy {
+        #[command(subcommand)]
+        command: privacy::PrivacyCommand,
+    },
     /// Measure local-training throughput and round rate (see docs/performance.md).
     Bench {
         /// Shorter measurement (smoke test).
@@ -355,6 +361,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Bench { quick } => bench::run(quick),
+        Command::Privacy { command } => privacy::run(command),
     }
 }
 

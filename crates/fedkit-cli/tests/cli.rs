@@ -427,3 +427,58 @@ fn certify_reports_certified_accuracy_against_radius() {
     assert_eq!(acc[2], 0.0, "{csv}");
     fails_with(fedkit(&["certify", run.to_str().unwrap(), "--sigma", "0"], &[]), &["--sigma", "> 0"]);
 }
+
+#[test]
+fn privacy_epsilon_and_noise_with_json_and_clear_errors() {
+    let base = ["--sampling-rate", "0.04", "--steps", "2250", "--delta", "1e-5"];
+    let args = |head: &[&'static str], tail: &[&'static str]| -> Vec<&'static str> {
+        head.iter().chain(base.iter()).chain(tail).copied().collect()
+    };
+    // Opacus's published value on its own grid and series.
+    let o = fedkit(&args(&["privacy", "epsilon", "--noise-multiplier", "1.5"], &["--like", "opacus", "--json"]), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
+    assert!((v["epsilon"].as_f64().unwrap() - 7.32911117143).abs() < 1e-9, "{v}");
+    assert_eq!((v["order"].as_f64(), v["accountant"].as_str()), (Some(3.9), Some("rdp")));
+    assert_eq!(v["neighbours"], "add/remove one");
+    // The noise for that epsilon gives it back.
+    let o = fedkit(&args(&["privacy", "noise", "--epsilon", "7.32911117143"], &["--like", "opacus", "--json"]), &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let sigma = v["noise_multiplier"].as_f64().unwrap();
+    assert!((sigma - 1.5).abs() < 1e-6 && v["epsilon"].as_f64().unwrap() <= 7.32911117143, "{v}");
+    // Plain text names the neighbouring relation.
+    let o =
+        fedkit(&args(&["privacy", "epsilon", "--noise-multiplier", "1"], &["--sampling", "without-replacement"]), &[]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("replace one neighbours"));
+    // Every bad input: one line naming the flag, non-zero exit. Arguments after the first 8
+    // complete a valid call.
+    let call = |cmd: &'static str, flag: &'static str, value: &'static str| -> Vec<&'static str> {
+        let mut a = vec!["privacy", cmd, flag, value];
+        let rest = [
+            ("--noise-multiplier", "1"),
+            ("--epsilon", "1"),
+            ("--sampling-rate", "0.1"),
+            ("--steps", "10"),
+            ("--delta", "1e-5"),
+        ];
+        for (f, v) in rest {
+            let other_command = (cmd == "epsilon" && f == "--epsilon") || (cmd == "noise" && f == "--noise-multiplier");
+            if f != flag && !other_command {
+                a.extend([f, v]);
+            }
+        }
+        a
+    };
+    for (a, msg) in [
+        (call("epsilon", "--noise-multiplier", "0"), "--noise-multiplier: must be a finite number > 0"),
+        (call("epsilon", "--delta", "1.5"), "--delta: must be in (0, 1)"),
+        (call("epsilon", "--sampling-rate", "2"), "--sampling-rate: must be in (0, 1]"),
+        (call("epsilon", "--steps", "0"), "--steps: must be at least 1"),
+        (call("epsilon", "--orders", "0.5,2"), "--orders: every order must be"),
+        (call("epsilon", "--accountant", "pld"), "possible values: rdp"),
+        (call("noise", "--epsilon", "-1"), "--epsilon: must be a finite number > 0"),
+        (call("noise", "--sampling-rate", "0"), "--sampling-rate: must be in (0, 1]"),
+    ] {
+        fails_with(fedkit(&a, &[]), &[msg]);
+    }
+}
