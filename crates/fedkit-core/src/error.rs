@@ -43,6 +43,16 @@ impl Error {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io { path: path.as_ref().display().to_string(), error: source }
     }
+    /// Put a configuration error's bare key (one without a dot, a method's own parameter)
+    /// under `section`, e.g. `pipeline.0`; dotted keys (`sampling.rate`) stay as they are.
+    pub fn under(self, section: &str) -> Self {
+        match self {
+            Error::Config { file, key, msg } if !key.contains('.') => {
+                Error::Config { file, key: format!("{section}.{key}"), msg }
+            }
+            other => other,
+        }
+    }
     /// Attach the config file name to a configuration error that lacks one.
     pub fn in_file(self, file: &str) -> Self {
         match self {

@@ -32,7 +32,8 @@ pub use params::{Layout, ParamKind, Params};
 pub use partition::Partitioner;
 pub use rng::RngStream;
 pub use traits::{
-    Aggregator, AggregatorView, Algorithm, AnyState, BATCH_STREAM, ClientCtx, DynAlgorithm, ModelPool, RoundCtx,
-    SampleCtx, ServerView, SharedHook, Stage, State, StragglerPolicy, Transport, local_update, local_update_from,
+    Aggregator, AggregatorView, Algorithm, AnyState, BATCH_STREAM, ClientCtx, CohortSampling, DynAlgorithm, ModelPool,
+    RoundCtx, RunInfo, SampleCtx, ServerView, SharedHook, Stage, State, StragglerPolicy, Transport, local_update,
+    local_update_from,
 };
 pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update, Weighting};

@@ -481,6 +481,18 @@ pub trait Stage: Send + Sync {
     fn evals(&self, _test: &ClientData) -> Result<Vec<(String, ClientData)>> {
         Ok(Vec::new())
     }
+    /// Once, before the first round: what the run looks like (population, cohort sampling,
+    /// rounds, aggregator). A stage whose correctness depends on it checks it here (DP's
+    /// accountant must match the sampling) and refuses a mismatch with an error naming the key.
+    fn prepare(&mut self, _run: &RunInfo) -> Result<()> {
+        Ok(())
+    }
+    /// True for a stage that makes every round's release differentially private: the engine
+    /// then runs the server stages on rounds whose (Poisson) cohort is empty too, so that those
+    /// rounds are noised like the others.
+    fn noises_every_round(&self) -> bool {
+        false
+    }
     /// Server-side state kept across rounds (an accountant, a residual), saved in checkpoints.
     fn state(&self) -> Result<Vec<u8>> {
         Ok(Vec::new())
@@ -489,6 +501,27 @@ pub trait Stage: Send + Sync {
     fn load_state(&mut self, _bytes: &[u8]) -> Result<()> {
         Ok(())
     }
+}
+
+/// How each round's cohort is drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CohortSampling {
+    /// A uniform subset of exactly `per_round` clients (without replacement).
+    FixedSize { per_round: usize },
+    /// Each client independently with probability `rate`.
+    Poisson { rate: f64 },
+}
+
+/// What a stage learns about the run before the first round ([`Stage::prepare`]).
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// Clients in the federation.
+    pub population: usize,
+    pub sampling: CohortSampling,
+    pub rounds: u32,
+    /// The registered names of the configured algorithm and aggregator.
+    pub algorithm: String,
+    pub aggregator: String,
 }
 
 /// Moves a round's work to clients and their updates back: in-process (rayon) or networked.

@@ -84,8 +84,14 @@ impl Default for RunConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sampling {
+    /// How a round's cohort is drawn: `uniform` (exactly `per_round` clients, without
+    /// replacement) or `poisson` (each client independently with probability `rate`; the
+    /// add/remove-one neighbouring relation of DP accounting; a round's cohort may be empty).
+    pub scheme: SamplingScheme,
     /// Clients sampled per round K, uniformly without replacement (capped at the population).
     pub per_round: usize,
+    /// `scheme = "poisson"`: each client's probability to be in a round, in (0, 1].
+    pub rate: f64,
     /// Fraction of each round's cohort that are stragglers (FedProx's `drop_percent`).
     pub drop_percent: f64,
     /// What stragglers do: `drop` or `partial`; default: the algorithm's choice (FedAvg drops,
@@ -95,7 +101,26 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { per_round: 10, drop_percent: 0.0, stragglers: None }
+        Sampling { scheme: SamplingScheme::Uniform, per_round: 10, rate: 0.0, drop_percent: 0.0, stragglers: None }
+    }
+}
+
+/// `[sampling] scheme`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplingScheme {
+    #[default]
+    Uniform,
+    Poisson,
+}
+
+impl Sampling {
+    /// The scheme as stages see it.
+    pub fn cohort_sampling(&self) -> fedkit_core::CohortSampling {
+        match self.scheme {
+            SamplingScheme::Uniform => fedkit_core::CohortSampling::FixedSize { per_round: self.per_round },
+            SamplingScheme::Poisson => fedkit_core::CohortSampling::Poisson { rate: self.rate },
+        }
     }
 }
 
@@ -444,6 +469,25 @@ impl RunConfig {
                     self.sampling.per_round, self.sampling.drop_percent
                 ),
             );
+        }
+        match self.sampling.scheme {
+            SamplingScheme::Poisson if !(self.sampling.rate > 0.0 && self.sampling.rate <= 1.0) => {
+                return bad(
+                    "sampling.rate",
+                    format!(
+                        "scheme = \"poisson\" needs a rate in (0, 1] (each client's chance per round), got {}",
+                        self.sampling.rate
+                    ),
+                );
+            }
+            SamplingScheme::Uniform if self.sampling.rate != 0.0 => {
+                return bad(
+                    "sampling.rate",
+                    "rate is the Poisson sampling probability: set sampling.scheme = \"poisson\" too, or use per_round"
+                        .into(),
+                );
+            }
+            _ => {}
         }
         let (aggregator, g) =
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;

@@ -8,13 +8,14 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use fedkit_core::{
-    AdjustedPrediction, AggregatorView, AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error, EvalStats,
-    Extras, GradHook, LocalStep, Loss, LossData, Model, Params, Result, RngStream, RoundCtx, SampleCtx, ServerView,
-    StragglerPolicy, Update, balanced_accuracy, class_accuracy, evaluate_in_domain, evaluate_range,
+    AdjustedPrediction, Aggregate, AggregatorView, AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error,
+    EvalStats, Extras, GradHook, LocalStep, Loss, LossData, Metrics, Model, Params, Result, RngStream, RoundCtx,
+    SampleCtx, ServerView, StragglerPolicy, Update, Weighting, balanced_accuracy, class_accuracy, evaluate_in_domain,
+    evaluate_range,
 };
 use fedkit_data::Federation;
 
-use crate::config::{Built, RunConfig, StageSlot};
+use crate::config::{Built, RunConfig, SamplingScheme, StageSlot};
 use crate::record::Record;
 use crate::workers::Workers;
 
@@ -111,7 +112,7 @@ impl Engine {
     pub fn new(mut cfg: RunConfig) -> Result<Engine> {
         let source = cfg.source.clone();
         let in_file = |e: Error| if source.is_empty() { e } else { e.in_file(&source) };
-        let Built { algorithm, aggregator, stages, model, local, mut loss } = cfg.build().map_err(in_file)?;
+        let Built { algorithm, aggregator, mut stages, model, local, mut loss } = cfg.build().map_err(in_file)?;
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
@@ -175,6 +176,17 @@ impl Engine {
                 stage_evals.push((name, set));
             }
         }
+        let name = |t: &toml::Table| t.get("use").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let info = fedkit_core::RunInfo {
+            population: n,
+            sampling: cfg.sampling.cohort_sampling(),
+            rounds: cfg.rounds,
+            algorithm: name(&cfg.algorithm),
+            aggregator: name(&cfg.aggregator),
+        };
+        for (i, slot) in stages.iter_mut().enumerate() {
+            slot.stage.prepare(&info).map_err(|e| in_file(e.under(&format!("pipeline.{i}"))))?;
+        }
         let server_data = ClientData::whole(fed.train.clone());
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
@@ -226,6 +238,12 @@ impl Engine {
         let per_round = self.cfg.sampling.per_round.min(n);
         let sc = SampleCtx { round, seed: self.cfg.seed, population: n, per_round };
         if let Some(mut c) = self.algorithm.cohort(&sc, self.server.as_ref())? {
+            if self.cfg.sampling.scheme == SamplingScheme::Poisson {
+                return Err(Error::config(
+                    "sampling.scheme",
+                    "this algorithm draws its own cohort, so Poisson sampling cannot apply: use scheme = \"uniform\"",
+                ));
+            }
             c.sort_unstable();
             if c.is_empty() || c.last().is_some_and(|&l| l as usize >= n) {
                 return Err(Error::Method(format!(
@@ -244,7 +262,10 @@ impl Engine {
             }
             return Ok((ids, draws));
         }
-        let c = uniform_cohort(self.cfg.seed, round, n, per_round);
+        let c = match self.cfg.sampling.scheme {
+            SamplingScheme::Uniform => uniform_cohort(self.cfg.seed, round, n, per_round),
+            SamplingScheme::Poisson => poisson_cohort(self.cfg.seed, round, n, self.cfg.sampling.rate),
+        };
         let draws = vec![1; c.len()];
         Ok((c, draws))
     }
@@ -412,7 +433,7 @@ impl Engine {
         rec.set("bytes_down", (plan.run_ids.len() * (self.global.wire_bytes() + broadcast.wire_bytes())) as f64);
         rec.set("bytes_up", ups.iter().map(Update::wire_bytes).sum::<usize>() as f64);
         let w: f64 = ups.iter().map(|u| u.weight as f64).sum();
-        if w > 0.0 {
+        if w > 0.0 && ups.iter().any(|u| u.metrics.contains_key("loss")) {
             let l: f64 = ups.iter().map(|u| u.weight as f64 * u.metrics.get("loss").copied().unwrap_or(0.0)).sum();
             rec.set("client_loss", l / w);
         }
@@ -430,7 +451,8 @@ impl Engine {
     /// server rule sees only the updates the aggregator accepted.
     fn server_round(&mut self, plan: &RoundPlan, ups: &mut Vec<Update>, rec: &mut Record) -> Result<()> {
         let round = plan.round;
-        if ups.is_empty() {
+        let noised = self.stages.iter().any(|s| s.stage.noises_every_round());
+        if ups.is_empty() && !(noised && self.last_failures.is_empty()) {
             return match self.last_failures.first() {
                 Some(f) => Err(Error::Method(format!(
                     "round {round}: every client failed; first: client {}: {}",
@@ -457,7 +479,19 @@ impl Engine {
             train: &self.cfg.client,
             workers: Some(&mut self.workers),
         };
-        let mut agg = self.aggregator.aggregate_with(&r, ups, &mut view)?;
+        let mut agg = if ups.is_empty() {
+            // An empty Poisson cohort under DP: a zero aggregate, which the DP stage noises.
+            Aggregate {
+                delta: self.global.zeros_like(),
+                weight: 0.0,
+                extras: Extras::default(),
+                accepted: Vec::new(),
+                metrics: Metrics::new(),
+                weighting: Weighting::UpdateWeights,
+            }
+        } else {
+            self.aggregator.aggregate_with(&r, ups, &mut view)?
+        };
         if self.aggregator.filters() {
             detection_metrics(ups, &agg.accepted, &plan.attacking, rec);
         }
@@ -840,6 +874,15 @@ fn split(results: Vec<std::result::Result<Update, ClientFailure>>) -> (Vec<Updat
 /// The default cohort of `round` (1-based): `per_round` of `population` clients uniformly
 /// without replacement, sorted by id. It depends only on (seed, round), so other programs can
 /// replay it (`fedkit data export` writes it as `cohorts.json`).
+/// Poisson sampling: client c is in round `round` when its own draw (stream `sample_poisson`,
+/// per round and client) falls below `rate`. Sorted; may be empty.
+pub fn poisson_cohort(seed: u64, round: u32, population: usize, rate: f64) -> Vec<u32> {
+    (0..population as u32)
+        .filter(|&c| RngStream::derive(seed, "sample_poisson", round as u64, c as u64).uniform() < rate)
+        .collect()
+}
+
+/// `per_round` clients uniformly without replacement, sorted.
 pub fn uniform_cohort(seed: u64, round: u32, population: usize, per_round: usize) -> Vec<u32> {
     let mut c: Vec<u32> = RngStream::derive(seed, "sample", round as u64, 0)
         .choose(population, per_round.min(population))

@@ -10,6 +10,6 @@ pub mod run;
 pub mod workers;
 
 pub use config::RunConfig;
-pub use engine::{Engine, client_step, uniform_cohort};
+pub use engine::{Engine, client_step, poisson_cohort, uniform_cohort};
 pub use record::Record;
 pub use run::{Progress, RunDir, Summary, drive, resume, start};

@@ -13,6 +13,7 @@ pub mod defenses;
 pub mod local_steps;
 pub mod losses;
 pub mod minimax;
+pub mod privacy;
 pub mod sparse;
 pub mod stages;
 

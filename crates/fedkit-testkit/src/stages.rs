@@ -6,7 +6,9 @@
 //! hidden state in the stage shows), and once more from the memory after a bincode round trip.
 //! Server hooks (`on_cohort`, `on_aggregate`) run for two rounds on two fresh stages.
 
-use fedkit_core::{ClientCtx, ClientData, ClientId, Extras, LocalTrain, Params, Stage, Update};
+use fedkit_core::{
+    ClientCtx, ClientData, ClientId, CohortSampling, Extras, LocalTrain, Params, RunInfo, Stage, Update,
+};
 use fedkit_methods::aggregators::mean::weighted_mean;
 
 use crate::{
@@ -46,11 +48,30 @@ fn client_hooks(name: &str, stage: &dyn Stage, cx: &ClientCtx, mem: &Extras) -> 
     (u, mem, data_bits(&data))
 }
 
+/// The run the stages are prepared for, as the engine does before the first round: fixed-size
+/// cohorts of the toy cohort's size, FedAvg, the mean.
+fn run_info() -> RunInfo {
+    RunInfo {
+        population: crate::POPULATION,
+        sampling: CohortSampling::FixedSize { per_round: COHORT.len() },
+        rounds: 3,
+        algorithm: "fedavg".into(),
+        aggregator: "mean".into(),
+    }
+}
+
+/// A stage from `make`, prepared.
+fn prepared(name: &str, make: &dyn Fn() -> Box<dyn Stage>) -> Box<dyn Stage> {
+    let mut s = make();
+    s.prepare(&run_info()).unwrap_or_else(|e| panic!("stage `{name}`: prepare failed: {e}"));
+    s
+}
+
 /// Check the properties every stage must have (panics naming `name` and the property).
 pub fn check_stage(name: &str, make: &dyn Fn() -> Box<dyn Stage>) {
     let global = Params::from_vec(toy_layout(N), toy_values(N, 0, 0)).expect("fits");
     let (broadcast, train) = (Extras::default(), LocalTrain::default());
-    let stage = make();
+    let stage = prepared(name, make);
     for malicious in [false, true] {
         let mut mem = Extras::default();
         for round in 1..=3 {
@@ -88,5 +109,5 @@ pub fn check_stage(name: &str, make: &dyn Fn() -> Box<dyn Stage>) {
             .collect::<Vec<_>>()
     };
     let what = format!("stage `{name}`: on_cohort and on_aggregate are deterministic per seed");
-    assert_same_bits(&server(make()), &server(make()), &what);
+    assert_same_bits(&server(prepared(name, make)), &server(prepared(name, make)), &what);
 }

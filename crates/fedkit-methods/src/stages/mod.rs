@@ -17,6 +17,13 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             build: |t, r| Ok(Box::new(params_resolved::<clip::Clip>(t, "", r)?.validated()?)),
         },
         Entry {
+            name: "dp_fixed_clip",
+            source: include_str!("../privacy/dp_fixed_clip.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::privacy::dp_fixed_clip::DpFixedClip>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
             name: "backdoor",
             source: include_str!("../attacks/backdoor.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::backdoor::Backdoor>(t, "", r)?.validated()?)),

@@ -1,0 +1,383 @@
+//! `dp_fixed_clip`: user-level DP-FedAvg with a fixed clipping bound, McMahan, Ramage, Talwar,
+//! Zhang, "Learning Differentially Private Recurrent Language Models", ICLR 2018.
+//!
+//! One object owns both halves of the mechanism.
+//! - **Client** (`on_update`): the update is clipped to L2 norm C, and given weight 1. Its
+//!   metrics are not sent; extras (control variates) are refused, since they would leave
+//!   un-noised.
+//! - **Server, central mode** (`on_aggregate`, the default): the fixed-denominator estimator
+//!   sum_k clip(delta_k) / D, plus Gaussian noise N(0, (z C / D)^2) on every coordinate.
+//!   - D is the expected cohort: q N under Poisson sampling (`[sampling] scheme = "poisson"`),
+//!     m under the fixed-size uniform draw (`per_round = m`).
+//!   - A round whose Poisson cohort is empty is noised too.
+//! - **Local mode** (`mode = "local"`): each client adds N(0, (z C)^2) to its clipped update
+//!   itself, and the server averages as usual.
+//!
+//! Accounting (`fedkit-privacy`, RDP) runs every round and the run logs `epsilon` at `delta`:
+//! - Poisson sampling: add/remove-one users; the sum's sensitivity is C (noise multiplier z).
+//! - Fixed-size cohorts: accounted as sampling without replacement with replace-one users, as
+//!   dp-accounting's `SampledWithoutReplacementDpEvent`. Replacing a user moves the clipped sum
+//!   by up to 2C, so the accountant sees noise multiplier z / 2.
+//! - Local mode: each participation is a Gaussian mechanism of sensitivity 2C (a user's data
+//!   replaced) on that user's own release, with no amplification by sampling, composed over the
+//!   rounds run so far (an upper bound on that user's participations).
+//!
+//! The guarantee covers the sequence of global models. The stage refuses what breaks its
+//! sensitivity:
+//! - any aggregator but `mean` (`aggregator.use`);
+//! - an algorithm whose clients send extras.
+//!
+//! Departures and limits:
+//! - The noise comes from the run seed (stream `dp_noise`), so simulations are reproducible.
+//!   This is simulation only: a deployment must draw it from the OS's CSPRNG (the deployment
+//!   issue).
+//! - `epsilon` counts the rounds the engine ran, not rounds skipped by failures.
+//!
+//! Parameters (the paper's symbols): `clip` (S, the clipping bound C > 0, default 1.0),
+//! `noise_multiplier` (z > 0, the noise std is z C; default 1.0), `delta` (the delta at which
+//! `epsilon` is reported; default 0 = N^-1.1 for N clients), `mode` (`central` or `local`).
+//!
+//! ```toml
+//! [sampling]
+//! scheme = "poisson"
+//! rate = 0.1
+//!
+//! [[pipeline]]
+//! use = "dp_fixed_clip"
+//! clip = 1.0
+//! noise_multiplier = 1.0
+//! delta = 0.0
+//! mode = "central"
+//! ```
+
+use fedkit_core::{Aggregate, ClientCtx, CohortSampling, Error, Extras, Result, RoundCtx, RunInfo, Stage, Update};
+use fedkit_privacy::{Mechanism, Orders, RdpAccountant, Sampling, Series};
+use serde::{Deserialize, Serialize};
+
+/// Where the noise is added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// On the aggregate, by the server.
+    #[default]
+    Central,
+    /// On each update, by its client.
+    Local,
+}
+
+/// DP-FedAvg with a fixed clipping bound.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpFixedClip {
+    pub clip: f64,
+    pub noise_multiplier: f64,
+    pub delta: f64,
+    pub mode: Mode,
+    /// Set by `prepare`: the accounting of one round.
+    #[serde(skip)]
+    plan: Option<Plan>,
+    #[serde(skip)]
+    accountant: Option<RdpAccountant>,
+}
+
+/// What `prepare` derives from the run.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// The fixed denominator D.
+    denominator: f64,
+    /// The accountant's sampling rate, noise multiplier and sampling.
+    q: f64,
+    sigma: f64,
+    sampling: Sampling,
+    delta: f64,
+}
+
+impl Default for DpFixedClip {
+    fn default() -> Self {
+        DpFixedClip { clip: 1.0, noise_multiplier: 1.0, delta: 0.0, mode: Mode::Central, plan: None, accountant: None }
+    }
+}
+
+impl DpFixedClip {
+    /// Check C, z and delta.
+    pub fn validated(self) -> Result<Self> {
+        if !(self.clip > 0.0 && self.clip.is_finite()) {
+            return Err(Error::config("clip", format!("must be a finite number > 0, got {}", self.clip)));
+        }
+        if !(self.noise_multiplier > 0.0 && self.noise_multiplier.is_finite()) {
+            return Err(Error::config(
+                "noise_multiplier",
+                format!("must be a finite number > 0, got {}", self.noise_multiplier),
+            ));
+        }
+        if !(self.delta == 0.0 || (self.delta > 0.0 && self.delta < 1.0)) {
+            return Err(Error::config("delta", format!("must be in (0, 1), or 0 for N^-1.1; got {}", self.delta)));
+        }
+        Ok(self)
+    }
+
+    fn plan(&self) -> Result<Plan> {
+        self.plan.ok_or_else(|| Error::Method("dp_fixed_clip: used before the engine prepared it".into()))
+    }
+}
+
+impl Stage for DpFixedClip {
+    fn prepare(&mut self, run: &RunInfo) -> Result<()> {
+        if run.aggregator != "mean" {
+            return Err(Error::config(
+                "aggregator.use",
+                format!(
+                    "dp_fixed_clip calibrates its noise to the mean's sensitivity; aggregator `{}` has another: use \"mean\"",
+                    run.aggregator
+                ),
+            ));
+        }
+        let n = run.population as f64;
+        let delta = if self.delta > 0.0 { self.delta } else { n.powf(-1.1) };
+        let z = self.noise_multiplier;
+        let plan = match (self.mode, run.sampling) {
+            (Mode::Local, s) => {
+                let denominator = match s {
+                    CohortSampling::Poisson { rate } => rate * n,
+                    CohortSampling::FixedSize { per_round } => per_round as f64,
+                };
+                Plan { denominator, q: 1.0, sigma: z / 2.0, sampling: Sampling::Poisson, delta }
+            }
+            (Mode::Central, CohortSampling::Poisson { rate }) => {
+                Plan { denominator: rate * n, q: rate, sigma: z, sampling: Sampling::Poisson, delta }
+            }
+            (Mode::Central, CohortSampling::FixedSize { per_round }) => {
+                let m = per_round.min(run.population);
+                Plan {
+                    denominator: m as f64,
+                    q: m as f64 / n,
+                    sigma: z / 2.0,
+                    sampling: Sampling::WithoutReplacement,
+                    delta,
+                }
+            }
+        };
+        if !(plan.denominator > 0.0) {
+            return Err(Error::config("sampling.rate", "the expected cohort q N is zero: nothing would be averaged"));
+        }
+        self.plan = Some(plan);
+        if self.accountant.is_none() {
+            self.accountant = Some(RdpAccountant::new(Orders::dp_accounting(), Series::Magnitudes));
+        }
+        Ok(())
+    }
+
+    fn on_update(&self, cx: &ClientCtx, u: &mut Update, _mem: &mut Extras) -> Result<()> {
+        if let Some(name) = u.extras.0.keys().next() {
+            return Err(Error::config(
+                "algorithm.use",
+                format!(
+                    "clients of this algorithm send `{name}` beside their update; dp_fixed_clip would release it un-noised: use an algorithm without client extras (fedavg, fedprox, a server optimiser)"
+                ),
+            ));
+        }
+        let norm = u.delta.l2();
+        if norm > self.clip {
+            u.delta.scale((self.clip / norm) as f32);
+        }
+        u.weight = 1.0;
+        u.metrics.clear();
+        if self.mode == Mode::Local {
+            let s = (self.noise_multiplier * self.clip) as f32;
+            let mut rng = cx.rng("dp_noise");
+            u.delta.as_mut_slice().iter_mut().for_each(|v| *v += s * rng.normal() as f32);
+        }
+        Ok(())
+    }
+
+    fn on_aggregate(&mut self, r: &RoundCtx, a: &mut Aggregate) -> Result<()> {
+        let plan = self.plan()?;
+        if self.mode == Mode::Central {
+            // The mean of k clipped updates, as the fixed-denominator sum / D.
+            let k = a.accepted.len() as f64;
+            a.delta.scale((k / plan.denominator) as f32);
+            let s = (self.noise_multiplier * self.clip / plan.denominator) as f32;
+            let mut rng = r.rng("dp_noise");
+            a.delta.as_mut_slice().iter_mut().for_each(|v| *v += s * rng.normal() as f32);
+        }
+        let acc = self.accountant.as_mut().ok_or_else(|| Error::Method("dp_fixed_clip: no accountant".into()))?;
+        let dp = |e: fedkit_privacy::PrivacyError| Error::Method(format!("dp_fixed_clip: {e}"));
+        let (eps, _) = match self.mode {
+            Mode::Central => {
+                acc.compose(plan.q, plan.sigma, plan.sampling, 1).map_err(dp)?;
+                acc.epsilon(plan.delta).map_err(dp)?
+            }
+            Mode::Local => {
+                let m = Mechanism { q: 1.0, sigma: plan.sigma, steps: r.round as u64, sampling: Sampling::Poisson };
+                fedkit_privacy::epsilon(&m, plan.delta, &acc.orders, Series::Magnitudes).map_err(dp)?
+            }
+        };
+        a.metrics.insert("epsilon".into(), eps);
+        Ok(())
+    }
+
+    fn noises_every_round(&self) -> bool {
+        self.mode == Mode::Central
+    }
+
+    fn state(&self) -> Result<Vec<u8>> {
+        let rdp = self.accountant.as_ref().map(|a| a.rdp.clone()).unwrap_or_default();
+        Ok(rdp.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut acc = RdpAccountant::new(Orders::dp_accounting(), Series::Magnitudes);
+        if !bytes.is_empty() {
+            if bytes.len() != 8 * acc.rdp.len() {
+                return Err(Error::Method(format!(
+                    "dp_fixed_clip: a checkpoint of {} bytes is not its accountant",
+                    bytes.len()
+                )));
+            }
+            for (r, b) in acc.rdp.iter_mut().zip(bytes.chunks_exact(8)) {
+                *r = f64::from_le_bytes(
+                    b.try_into().map_err(|_| Error::Method("dp_fixed_clip: bad checkpoint".into()))?,
+                );
+            }
+        }
+        self.accountant = Some(acc);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attacks::testing::cx;
+    use crate::defenses::testing::{ctx_with, update};
+    use fedkit_core::{Extra, Metrics, Weighting};
+
+    fn run(sampling: CohortSampling, aggregator: &str) -> RunInfo {
+        RunInfo { population: 1000, sampling, rounds: 10, algorithm: "fedavg".into(), aggregator: aggregator.into() }
+    }
+
+    fn prepared(z: f64, mode: Mode, sampling: CohortSampling) -> DpFixedClip {
+        let mut s = DpFixedClip { clip: 1.0, noise_multiplier: z, delta: 1e-5, mode, ..DpFixedClip::default() };
+        s.prepare(&run(sampling, "mean")).unwrap();
+        s
+    }
+
+    fn mean_of(us: &[Update]) -> Aggregate {
+        let d = us.len() as f32;
+        let v: Vec<f32> =
+            (0..us[0].delta.len()).map(|j| us.iter().map(|u| u.delta.as_slice()[j]).sum::<f32>() / d).collect();
+        Aggregate {
+            delta: update(0, &v, 1.0).delta,
+            weight: d,
+            extras: Extras::default(),
+            accepted: us.iter().map(|u| u.client).collect(),
+            metrics: Metrics::new(),
+            weighting: Weighting::UpdateWeights,
+        }
+    }
+
+    #[test]
+    fn clients_clip_send_weight_one_and_no_metrics_and_extras_are_refused() {
+        let s = prepared(1.0, Mode::Central, CohortSampling::Poisson { rate: 0.01 });
+        let e = Extras::default();
+        let mut u = update(3, &[3.0, 4.0], 250.0);
+        u.metrics.insert("loss".into(), 0.7);
+        s.on_update(&cx(1, 3, &e), &mut u, &mut Extras::default()).unwrap();
+        assert_eq!(u.delta.as_slice(), &[0.6, 0.8], "clipped to norm C = 1");
+        assert_eq!((u.weight, u.metrics.len()), (1.0, 0));
+        let mut small = update(4, &[0.3, 0.4], 1.0);
+        s.on_update(&cx(1, 4, &e), &mut small, &mut Extras::default()).unwrap();
+        assert_eq!(small.delta.as_slice(), &[0.3, 0.4], "inside the ball: untouched");
+        let mut cv = update(5, &[0.1], 1.0);
+        cv.extras.insert("control", Extra::Scalar(1.0));
+        let err = s.on_update(&cx(1, 5, &e), &mut cv, &mut Extras::default()).unwrap_err().to_string();
+        assert!(err.contains("algorithm.use") && err.contains("control"), "{err}");
+    }
+
+    #[test]
+    fn the_server_averages_over_the_fixed_denominator_and_adds_noise_of_z_c_over_d() {
+        // Poisson, q = 0.01 of 1000: D = 10. Three updates arrive.
+        let mut s = prepared(1e-12, Mode::Central, CohortSampling::Poisson { rate: 0.01 });
+        let us = [update(0, &[1.0, 0.0], 1.0), update(1, &[0.0, 1.0], 1.0), update(2, &[1.0, 1.0], 1.0)];
+        let mut a = mean_of(&us);
+        s.on_aggregate(&ctx_with(1, &[]), &mut a).unwrap();
+        let got = a.delta.as_slice();
+        assert!((got[0] - 0.2).abs() < 1e-6 && (got[1] - 0.2).abs() < 1e-6, "sum / D: {got:?}");
+        // The noise: z = 2, C = 1, D = 10 gives std 0.2 per coordinate.
+        let mut s = prepared(2.0, Mode::Central, CohortSampling::Poisson { rate: 0.01 });
+        let d = 20_000;
+        let zeros = vec![0.0f32; d];
+        let mut a = mean_of(&[update(0, &zeros, 1.0)]);
+        s.on_aggregate(&ctx_with(1, &[]), &mut a).unwrap();
+        let v = a.delta.as_slice();
+        let sd = (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / d as f64).sqrt();
+        assert!((sd - 0.2).abs() < 0.005, "noise std {sd}");
+        // An empty cohort is noised too.
+        assert!(s.noises_every_round());
+    }
+
+    #[test]
+    fn the_logged_epsilon_is_the_accountants_for_the_sampling() {
+        for (sampling, q, sigma, how) in [
+            (CohortSampling::Poisson { rate: 0.01 }, 0.01, 1.2, Sampling::Poisson),
+            // Fixed-size 10 of 1000: without replacement, sensitivity 2C, so z / 2.
+            (CohortSampling::FixedSize { per_round: 10 }, 0.01, 0.6, Sampling::WithoutReplacement),
+        ] {
+            let mut s = prepared(1.2, Mode::Central, sampling);
+            let mut eps = 0.0;
+            for round in 1..=5 {
+                let mut a = mean_of(&[update(0, &[0.5], 1.0)]);
+                s.on_aggregate(&ctx_with(round, &[]), &mut a).unwrap();
+                eps = a.metrics["epsilon"];
+            }
+            let m = Mechanism { q, sigma, steps: 5, sampling: how };
+            let want = fedkit_privacy::epsilon(&m, 1e-5, &Orders::dp_accounting(), Series::Magnitudes).unwrap().0;
+            assert_eq!(eps, want, "{sampling:?}");
+            // The accountant survives a checkpoint.
+            let mut restored = DpFixedClip { plan: None, accountant: None, ..s.clone() };
+            restored.load_state(&s.state().unwrap()).unwrap();
+            restored.prepare(&run(sampling, "mean")).unwrap();
+            let mut a = mean_of(&[update(0, &[0.5], 1.0)]);
+            restored.on_aggregate(&ctx_with(6, &[]), &mut a).unwrap();
+            let m6 = Mechanism { steps: 6, ..m };
+            let want6 = fedkit_privacy::epsilon(&m6, 1e-5, &Orders::dp_accounting(), Series::Magnitudes).unwrap().0;
+            assert!((a.metrics["epsilon"] - want6).abs() < 1e-12 * want6);
+        }
+    }
+
+    #[test]
+    fn local_mode_noises_each_update_and_accounts_without_amplification() {
+        let mut s = prepared(1.0, Mode::Local, CohortSampling::Poisson { rate: 0.01 });
+        let e = Extras::default();
+        let mut u = update(1, &[0.0; 5000], 1.0);
+        s.on_update(&cx(1, 1, &e), &mut u, &mut Extras::default()).unwrap();
+        let sd = (u.delta.as_slice().iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / 5000.0).sqrt();
+        assert!((sd - 1.0).abs() < 0.03, "z C = 1: {sd}");
+        let mut a = mean_of(&[u]);
+        let before = a.delta.as_slice().to_vec();
+        s.on_aggregate(&ctx_with(3, &[]), &mut a).unwrap();
+        assert_eq!(a.delta.as_slice(), before.as_slice(), "the server adds nothing");
+        let m = Mechanism { q: 1.0, sigma: 0.5, steps: 3, sampling: Sampling::Poisson };
+        let want = fedkit_privacy::epsilon(&m, 1e-5, &Orders::dp_accounting(), Series::Magnitudes).unwrap().0;
+        assert_eq!(a.metrics["epsilon"], want);
+        assert!(!s.noises_every_round());
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let key = |e: Error| match e {
+            Error::Config { key, .. } => key,
+            other => panic!("{other}"),
+        };
+        let base = DpFixedClip::default();
+        assert_eq!(key(DpFixedClip { clip: 0.0, ..base.clone() }.validated().unwrap_err()), "clip");
+        assert_eq!(
+            key(DpFixedClip { noise_multiplier: -1.0, ..base.clone() }.validated().unwrap_err()),
+            "noise_multiplier"
+        );
+        assert_eq!(key(DpFixedClip { delta: 1.0, ..base.clone() }.validated().unwrap_err()), "delta");
+        let mut s = base;
+        let err = s.prepare(&run(CohortSampling::Poisson { rate: 0.1 }, "krum")).unwrap_err();
+        assert_eq!(key(err), "aggregator.use");
+    }
+}

@@ -1,0 +1,3 @@
+//! Differential-privacy stages (issue 10); the accountants are in `fedkit-privacy`.
+
+pub mod dp_fixed_clip;
