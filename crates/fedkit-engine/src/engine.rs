@@ -238,6 +238,12 @@ impl Engine {
         let per_round = self.cfg.sampling.per_round.min(n);
         let sc = SampleCtx { round, seed: self.cfg.seed, population: n, per_round };
         if let Some(mut c) = self.algorithm.cohort(&sc, self.server.as_ref())? {
+            if self.stages.iter().any(|s| s.stage.noises_every_round()) {
+                return Err(Error::config(
+                    "algorithm.use",
+                    "this algorithm draws its own cohort, which the DP stage's accountant does not assume (it accounts for [sampling]): use an algorithm that keeps the configured sampling",
+                ));
+            }
             if self.cfg.sampling.scheme == SamplingScheme::Poisson {
                 return Err(Error::config(
                     "sampling.scheme",

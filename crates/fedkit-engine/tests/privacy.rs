@@ -92,6 +92,13 @@ fn mismatched_settings_are_refused_naming_the_key() {
 }
 
 #[test]
+fn an_algorithm_that_draws_its_own_cohort_is_refused_under_dp() {
+    let mut e = Engine::new(cfg(&["algorithm.use=\"drfa\"", DP]).unwrap()).unwrap();
+    let msg = e.run_round().err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("algorithm.use") && msg.contains("draws its own cohort"), "{msg}");
+}
+
+#[test]
 fn scaffolds_control_variates_are_refused_under_dp() {
     let mut e = Engine::new(cfg(&["algorithm.use=\"scaffold\"", DP]).unwrap()).unwrap();
     let msg = match e.run_round() {
