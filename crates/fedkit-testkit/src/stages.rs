@@ -4,7 +4,8 @@
 //! Client hooks (`on_data`, `on_update`) run for three rounds with the memory carried over, for a
 //! benign and a malicious client; in every round the same inputs are run twice on one stage (so
 //! hidden state in the stage shows), and once more from the memory after a bincode round trip.
-//! Server hooks (`on_cohort`, `on_aggregate`) run for two rounds on two fresh stages.
+//! Server hooks (`on_cohort`, `on_aggregate`) run for two rounds on two fresh stages, on updates
+//! that went through the stage's client hook.
 
 use fedkit_core::{
     ClientCtx, ClientData, ClientId, CohortSampling, Extras, LocalTrain, Params, RunInfo, Stage, Update,
@@ -100,7 +101,14 @@ pub fn check_stage(name: &str, make: &dyn Fn() -> Box<dyn Stage>) {
                 } else {
                     round_ctx(round, &COHORT, &global)
                 };
+                // What reaches the server went through the stage's client hook (as in the engine).
                 let mut us = toy_cohort(round, &COHORT[..COHORT.len() - 1], N);
+                for u in us.iter_mut() {
+                    let cx = client_ctx(round, u.client, &global, &broadcast, &train);
+                    stage
+                        .on_update(&cx, u, &mut Extras::default())
+                        .unwrap_or_else(|e| panic!("stage `{name}`: on_update failed: {e}"));
+                }
                 stage.on_cohort(&r, &mut us).unwrap_or_else(|e| panic!("stage `{name}`: on_cohort failed: {e}"));
                 let mut agg = weighted_mean(&toy_cohort(round, &COHORT[..4], N), true).expect("mean of 4");
                 stage.on_aggregate(&r, &mut agg).unwrap_or_else(|e| panic!("stage `{name}`: on_aggregate failed: {e}"));

@@ -50,9 +50,10 @@
 //! mode = "central"
 //! ```
 
-use fedkit_core::{Aggregate, ClientCtx, CohortSampling, Error, Extras, Result, RoundCtx, RunInfo, Stage, Update};
-use fedkit_privacy::{Mechanism, Orders, RdpAccountant, Sampling, Series};
+use fedkit_core::{Aggregate, ClientCtx, Error, Extras, Result, RoundCtx, RunInfo, Stage, Update};
 use serde::{Deserialize, Serialize};
+
+use super::accounting::{DpAccounting, clip_update};
 
 /// Where the noise is added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,8 @@ pub enum Mode {
     Local,
 }
 
+const NAME: &str = "dp_fixed_clip";
+
 /// DP-FedAvg with a fixed clipping bound.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -73,115 +76,50 @@ pub struct DpFixedClip {
     pub noise_multiplier: f64,
     pub delta: f64,
     pub mode: Mode,
-    /// Set by `prepare`: the accounting of one round.
     #[serde(skip)]
-    plan: Option<Plan>,
-    #[serde(skip)]
-    accountant: Option<RdpAccountant>,
-}
-
-/// What `prepare` derives from the run.
-#[derive(Clone, Copy, Debug)]
-struct Plan {
-    /// The fixed denominator D.
-    denominator: f64,
-    /// The accountant's sampling rate, noise multiplier and sampling.
-    q: f64,
-    sigma: f64,
-    sampling: Sampling,
-    delta: f64,
+    dp: DpAccounting,
 }
 
 impl Default for DpFixedClip {
+    /// C = 1, z = 1, delta = N^-1.1, central.
     fn default() -> Self {
-        DpFixedClip { clip: 1.0, noise_multiplier: 1.0, delta: 0.0, mode: Mode::Central, plan: None, accountant: None }
+        DpFixedClip { clip: 1.0, noise_multiplier: 1.0, delta: 0.0, mode: Mode::Central, dp: DpAccounting::default() }
     }
 }
 
 impl DpFixedClip {
     /// Check C, z and delta.
     pub fn validated(self) -> Result<Self> {
-        if !(self.clip > 0.0 && self.clip.is_finite()) {
-            return Err(Error::config("clip", format!("must be a finite number > 0, got {}", self.clip)));
-        }
-        if !(self.noise_multiplier > 0.0 && self.noise_multiplier.is_finite()) {
-            return Err(Error::config(
-                "noise_multiplier",
-                format!("must be a finite number > 0, got {}", self.noise_multiplier),
-            ));
-        }
-        if !(self.delta == 0.0 || (self.delta > 0.0 && self.delta < 1.0)) {
-            return Err(Error::config("delta", format!("must be in (0, 1), or 0 for N^-1.1; got {}", self.delta)));
-        }
+        check_positive("clip", self.clip)?;
+        check_positive("noise_multiplier", self.noise_multiplier)?;
+        check_delta(self.delta)?;
         Ok(self)
     }
+}
 
-    fn plan(&self) -> Result<Plan> {
-        self.plan.ok_or_else(|| Error::Method("dp_fixed_clip: used before the engine prepared it".into()))
+/// `key` must be a finite number > 0.
+pub fn check_positive(key: &str, v: f64) -> Result<()> {
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(Error::config(key, format!("must be a finite number > 0, got {v}")));
     }
+    Ok(())
+}
+
+/// `delta` must be in (0, 1), or 0 for N^-1.1.
+pub fn check_delta(delta: f64) -> Result<()> {
+    if !(delta == 0.0 || (delta > 0.0 && delta < 1.0)) {
+        return Err(Error::config("delta", format!("must be in (0, 1), or 0 for N^-1.1; got {delta}")));
+    }
+    Ok(())
 }
 
 impl Stage for DpFixedClip {
     fn prepare(&mut self, run: &RunInfo) -> Result<()> {
-        if run.aggregator != "mean" {
-            return Err(Error::config(
-                "aggregator.use",
-                format!(
-                    "dp_fixed_clip calibrates its noise to the mean's sensitivity; aggregator `{}` has another: use \"mean\"",
-                    run.aggregator
-                ),
-            ));
-        }
-        let n = run.population as f64;
-        let delta = if self.delta > 0.0 { self.delta } else { n.powf(-1.1) };
-        let z = self.noise_multiplier;
-        let plan = match (self.mode, run.sampling) {
-            (Mode::Local, s) => {
-                let denominator = match s {
-                    CohortSampling::Poisson { rate } => rate * n,
-                    CohortSampling::FixedSize { per_round } => per_round as f64,
-                };
-                Plan { denominator, q: 1.0, sigma: z / 2.0, sampling: Sampling::Poisson, delta }
-            }
-            (Mode::Central, CohortSampling::Poisson { rate }) => {
-                Plan { denominator: rate * n, q: rate, sigma: z, sampling: Sampling::Poisson, delta }
-            }
-            (Mode::Central, CohortSampling::FixedSize { per_round }) => {
-                let m = per_round.min(run.population);
-                Plan {
-                    denominator: m as f64,
-                    q: m as f64 / n,
-                    sigma: z / 2.0,
-                    sampling: Sampling::WithoutReplacement,
-                    delta,
-                }
-            }
-        };
-        if !(plan.denominator > 0.0) {
-            return Err(Error::config("sampling.rate", "the expected cohort q N is zero: nothing would be averaged"));
-        }
-        self.plan = Some(plan);
-        if self.accountant.is_none() {
-            self.accountant = Some(RdpAccountant::new(Orders::dp_accounting(), Series::Magnitudes));
-        }
-        Ok(())
+        self.dp.prepare(NAME, run, self.noise_multiplier, self.delta, self.mode == Mode::Local)
     }
 
     fn on_update(&self, cx: &ClientCtx, u: &mut Update, _mem: &mut Extras) -> Result<()> {
-        if let Some(name) = u.extras.0.keys().next() {
-            return Err(Error::config(
-                "algorithm.use",
-                format!(
-                    "clients of this algorithm send `{name}` beside their update; dp_fixed_clip would release it un-noised: use an algorithm without client extras (fedavg, fedprox, a server optimiser)"
-                ),
-            ));
-        }
-        let norm = u.delta.l2();
-        if norm > self.clip {
-            u.delta.scale((self.clip / norm) as f32);
-        }
-        u.weight = 1.0;
-        u.metrics.clear();
+        clip_update(NAME, u, self.clip)?;
         if self.mode == Mode::Local {
             let s = (self.noise_multiplier * self.clip) as f32;
             let mut rng = cx.rng("dp_noise");
@@ -191,27 +129,11 @@ impl Stage for DpFixedClip {
     }
 
     fn on_aggregate(&mut self, r: &RoundCtx, a: &mut Aggregate) -> Result<()> {
-        let plan = self.plan()?;
         if self.mode == Mode::Central {
-            // The mean of k clipped updates, as the fixed-denominator sum / D.
-            let k = a.accepted.len() as f64;
-            a.delta.scale((k / plan.denominator) as f32);
-            let s = (self.noise_multiplier * self.clip / plan.denominator) as f32;
-            let mut rng = r.rng("dp_noise");
-            a.delta.as_mut_slice().iter_mut().for_each(|v| *v += s * rng.normal() as f32);
+            let std = self.noise_multiplier * self.clip / self.dp.denominator(NAME)?;
+            self.dp.noise_mean(NAME, r, a, std)?;
         }
-        let acc = self.accountant.as_mut().ok_or_else(|| Error::Method("dp_fixed_clip: no accountant".into()))?;
-        let dp = |e: fedkit_privacy::PrivacyError| Error::Method(format!("dp_fixed_clip: {e}"));
-        let (eps, _) = match self.mode {
-            Mode::Central => {
-                acc.compose(plan.q, plan.sigma, plan.sampling, 1).map_err(dp)?;
-                acc.epsilon(plan.delta).map_err(dp)?
-            }
-            Mode::Local => {
-                let m = Mechanism { q: 1.0, sigma: plan.sigma, steps: r.round as u64, sampling: Sampling::Poisson };
-                fedkit_privacy::epsilon(&m, plan.delta, &acc.orders, Series::Magnitudes).map_err(dp)?
-            }
-        };
+        let eps = self.dp.account(NAME, r)?;
         a.metrics.insert("epsilon".into(), eps);
         Ok(())
     }
@@ -221,27 +143,11 @@ impl Stage for DpFixedClip {
     }
 
     fn state(&self) -> Result<Vec<u8>> {
-        let rdp = self.accountant.as_ref().map(|a| a.rdp.clone()).unwrap_or_default();
-        Ok(rdp.iter().flat_map(|v| v.to_le_bytes()).collect())
+        Ok(self.dp.state())
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        let mut acc = RdpAccountant::new(Orders::dp_accounting(), Series::Magnitudes);
-        if !bytes.is_empty() {
-            if bytes.len() != 8 * acc.rdp.len() {
-                return Err(Error::Method(format!(
-                    "dp_fixed_clip: a checkpoint of {} bytes is not its accountant",
-                    bytes.len()
-                )));
-            }
-            for (r, b) in acc.rdp.iter_mut().zip(bytes.chunks_exact(8)) {
-                *r = f64::from_le_bytes(
-                    b.try_into().map_err(|_| Error::Method("dp_fixed_clip: bad checkpoint".into()))?,
-                );
-            }
-        }
-        self.accountant = Some(acc);
-        Ok(())
+        self.dp.load_state(NAME, bytes)
     }
 }
 
@@ -250,7 +156,8 @@ mod tests {
     use super::*;
     use crate::attacks::testing::cx;
     use crate::defenses::testing::{ctx_with, update};
-    use fedkit_core::{Extra, Metrics, Weighting};
+    use fedkit_core::{CohortSampling, Extra, Metrics, Weighting};
+    use fedkit_privacy::{Mechanism, Orders, Sampling, Series};
 
     fn run(sampling: CohortSampling, aggregator: &str) -> RunInfo {
         RunInfo { population: 1000, sampling, rounds: 10, algorithm: "fedavg".into(), aggregator: aggregator.into() }
@@ -334,7 +241,7 @@ mod tests {
             let want = fedkit_privacy::epsilon(&m, 1e-5, &Orders::dp_accounting(), Series::Magnitudes).unwrap().0;
             assert_eq!(eps, want, "{sampling:?}");
             // The accountant survives a checkpoint.
-            let mut restored = DpFixedClip { plan: None, accountant: None, ..s.clone() };
+            let mut restored = DpFixedClip { dp: DpAccounting::default(), ..s.clone() };
             restored.load_state(&s.state().unwrap()).unwrap();
             restored.prepare(&run(sampling, "mean")).unwrap();
             let mut a = mean_of(&[update(0, &[0.5], 1.0)]);

@@ -24,6 +24,15 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             },
         },
         Entry {
+            name: "dp_adaptive_clip",
+            source: include_str!("../privacy/dp_adaptive_clip.rs"),
+            build: |t, r| {
+                Ok(Box::new(
+                    params_resolved::<crate::privacy::dp_adaptive_clip::DpAdaptiveClip>(t, "", r)?.validated()?,
+                ))
+            },
+        },
+        Entry {
             name: "backdoor",
             source: include_str!("../attacks/backdoor.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::backdoor::Backdoor>(t, "", r)?.validated()?)),
