@@ -10,6 +10,7 @@ pub mod model;
 pub mod optim;
 pub mod params;
 pub mod partition;
+pub mod protocol;
 pub mod registry;
 pub mod rng;
 pub mod stats;

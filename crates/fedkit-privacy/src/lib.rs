@@ -2,7 +2,9 @@
 //! - [`rdp`]: Rényi-DP of the subsampled Gaussian mechanism, Poisson-subsampled (add/remove
 //!   neighbours) and sampled without replacement (replace-one neighbours), its composition, and
 //!   the conversion to (epsilon, delta);
-//! - [`calibrate`]: the smallest noise multiplier that meets a target epsilon.
+//! - [`calibrate`]: the smallest noise multiplier that meets a target epsilon;
+//! - [`secagg`]: secure aggregation (SecAgg, SecAgg+) on the phase API of
+//!   `fedkit_core::protocol`.
 //!
 //! The numbers agree with Google's `dp-accounting` (0.6.0) over the parameter range people use:
 //! the same bits for most values, within 1e-9 relative for all but 16 of 13,079. There,
@@ -13,6 +15,7 @@
 
 pub mod calibrate;
 pub mod rdp;
+pub mod secagg;
 mod special;
 
 pub use calibrate::noise_multiplier;

@@ -1,0 +1,81 @@
+//! Multi-phase protocols between the server and a round's clients (secure aggregation, issue
+//! 10). A [`Stage`](crate::Stage) is one-shot; these protocols take several interactive
+//! exchanges, and clients may drop out before any of them.
+//!
+//! In phase k, every client still online sends one message to the server
+//! ([`ClientPhases::client_phase`]). The server answers the clients that continue
+//! ([`ServerPhases::server_phase`]): a broadcast copy or a routed message each. Messages are
+//! bytes (the protocol serialises its own values), so a network transport carries the same
+//! phases unchanged. [`run_phases`] runs a protocol in process, with faults injected per phase:
+//! a client that drops out before phase k never sends again, and a message to a client can be
+//! altered on its way (tampering tests).
+
+use std::collections::BTreeMap;
+
+use crate::{ClientId, Error, Result};
+
+/// A protocol message.
+pub type Message = Vec<u8>;
+
+/// One client's side of a protocol.
+pub trait ClientPhases: Send {
+    /// Phase `k` (from 0): `inbox` is the server's message to this client after phase k - 1
+    /// (empty at k = 0). Returns this client's message to the server.
+    fn client_phase(&mut self, k: usize, inbox: &[u8]) -> Result<Message>;
+}
+
+/// The server's side of a protocol.
+pub trait ServerPhases {
+    /// How many phases the clients run.
+    fn phases(&self) -> usize;
+    /// Phase `k`: the messages of the clients that answered, by id. Returns the message for
+    /// each client that continues into phase k + 1 (none after the last phase). An error ends
+    /// the protocol (e.g. fewer survivors than the threshold).
+    fn server_phase(&mut self, k: usize, messages: &BTreeMap<ClientId, Message>)
+    -> Result<BTreeMap<ClientId, Message>>;
+}
+
+/// Faults injected by [`run_phases`].
+pub trait Faults {
+    /// Whether `client` is still online to send its phase-`k` message (once false, the engine
+    /// treats it as gone for the rest of the protocol).
+    fn online(&self, _k: usize, _client: ClientId) -> bool {
+        true
+    }
+    /// The server's message to `client` before phase `k`, on its way (change it to tamper).
+    fn deliver(&self, _k: usize, _client: ClientId, _msg: &mut Message) {}
+}
+
+/// No faults.
+pub struct NoFaults;
+impl Faults for NoFaults {}
+
+/// Run every phase in process, clients in id order; a client error ends the protocol with an
+/// error naming the client and the phase.
+pub fn run_phases(
+    server: &mut dyn ServerPhases,
+    clients: &mut BTreeMap<ClientId, Box<dyn ClientPhases>>,
+    faults: &dyn Faults,
+) -> Result<()> {
+    let mut inbox: BTreeMap<ClientId, Message> = clients.keys().map(|&c| (c, Message::new())).collect();
+    let mut gone = std::collections::BTreeSet::new();
+    for k in 0..server.phases() {
+        let mut sent = BTreeMap::new();
+        for (&c, msg) in inbox.iter_mut() {
+            if gone.contains(&c) || !faults.online(k, c) {
+                gone.insert(c);
+                continue;
+            }
+            faults.deliver(k, c, msg);
+            let client = clients.get_mut(&c).ok_or_else(|| {
+                Error::Method(format!("protocol: the server addressed client {c}, not in the cohort"))
+            })?;
+            let out = client
+                .client_phase(k, msg)
+                .map_err(|e| Error::Method(format!("protocol phase {k}: client {c}: {e}")))?;
+            sent.insert(c, out);
+        }
+        inbox = server.server_phase(k, &sent)?;
+    }
+    Ok(())
+}

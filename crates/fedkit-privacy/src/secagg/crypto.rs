@@ -1,0 +1,115 @@
+//! The secure-aggregation primitives, all from maintained RustCrypto / dalek crates: X25519 key
+//! agreement (x25519-dalek), HKDF-SHA256 key derivation (hkdf, sha2), the ChaCha20 stream as
+//! mask generator (chacha20), ChaCha20-Poly1305 for the shares in transit (chacha20poly1305),
+//! and Shamir t-of-n sharing over GF(256), byte by byte (vsss-rs).
+
+use chacha20::ChaCha20;
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use fedkit_core::{ClientId, Error, Result};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use vsss_rs::Gf256;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// A 32-byte secret seed.
+pub type Seed = [u8; 32];
+
+/// HKDF-SHA256 of `ikm` with `info`, 32 bytes.
+pub fn derive(ikm: &[u8], info: &[u8]) -> Seed {
+    let mut out = [0u8; 32];
+    // 32 bytes is always a valid HKDF-SHA256 output length.
+    Hkdf::<Sha256>::new(None, ikm).expand(info, &mut out).expect("32 bytes is a valid HKDF length");
+    out
+}
+
+/// An X25519 key pair derived from a seed (the seed is what gets secret-shared: a raw X25519
+/// key is not a field element).
+pub fn key_pair(seed: &Seed, purpose: &[u8]) -> (StaticSecret, [u8; 32]) {
+    let sk = StaticSecret::from(derive(seed, purpose));
+    let pk = PublicKey::from(&sk).to_bytes();
+    (sk, pk)
+}
+
+/// The X25519 shared secret of `sk` and the peer's public key.
+pub fn agree(sk: &StaticSecret, peer: &[u8; 32]) -> [u8; 32] {
+    sk.diffie_hellman(&PublicKey::from(*peer)).to_bytes()
+}
+
+/// `len` mask words from the ChaCha20 stream keyed by `seed` (zero nonce: every seed keys one
+/// stream only).
+pub fn mask(seed: &Seed, len: usize) -> Vec<u32> {
+    let mut bytes = vec![0u8; 4 * len];
+    ChaCha20::new(seed.into(), &[0u8; 12].into()).apply_keystream(&mut bytes);
+    bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// The AEAD key for shares sent from `from` to `to`, from their X25519 shared secret (one key
+/// per direction, each used once, so the zero nonce is never reused).
+fn share_key(shared: &[u8; 32], from: ClientId, to: ClientId) -> Seed {
+    let mut info = b"fedkit/secagg/share".to_vec();
+    info.extend(from.to_le_bytes());
+    info.extend(to.to_le_bytes());
+    derive(shared, &info)
+}
+
+/// Encrypt `plain` from `from` to `to` (authenticated with both ids).
+pub fn seal(shared: &[u8; 32], from: ClientId, to: ClientId, plain: &[u8]) -> Result<Vec<u8>> {
+    let key = share_key(shared, from, to);
+    let aad = [from.to_le_bytes(), to.to_le_bytes()].concat();
+    ChaCha20Poly1305::new(&key.into())
+        .encrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: plain, aad: &aad })
+        .map_err(|_| Error::Method("secagg: encryption failed".into()))
+}
+
+/// Decrypt what [`seal`] made; a changed ciphertext (or one not from `from` to `to`) is an
+/// error.
+pub fn open(shared: &[u8; 32], from: ClientId, to: ClientId, sealed: &[u8]) -> Result<Vec<u8>> {
+    let key = share_key(shared, from, to);
+    let aad = [from.to_le_bytes(), to.to_le_bytes()].concat();
+    ChaCha20Poly1305::new(&key.into())
+        .decrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: sealed, aad: &aad })
+        .map_err(|_| {
+            Error::Method(format!(
+                "secagg: the shares from client {from} to client {to} fail authentication (tampered)"
+            ))
+        })
+}
+
+/// Split `secret` into `n` shares, any `t` of which rebuild it (share i is for participant i).
+pub fn split(secret: &Seed, t: usize, n: usize, rng: &mut rand_secagg::rngs::StdRng) -> Result<Vec<Vec<u8>>> {
+    Gf256::split_bytes(t, n, secret, rng).map_err(|e| Error::Method(format!("secagg: secret sharing failed: {e:?}")))
+}
+
+/// Rebuild a secret from at least t shares.
+pub fn combine(shares: &[Vec<u8>]) -> Result<Seed> {
+    let bytes =
+        Gf256::combine_bytes(shares).map_err(|e| Error::Method(format!("secagg: cannot rebuild a secret: {e:?}")))?;
+    bytes.try_into().map_err(|_| Error::Method("secagg: a rebuilt secret has the wrong length".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_secagg::SeedableRng;
+
+    #[test]
+    fn agreement_is_symmetric_and_shares_rebuild_from_any_t() {
+        let (a_sk, a_pk) = key_pair(&[1; 32], b"s");
+        let (b_sk, b_pk) = key_pair(&[2; 32], b"s");
+        assert_eq!(agree(&a_sk, &b_pk), agree(&b_sk, &a_pk));
+        let mut rng = rand_secagg::rngs::StdRng::from_seed([3; 32]);
+        let secret = [7u8; 32];
+        let shares = split(&secret, 3, 5, &mut rng).unwrap();
+        assert_eq!(combine(&shares[1..4]).unwrap(), secret);
+        assert_eq!(combine(&[shares[0].clone(), shares[2].clone(), shares[4].clone()]).unwrap(), secret);
+        assert_ne!(combine(&shares[..2]).unwrap_or([0; 32]), secret, "2 of a 3-threshold do not rebuild it");
+        let sealed = seal(&[9; 32], 1, 2, b"share").unwrap();
+        assert_eq!(open(&[9; 32], 1, 2, &sealed).unwrap(), b"share");
+        let mut bad = sealed.clone();
+        bad[0] ^= 1;
+        assert!(open(&[9; 32], 1, 2, &bad).is_err());
+        assert!(open(&[9; 32], 2, 1, &sealed).is_err(), "bound to its direction");
+    }
+}

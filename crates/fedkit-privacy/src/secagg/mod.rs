@@ -1,0 +1,183 @@
+//! Secure aggregation: the server learns the sum of the surviving clients' vectors and nothing
+//! else.
+//!
+//! - **SecAgg**: Bonawitz, Ivanov, Kreuter, Marcedone, McMahan, Patel, Ramage, Segal, Seth,
+//!   "Practical Secure Aggregation for Privacy-Preserving Machine Learning", CCS 2017.
+//! - **SecAgg+**: Bell, Bonawitz, Gascón, Lepoint, Raykova, "Secure Single-Server Aggregation
+//!   with (Poly)Logarithmic Overhead", CCS 2020. The same protocol, on a sparse k-regular
+//!   graph of neighbours.
+//!
+//! Semi-honest variant, four phases ([`fedkit_core::protocol`]), with dropouts possible before
+//! each:
+//! 0. **Advertise keys.** Each client u sends two X25519 public keys: c_u for encrypting shares,
+//!    s_u for mask agreement. Both come from seeds that u draws from its own entropy.
+//! 1. **Share keys.**
+//!    - u draws a self-mask seed b_u.
+//!    - It Shamir-shares (t of its neighbourhood) both b_u and the seed of s_u.
+//!    - It encrypts each neighbour's pair of shares with ChaCha20-Poly1305, under a key derived
+//!      from their c-agreement and bound to the direction.
+//! 2. **Masked input.** u sends y_u = x_u + PRG(b_u) + sum over neighbours v that shared of
+//!    (+ if u < v, else -) PRG(s_uv), in Z_2^32. s_uv comes from X25519(s_u, s_v) through
+//!    HKDF; the PRG is the ChaCha20 stream.
+//! 3. **Unmask.** For each neighbour v that shared keys, u reveals one share:
+//!    - b_v's share, if v sent its masked input;
+//!    - otherwise s_v's seed share, so that v's pairwise masks can be removed.
+//!    - The server rebuilds each secret from t shares and removes the masks. What is left is
+//!      the sum of the inputs of the clients that sent masked input.
+//!
+//! In SecAgg every client is every other's neighbour. In SecAgg+ the neighbours come from a
+//! k-regular Harary graph over the clients that advertised keys, in an order shuffled by the
+//! public round seed: k / 2 on each side of u on a ring. The threshold then applies to a
+//! neighbourhood, t of k + 1.
+//!
+//! Failure is all or nothing. Fewer than t survivors at any phase, or fewer than t shares for a
+//! secret, end the round with an error and no partial sum. A tampered share fails its AEAD
+//! check, and the client that receives it aborts.
+//!
+//! Limits:
+//! - Shamir sharing is byte-wise GF(256) (vsss-rs), so a neighbourhood holds at most 254
+//!   clients besides u. SecAgg therefore runs cohorts up to 255; SecAgg+ has no cohort limit.
+//! - Clients draw their secrets from the 32-byte entropy they are given. The simulation derives
+//!   it from the run seed, which is simulation only; a deployment must pass OS randomness.
+//!
+//! Values are fixed-point encoded in Z_2^32 ([`encode`], [`decode_sum`]).
+
+mod client;
+pub mod crypto;
+mod server;
+
+pub use client::SecAggClient;
+pub use server::SecAggServer;
+
+use fedkit_core::{ClientId, Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The protocol's public parameters, the same for the server and every client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// The vector length.
+    pub len: usize,
+    /// Shares needed to rebuild a secret, as a fraction of a neighbourhood (u and its
+    /// neighbours): t = floor(fraction (k + 1)) + 1, at least 2.
+    pub threshold: f64,
+    /// SecAgg+: neighbours per client (even); 0 = every other client (SecAgg).
+    pub neighbours: usize,
+    /// Public randomness of the round (SecAgg+'s graph).
+    pub round_seed: u64,
+}
+
+/// The phases' messages from a client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum ClientMsg {
+    Keys { c_pk: [u8; 32], s_pk: [u8; 32] },
+    Shares { sealed: Vec<(ClientId, Vec<u8>)> },
+    Masked { y: Vec<u32> },
+    Unmask { b_shares: Vec<(ClientId, Vec<u8>)>, s_shares: Vec<(ClientId, Vec<u8>)> },
+}
+
+/// The phases' messages from the server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum ServerMsg {
+    /// Everyone who advertised keys, with them.
+    Keys { peers: Vec<(ClientId, [u8; 32], [u8; 32])> },
+    /// The shares sent to this client, by sender (the senders are the clients that shared).
+    Shares { sealed: Vec<(ClientId, Vec<u8>)> },
+    /// The clients whose masked input arrived.
+    Survivors { masked: Vec<ClientId> },
+}
+
+/// A plaintext pair of shares, from `from`, for its neighbour.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SharePair {
+    from: ClientId,
+    to: ClientId,
+    b: Vec<u8>,
+    s: Vec<u8>,
+}
+
+fn to_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    bincode::serialize(v).map_err(|e| Error::Method(format!("secagg: cannot encode a message: {e}")))
+}
+
+/// Largest message accepted (bounds what a peer can make us allocate).
+const MAX_MESSAGE: u64 = 1 << 31;
+
+fn from_bytes<T: for<'de> Deserialize<'de>>(b: &[u8], what: &str) -> Result<T> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(MAX_MESSAGE)
+        .deserialize(b)
+        .map_err(|e| Error::Method(format!("secagg: a malformed {what}: {e}")))
+}
+
+/// The shares needed out of a neighbourhood of `size` (u included).
+pub fn threshold(fraction: f64, size: usize) -> usize {
+    (((fraction * size as f64).floor() as usize) + 1).clamp(2.min(size), size)
+}
+
+/// u's neighbours among `clients` (sorted ids): everyone else for SecAgg, else the Harary graph
+/// of degree k over the clients in the order shuffled by `round_seed`.
+pub fn neighbours(p: &Params, clients: &[ClientId], u: ClientId) -> Vec<ClientId> {
+    let n = clients.len();
+    if p.neighbours == 0 || p.neighbours + 1 >= n {
+        return clients.iter().copied().filter(|&v| v != u).collect();
+    }
+    let mut order: Vec<ClientId> = clients.to_vec();
+    let key = |c: ClientId| {
+        let d = crypto::derive(&p.round_seed.to_le_bytes(), &c.to_le_bytes());
+        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    };
+    order.sort_by_key(|&c| (key(c), c));
+    let Some(pos) = order.iter().position(|&c| c == u) else { return Vec::new() };
+    let half = p.neighbours / 2;
+    let mut out: Vec<ClientId> = (1..=half).flat_map(|d| [order[(pos + d) % n], order[(pos + n - d) % n]]).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Fixed-point encoding for a sum of up to `clients` vectors with coordinates in
+/// [-`bound`, `bound`]: x -> round(x * scale) mod 2^32 with scale = floor((2^31 - 1) /
+/// (clients * bound)), so that no sum wraps. Values outside the bound are clipped to it. The
+/// decoded sum is off by at most clients / (2 scale) per coordinate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Encoding {
+    pub scale: f64,
+    pub bound: f64,
+}
+
+impl Encoding {
+    /// The encoding for `clients` vectors bounded by `bound`.
+    pub fn new(clients: usize, bound: f64) -> Result<Self> {
+        if !(bound > 0.0 && bound.is_finite()) || clients == 0 {
+            return Err(Error::config("secure_aggregation.bound", format!("must be a finite number > 0, got {bound}")));
+        }
+        let scale = ((i32::MAX as f64) / (clients as f64 * bound)).floor();
+        if scale < 1.0 {
+            return Err(Error::config(
+                "secure_aggregation.bound",
+                format!("{clients} clients of bound {bound} overflow the 32-bit ring: lower the bound"),
+            ));
+        }
+        Ok(Encoding { scale, bound })
+    }
+    /// The per-coordinate error bound of a decoded sum of `clients` vectors.
+    pub fn error_bound(&self, clients: usize) -> f64 {
+        clients as f64 / (2.0 * self.scale)
+    }
+}
+
+/// `x` in the ring.
+pub fn encode(e: &Encoding, x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| ((*v as f64).clamp(-e.bound, e.bound) * e.scale).round() as i64 as i32 as u32).collect()
+}
+
+/// A ring sum back to reals.
+pub fn decode_sum(e: &Encoding, sum: &[u32]) -> Vec<f64> {
+    sum.iter().map(|v| *v as i32 as f64 / e.scale).collect()
+}
+
+#[cfg(test)]
+mod tests;

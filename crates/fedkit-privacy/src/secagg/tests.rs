@@ -1,0 +1,161 @@
+//! The defining properties: the unmasked sum is exactly the sum of the survivors' inputs under
+//! dropouts at every phase; a masked input looks uniform; too few survivors fail cleanly; a
+//! tampered share is caught.
+
+use std::collections::BTreeMap;
+
+use fedkit_core::ClientId;
+use fedkit_core::protocol::{ClientPhases, Faults, Message, NoFaults, ServerPhases, run_phases};
+
+use super::*;
+
+fn params(len: usize, neighbours: usize) -> Params {
+    Params { len, threshold: 0.5, neighbours, round_seed: 11 }
+}
+
+fn input(c: ClientId, len: usize) -> Vec<u32> {
+    (0..len).map(|j| (c as u32).wrapping_mul(2654435761).wrapping_add(j as u32 * 40503)).collect()
+}
+
+fn entropy(c: ClientId) -> [u8; 32] {
+    crypto::derive(b"test entropy", &c.to_le_bytes())
+}
+
+/// Run a round of `n` clients; returns the server (sum and summed clients) or the error.
+fn round(n: u32, p: &Params, faults: &dyn Faults) -> fedkit_core::Result<SecAggServer> {
+    let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = BTreeMap::new();
+    for c in 0..n {
+        clients.insert(c, Box::new(SecAggClient::new(c, p.clone(), input(c, p.len), entropy(c))?));
+    }
+    let hood = if p.neighbours == 0 { n as usize } else { p.neighbours + 1 };
+    let mut server = SecAggServer::new(p.clone(), threshold(p.threshold, hood));
+    run_phases(&mut server, &mut clients, faults)?;
+    Ok(server)
+}
+
+/// Clients whose id hashes below `fraction` drop out before phase `phase`.
+struct DropAt {
+    phase: usize,
+    fraction: f64,
+}
+impl Faults for DropAt {
+    fn online(&self, k: usize, c: ClientId) -> bool {
+        let h = crypto::derive(b"drop", &c.to_le_bytes())[0] as f64 / 256.0;
+        !(k >= self.phase && h < self.fraction)
+    }
+}
+
+fn plain_sum(clients: &[ClientId], len: usize) -> Vec<u32> {
+    let mut s = vec![0u32; len];
+    for &c in clients {
+        s.iter_mut().zip(input(c, len)).for_each(|(a, b)| *a = a.wrapping_add(b));
+    }
+    s
+}
+
+#[test]
+fn the_sum_is_exact_under_dropouts_at_every_phase() {
+    for (n, k) in [(20u32, 0usize), (40, 12)] {
+        let p = params(50, k);
+        for fraction in [0.0, 0.1, 0.3] {
+            for phase in 0..4 {
+                let s = round(n, &p, &DropAt { phase, fraction })
+                    .unwrap_or_else(|e| panic!("n {n} k {k}: {fraction} dropping before phase {phase}: {e}"));
+                let summed = s.summed();
+                // Dropping before phase 3 (unmasking) keeps those clients' inputs in the sum.
+                let expect: Vec<ClientId> =
+                    (0..n).filter(|&c| phase == 3 || DropAt { phase, fraction }.online(2, c)).collect();
+                assert_eq!(summed, expect, "n {n} k {k} phase {phase} fraction {fraction}");
+                assert_eq!(s.sum().unwrap(), plain_sum(&summed, p.len).as_slice(), "n {n} k {k} phase {phase}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_masked_input_is_uniform_in_the_ring() {
+    // Client 0's masked input for an all-zero vector: its 16 low-order nibble values should be
+    // uniform (chi-square with 15 degrees of freedom; 99.9% quantile 37.7).
+    let len = 16_000;
+    let p = params(len, 0);
+    let mut c0 = SecAggClient::new(0, p.clone(), vec![0; len], entropy(0)).unwrap();
+    let mut others: Vec<SecAggClient> =
+        (1..5).map(|c| SecAggClient::new(c, p.clone(), vec![0; len], entropy(c)).unwrap()).collect();
+    let mut server = SecAggServer::new(p.clone(), 3);
+    let mut msgs: BTreeMap<ClientId, Message> = BTreeMap::new();
+    msgs.insert(0, c0.client_phase(0, &[]).unwrap());
+    for (i, c) in others.iter_mut().enumerate() {
+        msgs.insert(i as ClientId + 1, c.client_phase(0, &[]).unwrap());
+    }
+    let mut inbox = server.server_phase(0, &msgs).unwrap();
+    let mut msgs = BTreeMap::new();
+    msgs.insert(0, c0.client_phase(1, &inbox[&0]).unwrap());
+    for (i, c) in others.iter_mut().enumerate() {
+        msgs.insert(i as ClientId + 1, c.client_phase(1, &inbox[&(i as ClientId + 1)]).unwrap());
+    }
+    inbox = server.server_phase(1, &msgs).unwrap();
+    let masked = c0.client_phase(2, &inbox[&0]).unwrap();
+    let ClientMsg::Masked { y } = from_bytes(&masked, "masked").unwrap() else { panic!("not a masked input") };
+    let mut counts = [0f64; 16];
+    y.iter().for_each(|v| counts[(v & 15) as usize] += 1.0);
+    let e = len as f64 / 16.0;
+    let chi2: f64 = counts.iter().map(|c| (c - e).powi(2) / e).sum();
+    assert!(chi2 < 37.7, "chi-square {chi2}");
+    let top: f64 = y.iter().map(|v| (v >> 31) as f64).sum::<f64>() / len as f64;
+    assert!((top - 0.5).abs() < 0.02, "top bit set in {top} of the values");
+}
+
+#[test]
+fn too_few_survivors_fail_without_a_result() {
+    let p = params(10, 0);
+    for phase in 0..4 {
+        let err = round(12, &p, &DropAt { phase, fraction: 0.7 }).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("fewer than") && err.contains("without a result"), "phase {phase}: {err}");
+    }
+}
+
+#[test]
+fn a_tampered_share_is_detected() {
+    struct Tamper;
+    impl Faults for Tamper {
+        fn deliver(&self, k: usize, c: ClientId, msg: &mut Message) {
+            // The shares routed to client 3 before phase 2: flip the last byte (a ciphertext tag).
+            if k == 2 && c == 3 {
+                let last = msg.len() - 1;
+                msg[last] ^= 1;
+            }
+        }
+    }
+    let err = round(8, &params(10, 0), &Tamper).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("client 3") && err.contains("tampered"), "{err}");
+    assert!(round(8, &params(10, 0), &NoFaults).is_ok());
+}
+
+#[test]
+fn secagg_plus_neighbourhoods_are_k_regular_and_symmetric() {
+    let p = params(1, 6);
+    let ids: Vec<ClientId> = (0..30).collect();
+    for &u in &ids {
+        let hood = neighbours(&p, &ids, u);
+        assert_eq!(hood.len(), 6, "client {u}");
+        assert!(hood.iter().all(|&v| neighbours(&p, &ids, v).contains(&u)), "client {u}: symmetric");
+    }
+    assert_eq!(neighbours(&params(1, 0), &ids, 3).len(), 29, "SecAgg: everyone");
+}
+
+#[test]
+fn the_encoding_sums_within_its_error_bound() {
+    let e = Encoding::new(100, 1.0).unwrap();
+    let xs: Vec<Vec<f32>> =
+        (0..100).map(|c| (0..20).map(|j| ((c * 7 + j) % 19) as f32 / 9.5 - 1.0).collect()).collect();
+    let mut ring = vec![0u32; 20];
+    for x in &xs {
+        ring.iter_mut().zip(encode(&e, x)).for_each(|(a, b)| *a = a.wrapping_add(b));
+    }
+    let got = decode_sum(&e, &ring);
+    for j in 0..20 {
+        let want: f64 = xs.iter().map(|x| x[j] as f64).sum();
+        assert!((got[j] - want).abs() <= e.error_bound(100), "coordinate {j}: {} vs {want}", got[j]);
+    }
+    assert!(Encoding::new(10, 0.0).is_err());
+}
