@@ -50,13 +50,23 @@ pub trait Faults {
 pub struct NoFaults;
 impl Faults for NoFaults {}
 
+/// Bytes a protocol run moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Client to server, all phases and clients.
+    pub up: usize,
+    /// Server to client.
+    pub down: usize,
+}
+
 /// Run every phase in process, clients in id order; a client error ends the protocol with an
 /// error naming the client and the phase.
 pub fn run_phases(
     server: &mut dyn ServerPhases,
     clients: &mut BTreeMap<ClientId, Box<dyn ClientPhases>>,
     faults: &dyn Faults,
-) -> Result<()> {
+) -> Result<Traffic> {
+    let mut traffic = Traffic::default();
     let mut inbox: BTreeMap<ClientId, Message> = clients.keys().map(|&c| (c, Message::new())).collect();
     let mut gone = std::collections::BTreeSet::new();
     for k in 0..server.phases() {
@@ -66,6 +76,7 @@ pub fn run_phases(
                 gone.insert(c);
                 continue;
             }
+            traffic.down += msg.len();
             faults.deliver(k, c, msg);
             let client = clients.get_mut(&c).ok_or_else(|| {
                 Error::Method(format!("protocol: the server addressed client {c}, not in the cohort"))
@@ -73,9 +84,10 @@ pub fn run_phases(
             let out = client
                 .client_phase(k, msg)
                 .map_err(|e| Error::Method(format!("protocol phase {k}: client {c}: {e}")))?;
+            traffic.up += out.len();
             sent.insert(c, out);
         }
         inbox = server.server_phase(k, &sent)?;
     }
-    Ok(())
+    Ok(traffic)
 }

@@ -212,6 +212,11 @@ pub trait Algorithm: Send + Sync + 'static {
     fn straggler_policy(&self) -> StragglerPolicy {
         StragglerPolicy::Drop
     }
+    /// True when the server rule reads individual updates (`ServerView::updates`), which
+    /// secure aggregation hides: such an algorithm refuses to run under it.
+    fn reads_updates(&self) -> bool {
+        false
+    }
     /// The round's cohort; `None` (the default): `per_round` clients uniformly without
     /// replacement. DRFA samples by its mixture weights, with replacement: a client listed k
     /// times trains once and is counted k times ([`RoundCtx::draws`]).
@@ -288,6 +293,7 @@ impl<T: State> AnyState for T {
 /// for every `Algorithm`; engines use this.
 pub trait DynAlgorithm: Send + Sync {
     fn straggler_policy(&self) -> StragglerPolicy;
+    fn reads_updates(&self) -> bool;
     fn new_client_state(&self) -> Box<dyn AnyState>;
     fn new_server_state(&self) -> Box<dyn AnyState>;
     fn client_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
@@ -323,6 +329,9 @@ fn from_bytes<T: State>(b: &[u8]) -> Result<Box<dyn AnyState>> {
 impl<A: Algorithm> DynAlgorithm for A {
     fn straggler_policy(&self) -> StragglerPolicy {
         Algorithm::straggler_policy(self)
+    }
+    fn reads_updates(&self) -> bool {
+        Algorithm::reads_updates(self)
     }
     fn new_client_state(&self) -> Box<dyn AnyState> {
         Box::new(A::Client::default())

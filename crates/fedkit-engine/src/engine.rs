@@ -15,7 +15,7 @@ use fedkit_core::{
 };
 use fedkit_data::Federation;
 
-use crate::config::{Built, RunConfig, SamplingScheme, StageSlot};
+use crate::config::{Built, RunConfig, SamplingScheme, SecAggProtocol, StageSlot};
 use crate::record::Record;
 use crate::workers::Workers;
 
@@ -187,6 +187,15 @@ impl Engine {
         for (i, slot) in stages.iter_mut().enumerate() {
             slot.stage.prepare(&info).map_err(|e| in_file(e.under(&format!("pipeline.{i}"))))?;
         }
+        if cfg.secure_aggregation.protocol != SecAggProtocol::None && algorithm.reads_updates() {
+            return Err(in_file(Error::config(
+                "algorithm.use",
+                format!(
+                    "`{}` reads the individual updates on the server, which secure aggregation hides: use an algorithm whose server rule needs only the sum",
+                    info.algorithm
+                ),
+            )));
+        }
         let server_data = ClientData::whole(fed.train.clone());
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
@@ -312,6 +321,10 @@ impl Engine {
         let results = self.run_clients(&plan, &broadcast);
         let t_clients = t0.elapsed().as_secs_f64();
         let (mut ups, failed) = split(results);
+        if self.cfg.secure_aggregation.protocol != SecAggProtocol::None {
+            // Nothing but the masked update leaves a client.
+            ups.iter_mut().for_each(|u| u.metrics.clear());
+        }
         let mut rec = self.client_metrics(&plan, &broadcast, &ups, &failed);
         self.last_failures = failed;
         let t1 = Instant::now();
@@ -485,7 +498,10 @@ impl Engine {
             train: &self.cfg.client,
             workers: Some(&mut self.workers),
         };
-        let mut agg = if ups.is_empty() {
+        let secure = self.cfg.secure_aggregation.protocol != SecAggProtocol::None;
+        let mut agg = if secure && !ups.is_empty() {
+            secure_aggregate(&self.cfg, &r, &self.global, ups, rec)?
+        } else if ups.is_empty() {
             // An empty Poisson cohort under DP: a zero aggregate, which the DP stage noises.
             Aggregate {
                 delta: self.global.zeros_like(),
@@ -498,13 +514,18 @@ impl Engine {
         } else {
             self.aggregator.aggregate_with(&r, ups, &mut view)?
         };
-        if self.aggregator.filters() {
+        if self.aggregator.filters() && !secure {
             detection_metrics(ups, &agg.accepted, &plan.attacking, rec);
         }
         for s in self.stages.iter_mut().rev() {
             s.stage.on_aggregate(&r, &mut agg)?;
         }
-        let mut accepted: Vec<Update> = ups.iter().filter(|u| agg.accepted.contains(&u.client)).cloned().collect();
+        // Under secure aggregation the server rule sees no individual update.
+        let mut accepted: Vec<Update> = if secure {
+            Vec::new()
+        } else {
+            ups.iter().filter(|u| agg.accepted.contains(&u.client)).cloned().collect()
+        };
         accepted.sort_by_key(|u| u.client);
         let mut global = self.global.clone();
         let mut view = ServerView { updates: &accepted, model: self.server_model.as_mut(), clients: &self.fed.clients };
@@ -897,4 +918,100 @@ pub fn uniform_cohort(seed: u64, round: u32, population: usize, per_round: usize
         .collect();
     c.sort_unstable();
     c
+}
+
+/// Secure aggregation of a round's updates (`[secure_aggregation]`): every client fixed-point
+/// encodes its update and runs SecAgg / SecAgg+ with the server in process; the server learns
+/// the sum of the clients that sent masked input and returns their uniform mean. Client
+/// secrets come from the run seed (simulation only; a deployment passes OS randomness).
+fn secure_aggregate(
+    cfg: &RunConfig,
+    r: &RoundCtx,
+    global: &Params,
+    ups: &[Update],
+    rec: &mut Record,
+) -> Result<Aggregate> {
+    use fedkit_core::ClientId;
+    use fedkit_core::protocol::{ClientPhases, Faults, run_phases};
+    use fedkit_privacy::secagg::{self, Encoding, SecAggClient, SecAggServer};
+    let sa = &cfg.secure_aggregation;
+    if let Some(u) = ups.iter().find(|u| !u.extras.0.is_empty()) {
+        let key = u.extras.0.keys().next().cloned().unwrap_or_default();
+        return Err(Error::config(
+            "secure_aggregation.use",
+            format!(
+                "client {} sends `{key}` beside its update, which secure aggregation would reveal: use an algorithm and stages without client extras",
+                u.client
+            ),
+        ));
+    }
+    let n = ups.len();
+    let neighbours = match sa.protocol {
+        SecAggProtocol::Secagg if n > 255 => {
+            return Err(Error::config(
+                "secure_aggregation.use",
+                format!(
+                    "secagg shares secrets over GF(256), at most 255 clients a round; this cohort has {n}: use \"secagg_plus\""
+                ),
+            ));
+        }
+        SecAggProtocol::SecaggPlus if sa.neighbours > 0 => sa.neighbours,
+        SecAggProtocol::SecaggPlus => {
+            let k = (3.0 * (n.max(2) as f64).log2()).ceil() as usize;
+            (k + k % 2).min(254)
+        }
+        _ => 0,
+    };
+    let params = secagg::Params {
+        len: global.len(),
+        threshold: sa.threshold,
+        neighbours,
+        round_seed: RngStream::derive(cfg.seed, "secagg_graph", r.round as u64, 0).next_u64(),
+    };
+    let enc = Encoding::new(n, sa.bound)?;
+    let mut clients: std::collections::BTreeMap<ClientId, Box<dyn ClientPhases>> = std::collections::BTreeMap::new();
+    for u in ups {
+        let mut rng = RngStream::derive(cfg.seed, "secagg_entropy", r.round as u64, u.client as u64);
+        let mut entropy = [0u8; 32];
+        entropy.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&rng.next_u64().to_le_bytes()));
+        let input = secagg::encode(&enc, u.delta.as_slice());
+        clients.insert(u.client, Box::new(SecAggClient::new(u.client, params.clone(), input, entropy)?));
+    }
+    let hood = if neighbours == 0 || neighbours + 1 >= n { n } else { neighbours + 1 };
+    let mut server = SecAggServer::new(params, secagg::threshold(sa.threshold, hood));
+    struct Dropouts {
+        gone: std::collections::BTreeSet<ClientId>,
+        phase: usize,
+    }
+    impl Faults for Dropouts {
+        fn online(&self, k: usize, c: ClientId) -> bool {
+            k < self.phase || !self.gone.contains(&c)
+        }
+    }
+    let dropped = (sa.dropout * n as f64).round() as usize;
+    let ids: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
+    let gone = RngStream::derive(cfg.seed, "secagg_dropout", r.round as u64, 0)
+        .choose(n, dropped)
+        .into_iter()
+        .map(|i| ids[i])
+        .collect();
+    let traffic = run_phases(&mut server, &mut clients, &Dropouts { gone, phase: sa.dropout_phase })
+        .map_err(|e| Error::Method(format!("round {}: secure aggregation: {e}", r.round)))?;
+    let summed = server.summed();
+    let sum = server.sum().ok_or_else(|| Error::Method("secure aggregation ended without a sum".into()))?;
+    let k = summed.len() as f64;
+    let mean: Vec<f32> = secagg::decode_sum(&enc, sum).into_iter().map(|v| (v / k) as f32).collect();
+    rec.set("bytes_up", traffic.up as f64);
+    rec.set("bytes_down", (rec.get("bytes_down").unwrap_or(0.0)) + traffic.down as f64);
+    let mut metrics = Metrics::new();
+    metrics.insert("secagg_summed".into(), k);
+    metrics.insert("secagg_dropped".into(), (n - summed.len()) as f64);
+    Ok(Aggregate {
+        delta: Params::from_vec(global.layout().clone(), mean)?,
+        weight: k as f32,
+        extras: Extras::default(),
+        accepted: summed,
+        metrics,
+        weighting: Weighting::Uniform,
+    })
 }

@@ -157,6 +157,9 @@ impl Oracle<Params> for RoundOracle<'_> {
 impl Algorithm for Afl {
     type Client = ();
     type Server = AflServer;
+    fn reads_updates(&self) -> bool {
+        true
+    }
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _: &mut ()) -> Result<Update> {
         // The loss on the client's own data, in its own feature domain (its noise/affine shift).

@@ -144,6 +144,9 @@ fn plus_mean(base: &Params, deltas: &[&Params], counts: &[u32]) -> Result<Params
 impl Algorithm for Drfa {
     type Client = ();
     type Server = DrfaServer;
+    fn reads_updates(&self) -> bool {
+        true
+    }
 
     fn cohort(&self, sc: &SampleCtx, s: &DrfaServer) -> Option<Vec<ClientId>> {
         let uniform;

@@ -125,6 +125,9 @@ impl FedDualAvg {
 impl Algorithm for FedDualAvg {
     type Client = ();
     type Server = FedDualAvgState;
+    fn reads_updates(&self) -> bool {
+        true
+    }
 
     fn broadcast(&self, r: &RoundCtx, s: &FedDualAvgState) -> Extras {
         let mut e = Extras::default();

@@ -68,6 +68,9 @@ impl FedDyn {
 }
 
 impl Algorithm for FedDyn {
+    fn reads_updates(&self) -> bool {
+        true
+    }
     /// The client's grad_k (`None`: zero, never participated).
     type Client = Option<Params>;
     /// The server's h (`None`: zero, before the first round).

@@ -251,6 +251,9 @@ fn proxy_set(seed: u64, clients: &[ClientData], samples: usize) -> Result<Client
 impl Algorithm for FedLaw {
     type Client = ();
     type Server = ();
+    fn reads_updates(&self) -> bool {
+        true
+    }
 
     fn server_step(
         &self,

@@ -85,6 +85,9 @@ impl FedMid {
 impl Algorithm for FedMid {
     type Client = ();
     type Server = ();
+    fn reads_updates(&self) -> bool {
+        true
+    }
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _: &mut ()) -> Result<Update> {
         check_plain_sgd("fedmid", cx.train)?;

@@ -159,6 +159,9 @@ fn divergence(models: &[&Params], p: &[f64], mean: &Params) -> f64 {
 impl Algorithm for Hsgd {
     type Client = ();
     type Server = HsgdServer;
+    fn reads_updates(&self) -> bool {
+        true
+    }
 
     fn broadcast(&self, r: &RoundCtx, s: &HsgdServer) -> Extras {
         let mut e = Extras::default();

@@ -161,6 +161,9 @@ impl GradHook for CorrectionHook<'_> {
 }
 
 impl Algorithm for Scaffold {
+    fn reads_updates(&self) -> bool {
+        true
+    }
     /// The client's control variate c_i (`None`: zero, never participated).
     type Client = Option<Params>;
     /// The server control variate c (`None`: zero, before the first round).
