@@ -51,12 +51,16 @@ pub struct NoFaults;
 impl Faults for NoFaults {}
 
 /// Bytes a protocol run moved.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Traffic {
     /// Client to server, all phases and clients.
     pub up: usize,
     /// Server to client.
     pub down: usize,
+    /// Wall seconds spent in the clients' and in the server's phases (for cost tables only;
+    /// never part of a run's metrics).
+    pub client_s: f64,
+    pub server_s: f64,
 }
 
 /// Run every phase in process, clients in id order; a client error ends the protocol with an
@@ -81,13 +85,17 @@ pub fn run_phases(
             let client = clients.get_mut(&c).ok_or_else(|| {
                 Error::Method(format!("protocol: the server addressed client {c}, not in the cohort"))
             })?;
+            let t = std::time::Instant::now();
             let out = client
                 .client_phase(k, msg)
                 .map_err(|e| Error::Method(format!("protocol phase {k}: client {c}: {e}")))?;
+            traffic.client_s += t.elapsed().as_secs_f64();
             traffic.up += out.len();
             sent.insert(c, out);
         }
+        let t = std::time::Instant::now();
         inbox = server.server_phase(k, &sent)?;
+        traffic.server_s += t.elapsed().as_secs_f64();
     }
     Ok(traffic)
 }

@@ -117,25 +117,54 @@ pub fn threshold(fraction: f64, size: usize) -> usize {
     (((fraction * size as f64).floor() as usize) + 1).clamp(2.min(size), size)
 }
 
-/// u's neighbours among `clients` (sorted ids): everyone else for SecAgg, else the Harary graph
-/// of degree k over the clients in the order shuffled by `round_seed`.
-pub fn neighbours(p: &Params, clients: &[ClientId], u: ClientId) -> Vec<ClientId> {
-    let n = clients.len();
-    if p.neighbours == 0 || p.neighbours + 1 >= n {
-        return clients.iter().copied().filter(|&v| v != u).collect();
+/// The neighbour graph over the clients that advertised keys (sorted ids): everyone else for
+/// SecAgg, else the Harary graph of degree k over the clients in the order shuffled by
+/// `round_seed` (k / 2 on each side on a ring). Built once per round.
+pub struct Graph {
+    order: Vec<ClientId>,
+    pos: std::collections::BTreeMap<ClientId, usize>,
+    half: usize,
+    complete: bool,
+}
+
+impl Graph {
+    pub fn new(p: &Params, clients: &[ClientId]) -> Self {
+        let n = clients.len();
+        let complete = p.neighbours == 0 || p.neighbours + 1 >= n;
+        let mut order: Vec<ClientId> = clients.to_vec();
+        if !complete {
+            let key = |c: ClientId| {
+                let d = crypto::derive(&p.round_seed.to_le_bytes(), &c.to_le_bytes());
+                u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+            };
+            let mut keyed: Vec<(u64, ClientId)> = order.iter().map(|&c| (key(c), c)).collect();
+            keyed.sort_unstable();
+            order = keyed.into_iter().map(|(_, c)| c).collect();
+        }
+        let pos = order.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+        Graph { order, pos, half: p.neighbours / 2, complete }
     }
-    let mut order: Vec<ClientId> = clients.to_vec();
-    let key = |c: ClientId| {
-        let d = crypto::derive(&p.round_seed.to_le_bytes(), &c.to_le_bytes());
-        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-    };
-    order.sort_by_key(|&c| (key(c), c));
-    let Some(pos) = order.iter().position(|&c| c == u) else { return Vec::new() };
-    let half = p.neighbours / 2;
-    let mut out: Vec<ClientId> = (1..=half).flat_map(|d| [order[(pos + d) % n], order[(pos + n - d) % n]]).collect();
-    out.sort_unstable();
-    out.dedup();
-    out
+
+    /// u's neighbours, sorted (empty for a client not in the graph).
+    pub fn of(&self, u: ClientId) -> Vec<ClientId> {
+        let Some(&at) = self.pos.get(&u) else { return Vec::new() };
+        if self.complete {
+            let mut all = self.order.clone();
+            all.remove(at);
+            return all;
+        }
+        let n = self.order.len();
+        let mut out: Vec<ClientId> =
+            (1..=self.half).flat_map(|d| [self.order[(at + d) % n], self.order[(at + n - d) % n]]).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// u's neighbours among `clients` (see [`Graph`]).
+pub fn neighbours(p: &Params, clients: &[ClientId], u: ClientId) -> Vec<ClientId> {
+    Graph::new(p, clients).of(u)
 }
 
 /// Fixed-point encoding for a sum of up to `clients` vectors with coordinates in

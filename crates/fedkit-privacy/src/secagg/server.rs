@@ -7,7 +7,7 @@ use fedkit_core::{ClientId, Error, Result};
 
 use super::client::pairwise_seed;
 use super::crypto;
-use super::{ClientMsg, Params, ServerMsg, from_bytes, neighbours, threshold, to_bytes};
+use super::{ClientMsg, Graph, Params, ServerMsg, from_bytes, threshold, to_bytes};
 
 /// The server's state across the phases.
 pub struct SecAggServer {
@@ -17,6 +17,8 @@ pub struct SecAggServer {
     min_clients: usize,
     /// U1: advertised keys, with them.
     keys: BTreeMap<ClientId, ([u8; 32], [u8; 32])>,
+    /// The neighbour graph over U1.
+    graph: Option<Graph>,
     /// U2: shared keys.
     shared: BTreeSet<ClientId>,
     /// U3: sent masked input, with it.
@@ -31,6 +33,7 @@ impl SecAggServer {
             params,
             min_clients: min_clients.max(2),
             keys: BTreeMap::new(),
+            graph: None,
             shared: BTreeSet::new(),
             masked: BTreeMap::new(),
             sum: None,
@@ -57,8 +60,8 @@ impl SecAggServer {
         Ok(())
     }
 
-    fn ids(&self) -> Vec<ClientId> {
-        self.keys.keys().copied().collect()
+    fn hood(&self, u: ClientId) -> Vec<ClientId> {
+        self.graph.as_ref().map(|g| g.of(u)).unwrap_or_default()
     }
 
     fn collect_keys(&mut self, messages: &BTreeMap<ClientId, Message>) -> Result<BTreeMap<ClientId, Message>> {
@@ -69,19 +72,20 @@ impl SecAggServer {
             self.keys.insert(c, (c_pk, s_pk));
         }
         self.enough("advertised keys", self.keys.len())?;
+        let ids: Vec<ClientId> = self.keys.keys().copied().collect();
+        self.graph = Some(Graph::new(&self.params, &ids));
         let peers: Vec<_> = self.keys.iter().map(|(&c, &(cp, sp))| (c, cp, sp)).collect();
         let msg = to_bytes(&ServerMsg::Keys { peers })?;
         Ok(self.keys.keys().map(|&c| (c, msg.clone())).collect())
     }
 
     fn route_shares(&mut self, messages: &BTreeMap<ClientId, Message>) -> Result<BTreeMap<ClientId, Message>> {
-        let ids = self.ids();
         let mut inbox: BTreeMap<ClientId, Vec<(ClientId, Vec<u8>)>> = BTreeMap::new();
         for (&u, m) in messages {
             let ClientMsg::Shares { sealed } = from_bytes(m, "share message")? else {
                 return Err(Error::Method(format!("secagg: client {u} sent no shares")));
             };
-            let hood = neighbours(&self.params, &ids, u);
+            let hood = self.hood(u);
             for (v, ct) in sealed {
                 if hood.binary_search(&v).is_err() {
                     return Err(Error::Method(format!("secagg: client {u} addressed shares to {v}, not a neighbour")));
@@ -141,7 +145,6 @@ impl SecAggServer {
             }
         }
         self.enough("sent unmasking shares", messages.len())?;
-        let ids = self.ids();
         let len = self.params.len;
         let mut sum = vec![0u32; len];
         let add = |sum: &mut Vec<u32>, m: &[u32], sign: bool| {
@@ -152,7 +155,7 @@ impl SecAggServer {
         for y in self.masked.values() {
             add(&mut sum, y, true);
         }
-        let need = |v: ClientId| threshold(self.params.threshold, neighbours(&self.params, &ids, v).len() + 1);
+        let need = |v: ClientId| threshold(self.params.threshold, self.hood(v).len() + 1);
         for &u in self.masked.keys() {
             let shares = b_shares.get(&u).map_or(&[][..], |s| s.as_slice());
             if shares.len() < need(u) {
@@ -174,7 +177,7 @@ impl SecAggServer {
                 )));
             }
             let (s_sk, _) = crypto::key_pair(&crypto::combine(&shares[..need(v)])?, b"fedkit/secagg/s");
-            for &u in neighbours(&self.params, &ids, v).iter().filter(|u| self.masked.contains_key(u)) {
+            for &u in self.hood(v).iter().filter(|u| self.masked.contains_key(u)) {
                 // u added +mask if u < v, else -mask: take it away.
                 let seed = pairwise_seed(&s_sk, &self.keys[&u].1);
                 add(&mut sum, &crypto::mask(&seed, len), u > v);

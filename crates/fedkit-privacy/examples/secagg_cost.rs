@@ -1,0 +1,40 @@
+//! The cost of one secure-aggregation round against the cohort size (docs/performance.md):
+//! `cargo run --release -p fedkit-privacy --example secagg_cost [LEN]`. Prints, for SecAgg and
+//! SecAgg+ on vectors of LEN values (default 199,210: the mlp 784-200-200-10), the seconds one
+//! client spends (mean over the cohort) and the server spends, and the bytes a client sends.
+
+use std::collections::BTreeMap;
+
+use fedkit_core::ClientId;
+use fedkit_core::protocol::{ClientPhases, NoFaults, run_phases};
+use fedkit_privacy::secagg::{Params, SecAggClient, SecAggServer, crypto, threshold};
+
+fn main() {
+    let len: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(199_210);
+    println!("| protocol | clients | neighbours | client s / round | server s / round | client MB up |");
+    println!("|---|---|---|---|---|---|");
+    for (name, plus) in [("secagg", false), ("secagg_plus", true)] {
+        for n in [10usize, 50, 100, 200, 500, 1000] {
+            if !plus && n > 200 {
+                continue;
+            }
+            let k = if plus { ((3.0 * (n as f64).log2()).ceil() as usize + 1) / 2 * 2 } else { 0 };
+            let p = Params { len, threshold: 0.5, neighbours: k, round_seed: 1 };
+            let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = BTreeMap::new();
+            for c in 0..n as ClientId {
+                let e = crypto::derive(b"cost", &c.to_le_bytes());
+                clients.insert(c, Box::new(SecAggClient::new(c, p.clone(), vec![c; len], e).expect("client")));
+            }
+            let hood = if k == 0 || k + 1 >= n { n } else { k + 1 };
+            let mut server = SecAggServer::new(p, threshold(0.5, hood));
+            let t = run_phases(&mut server, &mut clients, &NoFaults).expect("round");
+            println!(
+                "| {name} | {n} | {} | {:.3} | {:.3} | {:.2} |",
+                if k == 0 || k + 1 >= n { n - 1 } else { k },
+                t.client_s / n as f64,
+                t.server_s,
+                t.up as f64 / n as f64 / 1e6
+            );
+        }
+    }
+}
