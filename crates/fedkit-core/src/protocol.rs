@@ -6,7 +6,8 @@
 //! ([`ClientPhases::client_phase`]). The server answers the clients that continue
 //! ([`ServerPhases::server_phase`]): a broadcast copy or a routed message each. Messages are
 //! bytes (the protocol serialises its own values), so a network transport carries the same
-//! phases unchanged. [`run_phases`] runs a protocol in process, with faults injected per phase:
+//! phases unchanged. [`run_phases`] runs a protocol in process (a phase's clients in parallel),
+//! with faults injected per phase:
 //! a client that drops out before phase k never sends again, and a message to a client can be
 //! altered on its way (tampering tests).
 
@@ -63,33 +64,52 @@ pub struct Traffic {
     pub server_s: f64,
 }
 
-/// Run every phase in process, clients in id order; a client error ends the protocol with an
-/// error naming the client and the phase.
+/// Run every phase in process; a client error ends the protocol with an error naming the
+/// client and the phase. The clients of a phase run on `threads` threads (contiguous id
+/// ranges); their messages are collected in id order, so the result never depends on the
+/// thread count.
 pub fn run_phases(
     server: &mut dyn ServerPhases,
     clients: &mut BTreeMap<ClientId, Box<dyn ClientPhases>>,
-    faults: &dyn Faults,
+    faults: &(dyn Faults + Sync),
+    threads: usize,
 ) -> Result<Traffic> {
     let mut traffic = Traffic::default();
     let mut inbox: BTreeMap<ClientId, Message> = clients.keys().map(|&c| (c, Message::new())).collect();
     let mut gone = std::collections::BTreeSet::new();
     for k in 0..server.phases() {
-        let mut sent = BTreeMap::new();
-        for (&c, msg) in inbox.iter_mut() {
-            if gone.contains(&c) || !faults.online(k, c) {
-                gone.insert(c);
+        // This phase's work: the clients still online, with their inbox.
+        let mut work: Vec<(ClientId, Message, &mut Box<dyn ClientPhases>)> = Vec::new();
+        for (c, client) in clients.iter_mut() {
+            let Some(mut msg) = inbox.remove(c) else { continue };
+            if gone.contains(c) || !faults.online(k, *c) {
+                gone.insert(*c);
                 continue;
             }
             traffic.down += msg.len();
-            faults.deliver(k, c, msg);
-            let client = clients.get_mut(&c).ok_or_else(|| {
-                Error::Method(format!("protocol: the server addressed client {c}, not in the cohort"))
-            })?;
-            let t = std::time::Instant::now();
-            let out = client
-                .client_phase(k, msg)
-                .map_err(|e| Error::Method(format!("protocol phase {k}: client {c}: {e}")))?;
-            traffic.client_s += t.elapsed().as_secs_f64();
+            faults.deliver(k, *c, &mut msg);
+            work.push((*c, msg, client));
+        }
+        if let Some(c) = inbox.keys().next() {
+            return Err(Error::Method(format!("protocol: the server addressed client {c}, not in the cohort")));
+        }
+        let t = std::time::Instant::now();
+        let per = work.len().div_ceil(threads.max(1)).max(1);
+        let results: Vec<Vec<(ClientId, Result<Message>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = work
+                .chunks_mut(per)
+                .map(|chunk| {
+                    s.spawn(move || {
+                        chunk.iter_mut().map(|(c, msg, client)| (*c, client.client_phase(k, msg))).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        traffic.client_s += t.elapsed().as_secs_f64();
+        let mut sent = BTreeMap::new();
+        for (c, out) in results.into_iter().flatten() {
+            let out = out.map_err(|e| Error::Method(format!("protocol phase {k}: client {c}: {e}")))?;
             traffic.up += out.len();
             sent.insert(c, out);
         }

@@ -500,7 +500,7 @@ impl Engine {
         };
         let secure = self.cfg.secure_aggregation.protocol != SecAggProtocol::None;
         let mut agg = if secure && !ups.is_empty() {
-            secure_aggregate(&self.cfg, &r, &self.global, ups, rec)?
+            secure_aggregate(&self.cfg, &r, &self.global, ups, rec, self.workers.len())?
         } else if ups.is_empty() {
             // An empty Poisson cohort under DP: a zero aggregate, which the DP stage noises.
             Aggregate {
@@ -922,14 +922,16 @@ pub fn uniform_cohort(seed: u64, round: u32, population: usize, per_round: usize
 
 /// Secure aggregation of a round's updates (`[secure_aggregation]`): every client fixed-point
 /// encodes its update and runs SecAgg / SecAgg+ with the server in process; the server learns
-/// the sum of the clients that sent masked input and returns their uniform mean. Client
-/// secrets come from the run seed (simulation only; a deployment passes OS randomness).
+/// the sum of the clients that sent masked input and returns their uniform mean. A phase's
+/// clients run on `threads` threads (the engine's worker count). Client secrets come from the
+/// run seed (simulation only; a deployment passes OS randomness).
 fn secure_aggregate(
     cfg: &RunConfig,
     r: &RoundCtx,
     global: &Params,
     ups: &[Update],
     rec: &mut Record,
+    threads: usize,
 ) -> Result<Aggregate> {
     use fedkit_core::ClientId;
     use fedkit_core::protocol::{ClientPhases, Faults, run_phases};
@@ -995,7 +997,7 @@ fn secure_aggregate(
         .into_iter()
         .map(|i| ids[i])
         .collect();
-    let traffic = run_phases(&mut server, &mut clients, &Dropouts { gone, phase: sa.dropout_phase })
+    let traffic = run_phases(&mut server, &mut clients, &Dropouts { gone, phase: sa.dropout_phase }, threads)
         .map_err(|e| Error::Method(format!("round {}: secure aggregation: {e}", r.round)))?;
     let summed = server.summed();
     let sum = server.sum().ok_or_else(|| Error::Method("secure aggregation ended without a sum".into()))?;

@@ -27,7 +27,7 @@ fn main() {
             }
             let hood = if k == 0 || k + 1 >= n { n } else { k + 1 };
             let mut server = SecAggServer::new(p, threshold(0.5, hood));
-            let t = run_phases(&mut server, &mut clients, &NoFaults).expect("round");
+            let t = run_phases(&mut server, &mut clients, &NoFaults, 1).expect("round");
             println!(
                 "| {name} | {n} | {} | {:.3} | {:.3} | {:.2} |",
                 if k == 0 || k + 1 >= n { n - 1 } else { k },

@@ -114,15 +114,10 @@ impl SecAggClient {
             self.held.insert(from, pair);
         }
         let mut y = self.input.clone();
-        let add = |y: &mut Vec<u32>, m: Vec<u32>, sign: bool| {
-            for (a, b) in y.iter_mut().zip(m) {
-                *a = if sign { a.wrapping_add(b) } else { a.wrapping_sub(b) };
-            }
-        };
-        add(&mut y, crypto::mask(&self.b, self.params.len), true);
+        crypto::apply_mask(&self.b, &mut y, true);
         for &v in self.hood.iter().filter(|v| self.held.contains_key(v)) {
             let seed = pairwise_seed(&self.s_sk, &self.peers[&v].1);
-            add(&mut y, crypto::mask(&seed, self.params.len), self.id < v);
+            crypto::apply_mask(&seed, &mut y, self.id < v);
         }
         to_bytes(&ClientMsg::Masked { y })
     }

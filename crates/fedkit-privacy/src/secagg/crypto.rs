@@ -37,12 +37,28 @@ pub fn agree(sk: &StaticSecret, peer: &[u8; 32]) -> [u8; 32] {
     sk.diffie_hellman(&PublicKey::from(*peer)).to_bytes()
 }
 
-/// `len` mask words from the ChaCha20 stream keyed by `seed` (zero nonce: every seed keys one
-/// stream only).
+/// Add (or, with `add` false, subtract) the mask words of the ChaCha20 stream keyed by `seed`
+/// to `out`, in Z_2^32 (zero nonce: every seed keys one stream only). The stream is produced
+/// in 16 KiB blocks, so no mask vector is ever allocated.
+pub fn apply_mask(seed: &Seed, out: &mut [u32], add: bool) {
+    let mut cipher = ChaCha20::new(seed.into(), &[0u8; 12].into());
+    let mut block = [0u8; 16 * 1024];
+    for chunk in out.chunks_mut(block.len() / 4) {
+        let bytes = &mut block[..4 * chunk.len()];
+        bytes.fill(0);
+        cipher.apply_keystream(bytes);
+        for (o, b) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
+            let m = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            *o = if add { o.wrapping_add(m) } else { o.wrapping_sub(m) };
+        }
+    }
+}
+
+/// `len` mask words of the stream keyed by `seed`.
 pub fn mask(seed: &Seed, len: usize) -> Vec<u32> {
-    let mut bytes = vec![0u8; 4 * len];
-    ChaCha20::new(seed.into(), &[0u8; 12].into()).apply_keystream(&mut bytes);
-    bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    let mut out = vec![0u32; len];
+    apply_mask(seed, &mut out, true);
+    out
 }
 
 /// The AEAD key for shares sent from `from` to `to`, from their X25519 shared secret (one key
@@ -111,5 +127,11 @@ mod tests {
         bad[0] ^= 1;
         assert!(open(&[9; 32], 1, 2, &bad).is_err());
         assert!(open(&[9; 32], 2, 1, &sealed).is_err(), "bound to its direction");
+        // The blockwise stream is one stream: a long mask's prefix is the short mask.
+        let long = mask(&[4; 32], 10_000);
+        assert_eq!(&long[..37], mask(&[4; 32], 37).as_slice());
+        let mut v = long.clone();
+        apply_mask(&[4; 32], &mut v, false);
+        assert!(v.iter().all(|x| *x == 0));
     }
 }

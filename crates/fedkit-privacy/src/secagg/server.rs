@@ -145,15 +145,9 @@ impl SecAggServer {
             }
         }
         self.enough("sent unmasking shares", messages.len())?;
-        let len = self.params.len;
-        let mut sum = vec![0u32; len];
-        let add = |sum: &mut Vec<u32>, m: &[u32], sign: bool| {
-            for (a, b) in sum.iter_mut().zip(m) {
-                *a = if sign { a.wrapping_add(*b) } else { a.wrapping_sub(*b) };
-            }
-        };
+        let mut sum = vec![0u32; self.params.len];
         for y in self.masked.values() {
-            add(&mut sum, y, true);
+            sum.iter_mut().zip(y).for_each(|(a, b)| *a = a.wrapping_add(*b));
         }
         let need = |v: ClientId| threshold(self.params.threshold, self.hood(v).len() + 1);
         for &u in self.masked.keys() {
@@ -165,7 +159,7 @@ impl SecAggServer {
                     need(u)
                 )));
             }
-            add(&mut sum, &crypto::mask(&crypto::combine(&shares[..need(u)])?, len), false);
+            crypto::apply_mask(&crypto::combine(&shares[..need(u)])?, &mut sum, false);
         }
         for &v in self.shared.iter().filter(|v| !self.masked.contains_key(v)) {
             let shares = s_shares.get(&v).map_or(&[][..], |s| s.as_slice());
@@ -180,7 +174,7 @@ impl SecAggServer {
             for &u in self.hood(v).iter().filter(|u| self.masked.contains_key(u)) {
                 // u added +mask if u < v, else -mask: take it away.
                 let seed = pairwise_seed(&s_sk, &self.keys[&u].1);
-                add(&mut sum, &crypto::mask(&seed, len), u > v);
+                crypto::apply_mask(&seed, &mut sum, u > v);
             }
         }
         self.sum = Some(sum);
