@@ -89,8 +89,8 @@ impl Default for RunConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecureAggregation {
-    /// `none`, `secagg` (Bonawitz et al. 2017; cohorts up to 255) or `secagg_plus` (Bell et al.
-    /// 2020: a k-regular neighbour graph).
+    /// `none`, `secagg` (Bonawitz et al. 2017) or `secagg_plus` (Bell et al. 2020: a k-regular
+    /// neighbour graph).
     #[serde(rename = "use")]
     pub protocol: SecAggProtocol,
     /// Shares needed to rebuild a secret, as a fraction of a neighbourhood (t = floor(f m) + 1).

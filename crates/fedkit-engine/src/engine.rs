@@ -949,14 +949,6 @@ fn secure_aggregate(
     }
     let n = ups.len();
     let neighbours = match sa.protocol {
-        SecAggProtocol::Secagg if n > 255 => {
-            return Err(Error::config(
-                "secure_aggregation.use",
-                format!(
-                    "secagg shares secrets over GF(256), at most 255 clients a round; this cohort has {n}: use \"secagg_plus\""
-                ),
-            ));
-        }
         SecAggProtocol::SecaggPlus if sa.neighbours > 0 => sa.neighbours,
         SecAggProtocol::SecaggPlus => {
             let k = (3.0 * (n.max(2) as f64).log2()).ceil() as usize;

@@ -196,8 +196,6 @@ fn secure_aggregation_refuses_what_would_read_individual_updates() {
     assert!(err(&[sa, "aggregator.use=\"krum\""]).contains("aggregator.use"));
     let e = err(&[sa, "algorithm.use=\"feddyn\""]);
     assert!(e.contains("algorithm.use") && e.contains("individual updates"), "{e}");
-    let e = err(&[sa, "data.synthetic.users=300", "sampling.per_round=300"]);
-    assert!(e.contains("secagg_plus"), "{e}");
     let e = err(&[sa, "secure_aggregation.dropout=0.8"]);
     assert!(e.contains("fewer than") && e.contains("without a result"), "{e}");
     assert!(err(&["secure_aggregation.use=\"secagg_plus\"", "secure_aggregation.neighbours=3"]).contains("even"));

@@ -15,9 +15,6 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for (name, plus) in [("secagg", false), ("secagg_plus", true)] {
         for n in [10usize, 50, 100, 200, 500, 1000] {
-            if !plus && n > 200 {
-                continue;
-            }
             let k = if plus { ((3.0 * (n as f64).log2()).ceil() as usize + 1) / 2 * 2 } else { 0 };
             let p = Params { len, threshold: 0.5, neighbours: k, round_seed: 1 };
             let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = BTreeMap::new();

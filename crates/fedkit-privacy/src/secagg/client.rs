@@ -7,7 +7,7 @@ use fedkit_core::{ClientId, Error, Result};
 use rand_secagg::{RngExt, SeedableRng, rngs::StdRng};
 use x25519_dalek::StaticSecret;
 
-use super::crypto::{self, Seed};
+use super::crypto::{self, Secret, Seed};
 use super::{ClientMsg, Params, ServerMsg, SharePair, from_bytes, neighbours, threshold, to_bytes};
 
 /// One client's state across the phases.
@@ -18,10 +18,10 @@ pub struct SecAggClient {
     rng: StdRng,
     c_sk: StaticSecret,
     c_pk: [u8; 32],
-    s_seed: Seed,
+    s_seed: Secret,
     s_sk: StaticSecret,
     s_pk: [u8; 32],
-    b: Seed,
+    b: Secret,
     /// Peers' (c_pk, s_pk), from phase 1.
     peers: BTreeMap<ClientId, ([u8; 32], [u8; 32])>,
     /// Neighbours among the peers.
@@ -42,8 +42,8 @@ impl SecAggClient {
         }
         let mut rng = StdRng::from_seed(entropy);
         let c_seed: Seed = rng.random();
-        let s_seed: Seed = rng.random();
-        let b: Seed = rng.random();
+        let s_seed = crypto::random_secret(&mut rng);
+        let b = crypto::random_secret(&mut rng);
         let (c_sk, c_pk) = crypto::key_pair(&c_seed, b"fedkit/secagg/c");
         let (s_sk, s_pk) = crypto::key_pair(&s_seed, b"fedkit/secagg/s");
         Ok(SecAggClient {
@@ -114,7 +114,7 @@ impl SecAggClient {
             self.held.insert(from, pair);
         }
         let mut y = self.input.clone();
-        crypto::apply_mask(&self.b, &mut y, true);
+        crypto::apply_mask(&self_mask_seed(&self.b), &mut y, true);
         for &v in self.hood.iter().filter(|v| self.held.contains_key(v)) {
             let seed = pairwise_seed(&self.s_sk, &self.peers[&v].1);
             crypto::apply_mask(&seed, &mut y, self.id < v);
@@ -138,6 +138,11 @@ impl SecAggClient {
         }
         to_bytes(&ClientMsg::Unmask { b_shares, s_shares })
     }
+}
+
+/// The seed of a client's self-mask, from its shared secret b.
+pub(super) fn self_mask_seed(b: &Secret) -> Seed {
+    crypto::derive(b, b"fedkit/secagg/b")
 }
 
 /// The seed of the pairwise mask of two clients, from their s-agreement.

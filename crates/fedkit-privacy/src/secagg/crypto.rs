@@ -1,7 +1,8 @@
 //! The secure-aggregation primitives, all from maintained RustCrypto / dalek crates: X25519 key
 //! agreement (x25519-dalek), HKDF-SHA256 key derivation (hkdf, sha2), the ChaCha20 stream as
 //! mask generator (chacha20), ChaCha20-Poly1305 for the shares in transit (chacha20poly1305),
-//! and Shamir t-of-n sharing over GF(256), byte by byte (vsss-rs).
+//! and Shamir t-of-n sharing of P-256 scalars (vsss-rs over p256's field). The shared secrets
+//! are field elements; keys and mask seeds are derived from them through HKDF.
 
 use chacha20::ChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
@@ -9,8 +10,10 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use fedkit_core::{ClientId, Error, Result};
 use hkdf::Hkdf;
+use p256::Scalar;
+use p256::elliptic_curve::ff::{Field, PrimeField};
 use sha2::Sha256;
-use vsss_rs::Gf256;
+use vsss_rs::{DefaultShare, IdentifierPrimeField, ReadableShareSet, Share, shamir};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 /// A 32-byte secret seed.
@@ -93,16 +96,51 @@ pub fn open(shared: &[u8; 32], from: ClientId, to: ClientId, sealed: &[u8]) -> R
         })
 }
 
-/// Split `secret` into `n` shares, any `t` of which rebuild it (share i is for participant i).
-pub fn split(secret: &Seed, t: usize, n: usize, rng: &mut rand_secagg::rngs::StdRng) -> Result<Vec<Vec<u8>>> {
-    Gf256::split_bytes(t, n, secret, rng).map_err(|e| Error::Method(format!("secagg: secret sharing failed: {e:?}")))
+/// A secret that gets shared: a P-256 scalar, as its canonical 32 bytes.
+pub type Secret = [u8; 32];
+
+type FieldShare = DefaultShare<IdentifierPrimeField<Scalar>, IdentifierPrimeField<Scalar>>;
+
+/// Bytes of one share: the identifier's and the value's canonical encodings.
+pub const SHARE_BYTES: usize = 64;
+
+/// A fresh random secret.
+pub fn random_secret(rng: &mut rand_secagg::rngs::StdRng) -> Secret {
+    Scalar::random(rng).to_repr().into()
 }
 
-/// Rebuild a secret from at least t shares.
-pub fn combine(shares: &[Vec<u8>]) -> Result<Seed> {
-    let bytes =
-        Gf256::combine_bytes(shares).map_err(|e| Error::Method(format!("secagg: cannot rebuild a secret: {e:?}")))?;
-    bytes.try_into().map_err(|_| Error::Method("secagg: a rebuilt secret has the wrong length".into()))
+/// Split `secret` into `n` shares (share i for participant i), any `t` of which rebuild it.
+pub fn split(secret: &Secret, t: usize, n: usize, rng: &mut rand_secagg::rngs::StdRng) -> Result<Vec<Vec<u8>>> {
+    let s = scalar(secret).ok_or_else(|| Error::Method("secagg: a secret is not a field element".into()))?;
+    let shares = shamir::split_secret::<FieldShare>(t, n, &IdentifierPrimeField(s), rng)
+        .map_err(|e| Error::Method(format!("secagg: secret sharing failed: {e:?}")))?;
+    Ok(shares
+        .iter()
+        .map(|sh| [sh.identifier().0.to_repr().as_slice(), sh.value().0.to_repr().as_slice()].concat())
+        .collect())
+}
+
+fn scalar(b: &[u8]) -> Option<Scalar> {
+    let a: [u8; 32] = b.try_into().ok()?;
+    Option::from(Scalar::from_repr(a.into()))
+}
+
+/// Rebuild a secret from at least t shares; a malformed share is an error.
+pub fn combine(shares: &[Vec<u8>]) -> Result<Secret> {
+    let parsed = shares
+        .iter()
+        .map(|b| {
+            let ok = b.len() == SHARE_BYTES;
+            match (ok.then(|| scalar(&b[..32])).flatten(), ok.then(|| scalar(&b[32..])).flatten()) {
+                (Some(id), Some(v)) => {
+                    Ok(FieldShare::with_identifier_and_value(IdentifierPrimeField(id), IdentifierPrimeField(v)))
+                }
+                _ => Err(Error::Method("secagg: a malformed share".into())),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let s = parsed.combine().map_err(|e| Error::Method(format!("secagg: cannot rebuild a secret: {e:?}")))?;
+    Ok(s.0.to_repr().into())
 }
 
 #[cfg(test)]
@@ -116,10 +154,12 @@ mod tests {
         let (b_sk, b_pk) = key_pair(&[2; 32], b"s");
         assert_eq!(agree(&a_sk, &b_pk), agree(&b_sk, &a_pk));
         let mut rng = rand_secagg::rngs::StdRng::from_seed([3; 32]);
-        let secret = [7u8; 32];
-        let shares = split(&secret, 3, 5, &mut rng).unwrap();
+        let secret = random_secret(&mut rng);
+        let shares = split(&secret, 3, 300, &mut rng).unwrap();
+        assert_eq!(shares.len(), 300, "any cohort size");
         assert_eq!(combine(&shares[1..4]).unwrap(), secret);
-        assert_eq!(combine(&[shares[0].clone(), shares[2].clone(), shares[4].clone()]).unwrap(), secret);
+        assert_eq!(combine(&[shares[0].clone(), shares[2].clone(), shares[299].clone()]).unwrap(), secret);
+        assert!(combine(&[vec![1u8; 10]]).is_err(), "a malformed share");
         assert_ne!(combine(&shares[..2]).unwrap_or([0; 32]), secret, "2 of a 3-threshold do not rebuild it");
         let sealed = seal(&[9; 32], 1, 2, b"share").unwrap();
         assert_eq!(open(&[9; 32], 1, 2, &sealed).unwrap(), b"share");

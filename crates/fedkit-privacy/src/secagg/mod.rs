@@ -12,7 +12,7 @@
 //! 0. **Advertise keys.** Each client u sends two X25519 public keys: c_u for encrypting shares,
 //!    s_u for mask agreement. Both come from seeds that u draws from its own entropy.
 //! 1. **Share keys.**
-//!    - u draws a self-mask seed b_u.
+//!    - u draws a self-mask secret b_u.
 //!    - It Shamir-shares (t of its neighbourhood) both b_u and the seed of s_u.
 //!    - It encrypts each neighbour's pair of shares with ChaCha20-Poly1305, under a key derived
 //!      from their c-agreement and bound to the direction.
@@ -34,11 +34,13 @@
 //! secret, end the round with an error and no partial sum. A tampered share fails its AEAD
 //! check, and the client that receives it aborts.
 //!
-//! Limits:
-//! - Shamir sharing is byte-wise GF(256) (vsss-rs), so a neighbourhood holds at most 254
-//!   clients besides u. SecAgg therefore runs cohorts up to 255; SecAgg+ has no cohort limit.
-//! - Clients draw their secrets from the 32-byte entropy they are given. The simulation derives
-//!   it from the run seed, which is simulation only; a deployment must pass OS randomness.
+//! The shared secrets (b_u, and the seed of s_u) are P-256 scalars, Shamir-shared over that
+//! prime field (vsss-rs): a raw X25519 key is not a field element, so keys and mask seeds are
+//! derived from the shared scalars through HKDF. A share is 64 bytes, and cohorts of any size
+//! work.
+//!
+//! Clients draw their secrets from the 32-byte entropy they are given. The simulation derives it
+//! from the run seed, which is simulation only; a deployment must pass OS randomness.
 //!
 //! Values are fixed-point encoded in Z_2^32 ([`encode`], [`decode_sum`]).
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use fedkit_core::protocol::{Message, ServerPhases};
 use fedkit_core::{ClientId, Error, Result};
 
-use super::client::pairwise_seed;
+use super::client::{pairwise_seed, self_mask_seed};
 use super::crypto;
 use super::{ClientMsg, Graph, Params, ServerMsg, from_bytes, threshold, to_bytes};
 
@@ -159,7 +159,7 @@ impl SecAggServer {
                     need(u)
                 )));
             }
-            crypto::apply_mask(&crypto::combine(&shares[..need(u)])?, &mut sum, false);
+            crypto::apply_mask(&self_mask_seed(&crypto::combine(&shares[..need(u)])?), &mut sum, false);
         }
         for &v in self.shared.iter().filter(|v| !self.masked.contains_key(v)) {
             let shares = s_shares.get(&v).map_or(&[][..], |s| s.as_slice());

@@ -160,3 +160,14 @@ fn the_encoding_sums_within_its_error_bound() {
     }
     assert!(Encoding::new(10, 0.0).is_err());
 }
+
+#[test]
+fn secagg_runs_cohorts_beyond_255_clients() {
+    // Prime-field sharing: 260 clients, every one another's neighbour, 10% dropping before
+    // the masked input.
+    let p = params(4, 0);
+    let s = round(260, &p, &DropAt { phase: 2, fraction: 0.1 }).unwrap();
+    let summed = s.summed();
+    assert!(summed.len() > 200 && summed.len() < 260);
+    assert_eq!(s.sum().unwrap(), plain_sum(&summed, p.len).as_slice());
+}
