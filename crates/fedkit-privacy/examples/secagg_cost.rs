@@ -1,5 +1,6 @@
 //! The cost of one secure-aggregation round against the cohort size (docs/performance.md):
-//! `cargo run --release -p fedkit-privacy --example secagg_cost [LEN]`. Prints, for SecAgg and
+//! `cargo run --release -p fedkit-privacy --example secagg_cost [LEN [PROTOCOL [SIZES]]]`, e.g.
+//! `... 199210 secagg_plus 10,100,1000`. Prints, for SecAgg and
 //! SecAgg+ on vectors of LEN values (default 199,210: the mlp 784-200-200-10), the seconds one
 //! client spends (mean over the cohort) and the server spends, and the bytes a client sends.
 
@@ -10,11 +11,20 @@ use fedkit_core::protocol::{ClientPhases, NoFaults, run_phases};
 use fedkit_privacy::secagg::{Params, SecAggClient, SecAggServer, crypto, threshold};
 
 fn main() {
-    let len: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(199_210);
+    let args: Vec<String> = std::env::args().collect();
+    let len: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(199_210);
+    let only = args.get(2).cloned();
+    let sizes: Vec<usize> = args
+        .get(3)
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![10, 50, 100, 200, 500, 1000]);
     println!("| protocol | clients | neighbours | client s / round | server s / round | client MB up |");
     println!("|---|---|---|---|---|---|");
     for (name, plus) in [("secagg", false), ("secagg_plus", true)] {
-        for n in [10usize, 50, 100, 200, 500, 1000] {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        for &n in &sizes {
             let k = if plus { ((3.0 * (n as f64).log2()).ceil() as usize + 1) / 2 * 2 } else { 0 };
             let p = Params { len, threshold: 0.5, neighbours: k, round_seed: 1 };
             let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = BTreeMap::new();

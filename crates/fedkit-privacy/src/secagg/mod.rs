@@ -101,15 +101,15 @@ fn to_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     bincode::serialize(v).map_err(|e| Error::Method(format!("secagg: cannot encode a message: {e}")))
 }
 
-/// Largest message accepted (bounds what a peer can make us allocate).
-const MAX_MESSAGE: u64 = 1 << 31;
-
+/// Decode a peer's message; a malformed or truncated one is an error, never a panic. The
+/// transport bounds a message's size before it gets here.
 fn from_bytes<T: for<'de> Deserialize<'de>>(b: &[u8], what: &str) -> Result<T> {
     use bincode::Options;
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
-        .with_limit(MAX_MESSAGE)
+        // Never read (or allocate for) more than the message holds: a forged length fails.
+        .with_limit(b.len() as u64)
         .deserialize(b)
         .map_err(|e| Error::Method(format!("secagg: a malformed {what}: {e}")))
 }

@@ -8,6 +8,7 @@ use fedkit_core::ClientId;
 use fedkit_core::protocol::{ClientPhases, Faults, Message, NoFaults, ServerPhases, run_phases};
 
 use super::*;
+use rand_secagg::{RngExt, SeedableRng};
 
 fn params(len: usize, neighbours: usize) -> Params {
     Params { len, threshold: 0.5, neighbours, round_seed: 11 }
@@ -170,4 +171,28 @@ fn secagg_runs_cohorts_beyond_255_clients() {
     let summed = s.summed();
     assert!(summed.len() > 200 && summed.len() < 260);
     assert_eq!(s.sum().unwrap(), plain_sum(&summed, p.len).as_slice());
+}
+
+#[test]
+fn malformed_messages_are_errors_not_panics() {
+    // Random and truncated byte strings at every phase, on both sides.
+    let p = params(8, 0);
+    let mut rng = rand_secagg::rngs::StdRng::from_seed([5; 32]);
+    let mut ok = SecAggClient::new(0, p.clone(), vec![0; 8], entropy(0)).unwrap();
+    let keys = ok.client_phase(0, &[]).unwrap();
+    for trial in 0..300 {
+        let len = (trial * 7) % 97;
+        let junk: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
+        for k in 1..4 {
+            let mut c = SecAggClient::new(1, p.clone(), vec![0; 8], entropy(1)).unwrap();
+            assert!(c.client_phase(k, &junk).is_err() || junk.is_empty() && k == 0);
+        }
+        let mut server = SecAggServer::new(p.clone(), 2);
+        let msgs: BTreeMap<ClientId, Message> = [(0, junk.clone()), (1, keys[..keys.len().min(len)].to_vec())].into();
+        assert!(server.server_phase(0, &msgs).is_err());
+        // A forged length prefix claiming a huge vector fails without allocating it.
+        let mut forged = vec![2u8, 0, 0, 0];
+        forged.extend(u64::MAX.to_le_bytes());
+        assert!(from_bytes::<ClientMsg>(&forged, "forged").is_err());
+    }
 }
