@@ -934,8 +934,8 @@ fn secure_aggregate(
     threads: usize,
 ) -> Result<Aggregate> {
     use fedkit_core::ClientId;
-    use fedkit_core::protocol::{ClientPhases, Faults, run_phases};
-    use fedkit_privacy::secagg::{self, Encoding, SecAggClient, SecAggServer};
+    use fedkit_core::protocol::Faults;
+    use fedkit_privacy::secagg::{self, Encoding};
     let sa = &cfg.secure_aggregation;
     if let Some(u) = ups.iter().find(|u| !u.extras.0.is_empty()) {
         let key = u.extras.0.keys().next().cloned().unwrap_or_default();
@@ -963,16 +963,15 @@ fn secure_aggregate(
         round_seed: RngStream::derive(cfg.seed, "secagg_graph", r.round as u64, 0).next_u64(),
     };
     let enc = Encoding::new(n, sa.bound)?;
-    let mut clients: std::collections::BTreeMap<ClientId, Box<dyn ClientPhases>> = std::collections::BTreeMap::new();
-    for u in ups {
-        let mut rng = RngStream::derive(cfg.seed, "secagg_entropy", r.round as u64, u.client as u64);
-        let mut entropy = [0u8; 32];
-        entropy.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&rng.next_u64().to_le_bytes()));
-        let input = secagg::encode(&enc, u.delta.as_slice());
-        clients.insert(u.client, Box::new(SecAggClient::new(u.client, params.clone(), input, entropy)?));
-    }
-    let hood = if neighbours == 0 || neighbours + 1 >= n { n } else { neighbours + 1 };
-    let mut server = SecAggServer::new(params, secagg::threshold(sa.threshold, hood));
+    let inputs = ups
+        .iter()
+        .map(|u| {
+            let mut rng = RngStream::derive(cfg.seed, "secagg_entropy", r.round as u64, u.client as u64);
+            let mut entropy = [0u8; 32];
+            entropy.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&rng.next_u64().to_le_bytes()));
+            (u.client, secagg::encode(&enc, u.delta.as_slice()), entropy)
+        })
+        .collect();
     struct Dropouts {
         gone: std::collections::BTreeSet<ClientId>,
         phase: usize,
@@ -989,8 +988,9 @@ fn secure_aggregate(
         .into_iter()
         .map(|i| ids[i])
         .collect();
-    let traffic = run_phases(&mut server, &mut clients, &Dropouts { gone, phase: sa.dropout_phase }, threads)
-        .map_err(|e| Error::Method(format!("round {}: secure aggregation: {e}", r.round)))?;
+    let (server, traffic) =
+        secagg::run_in_process(&params, inputs, &Dropouts { gone, phase: sa.dropout_phase }, threads)
+            .map_err(|e| Error::Method(format!("round {}: secure aggregation: {e}", r.round)))?;
     let summed = server.summed();
     let sum = server.sum().ok_or_else(|| Error::Method("secure aggregation ended without a sum".into()))?;
     let k = summed.len() as f64;

@@ -4,11 +4,9 @@
 //! SecAgg+ on vectors of LEN values (default 199,210: the mlp 784-200-200-10), the seconds one
 //! client spends (mean over the cohort) and the server spends, and the bytes a client sends.
 
-use std::collections::BTreeMap;
-
 use fedkit_core::ClientId;
-use fedkit_core::protocol::{ClientPhases, NoFaults, run_phases};
-use fedkit_privacy::secagg::{Params, SecAggClient, SecAggServer, crypto, threshold};
+use fedkit_core::protocol::NoFaults;
+use fedkit_privacy::secagg::{Params, crypto, run_in_process};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -27,14 +25,9 @@ fn main() {
         for &n in &sizes {
             let k = if plus { ((3.0 * (n as f64).log2()).ceil() as usize + 1) / 2 * 2 } else { 0 };
             let p = Params { len, threshold: 0.5, neighbours: k, round_seed: 1 };
-            let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = BTreeMap::new();
-            for c in 0..n as ClientId {
-                let e = crypto::derive(b"cost", &c.to_le_bytes());
-                clients.insert(c, Box::new(SecAggClient::new(c, p.clone(), vec![c; len], e).expect("client")));
-            }
-            let hood = if k == 0 || k + 1 >= n { n } else { k + 1 };
-            let mut server = SecAggServer::new(p, threshold(0.5, hood));
-            let t = run_phases(&mut server, &mut clients, &NoFaults, 1).expect("round");
+            let inputs =
+                (0..n as ClientId).map(|c| (c, vec![c; len], crypto::derive(b"cost", &c.to_le_bytes()))).collect();
+            let (_, t) = run_in_process(&p, inputs, &NoFaults, 1).expect("round");
             println!(
                 "| {name} | {n} | {} | {:.3} | {:.3} | {:.2} |",
                 if k == 0 || k + 1 >= n { n - 1 } else { k },

@@ -114,6 +114,27 @@ fn from_bytes<T: for<'de> Deserialize<'de>>(b: &[u8], what: &str) -> Result<T> {
         .map_err(|e| Error::Method(format!("secagg: a malformed {what}: {e}")))
 }
 
+/// One round in process: every client of `inputs` (id, encoded input, 32 bytes of entropy)
+/// with the server, under `faults`, a phase's clients on `threads` threads. Returns the server
+/// (its [`SecAggServer::sum`] and [`SecAggServer::summed`]) and the traffic.
+pub fn run_in_process(
+    params: &Params,
+    inputs: Vec<(ClientId, Vec<u32>, crypto::Seed)>,
+    faults: &(dyn fedkit_core::protocol::Faults + Sync),
+    threads: usize,
+) -> Result<(SecAggServer, fedkit_core::protocol::Traffic)> {
+    let n = inputs.len();
+    let mut clients: std::collections::BTreeMap<ClientId, Box<dyn fedkit_core::protocol::ClientPhases>> =
+        std::collections::BTreeMap::new();
+    for (id, x, entropy) in inputs {
+        clients.insert(id, Box::new(SecAggClient::new(id, params.clone(), x, entropy)?));
+    }
+    let hood = if params.neighbours == 0 || params.neighbours + 1 >= n { n } else { params.neighbours + 1 };
+    let mut server = SecAggServer::new(params.clone(), threshold(params.threshold, hood));
+    let traffic = fedkit_core::protocol::run_phases(&mut server, &mut clients, faults, threads)?;
+    Ok((server, traffic))
+}
+
 /// The shares needed out of a neighbourhood of `size` (u included).
 pub fn threshold(fraction: f64, size: usize) -> usize {
     (((fraction * size as f64).floor() as usize) + 1).clamp(2.min(size), size)

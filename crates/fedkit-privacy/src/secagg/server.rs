@@ -123,6 +123,20 @@ impl SecAggServer {
         Ok(self.masked.keys().map(|&c| (c, msg.clone())).collect())
     }
 
+    /// Client `v`'s secret from its neighbours' revealed shares (t of them), or the error that
+    /// ends the round.
+    fn rebuild(&self, shares: &BTreeMap<ClientId, Vec<Vec<u8>>>, v: ClientId, what: &str) -> Result<crypto::Secret> {
+        let need = threshold(self.params.threshold, self.hood(v).len() + 1);
+        let have = shares.get(&v).map_or(&[][..], |s| s.as_slice());
+        if have.len() < need {
+            return Err(Error::Method(format!(
+                "secagg: {} shares of client {v}'s {what}, fewer than the {need} needed: the round fails without a result",
+                have.len()
+            )));
+        }
+        crypto::combine(&have[..need])
+    }
+
     /// Phase 3: rebuild every survivor's b and every dropped sharer's s seed; remove the masks.
     fn unmask(&mut self, messages: &BTreeMap<ClientId, Message>) -> Result<BTreeMap<ClientId, Message>> {
         let (mut b_shares, mut s_shares): (BTreeMap<ClientId, Vec<Vec<u8>>>, BTreeMap<ClientId, Vec<Vec<u8>>>) =
@@ -149,28 +163,12 @@ impl SecAggServer {
         for y in self.masked.values() {
             sum.iter_mut().zip(y).for_each(|(a, b)| *a = a.wrapping_add(*b));
         }
-        let need = |v: ClientId| threshold(self.params.threshold, self.hood(v).len() + 1);
         for &u in self.masked.keys() {
-            let shares = b_shares.get(&u).map_or(&[][..], |s| s.as_slice());
-            if shares.len() < need(u) {
-                return Err(Error::Method(format!(
-                    "secagg: {} shares of client {u}'s self-mask, fewer than the {} needed: the round fails without a result",
-                    shares.len(),
-                    need(u)
-                )));
-            }
-            crypto::apply_mask(&self_mask_seed(&crypto::combine(&shares[..need(u)])?), &mut sum, false);
+            let b = self.rebuild(&b_shares, u, "self-mask")?;
+            crypto::apply_mask(&self_mask_seed(&b), &mut sum, false);
         }
         for &v in self.shared.iter().filter(|v| !self.masked.contains_key(v)) {
-            let shares = s_shares.get(&v).map_or(&[][..], |s| s.as_slice());
-            if shares.len() < need(v) {
-                return Err(Error::Method(format!(
-                    "secagg: {} shares of dropped client {v}'s key, fewer than the {} needed: the round fails without a result",
-                    shares.len(),
-                    need(v)
-                )));
-            }
-            let (s_sk, _) = crypto::key_pair(&crypto::combine(&shares[..need(v)])?, b"fedkit/secagg/s");
+            let (s_sk, _) = crypto::key_pair(&self.rebuild(&s_shares, v, "key (dropped)")?, b"fedkit/secagg/s");
             for &u in self.hood(v).iter().filter(|u| self.masked.contains_key(u)) {
                 // u added +mask if u < v, else -mask: take it away.
                 let seed = pairwise_seed(&s_sk, &self.keys[&u].1);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use fedkit_core::ClientId;
-use fedkit_core::protocol::{ClientPhases, Faults, Message, NoFaults, ServerPhases, run_phases};
+use fedkit_core::protocol::{ClientPhases, Faults, Message, NoFaults, ServerPhases};
 
 use super::*;
 use rand_secagg::{RngExt, SeedableRng};
@@ -22,17 +22,11 @@ fn entropy(c: ClientId) -> [u8; 32] {
     crypto::derive(b"test entropy", &c.to_le_bytes())
 }
 
-/// Run a round of `n` clients; returns the server (sum and summed clients) or the error.
+/// Run a round of `n` clients (on 3 threads: the result must not depend on it); returns the
+/// server (sum and summed clients) or the error.
 fn round(n: u32, p: &Params, faults: &(dyn Faults + Sync)) -> fedkit_core::Result<SecAggServer> {
-    let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = BTreeMap::new();
-    for c in 0..n {
-        clients.insert(c, Box::new(SecAggClient::new(c, p.clone(), input(c, p.len), entropy(c))?));
-    }
-    let hood = if p.neighbours == 0 { n as usize } else { p.neighbours + 1 };
-    let mut server = SecAggServer::new(p.clone(), threshold(p.threshold, hood));
-    // Three threads: the result must not depend on it (the sums are compared exactly).
-    run_phases(&mut server, &mut clients, faults, 3)?;
-    Ok(server)
+    let inputs = (0..n).map(|c| (c, input(c, p.len), entropy(c))).collect();
+    Ok(run_in_process(p, inputs, faults, 3)?.0)
 }
 
 /// Clients whose id hashes below `fraction` drop out before phase `phase`.
