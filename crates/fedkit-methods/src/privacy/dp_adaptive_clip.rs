@@ -200,17 +200,15 @@ mod tests {
     use fedkit_core::{CohortSampling, Metrics, Weighting};
     use fedkit_privacy::{Mechanism, Orders, Sampling, Series};
 
+    /// A FedAvg run of `population` clients with the mean.
+    fn run(population: usize, sampling: CohortSampling) -> RunInfo {
+        RunInfo { population, sampling, rounds: 10, algorithm: "fedavg".into(), aggregator: "mean".into() }
+    }
+
     fn prepared(z: f64, sigma_b: f64) -> DpAdaptiveClip {
         let mut s =
             DpAdaptiveClip { noise_multiplier: z, count_noise: sigma_b, delta: 1e-5, ..DpAdaptiveClip::default() };
-        let run = RunInfo {
-            population: 1000,
-            sampling: CohortSampling::Poisson { rate: 0.1 },
-            rounds: 10,
-            algorithm: "fedavg".into(),
-            aggregator: "mean".into(),
-        };
-        s.prepare(&run).unwrap();
+        s.prepare(&run(1000, CohortSampling::Poisson { rate: 0.1 })).unwrap();
         s
     }
 
@@ -271,14 +269,7 @@ mod tests {
     #[test]
     fn too_little_count_noise_is_refused() {
         let mut s = DpAdaptiveClip { noise_multiplier: 2.0, count_noise: 0.9, ..DpAdaptiveClip::default() };
-        let run = RunInfo {
-            population: 100,
-            sampling: CohortSampling::FixedSize { per_round: 10 },
-            rounds: 1,
-            algorithm: "fedavg".into(),
-            aggregator: "mean".into(),
-        };
-        let err = s.prepare(&run).unwrap_err().to_string();
+        let err = s.prepare(&run(100, CohortSampling::FixedSize { per_round: 10 })).unwrap_err().to_string();
         assert!(err.contains("count_noise"), "{err}");
         assert!(DpAdaptiveClip { target_quantile: 1.0, ..DpAdaptiveClip::default() }.validated().is_err());
     }
