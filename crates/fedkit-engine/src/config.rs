@@ -103,6 +103,18 @@ pub struct SecureAggregation {
     pub dropout: f64,
     /// The phase (0 keys, 1 shares, 2 masked input, 3 unmasking) the dropouts happen before.
     pub dropout_phase: usize,
+    /// Where the clients' secrets come from: `seed` (the run seed: reproducible, simulation
+    /// only) or `os` (the operating system's CSPRNG, as a deployment must).
+    pub entropy: EntropySource,
+}
+
+/// `[secure_aggregation] entropy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntropySource {
+    #[default]
+    Seed,
+    Os,
 }
 
 impl Default for SecureAggregation {
@@ -114,6 +126,7 @@ impl Default for SecureAggregation {
             bound: 1.0,
             dropout: 0.0,
             dropout_phase: 2,
+            entropy: EntropySource::Seed,
         }
     }
 }

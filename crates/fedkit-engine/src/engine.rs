@@ -924,7 +924,7 @@ pub fn uniform_cohort(seed: u64, round: u32, population: usize, per_round: usize
 /// encodes its update and runs SecAgg / SecAgg+ with the server in process; the server learns
 /// the sum of the clients that sent masked input and returns their uniform mean. A phase's
 /// clients run on `threads` threads (the engine's worker count). Client secrets come from the
-/// run seed (simulation only; a deployment passes OS randomness).
+/// run seed (simulation only) or from the OS (`entropy = "os"`).
 fn secure_aggregate(
     cfg: &RunConfig,
     r: &RoundCtx,
@@ -966,12 +966,19 @@ fn secure_aggregate(
     let inputs = ups
         .iter()
         .map(|u| {
-            let mut rng = RngStream::derive(cfg.seed, "secagg_entropy", r.round as u64, u.client as u64);
-            let mut entropy = [0u8; 32];
-            entropy.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&rng.next_u64().to_le_bytes()));
-            (u.client, secagg::encode(&enc, u.delta.as_slice()), entropy)
+            let entropy = match sa.entropy {
+                crate::config::EntropySource::Os => fedkit_privacy::noise::os_entropy()
+                    .map_err(|e| Error::config("secure_aggregation.entropy", e.message))?,
+                crate::config::EntropySource::Seed => {
+                    let mut rng = RngStream::derive(cfg.seed, "secagg_entropy", r.round as u64, u.client as u64);
+                    let mut entropy = [0u8; 32];
+                    entropy.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&rng.next_u64().to_le_bytes()));
+                    entropy
+                }
+            };
+            Ok((u.client, secagg::encode(&enc, u.delta.as_slice()), entropy))
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     struct Dropouts {
         gone: std::collections::BTreeSet<ClientId>,
         phase: usize,

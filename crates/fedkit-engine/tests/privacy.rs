@@ -217,3 +217,19 @@ fn dp_composes_with_secure_aggregation() {
         plain.global.as_slice().iter().zip(secure.global.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d < 1e-4, "max difference {d}");
 }
+
+#[test]
+fn os_randomness_for_deployments() {
+    // Secure aggregation with OS secrets: other masks, the same sum, so the same model.
+    let sa = ["secure_aggregation.use=\"secagg\"", "rounds=2"];
+    let seeded = run(cfg(&sa).unwrap());
+    let mut os = sa.to_vec();
+    os.push("secure_aggregation.entropy=\"os\"");
+    assert_eq!(run(cfg(&os).unwrap()).global.as_slice(), seeded.global.as_slice());
+    // DP noise from the OS: the same accounting, a different (unreproducible) model.
+    let dp = r#"pipeline=[{ use = "dp_fixed_clip", clip = 0.5, noise_multiplier = 1.1, delta = 1e-4, noise_source = "os" }]"#;
+    let sets = ["sampling.scheme=\"poisson\"", "sampling.rate=0.2", "rounds=2", dp];
+    let (a, b) = (run(cfg(&sets).unwrap()), run(cfg(&sets).unwrap()));
+    assert_ne!(a.global.as_slice(), b.global.as_slice());
+    assert_eq!(a.records.last().unwrap().get("epsilon"), b.records.last().unwrap().get("epsilon"));
+}

@@ -14,6 +14,7 @@
 //! generated. See docs/results.md, "Privacy: the RDP accountant".
 
 pub mod calibrate;
+pub mod noise;
 pub mod rdp;
 pub mod secagg;
 mod special;

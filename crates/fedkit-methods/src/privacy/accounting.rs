@@ -10,8 +10,46 @@
 //! - Local noise: each release is its user's own Gaussian mechanism of sensitivity 2C, with no
 //!   amplification by sampling (the accountant sees q = 1 and z / 2 for every round so far).
 
-use fedkit_core::{Aggregate, CohortSampling, Error, Result, RoundCtx, RunInfo};
+use fedkit_core::{Aggregate, CohortSampling, Error, Result, RngStream, RoundCtx, RunInfo};
 use fedkit_privacy::{Mechanism, Orders, RdpAccountant, Sampling, Series};
+use serde::{Deserialize, Serialize};
+
+/// Where the DP noise comes from (`noise_source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseSource {
+    /// The run seed's stream `dp_noise`: reproducible, simulation only (whoever knows the seed
+    /// can subtract the noise).
+    #[default]
+    Seed,
+    /// The operating system's CSPRNG: what a deployment must use; runs are not reproducible.
+    Os,
+}
+
+/// Gaussian draws from the chosen source.
+pub enum Noise {
+    Seed(RngStream),
+    Os(fedkit_privacy::noise::OsGaussian),
+}
+
+impl Noise {
+    /// The source for a round (`seeded` gives the stream to use under [`NoiseSource::Seed`]).
+    pub fn new(source: NoiseSource, seeded: RngStream) -> Result<Self> {
+        Ok(match source {
+            NoiseSource::Seed => Noise::Seed(seeded),
+            NoiseSource::Os => {
+                Noise::Os(fedkit_privacy::noise::OsGaussian::new().map_err(|e| Error::config(e.field, e.message))?)
+            }
+        })
+    }
+    /// One N(0, 1) draw.
+    pub fn normal(&mut self) -> f64 {
+        match self {
+            Noise::Seed(r) => r.normal(),
+            Noise::Os(g) => g.normal(),
+        }
+    }
+}
 
 /// A run's DP accounting, set up by [`DpAccounting::prepare`].
 #[derive(Clone, Debug, Default)]
@@ -77,13 +115,18 @@ impl DpAccounting {
     }
 
     /// Turn the mean of the accepted (weight-1) updates into sum / D and add N(0, std^2) to
-    /// every coordinate (stream `dp_noise`).
-    pub fn noise_mean(&self, stage: &str, r: &RoundCtx, a: &mut Aggregate, std: f64) -> Result<()> {
+    /// every coordinate (from `source`; the seed's stream is `dp_noise`).
+    pub fn noise_mean(
+        &self,
+        stage: &str,
+        r: &RoundCtx,
+        a: &mut Aggregate,
+        std: f64,
+        source: NoiseSource,
+    ) -> Result<()> {
         let d = self.denominator(stage)?;
         a.delta.scale((a.accepted.len() as f64 / d) as f32);
-        let s = std as f32;
-        let mut rng = r.rng("dp_noise");
-        a.delta.as_mut_slice().iter_mut().for_each(|v| *v += s * rng.normal() as f32);
+        add_noise(a.delta.as_mut_slice(), std, &mut Noise::new(source, r.rng("dp_noise"))?);
         Ok(())
     }
 
@@ -145,4 +188,10 @@ pub fn clip_update(stage: &str, u: &mut fedkit_core::Update, clip: f64) -> Resul
     u.weight = 1.0;
     u.metrics.clear();
     Ok(norm <= clip)
+}
+
+/// Add N(0, std^2) to every value.
+pub fn add_noise(values: &mut [f32], std: f64, noise: &mut Noise) {
+    let s = std as f32;
+    values.iter_mut().for_each(|v| *v += s * noise.normal() as f32);
 }

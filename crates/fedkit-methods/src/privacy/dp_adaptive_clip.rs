@@ -18,13 +18,14 @@
 //!
 //! Central noise only. In simulation the client half reads C_t from the stage object; a
 //! deployment broadcasts it (the deployment issue). The noise comes from the run seed (streams
-//! `dp_noise`, `dp_count_noise`): simulation only, as `dp_fixed_clip`.
+//! `dp_noise`, `dp_count_noise`) or, with `noise_source = "os"`, from the OS's CSPRNG, as in
+//! `dp_fixed_clip`.
 //!
 //! Parameters (the paper's symbols): `initial_clip` (C_0, default 0.1), `target_quantile`
 //! (gamma, default 0.5), `clip_lr` (eta_C, default 0.2), `noise_multiplier` (z, default 1.0),
 //! `count_noise` (sigma_b; default 0 = the expected cohort / 20, the paper's choice, but at
 //! least z so that the split exists), `delta`
-//! (default 0 = N^-1.1).
+//! (default 0 = N^-1.1), `noise_source` (`seed` or `os`).
 //!
 //! ```toml
 //! [[pipeline]]
@@ -35,12 +36,13 @@
 //! noise_multiplier = 1.0
 //! count_noise = 0.0
 //! delta = 0.0
+//! noise_source = "seed"
 //! ```
 
 use fedkit_core::{Aggregate, ClientCtx, Error, Extra, Extras, Result, RoundCtx, RunInfo, Stage, Update};
 use serde::{Deserialize, Serialize};
 
-use super::accounting::{DpAccounting, clip_update};
+use super::accounting::{DpAccounting, Noise, NoiseSource, clip_update};
 use super::dp_fixed_clip::{check_delta, check_positive};
 
 const NAME: &str = "dp_adaptive_clip";
@@ -57,6 +59,7 @@ pub struct DpAdaptiveClip {
     pub noise_multiplier: f64,
     pub count_noise: f64,
     pub delta: f64,
+    pub noise_source: NoiseSource,
     /// C_t (set from `initial_clip` by `prepare`, then by every round; saved in checkpoints).
     #[serde(skip)]
     clip: f64,
@@ -79,6 +82,7 @@ impl Default for DpAdaptiveClip {
             noise_multiplier: 1.0,
             count_noise: 0.0,
             delta: 0.0,
+            noise_source: NoiseSource::Seed,
             clip: 0.0,
             sigma_b: 0.0,
             below: 0.0,
@@ -159,8 +163,8 @@ impl Stage for DpAdaptiveClip {
     fn on_aggregate(&mut self, r: &RoundCtx, a: &mut Aggregate) -> Result<()> {
         let d = self.dp.denominator(NAME)?;
         let std = self.update_noise_multiplier() * self.clip / d;
-        self.dp.noise_mean(NAME, r, a, std)?;
-        let noised = self.below + self.sigma_b * r.rng("dp_count_noise").normal();
+        self.dp.noise_mean(NAME, r, a, std, self.noise_source)?;
+        let noised = self.below + self.sigma_b * Noise::new(self.noise_source, r.rng("dp_count_noise"))?.normal();
         let fraction = noised / d + 0.5;
         a.metrics.insert("dp_clip".into(), self.clip);
         self.clip *= (-self.clip_lr * (fraction - self.target_quantile)).exp();

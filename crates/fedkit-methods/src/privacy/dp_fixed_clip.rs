@@ -28,14 +28,15 @@
 //! - an algorithm whose clients send extras.
 //!
 //! Departures and limits:
-//! - The noise comes from the run seed (stream `dp_noise`), so simulations are reproducible.
-//!   This is simulation only: a deployment must draw it from the OS's CSPRNG (the deployment
-//!   issue).
+//! - By default the noise comes from the run seed (stream `dp_noise`), so simulations are
+//!   reproducible. That is simulation only: whoever knows the seed can subtract the noise.
+//!   `noise_source = "os"` draws it from the operating system's CSPRNG, as a deployment must.
 //! - `epsilon` counts the rounds the engine ran, not rounds skipped by failures.
 //!
 //! Parameters (the paper's symbols): `clip` (S, the clipping bound C > 0, default 1.0),
 //! `noise_multiplier` (z > 0, the noise std is z C; default 1.0), `delta` (the delta at which
-//! `epsilon` is reported; default 0 = N^-1.1 for N clients), `mode` (`central` or `local`).
+//! `epsilon` is reported; default 0 = N^-1.1 for N clients), `mode` (`central` or `local`),
+//! `noise_source` (`seed`, the default, or `os`).
 //!
 //! ```toml
 //! [sampling]
@@ -48,12 +49,13 @@
 //! noise_multiplier = 1.0
 //! delta = 0.0
 //! mode = "central"
+//! noise_source = "seed"
 //! ```
 
 use fedkit_core::{Aggregate, ClientCtx, Error, Extras, Result, RoundCtx, RunInfo, Stage, Update};
 use serde::{Deserialize, Serialize};
 
-use super::accounting::{DpAccounting, clip_update};
+use super::accounting::{DpAccounting, Noise, NoiseSource, add_noise, clip_update};
 
 /// Where the noise is added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +78,7 @@ pub struct DpFixedClip {
     pub noise_multiplier: f64,
     pub delta: f64,
     pub mode: Mode,
+    pub noise_source: NoiseSource,
     #[serde(skip)]
     dp: DpAccounting,
 }
@@ -83,7 +86,14 @@ pub struct DpFixedClip {
 impl Default for DpFixedClip {
     /// C = 1, z = 1, delta = N^-1.1, central.
     fn default() -> Self {
-        DpFixedClip { clip: 1.0, noise_multiplier: 1.0, delta: 0.0, mode: Mode::Central, dp: DpAccounting::default() }
+        DpFixedClip {
+            clip: 1.0,
+            noise_multiplier: 1.0,
+            delta: 0.0,
+            mode: Mode::Central,
+            noise_source: NoiseSource::Seed,
+            dp: DpAccounting::default(),
+        }
     }
 }
 
@@ -121,9 +131,8 @@ impl Stage for DpFixedClip {
     fn on_update(&self, cx: &ClientCtx, u: &mut Update, _mem: &mut Extras) -> Result<()> {
         clip_update(NAME, u, self.clip)?;
         if self.mode == Mode::Local {
-            let s = (self.noise_multiplier * self.clip) as f32;
-            let mut rng = cx.rng("dp_noise");
-            u.delta.as_mut_slice().iter_mut().for_each(|v| *v += s * rng.normal() as f32);
+            let mut noise = Noise::new(self.noise_source, cx.rng("dp_noise"))?;
+            add_noise(u.delta.as_mut_slice(), self.noise_multiplier * self.clip, &mut noise);
         }
         Ok(())
     }
@@ -131,7 +140,7 @@ impl Stage for DpFixedClip {
     fn on_aggregate(&mut self, r: &RoundCtx, a: &mut Aggregate) -> Result<()> {
         if self.mode == Mode::Central {
             let std = self.noise_multiplier * self.clip / self.dp.denominator(NAME)?;
-            self.dp.noise_mean(NAME, r, a, std)?;
+            self.dp.noise_mean(NAME, r, a, std, self.noise_source)?;
         }
         let eps = self.dp.account(NAME, r)?;
         a.metrics.insert("epsilon".into(), eps);
