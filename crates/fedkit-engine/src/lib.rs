@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod record;
 pub mod run;
+mod secure;
 pub mod workers;
 
 pub use config::RunConfig;

@@ -29,7 +29,7 @@ pub enum NoiseSource {
 /// Gaussian draws from the chosen source.
 pub enum Noise {
     Seed(RngStream),
-    Os(fedkit_privacy::noise::OsGaussian),
+    Os(Box<fedkit_privacy::noise::OsGaussian>),
 }
 
 impl Noise {
@@ -38,7 +38,8 @@ impl Noise {
         Ok(match source {
             NoiseSource::Seed => Noise::Seed(seeded),
             NoiseSource::Os => {
-                Noise::Os(fedkit_privacy::noise::OsGaussian::new().map_err(|e| Error::config(e.field, e.message))?)
+                let g = fedkit_privacy::noise::OsGaussian::new().map_err(|e| Error::config(e.field, e.message))?;
+                Noise::Os(Box::new(g))
             }
         })
     }
