@@ -125,7 +125,13 @@ impl SecAggServer {
 
     /// Client `v`'s secret from its neighbours' revealed shares (t of them), or the error that
     /// ends the round.
-    fn rebuild(&self, shares: &BTreeMap<ClientId, Vec<Vec<u8>>>, v: ClientId, what: &str) -> Result<crypto::Secret> {
+    fn rebuild(
+        &self,
+        combiner: &mut crypto::Combiner,
+        shares: &BTreeMap<ClientId, Vec<Vec<u8>>>,
+        v: ClientId,
+        what: &str,
+    ) -> Result<crypto::Secret> {
         let need = threshold(self.params.threshold, self.hood(v).len() + 1);
         let have = shares.get(&v).map_or(&[][..], |s| s.as_slice());
         if have.len() < need {
@@ -134,7 +140,7 @@ impl SecAggServer {
                 have.len()
             )));
         }
-        crypto::combine(&have[..need])
+        combiner.combine(&have[..need])
     }
 
     /// Phase 3: rebuild every survivor's b and every dropped sharer's s seed; remove the masks.
@@ -159,16 +165,18 @@ impl SecAggServer {
             }
         }
         self.enough("sent unmasking shares", messages.len())?;
+        let mut combiner = crypto::Combiner::default();
         let mut sum = vec![0u32; self.params.len];
         for y in self.masked.values() {
             sum.iter_mut().zip(y).for_each(|(a, b)| *a = a.wrapping_add(*b));
         }
         for &u in self.masked.keys() {
-            let b = self.rebuild(&b_shares, u, "self-mask")?;
+            let b = self.rebuild(&mut combiner, &b_shares, u, "self-mask")?;
             crypto::apply_mask(&self_mask_seed(&b), &mut sum, false);
         }
         for &v in self.shared.iter().filter(|v| !self.masked.contains_key(v)) {
-            let (s_sk, _) = crypto::key_pair(&self.rebuild(&s_shares, v, "key (dropped)")?, b"fedkit/secagg/s");
+            let (s_sk, _) =
+                crypto::key_pair(&self.rebuild(&mut combiner, &s_shares, v, "key (dropped)")?, b"fedkit/secagg/s");
             for &u in self.hood(v).iter().filter(|u| self.masked.contains_key(u)) {
                 // u added +mask if u < v, else -mask: take it away.
                 let seed = pairwise_seed(&s_sk, &self.keys[&u].1);
