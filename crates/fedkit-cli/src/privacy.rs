@@ -117,9 +117,13 @@ fn flag(e: fedkit_privacy::PrivacyError) -> anyhow::Error {
     anyhow!("--{}: {}", e.field.replace('_', "-"), e.message)
 }
 
-fn describe(s: &Setup) -> serde_json::Map<String, serde_json::Value> {
+/// The JSON object of a result: the mechanism and accountant, epsilon with its order, sigma.
+fn describe(s: &Setup, sigma: f64, eps: f64, order: f64) -> serde_json::Map<String, serde_json::Value> {
     let m = &s.mechanism;
     let mut o = serde_json::Map::new();
+    o.insert("epsilon".into(), serde_json::Value::from(eps));
+    o.insert("order".into(), order.into());
+    o.insert("noise_multiplier".into(), sigma.into());
     o.insert("accountant".into(), "rdp".into());
     o.insert("like".into(), s.like.into());
     o.insert("sampling_rate".into(), m.q.into());
@@ -140,11 +144,7 @@ pub fn run(cmd: PrivacyCommand) -> Result<()> {
             let s = setup(&common, noise_multiplier)?;
             let (eps, order) = fedkit_privacy::epsilon(&s.mechanism, s.delta, &s.orders, s.series).map_err(flag)?;
             if json {
-                let mut o = describe(&s);
-                o.insert("epsilon".into(), serde_json::Value::from(eps));
-                o.insert("order".into(), order.into());
-                o.insert("noise_multiplier".into(), noise_multiplier.into());
-                println!("{}", serde_json::Value::Object(o));
+                println!("{}", serde_json::Value::Object(describe(&s, noise_multiplier, eps, order)));
             } else {
                 println!(
                     "epsilon = {eps} at delta = {} (RDP order {order}; {} neighbours, as {})",
@@ -162,11 +162,8 @@ pub fn run(cmd: PrivacyCommand) -> Result<()> {
             let m = Mechanism { sigma, ..s.mechanism };
             let (reached, order) = fedkit_privacy::epsilon(&m, s.delta, &s.orders, s.series).map_err(flag)?;
             if json {
-                let mut o = describe(&s);
-                o.insert("noise_multiplier".into(), sigma.into());
-                o.insert("epsilon".into(), serde_json::Value::from(reached));
+                let mut o = describe(&s, sigma, reached, order);
                 o.insert("target_epsilon".into(), epsilon.into());
-                o.insert("order".into(), order.into());
                 println!("{}", serde_json::Value::Object(o));
             } else {
                 println!(

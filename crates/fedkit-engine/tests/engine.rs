@@ -5,20 +5,19 @@ use std::path::PathBuf;
 
 use fedkit_engine::{Engine, RunConfig, drive, resume, start};
 
+mod common;
+
+const BASE: &[&str] = &[
+    "rounds=4",
+    "data.synthetic.users=12",
+    "sampling.per_round=5",
+    "client.epochs=2",
+    "client.batch_size=10",
+    "client.lr=0.05",
+];
+
 fn cfg(sets: &[&str]) -> RunConfig {
-    let mut all: Vec<String> = [
-        "rounds=4",
-        "data.synthetic.users=12",
-        "sampling.per_round=5",
-        "client.epochs=2",
-        "client.batch_size=10",
-        "client.lr=0.05",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    all.extend(sets.iter().map(|s| s.to_string()));
-    RunConfig::load(None, &all).unwrap()
+    common::config(BASE, sets).unwrap()
 }
 
 fn tmp(name: &str) -> PathBuf {

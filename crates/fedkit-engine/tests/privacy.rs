@@ -3,20 +3,19 @@
 
 use fedkit_engine::{Engine, RunConfig, poisson_cohort};
 
+mod common;
+
+const BASE: &[&str] = &[
+    "rounds=6",
+    "data.synthetic.users=50",
+    "client.epochs=1",
+    "client.batch_size=10",
+    "eval.every=1000",
+    "eval.initial=false",
+];
+
 fn cfg(sets: &[&str]) -> fedkit_core::Result<RunConfig> {
-    let mut all: Vec<String> = [
-        "rounds=6",
-        "data.synthetic.users=50",
-        "client.epochs=1",
-        "client.batch_size=10",
-        "eval.every=1000",
-        "eval.initial=false",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    all.extend(sets.iter().map(|s| s.to_string()));
-    RunConfig::load(None, &all)
+    common::config(BASE, sets)
 }
 
 fn run(c: RunConfig) -> Engine {

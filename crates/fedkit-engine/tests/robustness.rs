@@ -4,22 +4,21 @@
 
 use fedkit_engine::{Engine, RunConfig};
 
+mod common;
+
+const BASE: &[&str] = &[
+    "rounds=4",
+    "data.synthetic.users=12",
+    "sampling.per_round=12",
+    "client.epochs=1",
+    "client.batch_size=10",
+    "client.lr=0.05",
+    "eval.every=1000",
+    "eval.initial=false",
+];
+
 fn cfg(sets: &[&str]) -> RunConfig {
-    let mut all: Vec<String> = [
-        "rounds=4",
-        "data.synthetic.users=12",
-        "sampling.per_round=12",
-        "client.epochs=1",
-        "client.batch_size=10",
-        "client.lr=0.05",
-        "eval.every=1000",
-        "eval.initial=false",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    all.extend(sets.iter().map(|s| s.to_string()));
-    RunConfig::load(None, &all).unwrap()
+    common::config(BASE, sets).unwrap()
 }
 
 /// Each round's updates (by client) as sent, with the engine's attacking flags.
