@@ -89,11 +89,13 @@ impl Default for RunConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecureAggregation {
-    /// `none`, `secagg` (Bonawitz et al. 2017) or `secagg_plus` (Bell et al. 2020: a k-regular
-    /// neighbour graph).
+    /// `none`, `secagg` (Bonawitz et al. 2017), `secagg_plus` (Bell et al. 2020: a k-regular
+    /// neighbour graph) or `hybridalpha` (Xu et al. 2019: functional encryption with a key
+    /// authority; one phase, no interaction between clients).
     #[serde(rename = "use")]
     pub protocol: SecAggProtocol,
-    /// Shares needed to rebuild a secret, as a fraction of a neighbourhood (t = floor(f m) + 1).
+    /// Shares needed to rebuild a secret, as a fraction of a neighbourhood (t = floor(f m) + 1);
+    /// for hybridalpha, the parties the authority requires in a key, as a fraction of the cohort.
     pub threshold: f64,
     /// secagg_plus: neighbours per client, even; 0 = the smallest even k >= 3 log2(n).
     pub neighbours: usize,
@@ -101,8 +103,15 @@ pub struct SecureAggregation {
     pub bound: f64,
     /// Simulation: the fraction of the cohort that drops out, before `dropout_phase`.
     pub dropout: f64,
-    /// The phase (0 keys, 1 shares, 2 masked input, 3 unmasking) the dropouts happen before.
+    /// The phase (0 keys, 1 shares, 2 masked input, 3 unmasking) the dropouts happen before
+    /// (hybridalpha has one phase: its dropouts never send).
     pub dropout_phase: usize,
+    /// hybridalpha: every decrypted sum lies in [-2^range_bits, 2^range_bits] (the encoding's
+    /// scale follows; decryption costs up to 2^(range_bits + 1 - table_bits) giant steps).
+    pub range_bits: u32,
+    /// hybridalpha: the baby-step table holds 2^table_bits points, built once per process
+    /// (2^20: about a second, 24 MB).
+    pub table_bits: u32,
     /// Where the clients' secrets come from: `seed` (the run seed: reproducible, simulation
     /// only) or `os` (the operating system's CSPRNG, as a deployment must).
     pub entropy: EntropySource,
@@ -126,6 +135,8 @@ impl Default for SecureAggregation {
             bound: 1.0,
             dropout: 0.0,
             dropout_phase: 2,
+            range_bits: 24,
+            table_bits: 20,
             entropy: EntropySource::Seed,
         }
     }
@@ -139,6 +150,7 @@ pub enum SecAggProtocol {
     None,
     Secagg,
     SecaggPlus,
+    Hybridalpha,
 }
 
 /// `[sampling]`: which clients take part in a round.
@@ -564,6 +576,15 @@ impl RunConfig {
                     format!(
                         "dropout must be in [0, 1) and dropout_phase in 0..=3, got {} and {}",
                         sa.dropout, sa.dropout_phase
+                    ),
+                );
+            }
+            if !(8..=40).contains(&sa.range_bits) || !(8..=26).contains(&sa.table_bits) {
+                return bad(
+                    "secure_aggregation.range_bits",
+                    format!(
+                        "range_bits must be in 8..=40 and table_bits in 8..=26, got {} and {}",
+                        sa.range_bits, sa.table_bits
                     ),
                 );
             }

@@ -1,15 +1,21 @@
 //! Secure aggregation inside a round (`[secure_aggregation]`, issue 10): the engine's side of
-//! `fedkit_privacy::secagg`.
+//! `fedkit_privacy::secagg` and `fedkit_privacy::hybridalpha`.
 
-use fedkit_core::{Aggregate, Error, Extras, Metrics, Params, Result, RngStream, RoundCtx, Update, Weighting};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
-use crate::config::{EntropySource, RunConfig, SecAggProtocol};
+use fedkit_core::protocol::{ClientPhases, Faults, Traffic};
+use fedkit_core::{
+    Aggregate, ClientId, Error, Extras, Metrics, Params, Result, RngStream, RoundCtx, Update, Weighting,
+};
+
+use crate::config::{EntropySource, RunConfig, SecAggProtocol, SecureAggregation};
 use crate::record::Record;
 
 /// Secure aggregation of a round's updates (`[secure_aggregation]`): every client fixed-point
-/// encodes its update and runs SecAgg / SecAgg+ with the server in process; the server learns
-/// the sum of the clients that sent masked input and returns their uniform mean. A phase's
-/// clients run on `threads` threads (the engine's worker count). Client secrets come from the
+/// encodes its update and runs SecAgg / SecAgg+ / HybridAlpha with the server in process; the
+/// server learns the sum of the clients whose input arrived and returns their uniform mean. A
+/// phase's clients run on `threads` threads (the engine's worker count). Secrets come from the
 /// run seed (simulation only) or from the OS (`entropy = "os"`).
 pub(crate) fn secure_aggregate(
     cfg: &RunConfig,
@@ -19,9 +25,6 @@ pub(crate) fn secure_aggregate(
     rec: &mut Record,
     threads: usize,
 ) -> Result<Aggregate> {
-    use fedkit_core::ClientId;
-    use fedkit_core::protocol::Faults;
-    use fedkit_privacy::secagg::{self, Encoding};
     let sa = &cfg.secure_aggregation;
     if let Some(u) = ups.iter().find(|u| !u.extras.0.is_empty()) {
         let key = u.extras.0.keys().next().cloned().unwrap_or_default();
@@ -33,6 +36,81 @@ pub(crate) fn secure_aggregate(
             ),
         ));
     }
+    let n = ups.len();
+    let dropped = (sa.dropout * n as f64).round() as usize;
+    let ids: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
+    let gone = RngStream::derive(cfg.seed, "secagg_dropout", r.round as u64, 0)
+        .choose(n, dropped)
+        .into_iter()
+        .map(|i| ids[i])
+        .collect();
+    let phase = if sa.protocol == SecAggProtocol::Hybridalpha { 0 } else { sa.dropout_phase };
+    let faults = Dropouts { gone, phase };
+    let (sum, summed, traffic) = match sa.protocol {
+        SecAggProtocol::Hybridalpha => hybridalpha(cfg, r, global, ups, &faults, threads)?,
+        _ => secagg(cfg, r, global, ups, &faults, threads)?,
+    };
+    let k = summed.len() as f64;
+    let mean: Vec<f32> = sum.into_iter().map(|v| (v / k) as f32).collect();
+    rec.set("bytes_up", traffic.up as f64);
+    rec.set("bytes_down", (rec.get("bytes_down").unwrap_or(0.0)) + traffic.down as f64);
+    let mut metrics = Metrics::new();
+    metrics.insert("secagg_summed".into(), k);
+    metrics.insert("secagg_dropped".into(), (n - summed.len()) as f64);
+    Ok(Aggregate {
+        delta: Params::from_vec(global.layout().clone(), mean)?,
+        weight: k as f32,
+        extras: Extras::default(),
+        accepted: summed,
+        metrics,
+        weighting: Weighting::Uniform,
+    })
+}
+
+/// Simulated dropouts: `gone` never sends from phase `phase` on.
+struct Dropouts {
+    gone: BTreeSet<ClientId>,
+    phase: usize,
+}
+
+impl Faults for Dropouts {
+    fn online(&self, k: usize, c: ClientId) -> bool {
+        k < self.phase || !self.gone.contains(&c)
+    }
+}
+
+/// 32 bytes of secret entropy for `purpose` (a client's or the key authority's).
+fn entropy(cfg: &RunConfig, sa: &SecureAggregation, purpose: &str, round: u32, who: u64) -> Result<[u8; 32]> {
+    match sa.entropy {
+        EntropySource::Os => {
+            fedkit_privacy::noise::os_entropy().map_err(|e| Error::config("secure_aggregation.entropy", e.message))
+        }
+        EntropySource::Seed => {
+            let mut rng = RngStream::derive(cfg.seed, purpose, round as u64, who);
+            let mut entropy = [0u8; 32];
+            entropy.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&rng.next_u64().to_le_bytes()));
+            Ok(entropy)
+        }
+    }
+}
+
+fn failed(r: &RoundCtx, e: Error) -> Error {
+    Error::Method(format!("round {}: secure aggregation: {e}", r.round))
+}
+
+/// The decoded sum, the clients it holds and the traffic.
+type Summed = (Vec<f64>, Vec<ClientId>, Traffic);
+
+fn secagg(
+    cfg: &RunConfig,
+    r: &RoundCtx,
+    global: &Params,
+    ups: &[Update],
+    faults: &Dropouts,
+    threads: usize,
+) -> Result<Summed> {
+    use fedkit_privacy::secagg::{self, Encoding};
+    let sa = &cfg.secure_aggregation;
     let n = ups.len();
     let neighbours = match sa.protocol {
         SecAggProtocol::SecaggPlus if sa.neighbours > 0 => sa.neighbours,
@@ -52,53 +130,40 @@ pub(crate) fn secure_aggregate(
     let inputs = ups
         .iter()
         .map(|u| {
-            let entropy = match sa.entropy {
-                EntropySource::Os => fedkit_privacy::noise::os_entropy()
-                    .map_err(|e| Error::config("secure_aggregation.entropy", e.message))?,
-                EntropySource::Seed => {
-                    let mut rng = RngStream::derive(cfg.seed, "secagg_entropy", r.round as u64, u.client as u64);
-                    let mut entropy = [0u8; 32];
-                    entropy.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&rng.next_u64().to_le_bytes()));
-                    entropy
-                }
-            };
-            Ok((u.client, secagg::encode(&enc, u.delta.as_slice()), entropy))
+            let e = entropy(cfg, sa, "secagg_entropy", r.round, u.client as u64)?;
+            Ok((u.client, secagg::encode(&enc, u.delta.as_slice()), e))
         })
         .collect::<Result<Vec<_>>>()?;
-    struct Dropouts {
-        gone: std::collections::BTreeSet<ClientId>,
-        phase: usize,
-    }
-    impl Faults for Dropouts {
-        fn online(&self, k: usize, c: ClientId) -> bool {
-            k < self.phase || !self.gone.contains(&c)
-        }
-    }
-    let dropped = (sa.dropout * n as f64).round() as usize;
-    let ids: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
-    let gone = RngStream::derive(cfg.seed, "secagg_dropout", r.round as u64, 0)
-        .choose(n, dropped)
-        .into_iter()
-        .map(|i| ids[i])
-        .collect();
-    let (server, traffic) =
-        secagg::run_in_process(&params, inputs, &Dropouts { gone, phase: sa.dropout_phase }, threads)
-            .map_err(|e| Error::Method(format!("round {}: secure aggregation: {e}", r.round)))?;
-    let summed = server.summed();
+    let (server, traffic) = secagg::run_in_process(&params, inputs, faults, threads).map_err(|e| failed(r, e))?;
     let sum = server.sum().ok_or_else(|| Error::Method("secure aggregation ended without a sum".into()))?;
-    let k = summed.len() as f64;
-    let mean: Vec<f32> = secagg::decode_sum(&enc, sum).into_iter().map(|v| (v / k) as f32).collect();
-    rec.set("bytes_up", traffic.up as f64);
-    rec.set("bytes_down", (rec.get("bytes_down").unwrap_or(0.0)) + traffic.down as f64);
-    let mut metrics = Metrics::new();
-    metrics.insert("secagg_summed".into(), k);
-    metrics.insert("secagg_dropped".into(), (n - summed.len()) as f64);
-    Ok(Aggregate {
-        delta: Params::from_vec(global.layout().clone(), mean)?,
-        weight: k as f32,
-        extras: Extras::default(),
-        accepted: summed,
-        metrics,
-        weighting: Weighting::Uniform,
-    })
+    Ok((secagg::decode_sum(&enc, sum), server.summed(), traffic))
+}
+
+fn hybridalpha(
+    cfg: &RunConfig,
+    r: &RoundCtx,
+    global: &Params,
+    ups: &[Update],
+    faults: &Dropouts,
+    threads: usize,
+) -> Result<Summed> {
+    use fedkit_privacy::hybridalpha::{Authority, Encoding, HybridAlphaClient, HybridAlphaServer, LabelPoints, bsgs};
+    let sa = &cfg.secure_aggregation;
+    let n = ups.len();
+    let enc = Encoding::new(n, sa.bound, sa.range_bits)?;
+    let ids: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
+    let min_parties = fedkit_privacy::secagg::threshold(sa.threshold, n);
+    let (authority, keys) = Authority::new(&ids, &entropy(cfg, sa, "hybridalpha_tpa", r.round, 0)?, min_parties);
+    let points = Arc::new(LabelPoints::new(r.round as u64, global.len()));
+    let mut clients: std::collections::BTreeMap<ClientId, Box<dyn ClientPhases>> = keys
+        .into_iter()
+        .zip(ups)
+        .map(|(k, u)| (k.id, Box::new(HybridAlphaClient::new(k, points.clone(), enc.encode(u.delta.as_slice()))) as _))
+        .collect();
+    let table = bsgs::Table::shared(sa.table_bits)?;
+    let mut server = HybridAlphaServer::new(Arc::new(Mutex::new(authority)), points, table, enc.range);
+    let traffic =
+        fedkit_core::protocol::run_phases(&mut server, &mut clients, faults, threads).map_err(|e| failed(r, e))?;
+    let sum = server.sum().ok_or_else(|| Error::Method("secure aggregation ended without a sum".into()))?;
+    Ok((enc.decode_sum(sum), server.summed().to_vec(), traffic))
 }

@@ -149,6 +149,8 @@ fn tapped(c: RunConfig) -> (Engine, Seen) {
 fn secure_aggregation_returns_the_mean_of_the_summed_updates_under_dropouts() {
     for (protocol, dropout, phase) in
         [("secagg", 0.0, 2), ("secagg", 0.3, 2), ("secagg", 0.3, 3), ("secagg_plus", 0.0, 2), ("secagg_plus", 0.2, 1)]
+            .into_iter()
+            .chain([("hybridalpha", 0.0, 0), ("hybridalpha", 0.3, 0)])
     {
         let sets = [
             "rounds=2".to_string(),
@@ -168,7 +170,8 @@ fn secure_aggregation_returns_the_mean_of_the_summed_updates_under_dropouts() {
             let want_dropped = if phase == 3 { 0 } else { (dropout * 20.0f64).round() as usize };
             assert_eq!(dropped, want_dropped, "{protocol} {dropout} {phase}");
             let bound = 1.0; // every synthetic update coordinate stays inside it
-            let scale = (i32::MAX as f64 / (ups.len() as f64 * bound)).floor();
+            let ring = if protocol == "hybridalpha" { (1u64 << 24) as f64 } else { i32::MAX as f64 };
+            let scale = (ring / (ups.len() as f64 * bound)).floor();
             for j in 0..agg.len() {
                 let mean: f64 = ups.iter().filter(|u| summed.contains(&u.0)).map(|u| u.1[j] as f64).sum::<f64>()
                     / summed.len() as f64;
@@ -198,6 +201,11 @@ fn secure_aggregation_refuses_what_would_read_individual_updates() {
     let e = err(&[sa, "secure_aggregation.dropout=0.8"]);
     assert!(e.contains("fewer than") && e.contains("without a result"), "{e}");
     assert!(err(&["secure_aggregation.use=\"secagg_plus\"", "secure_aggregation.neighbours=3"]).contains("even"));
+    let ha = "secure_aggregation.use=\"hybridalpha\"";
+    let e = err(&[ha, "secure_aggregation.dropout=0.8"]);
+    assert!(e.contains("authority requires") && e.contains("without a result"), "{e}");
+    assert!(err(&[ha, "aggregator.use=\"median\""]).contains("aggregator.use"));
+    assert!(err(&[ha, "secure_aggregation.range_bits=50"]).contains("range_bits"));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //!   the conversion to (epsilon, delta);
 //! - [`calibrate`]: the smallest noise multiplier that meets a target epsilon;
 //! - [`secagg`]: secure aggregation (SecAgg, SecAgg+) on the phase API of
-//!   `fedkit_core::protocol`.
+//!   `fedkit_core::protocol`;
+//! - [`hybridalpha`]: secure aggregation by multi-input functional encryption with a key
+//!   authority (HybridAlpha).
 //!
 //! The numbers agree with Google's `dp-accounting` (0.6.0) over the parameter range people use:
 //! the same bits for most values, within 1e-9 relative for all but 16 of 13,079. There,
@@ -14,6 +16,7 @@
 //! generated. See docs/results.md, "Privacy: the RDP accountant".
 
 pub mod calibrate;
+pub mod hybridalpha;
 pub mod noise;
 pub mod rdp;
 pub mod secagg;

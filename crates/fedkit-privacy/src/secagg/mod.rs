@@ -223,7 +223,9 @@ impl Encoding {
 
 /// `x` in the ring.
 pub fn encode(e: &Encoding, x: &[f32]) -> Vec<u32> {
-    x.iter().map(|v| ((*v as f64).clamp(-e.bound, e.bound) * e.scale).round() as i64 as i32 as u32).collect()
+    // Rounded values stay within floor(bound scale), so no sum wraps.
+    let q = (e.bound * e.scale).floor();
+    x.iter().map(|v| ((*v as f64) * e.scale).round().clamp(-q, q) as i64 as i32 as u32).collect()
 }
 
 /// A ring sum back to reals.
