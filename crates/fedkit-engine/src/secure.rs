@@ -1,13 +1,11 @@
 //! Secure aggregation inside a round (`[secure_aggregation]`, issue 10): the engine's side of
 //! `fedkit_privacy::secagg` and `fedkit_privacy::hybridalpha`.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
-
-use fedkit_core::protocol::{ClientPhases, Faults, Traffic};
+use fedkit_core::protocol::{Faults, Traffic};
 use fedkit_core::{
     Aggregate, ClientId, Error, Extras, Metrics, Params, Result, RngStream, RoundCtx, Update, Weighting,
 };
+use std::collections::BTreeSet;
 
 use crate::config::{EntropySource, RunConfig, SecAggProtocol, SecureAggregation};
 use crate::record::Record;
@@ -47,7 +45,7 @@ pub(crate) fn secure_aggregate(
     let phase = if sa.protocol == SecAggProtocol::Hybridalpha { 0 } else { sa.dropout_phase };
     let faults = Dropouts { gone, phase };
     let (sum, summed, traffic) = match sa.protocol {
-        SecAggProtocol::Hybridalpha => hybridalpha(cfg, r, global, ups, &faults, threads)?,
+        SecAggProtocol::Hybridalpha => hybridalpha(cfg, r, ups, &faults, threads)?,
         _ => secagg(cfg, r, global, ups, &faults, threads)?,
     };
     let k = summed.len() as f64;
@@ -139,31 +137,17 @@ fn secagg(
     Ok((secagg::decode_sum(&enc, sum), server.summed(), traffic))
 }
 
-fn hybridalpha(
-    cfg: &RunConfig,
-    r: &RoundCtx,
-    global: &Params,
-    ups: &[Update],
-    faults: &Dropouts,
-    threads: usize,
-) -> Result<Summed> {
-    use fedkit_privacy::hybridalpha::{Authority, Encoding, HybridAlphaClient, HybridAlphaServer, LabelPoints, bsgs};
+fn hybridalpha(cfg: &RunConfig, r: &RoundCtx, ups: &[Update], faults: &Dropouts, threads: usize) -> Result<Summed> {
+    use fedkit_privacy::hybridalpha::{Encoding, run_in_process};
     let sa = &cfg.secure_aggregation;
     let n = ups.len();
     let enc = Encoding::new(n, sa.bound, sa.range_bits)?;
-    let ids: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
+    let inputs = ups.iter().map(|u| (u.client, enc.encode(u.delta.as_slice()))).collect();
+    let tpa = entropy(cfg, sa, "hybridalpha_tpa", r.round, 0)?;
     let min_parties = fedkit_privacy::secagg::threshold(sa.threshold, n);
-    let (authority, keys) = Authority::new(&ids, &entropy(cfg, sa, "hybridalpha_tpa", r.round, 0)?, min_parties);
-    let points = Arc::new(LabelPoints::new(r.round as u64, global.len()));
-    let mut clients: std::collections::BTreeMap<ClientId, Box<dyn ClientPhases>> = keys
-        .into_iter()
-        .zip(ups)
-        .map(|(k, u)| (k.id, Box::new(HybridAlphaClient::new(k, points.clone(), enc.encode(u.delta.as_slice()))) as _))
-        .collect();
-    let table = bsgs::Table::shared(sa.table_bits)?;
-    let mut server = HybridAlphaServer::new(Arc::new(Mutex::new(authority)), points, table, enc.range);
-    let traffic =
-        fedkit_core::protocol::run_phases(&mut server, &mut clients, faults, threads).map_err(|e| failed(r, e))?;
+    let (server, traffic) =
+        run_in_process(r.round as u64, inputs, &tpa, min_parties, enc.range, sa.table_bits, faults, threads)
+            .map_err(|e| failed(r, e))?;
     let sum = server.sum().ok_or_else(|| Error::Method("secure aggregation ended without a sum".into()))?;
     Ok((enc.decode_sum(sum), server.summed().to_vec(), traffic))
 }

@@ -344,5 +344,35 @@ impl ServerPhases for HybridAlphaServer {
     }
 }
 
+/// One round in process: the TPA set up from `entropy`, every client of `inputs` (id, encoded
+/// input) encrypting for `label`, keys for at least `min_parties`, sums within [-`range`,
+/// `range`], the process's table of 2^`table_bits` baby steps; faults as in
+/// [`fedkit_core::protocol::run_phases`], a phase's clients on `threads` threads.
+#[allow(clippy::too_many_arguments)]
+pub fn run_in_process(
+    label: u64,
+    inputs: Vec<(ClientId, Vec<i64>)>,
+    entropy: &Seed,
+    min_parties: usize,
+    range: i64,
+    table_bits: u32,
+    faults: &(dyn fedkit_core::protocol::Faults + Sync),
+    threads: usize,
+) -> Result<(HybridAlphaServer, fedkit_core::protocol::Traffic)> {
+    let len = inputs.first().map_or(0, |i| i.1.len());
+    let ids: Vec<ClientId> = inputs.iter().map(|i| i.0).collect();
+    let (authority, keys) = Authority::new(&ids, entropy, min_parties);
+    let points = Arc::new(LabelPoints::new(label, len));
+    let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = keys
+        .into_iter()
+        .zip(inputs)
+        .map(|(k, (_, x))| (k.id, Box::new(HybridAlphaClient::new(k, points.clone(), x)) as _))
+        .collect();
+    let table = bsgs::Table::shared(table_bits)?;
+    let mut server = HybridAlphaServer::new(Arc::new(Mutex::new(authority)), points, table, range);
+    let traffic = fedkit_core::protocol::run_phases(&mut server, &mut clients, faults, threads)?;
+    Ok((server, traffic))
+}
+
 #[cfg(test)]
 mod tests;

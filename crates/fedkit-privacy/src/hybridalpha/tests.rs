@@ -1,8 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
 use fedkit_core::ClientId;
-use fedkit_core::protocol::{ClientPhases, Faults, run_phases};
+use fedkit_core::protocol::Faults;
 
 use super::*;
 
@@ -25,17 +24,9 @@ fn round(
     min: usize,
 ) -> fedkit_core::Result<(Vec<i64>, Vec<ClientId>)> {
     let ids: Vec<ClientId> = (0..n as ClientId).map(|c| c * 3 + 1).collect();
-    let (auth, keys) = Authority::new(&ids, &[7u8; 32], min);
-    let points = Arc::new(LabelPoints::new(5, len));
-    let xs = inputs(n, len, 1000);
-    let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = BTreeMap::new();
-    for (k, x) in keys.into_iter().zip(xs) {
-        clients.insert(k.id, Box::new(HybridAlphaClient::new(k, points.clone(), x)));
-    }
-    let mut server =
-        HybridAlphaServer::new(Arc::new(Mutex::new(auth)), points, bsgs::Table::shared(12)?, n as i64 * 1000);
+    let inputs = ids.iter().copied().zip(inputs(n, len, 1000)).collect();
     let gone_ids: BTreeSet<ClientId> = gone.iter().map(|&i| ids[i as usize]).collect();
-    run_phases(&mut server, &mut clients, &Gone(gone_ids), 2)?;
+    let (server, _) = run_in_process(5, inputs, &[7u8; 32], min, n as i64 * 1000, 12, &Gone(gone_ids), 2)?;
     Ok((server.sum().unwrap().to_vec(), server.summed().to_vec()))
 }
 
