@@ -307,6 +307,13 @@ pub trait LocalStep: Send + Sync {
     fn owns_weight_decay(&self) -> bool {
         false
     }
+    /// One epoch's mini-batches over a client's `n` samples (positions), drawn from `rng`, or
+    /// `None` for the default: a fresh permutation cut into batches of `batch_size` (the last
+    /// one partial). DP-SGD draws Poisson batches here; a batch may then be empty, and the
+    /// rule's [`LocalStep::grad`] must handle it.
+    fn epoch_batches(&self, _n: usize, _batch_size: usize, _rng: &mut RngStream) -> Option<Vec<Vec<usize>>> {
+        None
+    }
 }
 
 /// Plain local training: the model's mini-batch gradient, unchanged.
@@ -356,9 +363,13 @@ pub fn local_train(
     let mut stats = TrainStats::default();
     let mut loss_sum = 0.0;
     let n = data.len();
+    let b = cfg.batch_size.max(1);
     'outer: for _ in 0..epochs {
-        let order = rng.permutation(n);
-        for ids in order.chunks(cfg.batch_size.max(1)) {
+        let plan = match step.epoch_batches(n, b, rng) {
+            Some(plan) => plan,
+            None => rng.permutation(n).chunks(b).map(<[usize]>::to_vec).collect(),
+        };
+        for ids in &plan {
             if cfg.max_steps > 0 && stats.steps >= cfg.max_steps {
                 break 'outer;
             }

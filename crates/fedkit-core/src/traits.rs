@@ -531,6 +531,8 @@ pub struct RunInfo {
     /// The registered names of the configured algorithm and aggregator.
     pub algorithm: String,
     pub aggregator: String,
+    /// The registered name of the local step rule (`[local] use`).
+    pub local_step: String,
 }
 
 /// Moves a round's work to clients and their updates back: in-process (rayon) or networked.

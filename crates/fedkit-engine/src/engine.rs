@@ -183,6 +183,7 @@ impl Engine {
             rounds: cfg.rounds,
             algorithm: name(&cfg.algorithm),
             aggregator: name(&cfg.aggregator),
+            local_step: name(&cfg.local),
         };
         for (i, slot) in stages.iter_mut().enumerate() {
             slot.stage.prepare(&info).map_err(|e| in_file(e.under(&format!("pipeline.{i}"))))?;

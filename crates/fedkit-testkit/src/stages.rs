@@ -58,6 +58,7 @@ fn run_info() -> RunInfo {
         rounds: 3,
         algorithm: "fedavg".into(),
         aggregator: "mean".into(),
+        local_step: "plain".into(),
     }
 }
 

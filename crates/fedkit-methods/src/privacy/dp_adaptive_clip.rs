@@ -206,7 +206,14 @@ mod tests {
 
     /// A FedAvg run of `population` clients with the mean.
     fn run(population: usize, sampling: CohortSampling) -> RunInfo {
-        RunInfo { population, sampling, rounds: 10, algorithm: "fedavg".into(), aggregator: "mean".into() }
+        RunInfo {
+            population,
+            sampling,
+            rounds: 10,
+            algorithm: "fedavg".into(),
+            aggregator: "mean".into(),
+            local_step: "plain".into(),
+        }
     }
 
     fn prepared(z: f64, sigma_b: f64) -> DpAdaptiveClip {

@@ -169,7 +169,14 @@ mod tests {
     use fedkit_privacy::{Mechanism, Orders, Sampling, Series};
 
     fn run(sampling: CohortSampling, aggregator: &str) -> RunInfo {
-        RunInfo { population: 1000, sampling, rounds: 10, algorithm: "fedavg".into(), aggregator: aggregator.into() }
+        RunInfo {
+            population: 1000,
+            sampling,
+            rounds: 10,
+            algorithm: "fedavg".into(),
+            aggregator: aggregator.into(),
+            local_step: "plain".into(),
+        }
     }
 
     fn prepared(z: f64, mode: Mode, sampling: CohortSampling) -> DpFixedClip {

@@ -3,3 +3,4 @@
 pub mod accounting;
 pub mod dp_adaptive_clip;
 pub mod dp_fixed_clip;
+pub mod dp_sgd;

@@ -33,6 +33,11 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             },
         },
         Entry {
+            name: "dp_sgd",
+            source: include_str!("../privacy/dp_sgd.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<crate::privacy::dp_sgd::DpSgd>(t, "", r)?.validated()?)),
+        },
+        Entry {
             name: "backdoor",
             source: include_str!("../attacks/backdoor.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::backdoor::Backdoor>(t, "", r)?.validated()?)),
