@@ -446,6 +446,20 @@ fn privacy_epsilon_and_noise_with_json_and_clear_errors() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     let sigma = v["noise_multiplier"].as_f64().unwrap();
     assert!((sigma - 1.5).abs() < 1e-6 && v["epsilon"].as_f64().unwrap() <= 7.32911117143, "{v}");
+    // The PLD accountant: dp-accounting's PLDAccountant value, no order; its noise gives it back.
+    let pld = ["--sampling-rate", "0.01", "--steps", "1000", "--delta", "1e-6", "--accountant", "pld", "--json"];
+    let mut a = vec!["privacy", "epsilon", "--noise-multiplier", "1"];
+    a.extend(pld);
+    let v: serde_json::Value = serde_json::from_slice(&fedkit(&a, &[]).stdout).expect("JSON");
+    assert!((v["epsilon"].as_f64().unwrap() / 2.1245225256749363 - 1.0).abs() < 1e-6, "{v}");
+    assert_eq!((v["order"].is_null(), v["accountant"].as_str()), (true, Some("pld")));
+    let mut a = vec!["privacy", "noise", "--epsilon", "2.1245225256749363"];
+    a.extend(pld);
+    let v: serde_json::Value = serde_json::from_slice(&fedkit(&a, &[]).stdout).expect("JSON");
+    assert!((v["noise_multiplier"].as_f64().unwrap() - 1.0).abs() < 1e-4, "{v}");
+    let mut a = vec!["privacy", "epsilon", "--noise-multiplier", "1", "--sampling", "without-replacement"];
+    a.extend(pld);
+    fails_with(fedkit(&a, &[]), &["--accountant pld", "poisson"]);
     // Plain text names the neighbouring relation.
     let o =
         fedkit(&args(&["privacy", "epsilon", "--noise-multiplier", "1"], &["--sampling", "without-replacement"]), &[]);
@@ -475,7 +489,7 @@ fn privacy_epsilon_and_noise_with_json_and_clear_errors() {
         (call("epsilon", "--sampling-rate", "2"), "--sampling-rate: must be in (0, 1]"),
         (call("epsilon", "--steps", "0"), "--steps: must be at least 1"),
         (call("epsilon", "--orders", "0.5,2"), "--orders: every order must be"),
-        (call("epsilon", "--accountant", "pld"), "possible values: rdp"),
+        (call("epsilon", "--accountant", "moments"), "possible values: rdp, pld"),
         (call("noise", "--epsilon", "-1"), "--epsilon: must be a finite number > 0"),
         (call("noise", "--sampling-rate", "0"), "--sampling-rate: must be in (0, 1]"),
     ] {

@@ -18,24 +18,46 @@ pub fn noise_multiplier(
     orders: &Orders,
     series: Series,
 ) -> Result<f64> {
-    if !(target_epsilon > 0.0 && target_epsilon.is_finite()) {
-        return Err(PrivacyError::new("epsilon", format!("must be a finite number > 0, got {target_epsilon}")));
-    }
     let eps = |sigma: f64| epsilon(&Mechanism { sigma, ..*mechanism }, delta, orders, series).map(|e| e.0);
-    let (mut lo, mut hi) = (0.0f64, 1.0f64);
-    while eps(hi)? > target_epsilon {
+    smallest_sigma(target_epsilon, delta, 1.0, 1e-9, &eps)
+}
+
+/// The same for the PLD accountant (Poisson sampling), to a relative 1e-6: the bracket starts
+/// at the RDP answer, which PLD's tighter bound meets.
+pub fn pld_noise_multiplier(target_epsilon: f64, delta: f64, q: f64, steps: u64) -> Result<f64> {
+    let m = Mechanism { q, sigma: 1.0, steps, sampling: crate::rdp::Sampling::Poisson };
+    let start = noise_multiplier(target_epsilon, delta, &m, &Orders::dp_accounting(), Series::Magnitudes)?;
+    let eps = |sigma: f64| crate::pld::epsilon(q, sigma, steps, delta);
+    smallest_sigma(target_epsilon, delta, start, 1e-6, &eps)
+}
+
+/// Bracket by doubling from `start` (halving first while it meets the target), then bisect to
+/// a relative width `tol`; the upper end is returned.
+fn smallest_sigma(target: f64, delta: f64, start: f64, tol: f64, eps: &dyn Fn(f64) -> Result<f64>) -> Result<f64> {
+    if !(target > 0.0 && target.is_finite()) {
+        return Err(PrivacyError::new("epsilon", format!("must be a finite number > 0, got {target}")));
+    }
+    let (mut lo, mut hi) = (0.0f64, start);
+    if eps(hi)? <= target {
+        lo = hi / 2.0;
+        while lo > 1e-6 && eps(lo)? <= target {
+            hi = lo;
+            lo /= 2.0;
+        }
+    }
+    while eps(hi)? > target {
         lo = hi;
         hi *= 2.0;
         if hi > MAX_SIGMA {
             return Err(PrivacyError::new(
                 "epsilon",
-                format!("epsilon {target_epsilon} at delta {delta} needs a noise multiplier above {MAX_SIGMA}"),
+                format!("epsilon {target} at delta {delta} needs a noise multiplier above {MAX_SIGMA}"),
             ));
         }
     }
-    while hi - lo > 1e-9 * hi {
+    while hi - lo > tol * hi {
         let mid = 0.5 * (lo + hi);
-        if eps(mid)? > target_epsilon {
+        if eps(mid)? > target {
             lo = mid;
         } else {
             hi = mid;

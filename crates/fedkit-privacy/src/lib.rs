@@ -2,6 +2,7 @@
 //! - [`rdp`]: Rényi-DP of the subsampled Gaussian mechanism, Poisson-subsampled (add/remove
 //!   neighbours) and sampled without replacement (replace-one neighbours), its composition, and
 //!   the conversion to (epsilon, delta);
+//! - [`pld`]: the privacy-loss-distribution accountant (connect the dots, FFT composition);
 //! - [`calibrate`]: the smallest noise multiplier that meets a target epsilon;
 //! - [`secagg`]: secure aggregation (SecAgg, SecAgg+) on the phase API of
 //!   `fedkit_core::protocol`;
@@ -18,6 +19,7 @@
 pub mod calibrate;
 pub mod hybridalpha;
 pub mod noise;
+pub mod pld;
 pub mod rdp;
 pub mod secagg;
 mod special;
