@@ -6,6 +6,7 @@
 //! - [`calibrate`]: the smallest noise multiplier that meets a target epsilon;
 //! - [`secagg`]: secure aggregation (SecAgg, SecAgg+) on the phase API of
 //!   `fedkit_core::protocol`;
+//! - [`skellam`]: distributed DP with Skellam noise on the integers of secure aggregation;
 //! - [`hybridalpha`]: secure aggregation by multi-input functional encryption with a key
 //!   authority (HybridAlpha).
 //!
@@ -22,6 +23,7 @@ pub mod noise;
 pub mod pld;
 pub mod rdp;
 pub mod secagg;
+pub mod skellam;
 mod special;
 
 pub use calibrate::noise_multiplier;

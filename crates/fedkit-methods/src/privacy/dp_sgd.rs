@@ -63,6 +63,8 @@ struct Spent {
     q: f64,
     steps: u64,
     epsilon: f64,
+    /// The steps `epsilon` was computed for.
+    accounted: u64,
 }
 
 /// Sample-level DP-SGD.
@@ -218,12 +220,13 @@ impl Stage for DpSgd {
         let orders = Orders::dp_accounting();
         let mut worst = 0.0f64;
         for spent in self.ledger().values_mut() {
-            if spent.steps > 0 {
+            if spent.steps > spent.accounted {
                 let m = Mechanism { q: spent.q, sigma: z, steps: spent.steps, sampling: Sampling::Poisson };
                 let d = if delta > 0.0 { delta } else { (spent.samples.max(2) as f64).powf(-1.1) };
                 spent.epsilon = fedkit_privacy::epsilon(&m, d, &orders, Series::Magnitudes)
                     .map_err(|e| Error::Method(format!("{NAME}: {e}")))?
                     .0;
+                spent.accounted = spent.steps;
             }
             worst = worst.max(spent.epsilon);
         }
