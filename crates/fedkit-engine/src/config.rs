@@ -115,6 +115,33 @@ pub struct SecureAggregation {
     /// Where the clients' secrets come from: `seed` (the run seed: reproducible, simulation
     /// only) or `os` (the operating system's CSPRNG, as a deployment must).
     pub entropy: EntropySource,
+    /// Distributed DP on the summed integers: `none`, or `skellam` (Agarwal et al. 2021):
+    /// every client clips to `dp_clip`, scales by `dp_scale`, rounds and adds Skellam noise,
+    /// so that any `dp_min_survivors` clients' sum carries noise of std `dp_noise_multiplier`
+    /// times its sensitivity. Accounted every round (`epsilon` at `dp_delta`); Poisson
+    /// sampling only. See `fedkit_privacy::skellam`.
+    pub dp: DistributedDp,
+    /// C: the L2 bound each update is clipped to.
+    pub dp_clip: f64,
+    /// z: the summed noise's std over the sum's L2 sensitivity.
+    pub dp_noise_multiplier: f64,
+    /// The delta of the logged epsilon (0: N^-1.1).
+    pub dp_delta: f64,
+    /// The fewest clients whose noise must reach the sum (0: floor(threshold q N) + 1); a
+    /// round with fewer survivors fails without a result.
+    pub dp_min_survivors: usize,
+    /// gamma: updates are scaled by it before rounding to integers (0: 100 sqrt(d) / C, so the
+    /// rounding adds 1% to the sensitivity).
+    pub dp_scale: f64,
+}
+
+/// `[secure_aggregation] dp`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistributedDp {
+    #[default]
+    None,
+    Skellam,
 }
 
 /// `[secure_aggregation] entropy`.
@@ -138,6 +165,12 @@ impl Default for SecureAggregation {
             range_bits: 24,
             table_bits: 20,
             entropy: EntropySource::Seed,
+            dp: DistributedDp::None,
+            dp_clip: 1.0,
+            dp_noise_multiplier: 1.0,
+            dp_delta: 0.0,
+            dp_min_survivors: 0,
+            dp_scale: 0.0,
         }
     }
 }
@@ -587,6 +620,33 @@ impl RunConfig {
                         sa.range_bits, sa.table_bits
                     ),
                 );
+            }
+            if sa.dp == DistributedDp::Skellam {
+                if self.sampling.scheme != SamplingScheme::Poisson {
+                    return bad(
+                        "secure_aggregation.dp",
+                        "distributed DP is accounted for Poisson cohorts: set [sampling] scheme = \"poisson\"".into(),
+                    );
+                }
+                for (key, v) in [
+                    ("secure_aggregation.dp_clip", sa.dp_clip),
+                    ("secure_aggregation.dp_noise_multiplier", sa.dp_noise_multiplier),
+                ] {
+                    if !(v > 0.0 && v.is_finite()) {
+                        return bad(key, format!("must be a finite number > 0, got {v}"));
+                    }
+                }
+                if !(sa.dp_delta == 0.0 || (sa.dp_delta > 0.0 && sa.dp_delta < 1.0))
+                    || !(sa.dp_scale >= 0.0 && sa.dp_scale.is_finite())
+                {
+                    return bad(
+                        "secure_aggregation.dp_delta",
+                        format!(
+                            "dp_delta must be in (0, 1) or 0, dp_scale >= 0; got {} and {}",
+                            sa.dp_delta, sa.dp_scale
+                        ),
+                    );
+                }
             }
             if sa.neighbours % 2 == 1 {
                 return bad(

@@ -7,7 +7,7 @@ use fedkit_core::{
 };
 use std::collections::BTreeSet;
 
-use crate::config::{EntropySource, RunConfig, SecAggProtocol, SecureAggregation};
+use crate::config::{DistributedDp, EntropySource, RunConfig, SecAggProtocol, SecureAggregation};
 use crate::record::Record;
 
 /// Secure aggregation of a round's updates (`[secure_aggregation]`): every client fixed-point
@@ -44,15 +44,38 @@ pub(crate) fn secure_aggregate(
         .collect();
     let phase = if sa.protocol == SecAggProtocol::Hybridalpha { 0 } else { sa.dropout_phase };
     let faults = Dropouts { gone, phase };
+    let skellam = match sa.dp {
+        DistributedDp::Skellam => Some(SkellamPlan::new(cfg, r, global.len())?),
+        DistributedDp::None => None,
+    };
+    let inputs = match &skellam {
+        Some(p) => ups.iter().map(|u| Ok((u.client, p.encode(cfg, r, u)?))).collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let (sum, summed, traffic) = match sa.protocol {
-        SecAggProtocol::Hybridalpha => hybridalpha(cfg, r, ups, &faults, threads)?,
-        _ => secagg(cfg, r, global, ups, &faults, threads)?,
+        SecAggProtocol::Hybridalpha => hybridalpha(cfg, r, ups, inputs, &faults, threads)?,
+        _ => secagg(cfg, r, global, ups, inputs, &faults, threads)?,
     };
     let k = summed.len() as f64;
-    let mean: Vec<f32> = sum.into_iter().map(|v| (v / k) as f32).collect();
+    let mut metrics = Metrics::new();
+    let mean: Vec<f32> = match &skellam {
+        Some(p) => {
+            if summed.len() < p.min_survivors {
+                return Err(Error::Method(format!(
+                    "round {}: secure aggregation: only {} clients' noise reached the sum, fewer than the {} the distributed DP needs (secure_aggregation.dp_min_survivors): the round fails without a result",
+                    r.round,
+                    summed.len(),
+                    p.min_survivors
+                )));
+            }
+            metrics.insert("epsilon".into(), p.epsilon(r.round)?);
+            // The integers back to reals, over the fixed denominator q N.
+            sum.into_iter().map(|v| (v / p.denominator) as f32).collect()
+        }
+        None => sum.into_iter().map(|v| (v / k) as f32).collect(),
+    };
     rec.set("bytes_up", traffic.up as f64);
     rec.set("bytes_down", (rec.get("bytes_down").unwrap_or(0.0)) + traffic.down as f64);
-    let mut metrics = Metrics::new();
     metrics.insert("secagg_summed".into(), k);
     metrics.insert("secagg_dropped".into(), (n - summed.len()) as f64);
     Ok(Aggregate {
@@ -99,11 +122,14 @@ fn failed(r: &RoundCtx, e: Error) -> Error {
 /// The decoded sum, the clients it holds and the traffic.
 type Summed = (Vec<f64>, Vec<ClientId>, Traffic);
 
+/// `ints`: the clients' integer inputs under distributed DP (then the sum comes back as
+/// integers); empty: encode the updates.
 fn secagg(
     cfg: &RunConfig,
     r: &RoundCtx,
     global: &Params,
     ups: &[Update],
+    ints: Vec<(ClientId, Vec<i64>)>,
     faults: &Dropouts,
     threads: usize,
 ) -> Result<Summed> {
@@ -125,29 +151,124 @@ fn secagg(
         round_seed: RngStream::derive(cfg.seed, "secagg_graph", r.round as u64, 0).next_u64(),
     };
     let enc = Encoding::new(n, sa.bound)?;
+    let integers = !ints.is_empty();
+    let mut ints: std::collections::BTreeMap<ClientId, Vec<i64>> = ints.into_iter().collect();
     let inputs = ups
         .iter()
         .map(|u| {
             let e = entropy(cfg, sa, "secagg_entropy", r.round, u.client as u64)?;
-            Ok((u.client, secagg::encode(&enc, u.delta.as_slice()), e))
+            let x = match ints.remove(&u.client) {
+                Some(v) => v.into_iter().map(|x| x as i32 as u32).collect(),
+                None => secagg::encode(&enc, u.delta.as_slice()),
+            };
+            Ok((u.client, x, e))
         })
         .collect::<Result<Vec<_>>>()?;
     let (server, traffic) = secagg::run_in_process(&params, inputs, faults, threads).map_err(|e| failed(r, e))?;
     let sum = server.sum().ok_or_else(|| Error::Method("secure aggregation ended without a sum".into()))?;
-    Ok((secagg::decode_sum(&enc, sum), server.summed(), traffic))
+    let sum = if integers { sum.iter().map(|&v| v as i32 as f64).collect() } else { secagg::decode_sum(&enc, sum) };
+    Ok((sum, server.summed(), traffic))
 }
 
-fn hybridalpha(cfg: &RunConfig, r: &RoundCtx, ups: &[Update], faults: &Dropouts, threads: usize) -> Result<Summed> {
+fn hybridalpha(
+    cfg: &RunConfig,
+    r: &RoundCtx,
+    ups: &[Update],
+    ints: Vec<(ClientId, Vec<i64>)>,
+    faults: &Dropouts,
+    threads: usize,
+) -> Result<Summed> {
     use fedkit_privacy::hybridalpha::{Encoding, run_in_process};
     let sa = &cfg.secure_aggregation;
     let n = ups.len();
     let enc = Encoding::new(n, sa.bound, sa.range_bits)?;
-    let inputs = ups.iter().map(|u| (u.client, enc.encode(u.delta.as_slice()))).collect();
+    let integers = !ints.is_empty();
+    let inputs = if integers { ints } else { ups.iter().map(|u| (u.client, enc.encode(u.delta.as_slice()))).collect() };
     let tpa = entropy(cfg, sa, "hybridalpha_tpa", r.round, 0)?;
     let min_parties = fedkit_privacy::secagg::threshold(sa.threshold, n);
     let (server, traffic) =
         run_in_process(r.round as u64, inputs, &tpa, min_parties, enc.range, sa.table_bits, faults, threads)
             .map_err(|e| failed(r, e))?;
     let sum = server.sum().ok_or_else(|| Error::Method("secure aggregation ended without a sum".into()))?;
-    Ok((enc.decode_sum(sum), server.summed().to_vec(), traffic))
+    let sum = if integers { sum.iter().map(|&v| v as f64).collect() } else { enc.decode_sum(sum) };
+    Ok((sum, server.summed().to_vec(), traffic))
+}
+
+/// Distributed DP with Skellam noise (`[secure_aggregation] dp = "skellam"`), for a round.
+struct SkellamPlan {
+    clip: f64,
+    gamma: f64,
+    /// Each client's Skellam parameter: mu / min_survivors.
+    lambda: f64,
+    mu: f64,
+    l2: f64,
+    l1: f64,
+    q: f64,
+    delta: f64,
+    min_survivors: usize,
+    /// q N, in the integers' units (gamma q N).
+    denominator: f64,
+}
+
+impl SkellamPlan {
+    fn new(cfg: &RunConfig, r: &RoundCtx, d: usize) -> Result<Self> {
+        use fedkit_privacy::skellam;
+        let sa = &cfg.secure_aggregation;
+        let q = cfg.sampling.rate;
+        let expected = q * r.population as f64;
+        let clip = sa.dp_clip;
+        let gamma = if sa.dp_scale > 0.0 { sa.dp_scale } else { 100.0 * (d as f64).sqrt() / clip };
+        let (l2, l1) = skellam::sensitivity(clip, gamma, d);
+        let mu = (sa.dp_noise_multiplier * l2).powi(2) / 2.0;
+        let min_survivors = if sa.dp_min_survivors > 0 {
+            sa.dp_min_survivors
+        } else {
+            fedkit_privacy::secagg::threshold(sa.threshold, expected.round().max(2.0) as usize)
+        };
+        // No sum may leave the ring: n (gamma C + 1) plus 12 standard deviations of the noise.
+        let cohort = r.cohort.len() as f64;
+        let reach = cohort * (gamma * clip + 1.0) + 12.0 * (2.0 * mu * cohort / min_survivors as f64).sqrt();
+        let ring = match sa.protocol {
+            SecAggProtocol::Hybridalpha => (1u64 << sa.range_bits) as f64,
+            _ => i32::MAX as f64,
+        };
+        if reach >= ring {
+            return Err(Error::config(
+                "secure_aggregation.dp_scale",
+                format!(
+                    "sums of {cohort} clients at scale {gamma} reach {reach:.3e}, beyond the ring's {ring:.3e}: lower dp_scale (or raise range_bits)"
+                ),
+            ));
+        }
+        let delta = if sa.dp_delta > 0.0 { sa.dp_delta } else { (r.population as f64).powf(-1.1) };
+        Ok(SkellamPlan {
+            clip,
+            gamma,
+            lambda: mu / min_survivors as f64,
+            mu,
+            l2,
+            l1,
+            q,
+            delta,
+            min_survivors,
+            denominator: gamma * expected,
+        })
+    }
+
+    /// A client's noised integers; noise and rounding from the run seed (stream
+    /// `skellam_noise`) or the OS (`entropy = "os"`).
+    fn encode(&self, cfg: &RunConfig, r: &RoundCtx, u: &Update) -> Result<Vec<i64>> {
+        use fedkit_privacy::skellam::{SkellamNoise, encode};
+        let seed = entropy(cfg, &cfg.secure_aggregation, "skellam_noise", r.round, u.client as u64)?;
+        let mut noise = SkellamNoise::new(self.lambda, fedkit_privacy::noise::seeded_rng(seed))
+            .map_err(|e| Error::config("secure_aggregation.dp_noise_multiplier", e.message))?;
+        Ok(encode(u.delta.as_slice(), self.clip, self.gamma, &mut noise))
+    }
+
+    /// Epsilon after `rounds` rounds.
+    fn epsilon(&self, rounds: u32) -> Result<f64> {
+        fedkit_privacy::skellam::epsilon(self.q, self.mu, self.l2, self.l1, rounds as u64, self.delta)
+            .map(|e| e.0)
+            .map_err(|e| Error::Method(format!("secure_aggregation.dp: {e}")))
+    }
 }

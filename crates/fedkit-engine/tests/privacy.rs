@@ -240,3 +240,67 @@ fn os_randomness_for_deployments() {
     assert_ne!(a.global.as_slice(), b.global.as_slice());
     assert_eq!(a.records.last().unwrap().get("epsilon"), b.records.last().unwrap().get("epsilon"));
 }
+
+const SKELLAM: [&str; 4] = [
+    "sampling.scheme=\"poisson\"",
+    "sampling.rate=0.4",
+    "secure_aggregation.use=\"secagg\"",
+    "secure_aggregation.dp=\"skellam\"",
+];
+
+/// The model change of one round of `sets`, and the engine.
+fn one_round(sets: &[&str]) -> (Vec<f64>, Engine) {
+    let mut all: Vec<&str> = SKELLAM.to_vec();
+    all.extend(sets);
+    all.push("rounds=1");
+    let mut e = Engine::new(cfg(&all).unwrap()).unwrap();
+    let start = e.global.clone();
+    e.run_round().unwrap();
+    let d = e.global.as_slice().iter().zip(start.as_slice()).map(|(a, b)| (a - b) as f64).collect();
+    (d, e)
+}
+
+#[test]
+fn skellam_noise_on_the_secure_sum_is_the_central_estimator_plus_the_planned_noise() {
+    // Negligible noise: the fixed-denominator mean of the clipped updates, to the rounding.
+    let central = r#"pipeline=[{ use = "dp_fixed_clip", clip = 0.5, noise_multiplier = 1e-9 }]"#;
+    let (want, _) = one_round(&[central, "secure_aggregation.dp=\"none\""]);
+    let (got, e) = one_round(&["secure_aggregation.dp_clip=0.5", "secure_aggregation.dp_noise_multiplier=1e-9"]);
+    let d = e.global.len();
+    let gamma = 100.0 * (d as f64).sqrt() / 0.5;
+    let expected = 0.4 * 50.0;
+    let k = e.records[0].get("secagg_summed").unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        // Each client's stochastic rounding moves its coordinate by < 1 / gamma.
+        assert!((g - w).abs() <= k / (gamma * expected) + 1e-6, "{g} vs {w}");
+    }
+    // The planned noise: survivors k of min_survivors m leave std sqrt(k / m) z Delta_2 on the sum.
+    let (noisy, e) = one_round(&["secure_aggregation.dp_clip=0.5", "secure_aggregation.dp_noise_multiplier=1.0"]);
+    let (l2, l1) = fedkit_privacy::skellam::sensitivity(0.5, gamma, d);
+    let m = fedkit_privacy::secagg::threshold(0.5, 20) as f64;
+    let k = e.records[0].get("secagg_summed").unwrap();
+    let planned = (k / m).sqrt() * l2 / (gamma * expected);
+    let var = noisy.iter().zip(&got).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / d as f64;
+    assert!((var.sqrt() / planned - 1.0).abs() < 0.1, "std {} vs planned {planned}", var.sqrt());
+    // The logged epsilon is the Skellam accountant's.
+    let mu = l2 * l2 / 2.0;
+    let eps = fedkit_privacy::skellam::epsilon(0.4, mu, l2, l1, 1, 50f64.powf(-1.1)).unwrap().0;
+    assert_eq!(e.records[0].get("epsilon"), Some(eps));
+}
+
+#[test]
+fn skellam_refuses_fixed_cohorts_and_too_few_survivors() {
+    let err = |sets: &[&str]| match cfg(sets).and_then(Engine::new) {
+        Ok(mut e) => e.run_round().err().map(|e| e.to_string()).unwrap_or_else(|| format!("{sets:?} was accepted")),
+        Err(e) => e.to_string(),
+    };
+    let e = err(&["secure_aggregation.use=\"secagg\"", "secure_aggregation.dp=\"skellam\""]);
+    assert!(e.contains("secure_aggregation.dp") && e.contains("poisson"), "{e}");
+    let mut sets = SKELLAM.to_vec();
+    sets.push("secure_aggregation.dp_min_survivors=40");
+    let e = err(&sets);
+    assert!(e.contains("dp_min_survivors") && e.contains("without a result"), "{e}");
+    sets.pop();
+    sets.push("secure_aggregation.dp_scale=1e9");
+    assert!(err(&sets).contains("dp_scale"));
+}

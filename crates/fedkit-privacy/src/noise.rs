@@ -59,3 +59,9 @@ mod tests {
         assert_ne!(os_entropy().unwrap(), os_entropy().unwrap());
     }
 }
+
+/// A ChaCha12 stream (rand's `StdRng`) keyed by 32 bytes: OS entropy in a deployment, bytes
+/// derived from the run seed in a simulation.
+pub fn seeded_rng(key: [u8; 32]) -> StdRng {
+    StdRng::from_seed(key)
+}

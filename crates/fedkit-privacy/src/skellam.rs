@@ -43,7 +43,8 @@ pub fn sensitivity(clip: f64, gamma: f64, d: usize) -> (f64, f64) {
 
 /// RDP at integer order `alpha` of Sk(`mu`) noise on a sum of sensitivities (`l2`, `l1`).
 pub fn rdp(alpha: f64, mu: f64, l2: f64, l1: f64) -> f64 {
-    alpha * l2 * l2 / (4.0 * mu) + (((2.0 * alpha - 1.0) * l2 * l2 + 6.0 * l1) / (16.0 * mu * mu)).min(3.0 * l1 / (4.0 * mu))
+    alpha * l2 * l2 / (4.0 * mu)
+        + (((2.0 * alpha - 1.0) * l2 * l2 + 6.0 * l1) / (16.0 * mu * mu)).min(3.0 * l1 / (4.0 * mu))
 }
 
 /// The Poisson-subsampled RDP at integer `alpha` >= 2 of a mechanism with RDP `eps` (Zhu and
