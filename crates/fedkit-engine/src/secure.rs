@@ -194,6 +194,19 @@ fn hybridalpha(
     Ok((sum, server.summed().to_vec(), traffic))
 }
 
+/// P(X < m) for X ~ Poisson(`mean`).
+fn poisson_below(mean: f64, m: usize) -> f64 {
+    let mut log_p = -mean;
+    let mut total = 0.0;
+    for k in 0..m {
+        if k > 0 {
+            log_p += mean.ln() - (k as f64).ln();
+        }
+        total += log_p.exp();
+    }
+    total.min(1.0)
+}
+
 /// Distributed DP with Skellam noise (`[secure_aggregation] dp = "skellam"`), for a round.
 struct SkellamPlan {
     clip: f64,
@@ -225,6 +238,19 @@ impl SkellamPlan {
         } else {
             fedkit_privacy::secagg::threshold(sa.threshold, expected.round().max(2.0) as usize)
         };
+        // A Poisson cohort below min_survivors fails its round: refuse a plan that would fail
+        // one run in a hundred.
+        let below = poisson_below(expected, min_survivors);
+        let per_run = 1.0 - (1.0 - below).powi(cfg.rounds as i32);
+        if per_run > 0.01 {
+            return Err(Error::config(
+                "secure_aggregation.dp_min_survivors",
+                format!(
+                    "{min_survivors} survivors needed, but a Poisson cohort of mean {expected} falls below that with probability {below:.2e} a round ({per_run:.2} over {} rounds): lower dp_min_survivors or threshold",
+                    cfg.rounds
+                ),
+            ));
+        }
         // No sum may leave the ring: n (gamma C + 1) plus 12 standard deviations of the noise.
         let cohort = r.cohort.len() as f64;
         let reach = cohort * (gamma * clip + 1.0) + 12.0 * (2.0 * mu * cohort / min_survivors as f64).sqrt();

@@ -241,9 +241,10 @@ fn os_randomness_for_deployments() {
     assert_eq!(a.records.last().unwrap().get("epsilon"), b.records.last().unwrap().get("epsilon"));
 }
 
-const SKELLAM: [&str; 4] = [
+const SKELLAM: [&str; 5] = [
     "sampling.scheme=\"poisson\"",
     "sampling.rate=0.4",
+    "secure_aggregation.threshold=0.3",
     "secure_aggregation.use=\"secagg\"",
     "secure_aggregation.dp=\"skellam\"",
 ];
@@ -277,7 +278,7 @@ fn skellam_noise_on_the_secure_sum_is_the_central_estimator_plus_the_planned_noi
     // The planned noise: survivors k of min_survivors m leave std sqrt(k / m) z Delta_2 on the sum.
     let (noisy, e) = one_round(&["secure_aggregation.dp_clip=0.5", "secure_aggregation.dp_noise_multiplier=1.0"]);
     let (l2, l1) = fedkit_privacy::skellam::sensitivity(0.5, gamma, d);
-    let m = fedkit_privacy::secagg::threshold(0.5, 20) as f64;
+    let m = fedkit_privacy::secagg::threshold(0.3, 20) as f64;
     let k = e.records[0].get("secagg_summed").unwrap();
     let planned = (k / m).sqrt() * l2 / (gamma * expected);
     let var = noisy.iter().zip(&got).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / d as f64;
@@ -299,7 +300,13 @@ fn skellam_refuses_fixed_cohorts_and_too_few_survivors() {
     let mut sets = SKELLAM.to_vec();
     sets.push("secure_aggregation.dp_min_survivors=40");
     let e = err(&sets);
-    assert!(e.contains("dp_min_survivors") && e.contains("without a result"), "{e}");
+    assert!(e.contains("dp_min_survivors") && e.contains("falls below"), "{e}");
+    // Dropouts below the planned survivors fail the round.
+    sets.pop();
+    sets.extend(["rounds=1", "secure_aggregation.dp_min_survivors=9", "secure_aggregation.dropout=0.6"]);
+    let e = err(&sets);
+    assert!(e.contains("noise reached the sum") && e.contains("without a result"), "{e}");
+    sets.truncate(SKELLAM.len());
     sets.pop();
     sets.push("secure_aggregation.dp_scale=1e9");
     assert!(err(&sets).contains("dp_scale"));
