@@ -266,10 +266,14 @@ fn skellam_noise_on_the_secure_sum_is_the_central_estimator_plus_the_planned_noi
     // Negligible noise: the fixed-denominator mean of the clipped updates, to the rounding.
     let central = r#"pipeline=[{ use = "dp_fixed_clip", clip = 0.5, noise_multiplier = 1e-9 }]"#;
     let (want, _) = one_round(&[central, "secure_aggregation.dp=\"none\""]);
-    let (got, e) = one_round(&["secure_aggregation.dp_clip=0.5", "secure_aggregation.dp_noise_multiplier=1e-9"]);
+    let tiny = ["secure_aggregation.dp_clip=0.5", "secure_aggregation.dp_noise_multiplier=1e-9"];
+    let (got, e) = one_round(&tiny);
     let d = e.global.len();
     let gamma = 100.0 * (d as f64).sqrt() / 0.5;
     let expected = 0.4 * 50.0;
+    // HybridAlpha carries the same integers: the same model, bit for bit.
+    let (ha, _) = one_round(&[tiny[0], tiny[1], "secure_aggregation.use=\"hybridalpha\""]);
+    assert_eq!(ha, got);
     let k = e.records[0].get("secagg_summed").unwrap();
     for (g, w) in got.iter().zip(&want) {
         // Each client's stochastic rounding moves its coordinate by < 1 / gamma.
