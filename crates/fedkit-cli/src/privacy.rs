@@ -116,6 +116,9 @@ fn setup(c: &Common, sigma: f64) -> Result<Setup> {
     if pld && sampling != Sampling::Poisson {
         return Err(anyhow!("--accountant pld: accounts --sampling poisson only; use --accountant rdp"));
     }
+    if pld && (c.orders.is_some() || !matches!(c.like, Like::DpAccounting)) {
+        return Err(anyhow!("--accountant pld: --orders and --like set the RDP accountant; drop them"));
+    }
     let mechanism = Mechanism { q: c.sampling_rate, sigma, steps: c.steps, sampling };
     Ok(Setup { mechanism, delta: c.delta, orders, series, like, pld })
 }

@@ -16,6 +16,7 @@ pub mod rng;
 pub mod stats;
 pub mod traits;
 pub mod update;
+pub mod wire;
 
 pub use critical::critical_sample_ratio;
 pub use data::{Batch, ClientData, Dataset, FeatureAffine, Stamp};

@@ -118,8 +118,10 @@ pub struct SecureAggregation {
     /// Distributed DP on the summed integers: `none`, or `skellam` (Agarwal et al. 2021):
     /// every client clips to `dp_clip`, scales by `dp_scale`, rounds and adds Skellam noise,
     /// so that any `dp_min_survivors` clients' sum carries noise of std `dp_noise_multiplier`
-    /// times its sensitivity. Accounted every round (`epsilon` at `dp_delta`); Poisson
-    /// sampling only. See `fedkit_privacy::skellam`.
+    /// times its sensitivity. Accounted every round (`epsilon` at `dp_delta`, amplified by
+    /// the Poisson sampling: the guarantee for whoever sees the models; `epsilon_server`
+    /// without amplification: against the server, which draws the cohorts). Poisson sampling
+    /// only. See `fedkit_privacy::skellam`.
     pub dp: DistributedDp,
     /// C: the L2 bound each update is clipped to.
     pub dp_clip: f64,
@@ -596,6 +598,27 @@ impl RunConfig {
             _ => {}
         }
         let sa = &self.secure_aggregation;
+        if sa.dp != DistributedDp::None && sa.protocol == SecAggProtocol::None {
+            return bad(
+                "secure_aggregation.dp",
+                "distributed DP adds each client's share of the noise under secure aggregation: set secure_aggregation.use (secagg, secagg_plus or hybridalpha), or use a dp_fixed_clip stage".into(),
+            );
+        }
+        if sa.dp != DistributedDp::None {
+            let dp_stage = self.pipeline.iter().find_map(|t| {
+                t.get("use")
+                    .and_then(|v| v.as_str())
+                    .filter(|n| n.starts_with("dp_fixed") || n.starts_with("dp_adaptive"))
+            });
+            if let Some(name) = dp_stage {
+                return bad(
+                    "secure_aggregation.dp",
+                    format!(
+                        "distributed DP and the `{name}` stage would both noise the sum and both log epsilon: keep one"
+                    ),
+                );
+            }
+        }
         if sa.protocol != SecAggProtocol::None {
             if !(sa.threshold > 0.0 && sa.threshold < 1.0) {
                 return bad("secure_aggregation.threshold", format!("must be in (0, 1), got {}", sa.threshold));
@@ -612,11 +635,14 @@ impl RunConfig {
                     ),
                 );
             }
-            if !(8..=40).contains(&sa.range_bits) || !(8..=26).contains(&sa.table_bits) {
+            if !(8..=40).contains(&sa.range_bits)
+                || !(8..=26).contains(&sa.table_bits)
+                || sa.range_bits + 1 > sa.table_bits + 16
+            {
                 return bad(
                     "secure_aggregation.range_bits",
                     format!(
-                        "range_bits must be in 8..=40 and table_bits in 8..=26, got {} and {}",
+                        "range_bits must be in 8..=40, table_bits in 8..=26 and range_bits + 1 - table_bits at most 16 (giant steps a coordinate: 2^that), got {} and {}",
                         sa.range_bits, sa.table_bits
                     ),
                 );

@@ -326,7 +326,10 @@ impl Engine {
             // Nothing but the masked update leaves a client.
             ups.iter_mut().for_each(|u| u.metrics.clear());
         }
+        let secure = self.cfg.secure_aggregation.protocol != SecAggProtocol::None;
+        let bytes_up = crate::receive::receive(&self.global, &mut ups, secure)?;
         let mut rec = self.client_metrics(&plan, &broadcast, &ups, &failed);
+        rec.set("bytes_up", bytes_up as f64);
         self.last_failures = failed;
         let t1 = Instant::now();
         self.server_round(&plan, &mut ups, &mut rec)?;
@@ -450,8 +453,9 @@ impl Engine {
         rec.set("participants", ups.len() as f64);
         rec.set("stragglers", plan.stragglers as f64);
         rec.set("failed", failed.len() as f64);
-        rec.set("bytes_down", (plan.run_ids.len() * (self.global.wire_bytes() + broadcast.wire_bytes())) as f64);
-        rec.set("bytes_up", ups.iter().map(Update::wire_bytes).sum::<usize>() as f64);
+        // The broadcast: the dense model and the algorithm's extras, as their wire message.
+        let down = fedkit_core::wire::dense_len(self.global.len(), broadcast).unwrap_or(0);
+        rec.set("bytes_down", (plan.run_ids.len() * down) as f64);
         let w: f64 = ups.iter().map(|u| u.weight as f64).sum();
         if w > 0.0 && ups.iter().any(|u| u.metrics.contains_key("loss")) {
             let l: f64 = ups.iter().map(|u| u.weight as f64 * u.metrics.get("loss").copied().unwrap_or(0.0)).sum();

@@ -5,6 +5,7 @@ pub mod certify;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+mod receive;
 pub mod record;
 pub mod run;
 mod secure;

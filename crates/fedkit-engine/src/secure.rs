@@ -52,9 +52,12 @@ pub(crate) fn secure_aggregate(
         Some(p) => ups.iter().map(|u| Ok((u.client, p.encode(cfg, r, u)?))).collect::<Result<Vec<_>>>()?,
         None => Vec::new(),
     };
+    // Distributed DP's survivor floor is enforced inside the protocol: clients refuse to
+    // unmask, and the key authority to issue a key, for fewer inputs.
+    let floor = skellam.as_ref().map_or(0, |p| p.min_survivors);
     let (sum, summed, traffic) = match sa.protocol {
-        SecAggProtocol::Hybridalpha => hybridalpha(cfg, r, ups, inputs, &faults, threads)?,
-        _ => secagg(cfg, r, global, ups, inputs, &faults, threads)?,
+        SecAggProtocol::Hybridalpha => hybridalpha(cfg, r, ups, (inputs, floor), &faults, threads)?,
+        _ => secagg(cfg, r, global, ups, (inputs, floor), &faults, threads)?,
     };
     let k = summed.len() as f64;
     let mut metrics = Metrics::new();
@@ -68,7 +71,9 @@ pub(crate) fn secure_aggregate(
                     p.min_survivors
                 )));
             }
-            metrics.insert("epsilon".into(), p.epsilon(r.round)?);
+            metrics.insert("epsilon".into(), p.epsilon(r.round, p.q)?);
+            // Against the server, which draws the cohort, sampling hides nobody.
+            metrics.insert("epsilon_server".into(), p.epsilon(r.round, 1.0)?);
             // The integers back to reals, over the fixed denominator q N.
             sum.into_iter().map(|v| (v / p.denominator) as f32).collect()
         }
@@ -123,13 +128,13 @@ fn failed(r: &RoundCtx, e: Error) -> Error {
 type Summed = (Vec<f64>, Vec<ClientId>, Traffic);
 
 /// `ints`: the clients' integer inputs under distributed DP (then the sum comes back as
-/// integers); empty: encode the updates.
+/// integers; empty: encode the updates), and the fewest inputs the clients let be summed.
 fn secagg(
     cfg: &RunConfig,
     r: &RoundCtx,
     global: &Params,
     ups: &[Update],
-    ints: Vec<(ClientId, Vec<i64>)>,
+    (ints, floor): (Vec<(ClientId, Vec<i64>)>, usize),
     faults: &Dropouts,
     threads: usize,
 ) -> Result<Summed> {
@@ -149,6 +154,7 @@ fn secagg(
         threshold: sa.threshold,
         neighbours,
         round_seed: RngStream::derive(cfg.seed, "secagg_graph", r.round as u64, 0).next_u64(),
+        min_summed: floor,
     };
     let enc = Encoding::new(n, sa.bound)?;
     let integers = !ints.is_empty();
@@ -174,7 +180,7 @@ fn hybridalpha(
     cfg: &RunConfig,
     r: &RoundCtx,
     ups: &[Update],
-    ints: Vec<(ClientId, Vec<i64>)>,
+    (ints, floor): (Vec<(ClientId, Vec<i64>)>, usize),
     faults: &Dropouts,
     threads: usize,
 ) -> Result<Summed> {
@@ -185,7 +191,7 @@ fn hybridalpha(
     let integers = !ints.is_empty();
     let inputs = if integers { ints } else { ups.iter().map(|u| (u.client, enc.encode(u.delta.as_slice()))).collect() };
     let tpa = entropy(cfg, sa, "hybridalpha_tpa", r.round, 0)?;
-    let min_parties = fedkit_privacy::secagg::threshold(sa.threshold, n);
+    let min_parties = fedkit_privacy::secagg::threshold(sa.threshold, n).max(floor);
     let (server, traffic) =
         run_in_process(r.round as u64, inputs, &tpa, min_parties, enc.range, sa.table_bits, faults, threads)
             .map_err(|e| failed(r, e))?;
@@ -291,9 +297,9 @@ impl SkellamPlan {
         Ok(encode(u.delta.as_slice(), self.clip, self.gamma, &mut noise))
     }
 
-    /// Epsilon after `rounds` rounds.
-    fn epsilon(&self, rounds: u32) -> Result<f64> {
-        fedkit_privacy::skellam::epsilon(self.q, self.mu, self.l2, self.l1, rounds as u64, self.delta)
+    /// Epsilon after `rounds` rounds, sampled at rate `q`.
+    fn epsilon(&self, rounds: u32, q: f64) -> Result<f64> {
+        fedkit_privacy::skellam::epsilon(q, self.mu, self.l2, self.l1, rounds as u64, self.delta)
             .map(|e| e.0)
             .map_err(|e| Error::Method(format!("secure_aggregation.dp: {e}")))
     }

@@ -113,3 +113,12 @@ fn bad_combinations_are_refused_naming_the_key() {
     let e = err(&[r#"pipeline=[{ use = "dp_sgd", clip = -1.0 }]"#]);
     assert!(e.contains("clip"), "{e}");
 }
+
+#[test]
+fn os_noise_and_batches_for_deployments() {
+    let os = r#"pipeline=[{ use = "dp_sgd", clip = 1.0, noise_multiplier = 1.0, delta = 1e-5, noise_source = "os" }]"#;
+    let (a, b) = (run(cfg(&[os]).unwrap()), run(cfg(&[os]).unwrap()));
+    assert_ne!(a.global.as_slice(), b.global.as_slice());
+    // The same plan of steps, so the same accounting.
+    assert_eq!(a.records[2].get("sample_epsilon"), b.records[2].get("sample_epsilon"));
+}

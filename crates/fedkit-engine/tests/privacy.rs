@@ -206,6 +206,7 @@ fn secure_aggregation_refuses_what_would_read_individual_updates() {
     assert!(e.contains("authority requires") && e.contains("without a result"), "{e}");
     assert!(err(&[ha, "aggregator.use=\"median\""]).contains("aggregator.use"));
     assert!(err(&[ha, "secure_aggregation.range_bits=50"]).contains("range_bits"));
+    assert!(err(&[ha, "secure_aggregation.range_bits=40", "secure_aggregation.table_bits=20"]).contains("giant steps"));
 }
 
 #[test]
@@ -291,6 +292,9 @@ fn skellam_noise_on_the_secure_sum_is_the_central_estimator_plus_the_planned_noi
     let mu = l2 * l2 / 2.0;
     let eps = fedkit_privacy::skellam::epsilon(0.4, mu, l2, l1, 1, 50f64.powf(-1.1)).unwrap().0;
     assert_eq!(e.records[0].get("epsilon"), Some(eps));
+    let server = fedkit_privacy::skellam::epsilon(1.0, mu, l2, l1, 1, 50f64.powf(-1.1)).unwrap().0;
+    assert_eq!(e.records[0].get("epsilon_server"), Some(server));
+    assert!(server > eps);
 }
 
 #[test]
@@ -301,6 +305,12 @@ fn skellam_refuses_fixed_cohorts_and_too_few_survivors() {
     };
     let e = err(&["secure_aggregation.use=\"secagg\"", "secure_aggregation.dp=\"skellam\""]);
     assert!(e.contains("secure_aggregation.dp") && e.contains("poisson"), "{e}");
+    // Without a protocol, or beside a DP stage, distributed DP is refused.
+    let e = err(&["sampling.scheme=\"poisson\"", "sampling.rate=0.4", "secure_aggregation.dp=\"skellam\""]);
+    assert!(e.contains("secure_aggregation.dp") && e.contains("secure_aggregation.use"), "{e}");
+    let mut both = SKELLAM.to_vec();
+    both.push(r#"pipeline=[{ use = "dp_fixed_clip" }]"#);
+    assert!(err(&both).contains("keep one"));
     let mut sets = SKELLAM.to_vec();
     sets.push("secure_aggregation.dp_min_survivors=40");
     let e = err(&sets);
@@ -308,8 +318,13 @@ fn skellam_refuses_fixed_cohorts_and_too_few_survivors() {
     // Dropouts below the planned survivors fail the round.
     sets.pop();
     sets.extend(["rounds=1", "secure_aggregation.dp_min_survivors=9", "secure_aggregation.dropout=0.6"]);
+    // The floor is enforced inside the protocol: the clients refuse to unmask, the authority
+    // to issue a key.
     let e = err(&sets);
-    assert!(e.contains("noise reached the sum") && e.contains("without a result"), "{e}");
+    assert!(e.contains("refuses to unmask"), "{e}");
+    sets.push("secure_aggregation.use=\"hybridalpha\"");
+    let e = err(&sets);
+    assert!(e.contains("authority requires") && e.contains("without a result"), "{e}");
     sets.truncate(SKELLAM.len());
     sets.pop();
     sets.push("secure_aggregation.dp_scale=1e9");

@@ -9,6 +9,7 @@
 pub mod aggregators;
 pub mod algorithms;
 pub mod attacks;
+pub mod compression;
 pub mod defenses;
 pub mod local_steps;
 pub mod losses;

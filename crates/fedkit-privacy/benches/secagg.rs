@@ -13,7 +13,7 @@ fn main() {
 const LEN: usize = 199_210;
 
 fn round(n: usize, neighbours: usize) {
-    let p = Params { len: LEN, threshold: 0.5, neighbours, round_seed: 1 };
+    let p = Params { len: LEN, threshold: 0.5, neighbours, round_seed: 1, min_summed: 0 };
     let inputs = (0..n as ClientId).map(|c| (c, vec![c; LEN], crypto::derive(b"bench", &c.to_le_bytes()))).collect();
     divan::black_box(run_in_process(&p, inputs, &NoFaults, 1).expect("round"));
 }

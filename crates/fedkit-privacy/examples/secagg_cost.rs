@@ -25,7 +25,7 @@ fn main() {
         }
         for &n in &sizes {
             let k = if plus { ((3.0 * (n as f64).log2()).ceil() as usize + 1) / 2 * 2 } else { 0 };
-            let p = Params { len, threshold: 0.5, neighbours: k, round_seed: 1 };
+            let p = Params { len, threshold: 0.5, neighbours: k, round_seed: 1, min_summed: 0 };
             let inputs =
                 (0..n as ClientId).map(|c| (c, vec![c; len], crypto::derive(b"cost", &c.to_le_bytes()))).collect();
             let (_, t) = run_in_process(&p, inputs, &NoFaults, 1).expect("round");

@@ -1,7 +1,8 @@
 //! Noise calibration: the smallest noise multiplier sigma whose `steps` subsampled Gaussian
 //! steps stay within a target epsilon at delta. Epsilon falls as sigma grows, so the answer is
-//! bracketed by doubling and then bisected to a relative width of 1e-9; the upper end of the
-//! bracket is returned, so its epsilon never exceeds the target.
+//! bracketed by doubling and then bisected to a relative width of 1e-9 (RDP) or 1e-6 (PLD,
+//! whose evaluations cost more); the upper end of the bracket is returned, so its epsilon never
+//! exceeds the target.
 
 use crate::rdp::{Mechanism, Orders, Series, epsilon};
 use crate::{PrivacyError, Result};
@@ -40,7 +41,8 @@ fn smallest_sigma(target: f64, delta: f64, start: f64, tol: f64, eps: &dyn Fn(f6
     let (mut lo, mut hi) = (0.0f64, start);
     if eps(hi)? <= target {
         lo = hi / 2.0;
-        while lo > 1e-6 && eps(lo)? <= target {
+        // A sigma too small for the accountant (PLD's grid) is above the target.
+        while lo > 1e-6 && eps(lo).is_ok_and(|e| e <= target) {
             hi = lo;
             lo /= 2.0;
         }
@@ -57,7 +59,7 @@ fn smallest_sigma(target: f64, delta: f64, start: f64, tol: f64, eps: &dyn Fn(f6
     }
     while hi - lo > tol * hi {
         let mid = 0.5 * (lo + hi);
-        if eps(mid)? > target {
+        if eps(mid).map_or(true, |e| e > target) {
             lo = mid;
         } else {
             hi = mid;

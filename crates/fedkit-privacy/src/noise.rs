@@ -16,7 +16,7 @@ pub fn os_entropy() -> Result<[u8; 32]> {
 
 /// Standard normal draws from a ChaCha12 stream (rand's `StdRng`) keyed by OS entropy, by the
 /// Box-Muller transform in f64. Floating-point Gaussian samplers leak through their low bits
-/// in theory (Mironov 2012); discrete noise is the remedy, left for the distributed-DP work.
+/// in theory (Mironov 2012); discrete noise is the remedy (`crate::skellam`).
 pub struct OsGaussian {
     rng: StdRng,
     spare: Option<f64>,
@@ -40,6 +40,11 @@ impl OsGaussian {
         let t = std::f64::consts::TAU * u2;
         self.spare = Some(r * t.sin());
         r * t.cos()
+    }
+
+    /// One uniform draw in [0, 1) from the same stream (DP-SGD's batch sampling).
+    pub fn uniform(&mut self) -> f64 {
+        self.rng.random::<f64>()
     }
 }
 

@@ -191,16 +191,12 @@ impl Loss {
             Adjacency::Add => (s * Z_TAIL, -s * Z_TAIL + 1.0),
         };
         let (upper, lower) = (self.at(lo_x), self.at(hi_x));
+        let width = (upper / D).ceil() - (lower / D).floor() + 1.0;
+        if !(width.is_finite() && width <= MAX_POINTS as f64) {
+            return Err(too_large(width));
+        }
         let (k_lo, k_hi) = ((lower / D).floor() as i64, (upper / D).ceil() as i64);
         let n = (k_hi - k_lo + 1) as usize;
-        if n > MAX_POINTS || !(upper.is_finite() && lower.is_finite()) {
-            return Err(PrivacyError::new(
-                "noise_multiplier",
-                format!(
-                    "the PLD grid would need {n} points (noise {s} is too small for D = {D}): use the RDP accountant"
-                ),
-            ));
-        }
         let mut deltas: Vec<f64> = (k_lo..=k_hi).map(|k| self.delta(k as f64 * D)).collect();
         if n == 1 {
             return Ok(Pmf { lower: k_lo, probs: vec![1.0 - deltas[0]], inf: deltas[0] });
@@ -222,6 +218,14 @@ impl Loss {
         probs.iter_mut().for_each(|p| *p = p.max(0.0));
         Ok(Pmf { lower: k_lo, probs, inf: deltas[n - 1] })
     }
+}
+
+/// The error for a grid or composition window of `points` points.
+fn too_large(points: f64) -> PrivacyError {
+    PrivacyError::new(
+        "noise_multiplier",
+        format!("the PLD would need {points:.3e} grid points (at most {MAX_POINTS}): use the RDP accountant"),
+    )
 }
 
 /// ln sum_i p_i e^(a i), over the p_i > 0.
@@ -278,13 +282,17 @@ impl Pmf {
     }
 
     /// The T-fold self-composition, by a circular FFT power on the Chernoff window.
-    fn self_compose(self, t: u64) -> Pmf {
+    fn self_compose(self, t: u64) -> Result<Pmf> {
         let n = self.probs.len();
         if n <= 1000 && t == 1 {
-            return self;
+            return Ok(self);
         }
         let tf = t as f64;
-        let (mut lo, mut hi) = (0i64, ((n - 1) as u64).saturating_mul(t) as i64);
+        let span = ((n - 1) as u64)
+            .checked_mul(t)
+            .filter(|&v| v < i64::MAX as u64 / 2)
+            .ok_or_else(|| too_large((n - 1) as f64 * tf))?;
+        let (mut lo, mut hi) = (0i64, span as i64);
         for o in (-20..=20).filter(|&o| o != 0) {
             let order = o as f64 / n as f64;
             let bound = (tf * log_mgf(&self.probs, order) + (2.0 / TAIL).ln()) / order;
@@ -298,6 +306,9 @@ impl Pmf {
             }
         }
         let out_len = (hi - lo + 1).max(1) as usize;
+        if out_len > MAX_POINTS {
+            return Err(too_large(out_len as f64));
+        }
         let len = smooth_len(out_len.max(n));
         let mut buf: Vec<Complex64> = self.probs.iter().map(|&p| Complex64::new(p, 0.0)).collect();
         buf.resize(len, Complex64::new(0.0, 0.0));
@@ -311,7 +322,8 @@ impl Pmf {
         let scale = 1.0 / len as f64;
         let probs: Vec<f64> =
             (0..out_len).map(|j| buf[((j as i64 + lo).rem_euclid(len as i64)) as usize].re * scale).collect();
-        Pmf { lower: self.lower * t as i64 + lo, probs, inf: TAIL - (tf * (-self.inf).ln_1p()).exp_m1() }
+        let lower = self.lower.checked_mul(t as i64).and_then(|l| l.checked_add(lo)).ok_or_else(|| too_large(tf))?;
+        Ok(Pmf { lower, probs, inf: TAIL - (tf * (-self.inf).ln_1p()).exp_m1() })
     }
 
     /// The smallest epsilon with delta(epsilon) <= `delta`.
@@ -366,7 +378,7 @@ fn plds(q: f64, sigma: f64, steps: u64) -> Result<Vec<Pmf>> {
     }
     [Adjacency::Remove, Adjacency::Add]
         .into_iter()
-        .map(|adj| Ok(Loss { sigma, q, adj }.pmf()?.self_compose(steps).truncate_tails()))
+        .map(|adj| Ok(Loss { sigma, q, adj }.pmf()?.self_compose(steps)?.truncate_tails()))
         .collect()
 }
 
@@ -417,5 +429,9 @@ mod tests {
         assert_eq!(epsilon(0.1, 1.0, 0, 1e-5).unwrap_err().field, "steps");
         assert_eq!(epsilon(0.1, 1.0, 1, 1.5).unwrap_err().field, "delta");
         assert_eq!(epsilon(1.0, 1e-4, 1, 1e-5).unwrap_err().field, "noise_multiplier");
+        assert_eq!(epsilon(1.0, 1e-12, 1, 1e-5).unwrap_err().field, "noise_multiplier");
+        // A composition window beyond the cap is an error, not an abort.
+        let e = epsilon(0.1, 0.5, 10_000_000, 1e-5).unwrap_err();
+        assert!(e.message.contains("RDP"), "{e}");
     }
 }

@@ -50,6 +50,13 @@ impl Noise {
             Noise::Os(g) => g.normal(),
         }
     }
+    /// One uniform draw in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        match self {
+            Noise::Seed(r) => r.uniform(),
+            Noise::Os(g) => g.uniform(),
+        }
+    }
 }
 
 /// A run's DP accounting, set up by [`DpAccounting::prepare`].

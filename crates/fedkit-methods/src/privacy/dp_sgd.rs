@@ -23,8 +23,14 @@
 //! combine it with `use = "plain"` only. It composes with the user-level stages
 //! (`dp_fixed_clip`) and with secure aggregation.
 //!
-//! Noise comes from the run seed (stream `dp_sgd_noise` per round and client; simulation only)
-//! or, with `noise_source = "os"`, from the operating system's CSPRNG.
+//! Noise and batches come from the run seed (streams `dp_sgd_noise` and the client's training
+//! stream; simulation only: whoever knows the seed knows both) or, with `noise_source = "os"`,
+//! from the operating system's CSPRNG.
+//!
+//! Limits: a client's sample count n_i is public (it sets q_i and the step count, as in Opacus).
+//! Losses built from the client's whole data (`logit_adjusted` with `prior = "client"`) couple
+//! the examples, so one example moves every per-example gradient and the sensitivity exceeds C:
+//! use a data-independent loss.
 //!
 //! Parameters (the paper's symbols): `clip` (C > 0, default 1.0), `noise_multiplier` (sigma > 0,
 //! default 1.0), `delta` (default 0 = n_i^-1.1), `noise_source` (`seed` or `os`).
@@ -114,6 +120,9 @@ struct DpSgdStep<'a> {
     stage: &'a DpSgd,
     client: ClientId,
     noise: Mutex<Noise>,
+    /// Under `noise_source = "os"`, the batches are drawn from the OS too: the server, which
+    /// knows the seed, must not know who is in a batch.
+    sampler: Option<Mutex<Noise>>,
 }
 
 impl LocalStep for DpSgdStep<'_> {
@@ -123,8 +132,15 @@ impl LocalStep for DpSgdStep<'_> {
         let spent = ledger.entry(self.client).or_default();
         spent.samples = n;
         spent.q = q;
+        drop(ledger);
         let steps = n.div_ceil(batch_size.max(1)).max(1);
-        Some((0..steps).map(|_| (0..n).filter(|_| rng.uniform() < q).collect()).collect())
+        Some(match &self.sampler {
+            Some(s) => {
+                let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+                (0..steps).map(|_| (0..n).filter(|_| s.uniform() < q).collect()).collect()
+            }
+            None => (0..steps).map(|_| (0..n).filter(|_| rng.uniform() < q).collect()).collect(),
+        })
     }
 
     fn grad(
@@ -194,7 +210,11 @@ impl Stage for DpSgd {
             ));
         }
         let noise = Noise::new(self.noise_source, cx.rng("dp_sgd_noise"))?;
-        Ok(Some(Box::new(DpSgdStep { stage: self, client: cx.client, noise: Mutex::new(noise) })))
+        let sampler = match self.noise_source {
+            NoiseSource::Os => Some(Mutex::new(Noise::new(NoiseSource::Os, cx.rng("dp_sgd_batches"))?)),
+            NoiseSource::Seed => None,
+        };
+        Ok(Some(Box::new(DpSgdStep { stage: self, client: cx.client, noise: Mutex::new(noise), sampler })))
     }
 
     fn on_update(&self, _cx: &ClientCtx, u: &mut Update, _mem: &mut Extras) -> Result<()> {

@@ -6,7 +6,7 @@ pub mod clip;
 use fedkit_core::Stage;
 use fedkit_core::registry::{Entry, params_resolved};
 
-use crate::attacks;
+use crate::{attacks, compression};
 
 /// Every registered stage.
 pub fn stages() -> &'static [Entry<dyn Stage>] {
@@ -30,6 +30,42 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
                 Ok(Box::new(
                     params_resolved::<crate::privacy::dp_adaptive_clip::DpAdaptiveClip>(t, "", r)?.validated()?,
                 ))
+            },
+        },
+        Entry {
+            name: "topk",
+            source: include_str!("../compression/topk.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<compression::topk::TopK>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "randk",
+            source: include_str!("../compression/randk.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<compression::randk::RandK>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "qsgd",
+            source: include_str!("../compression/qsgd.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<compression::qsgd::Qsgd>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "signsgd",
+            source: include_str!("../compression/signsgd.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<compression::signsgd::SignSgd>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "fp16",
+            source: include_str!("../compression/cast.rs"),
+            build: |t, r| {
+                params_resolved::<compression::cast::Cast>(t, "", r)?;
+                Ok(Box::new(compression::cast::Cast::f16()))
+            },
+        },
+        Entry {
+            name: "bf16",
+            source: include_str!("../compression/cast.rs"),
+            build: |t, r| {
+                params_resolved::<compression::cast::Cast>(t, "", r)?;
+                Ok(Box::new(compression::cast::Cast::bf16()))
             },
         },
         Entry {

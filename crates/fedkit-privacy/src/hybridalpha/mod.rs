@@ -223,7 +223,8 @@ pub fn decrypt_sum(
 
 /// Fixed-point encoding for HybridAlpha: x -> round(x scale) with scale = floor(2^range_bits /
 /// (clients bound)), so every sum of `clients` inputs in [-bound, bound] lies in [-2^range_bits,
-/// 2^range_bits]. The decoded sum is off by at most clients / (2 scale) per coordinate.
+/// 2^range_bits]. The decoded sum is off by less than clients / scale per coordinate (rounding,
+/// and at the bound the clamp to floor(bound scale)).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Encoding {
     pub scale: f64,
@@ -260,7 +261,7 @@ impl Encoding {
         sum.iter().map(|&v| v as f64 / self.scale).collect()
     }
     pub fn error_bound(&self, clients: usize) -> f64 {
-        clients as f64 / (2.0 * self.scale)
+        clients as f64 / self.scale
     }
 }
 
@@ -288,7 +289,8 @@ impl ClientPhases for HybridAlphaClient {
 }
 
 /// The aggregator: collects ciphertexts, asks the TPA for the key of the senders' sum, and
-/// decrypts it.
+/// decrypts it. In simulation it holds the authority in process; a deployment runs the TPA as a
+/// separate party that the aggregator queries.
 pub struct HybridAlphaServer {
     authority: Arc<Mutex<Authority>>,
     points: Arc<LabelPoints>,
@@ -360,14 +362,19 @@ pub fn run_in_process(
     threads: usize,
 ) -> Result<(HybridAlphaServer, fedkit_core::protocol::Traffic)> {
     let len = inputs.first().map_or(0, |i| i.1.len());
-    let ids: Vec<ClientId> = inputs.iter().map(|i| i.0).collect();
+    let n = inputs.len();
+    let mut by_id: BTreeMap<ClientId, Vec<i64>> = inputs.into_iter().collect();
+    if by_id.len() != n {
+        return Err(Error::Method("hybridalpha: a client id appears twice in the round".into()));
+    }
+    let ids: Vec<ClientId> = by_id.keys().copied().collect();
     let (authority, keys) = Authority::new(&ids, entropy, min_parties);
     let points = Arc::new(LabelPoints::new(label, len));
-    let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = keys
-        .into_iter()
-        .zip(inputs)
-        .map(|(k, (_, x))| (k.id, Box::new(HybridAlphaClient::new(k, points.clone(), x)) as _))
-        .collect();
+    let mut clients: BTreeMap<ClientId, Box<dyn ClientPhases>> = BTreeMap::new();
+    for k in keys {
+        let x = by_id.remove(&k.id).unwrap_or_default();
+        clients.insert(k.id, Box::new(HybridAlphaClient::new(k, points.clone(), x)));
+    }
     let table = bsgs::Table::shared(table_bits)?;
     let mut server = HybridAlphaServer::new(Arc::new(Mutex::new(authority)), points, table, range);
     let traffic = fedkit_core::protocol::run_phases(&mut server, &mut clients, faults, threads)?;

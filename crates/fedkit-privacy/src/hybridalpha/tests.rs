@@ -110,3 +110,12 @@ fn encoding_keeps_sums_in_range_within_the_error_bound() {
     }
     assert!(Encoding::new(10, 1e9, 20).unwrap_err().to_string().contains("range_bits"));
 }
+
+#[test]
+fn keys_follow_ids_whatever_the_input_order_and_duplicates_are_refused() {
+    let inputs = vec![(9, vec![1, 2]), (3, vec![10, 20]), (5, vec![100, 200])];
+    let (server, _) = run_in_process(1, inputs, &[2u8; 32], 2, 1000, 12, &fedkit_core::protocol::NoFaults, 1).unwrap();
+    assert_eq!(server.sum().unwrap(), &[111, 222]);
+    let dup = vec![(1, vec![1]), (1, vec![2])];
+    assert!(run_in_process(1, dup, &[2u8; 32], 2, 1000, 12, &fedkit_core::protocol::NoFaults, 1).is_err());
+}

@@ -128,6 +128,13 @@ impl SecAggClient {
         let ServerMsg::Survivors { masked } = from_bytes(inbox, "survivor list")? else {
             return Err(Error::Method("secagg: expected the survivor list".into()));
         };
+        if masked.len() < self.params.min_summed {
+            return Err(Error::Method(format!(
+                "secagg: only {} inputs would be summed, fewer than the {} the distributed DP needs: the client refuses to unmask",
+                masked.len(),
+                self.params.min_summed
+            )));
+        }
         let (mut b_shares, mut s_shares) = (Vec::new(), Vec::new());
         for (&v, pair) in &self.held {
             if masked.binary_search(&v).is_ok() {

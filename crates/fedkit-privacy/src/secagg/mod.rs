@@ -66,6 +66,10 @@ pub struct Params {
     pub neighbours: usize,
     /// Public randomness of the round (SecAgg+'s graph).
     pub round_seed: u64,
+    /// The fewest inputs a client lets the server sum: with fewer masked inputs it refuses to
+    /// unmask (distributed DP's survivor floor; 0 = none beyond the threshold).
+    #[serde(default)]
+    pub min_summed: usize,
 }
 
 /// The phases' messages from a client.
@@ -193,7 +197,8 @@ pub fn neighbours(p: &Params, clients: &[ClientId], u: ClientId) -> Vec<ClientId
 /// Fixed-point encoding for a sum of up to `clients` vectors with coordinates in
 /// [-`bound`, `bound`]: x -> round(x * scale) mod 2^32 with scale = floor((2^31 - 1) /
 /// (clients * bound)), so that no sum wraps. Values outside the bound are clipped to it. The
-/// decoded sum is off by at most clients / (2 scale) per coordinate.
+/// decoded sum is off by less than clients / scale per coordinate (rounding, and at the bound the
+/// clamp to floor(bound scale)).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Encoding {
     pub scale: f64,
@@ -217,7 +222,7 @@ impl Encoding {
     }
     /// The per-coordinate error bound of a decoded sum of `clients` vectors.
     pub fn error_bound(&self, clients: usize) -> f64 {
-        clients as f64 / (2.0 * self.scale)
+        clients as f64 / self.scale
     }
 }
 

@@ -11,7 +11,7 @@ use super::*;
 use rand_secagg::{RngExt, SeedableRng};
 
 fn params(len: usize, neighbours: usize) -> Params {
-    Params { len, threshold: 0.5, neighbours, round_seed: 11 }
+    Params { len, threshold: 0.5, neighbours, round_seed: 1, min_summed: 01 }
 }
 
 fn input(c: ClientId, len: usize) -> Vec<u32> {

@@ -1,0 +1,43 @@
+//! The uplink's wire form (issue 11): what the server receives from each client and how many
+//! bytes it was.
+
+use fedkit_core::wire::{self, EXTRA_KEY};
+use fedkit_core::{Error, Extra, Params, Result, Update};
+
+/// Turn each update into what the server receives and return the bytes they took.
+/// - A compressed update carries its encoded message in the extra `wire`
+///   (`fedkit_core::wire::EXTRA_KEY`): it is decoded against the model's layout, must give back
+///   the update's values and extras exactly (a stage that changed the update after its
+///   compressor is an error), and counts its own length.
+/// - Any other update counts as the dense f32 message it would be (`wire::dense_len`).
+///
+/// Under secure aggregation a compressed update is refused: none of the compressors is linear
+/// over the ring.
+pub(crate) fn receive(global: &Params, ups: &mut [Update], secure: bool) -> Result<usize> {
+    let id = wire::layout_id(global.layout());
+    let mut total = 0;
+    for u in ups.iter_mut() {
+        let Some(Extra::Bytes(bytes)) = u.extras.0.remove(EXTRA_KEY) else {
+            total += wire::dense_len(u.delta.len(), &u.extras)?;
+            continue;
+        };
+        if secure {
+            return Err(Error::config(
+                "secure_aggregation.use",
+                "a compressed update cannot be summed in the ring (no fedkit compressor is linear over it): drop the compressor or secure aggregation",
+            ));
+        }
+        let m = wire::decode(&bytes, Some((id, global.len())))
+            .map_err(|e| Error::Method(format!("client {}: its update: {e}", u.client)))?;
+        let (values, extras) = m.values();
+        let same = values.iter().zip(u.delta.as_slice()).all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same || extras != u.extras {
+            return Err(Error::Method(format!(
+                "client {}: the update differs from its compressed message: a stage changed it after the compressor; put the compressor last in the pipeline",
+                u.client
+            )));
+        }
+        total += bytes.len();
+    }
+    Ok(total)
+}

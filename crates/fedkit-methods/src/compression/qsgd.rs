@@ -1,0 +1,69 @@
+//! `qsgd`: stochastic quantisation to s levels, Alistarh, Grubic, Li, Tomioka, Vojnovic, "QSGD:
+//! Communication-Efficient SGD via Gradient Quantization and Encoding", NeurIPS 2017.
+//!
+//! Q_s(x)_i = ||x||_2 sign(x_i) xi_i(x, s), where with l = floor(s |x_i| / ||x||_2), xi_i is
+//! (l + 1) / s with probability s |x_i| / ||x||_2 - l and l / s otherwise: unbiased, with
+//! variance at most min(d / s^2, sqrt(d) / s) ||x||_2^2 (the paper's Lemma 3.1). The levels
+//! travel in Elias-gamma code with a sign bit each (the paper's Elias coding), the norm as f32.
+//! The rounding draws from the client's stream `qsgd`.
+//!
+//! Parameters: `levels` (s >= 1, default 16).
+//!
+//! ```toml
+//! [[pipeline]]
+//! use = "qsgd"
+//! levels = 16
+//! ```
+
+use fedkit_core::wire::Block;
+use fedkit_core::{ClientCtx, Error, Extras, Result, RngStream, Stage, Update};
+use serde::{Deserialize, Serialize};
+
+use super::send;
+
+/// QSGD.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Qsgd {
+    pub levels: u32,
+}
+
+impl Default for Qsgd {
+    fn default() -> Self {
+        Qsgd { levels: 16 }
+    }
+}
+
+impl Qsgd {
+    pub fn validated(self) -> Result<Self> {
+        if self.levels == 0 {
+            return Err(Error::config("levels", "must be at least 1"));
+        }
+        Ok(self)
+    }
+}
+
+/// The QSGD block of `x` at `s` levels.
+pub fn quantize(x: &[f32], s: u32, rng: &mut RngStream) -> Block {
+    let norm = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    let levels = if norm == 0.0 {
+        vec![0; x.len()]
+    } else {
+        x.iter()
+            .map(|&v| {
+                let r = s as f64 * (v.abs() as f64) / norm;
+                let l = r.floor();
+                let l = (l + f64::from(rng.uniform() < r - l)).min(s as f64) as i32;
+                if v < 0.0 { -l } else { l }
+            })
+            .collect()
+    };
+    Block::Qsgd { s, norm: norm as f32, levels }
+}
+
+impl Stage for Qsgd {
+    fn on_update(&self, cx: &ClientCtx, u: &mut Update, _mem: &mut Extras) -> Result<()> {
+        let b = quantize(u.delta.as_slice(), self.levels, &mut cx.rng("qsgd"));
+        send(u, vec![b])
+    }
+}
