@@ -76,3 +76,21 @@ fn secure_aggregation_and_late_changes_are_refused() {
     let e = err(&[r#"pipeline=[{ use = "qsgd" }, { use = "clip", max_norm = 1e-6 }]"#]);
     assert!(e.contains("after the compressor"), "{e}");
 }
+
+#[test]
+fn compression_composes_with_dp_in_the_right_order() {
+    let err = |sets: &[&str]| match cfg(sets).and_then(Engine::new) {
+        Ok(mut e) => e.run_round().err().map(|e| e.to_string()).unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    let poisson = ["sampling.scheme=\"poisson\"", "sampling.rate=0.5"];
+    // DP first, then the compressor: runs, logs epsilon, sends fewer bytes.
+    let ok =
+        r#"pipeline=[{ use = "dp_fixed_clip", clip = 0.5, noise_multiplier = 1.0 }, { use = "qsgd", levels = 4 }]"#;
+    let e = run(cfg(&[poisson[0], poisson[1], ok]).unwrap());
+    assert!(e.records[2].get("epsilon").is_some());
+    // The other order: refused, naming the fix.
+    let bad = r#"pipeline=[{ use = "qsgd" }, { use = "dp_fixed_clip" }]"#;
+    let msg = err(&[poisson[0], poisson[1], bad]);
+    assert!(msg.contains("put the compressor after"), "{msg}");
+}

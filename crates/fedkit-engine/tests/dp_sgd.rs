@@ -86,6 +86,11 @@ fn the_logged_epsilon_is_the_accountants_for_the_worst_client() {
         .fold(0.0, f64::max);
     let logged: Vec<f64> = e.records.iter().map(|r| r.get("sample_epsilon").unwrap()).collect();
     assert_eq!(logged[2], worst);
+    // The PLD accountant: tighter, the same clients.
+    let pld = format!("{}, accountant = \"pld\" }}]", d.trim_end_matches(" }]"));
+    let p = run(cfg(&[&pld]).unwrap());
+    let tight = p.records[2].get("sample_epsilon").unwrap();
+    assert!(tight < worst && tight > 0.5 * worst, "PLD {tight} vs RDP {worst}");
     assert!(logged[0] < logged[1] && logged[1] < logged[2], "{logged:?}");
     assert!(e.records[2].get("client_loss").is_none());
 }

@@ -181,6 +181,14 @@ impl DpAccounting {
 /// A client update clipped to L2 norm `clip`, with weight 1 and no metrics (nothing but the
 /// update leaves the client); extras are refused. Returns whether it was inside the ball.
 pub fn clip_update(stage: &str, u: &mut fedkit_core::Update, clip: f64) -> Result<bool> {
+    if u.extras.0.contains_key(fedkit_core::wire::EXTRA_KEY) {
+        return Err(Error::config(
+            "pipeline",
+            format!(
+                "the update was compressed before {stage}: put the compressor after it (compression of a clipped update is post-processing)"
+            ),
+        ));
+    }
     if let Some(name) = u.extras.0.keys().next() {
         return Err(Error::config(
             "algorithm.use",
@@ -196,6 +204,18 @@ pub fn clip_update(stage: &str, u: &mut fedkit_core::Update, clip: f64) -> Resul
     u.weight = 1.0;
     u.metrics.clear();
     Ok(norm <= clip)
+}
+
+/// Server side, before the noise: clip every received update to `clip` again. A compressor
+/// after the client's clip (QSGD, random-k) may have grown its norm; the sum's sensitivity must
+/// stay C.
+pub fn reclip(us: &mut [fedkit_core::Update], clip: f64) {
+    for u in us {
+        let norm = u.delta.l2();
+        if norm > clip {
+            u.delta.scale((clip / norm) as f32);
+        }
+    }
 }
 
 /// Add N(0, std^2) to every value.

@@ -157,6 +157,8 @@ impl Stage for DpAdaptiveClip {
             u.extras.0.remove(BELOW);
             self.below += b;
         }
+        // A compressor after the client's clip may have grown the norm: clip again.
+        super::accounting::reclip(us, self.clip);
         Ok(())
     }
 

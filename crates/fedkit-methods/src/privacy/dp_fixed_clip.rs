@@ -12,6 +12,9 @@
 //!   - A round whose Poisson cohort is empty is noised too.
 //! - **Local mode** (`mode = "local"`): each client adds N(0, (z C)^2) to its clipped update
 //!   itself, and the server averages as usual.
+//! - **With a compressor** (issue 11), put it after this stage: compressing the clipped (and,
+//!   in local mode, noised) update is post-processing. In central mode the server clips every
+//!   decoded update to C again before the noise, since a compressor may grow the norm.
 //!
 //! Accounting (`fedkit-privacy`, RDP) runs every round and the run logs `epsilon` at `delta`:
 //! - Poisson sampling: add/remove-one users; the sum's sensitivity is C (noise multiplier z).
@@ -133,6 +136,13 @@ impl Stage for DpFixedClip {
         if self.mode == Mode::Local {
             let mut noise = Noise::new(self.noise_source, cx.rng("dp_noise"))?;
             add_noise(u.delta.as_mut_slice(), self.noise_multiplier * self.clip, &mut noise);
+        }
+        Ok(())
+    }
+
+    fn on_cohort(&mut self, _r: &RoundCtx, us: &mut Vec<Update>) -> Result<()> {
+        if self.mode == Mode::Central {
+            super::accounting::reclip(us, self.clip);
         }
         Ok(())
     }

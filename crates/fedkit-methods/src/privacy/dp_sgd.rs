@@ -33,7 +33,9 @@
 //! use a data-independent loss.
 //!
 //! Parameters (the paper's symbols): `clip` (C > 0, default 1.0), `noise_multiplier` (sigma > 0,
-//! default 1.0), `delta` (default 0 = n_i^-1.1), `noise_source` (`seed` or `os`).
+//! default 1.0), `delta` (default 0 = n_i^-1.1), `noise_source` (`seed` or `os`), `accountant`
+//! (`rdp`, the default, or `pld`: the tighter privacy-loss-distribution accountant,
+//! `fedkit_privacy::pld`; its values are cached by sampling rate and step count).
 //!
 //! ```toml
 //! [client]
@@ -45,6 +47,7 @@
 //! noise_multiplier = 1.0
 //! delta = 0.0
 //! noise_source = "seed"
+//! accountant = "rdp"
 //! ```
 
 use std::collections::BTreeMap;
@@ -73,6 +76,15 @@ struct Spent {
     accounted: u64,
 }
 
+/// Which accountant computes `sample_epsilon`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accountant {
+    #[default]
+    Rdp,
+    Pld,
+}
+
 /// Sample-level DP-SGD.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,8 +93,12 @@ pub struct DpSgd {
     pub noise_multiplier: f64,
     pub delta: f64,
     pub noise_source: NoiseSource,
+    pub accountant: Accountant,
     #[serde(skip)]
     ledger: Mutex<BTreeMap<ClientId, Spent>>,
+    /// PLD epsilons by (q bits, steps, delta bits).
+    #[serde(skip)]
+    pld_cache: BTreeMap<(u64, u64, u64), f64>,
     #[serde(skip)]
     local_rule: String,
 }
@@ -95,7 +111,9 @@ impl Default for DpSgd {
             noise_multiplier: 1.0,
             delta: 0.0,
             noise_source: NoiseSource::Seed,
+            accountant: Accountant::Rdp,
             ledger: Mutex::new(BTreeMap::new()),
+            pld_cache: BTreeMap::new(),
             local_rule: String::new(),
         }
     }
@@ -236,16 +254,31 @@ impl Stage for DpSgd {
     }
 
     fn on_aggregate(&mut self, _r: &RoundCtx, a: &mut Aggregate) -> Result<()> {
-        let (z, delta) = (self.noise_multiplier, self.delta);
+        let (z, delta, accountant) = (self.noise_multiplier, self.delta, self.accountant);
         let orders = Orders::dp_accounting();
+        let err = |e: fedkit_privacy::PrivacyError| Error::Method(format!("{NAME}: {e}"));
         let mut worst = 0.0f64;
-        for spent in self.ledger().values_mut() {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        for spent in ledger.values_mut() {
             if spent.steps > spent.accounted {
-                let m = Mechanism { q: spent.q, sigma: z, steps: spent.steps, sampling: Sampling::Poisson };
                 let d = if delta > 0.0 { delta } else { (spent.samples.max(2) as f64).powf(-1.1) };
-                spent.epsilon = fedkit_privacy::epsilon(&m, d, &orders, Series::Magnitudes)
-                    .map_err(|e| Error::Method(format!("{NAME}: {e}")))?
-                    .0;
+                spent.epsilon = match accountant {
+                    Accountant::Rdp => {
+                        let m = Mechanism { q: spent.q, sigma: z, steps: spent.steps, sampling: Sampling::Poisson };
+                        fedkit_privacy::epsilon(&m, d, &orders, Series::Magnitudes).map_err(err)?.0
+                    }
+                    Accountant::Pld => {
+                        let key = (spent.q.to_bits(), spent.steps, d.to_bits());
+                        match self.pld_cache.get(&key) {
+                            Some(&e) => e,
+                            None => {
+                                let e = fedkit_privacy::pld::epsilon(spent.q, z, spent.steps, d).map_err(err)?;
+                                self.pld_cache.insert(key, e);
+                                e
+                            }
+                        }
+                    }
+                };
                 spent.accounted = spent.steps;
             }
             worst = worst.max(spent.epsilon);
