@@ -452,6 +452,12 @@ pub trait Aggregator: Send {
 /// declared order; server-side hooks in reverse order. `mem` is this stage's persistent memory
 /// for this client (e.g. an error-feedback residual), saved in checkpoints.
 pub trait Stage: Send + Sync {
+    /// On the server, before the round's clients run: the cohort and each member's sample
+    /// count (`sizes[i]` for `r.cohort[i]`). A stage that plans the round (DAdaQuant's levels)
+    /// sets it here; in a deployment the plan travels with the broadcast.
+    fn on_round_start(&mut self, _r: &RoundCtx, _sizes: &[usize]) -> Result<()> {
+        Ok(())
+    }
     /// Before local training, on the client's data.
     fn on_data(&self, _cx: &ClientCtx, _d: &mut ClientData, _mem: &mut Extras) -> Result<()> {
         Ok(())

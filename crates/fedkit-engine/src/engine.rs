@@ -319,6 +319,19 @@ impl Engine {
         let t0 = Instant::now();
         let plan = self.plan(self.round + 1)?;
         let broadcast = self.algorithm.broadcast(&self.round_ctx(&plan), self.server.as_ref())?;
+        let sizes: Vec<usize> = plan.run_ids.iter().map(|&c| self.fed.clients[c as usize].len()).collect();
+        let r = RoundCtx {
+            round: plan.round,
+            cohort: &plan.run_ids,
+            global: &self.global,
+            seed: self.cfg.seed,
+            population: self.fed.clients.len(),
+            malicious: &plan.attacking,
+            draws: &plan.run_draws,
+        };
+        for s in self.stages.iter_mut() {
+            s.stage.on_round_start(&r, &sizes)?;
+        }
         let results = self.run_clients(&plan, &broadcast);
         let t_clients = t0.elapsed().as_secs_f64();
         let (mut ups, failed) = split(results);

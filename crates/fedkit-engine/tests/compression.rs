@@ -94,3 +94,12 @@ fn compression_composes_with_dp_in_the_right_order() {
     let msg = err(&[poisson[0], poisson[1], bad]);
     assert!(msg.contains("put the compressor after"), "{msg}");
 }
+
+#[test]
+fn dadaquant_starts_at_q_min_and_sends_fewer_bytes_than_static_qsgd_at_q_max() {
+    let dq = run(cfg(&[r#"pipeline=[{ use = "dadaquant", q_min = 1, q_max = 64, bucket = 16 }]"#]).unwrap());
+    let st = run(cfg(&[r#"pipeline=[{ use = "qsgd", levels = 64, bucket = 16 }]"#]).unwrap());
+    assert_eq!(dq.records[0].get("dadaquant_q"), Some(1.0));
+    let (a, b) = (dq.records[0].get("bytes_up").unwrap(), st.records[0].get("bytes_up").unwrap());
+    assert!(a < b, "{a} vs {b}");
+}

@@ -9,6 +9,7 @@
 //! it survives checkpoints.
 
 pub mod cast;
+pub mod dadaquant;
 pub mod qsgd;
 pub mod randk;
 pub mod signsgd;

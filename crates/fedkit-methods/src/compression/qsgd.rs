@@ -7,12 +7,14 @@
 //! travel in Elias-gamma code with a sign bit each (the paper's Elias coding), the norm as f32.
 //! The rounding draws from the client's stream `qsgd`.
 //!
-//! Parameters: `levels` (s >= 1, default 16).
+//! Parameters: `levels` (s >= 1, default 16), `bucket` (coordinates per bucket, each with its
+//! own norm, as the paper's bucketed variant; 0, the default, for one bucket: the whole update).
 //!
 //! ```toml
 //! [[pipeline]]
 //! use = "qsgd"
 //! levels = 16
+//! bucket = 0
 //! ```
 
 use fedkit_core::wire::Block;
@@ -26,11 +28,12 @@ use super::send;
 #[serde(deny_unknown_fields, default)]
 pub struct Qsgd {
     pub levels: u32,
+    pub bucket: usize,
 }
 
 impl Default for Qsgd {
     fn default() -> Self {
-        Qsgd { levels: 16 }
+        Qsgd { levels: 16, bucket: 0 }
     }
 }
 
@@ -61,9 +64,15 @@ pub fn quantize(x: &[f32], s: u32, rng: &mut RngStream) -> Block {
     Block::Qsgd { s, norm: norm as f32, levels }
 }
 
+/// One QSGD block a bucket of `bucket` coordinates (0: one bucket).
+pub fn quantize_buckets(x: &[f32], s: u32, bucket: usize, rng: &mut RngStream) -> Vec<Block> {
+    let size = if bucket == 0 { x.len().max(1) } else { bucket };
+    x.chunks(size).map(|c| quantize(c, s, rng)).collect()
+}
+
 impl Stage for Qsgd {
     fn on_update(&self, cx: &ClientCtx, u: &mut Update, _mem: &mut Extras) -> Result<()> {
-        let b = quantize(u.delta.as_slice(), self.levels, &mut cx.rng("qsgd"));
-        send(u, vec![b])
+        let b = quantize_buckets(u.delta.as_slice(), self.levels, self.bucket, &mut cx.rng("qsgd"));
+        send(u, b)
     }
 }

@@ -48,6 +48,11 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             build: |t, r| Ok(Box::new(params_resolved::<compression::qsgd::Qsgd>(t, "", r)?.validated()?)),
         },
         Entry {
+            name: "dadaquant",
+            source: include_str!("../compression/dadaquant.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<compression::dadaquant::DAdaQuant>(t, "", r)?.validated()?)),
+        },
+        Entry {
             name: "signsgd",
             source: include_str!("../compression/signsgd.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<compression::signsgd::SignSgd>(t, "", r)?.validated()?)),
