@@ -103,3 +103,35 @@ fn dadaquant_starts_at_q_min_and_sends_fewer_bytes_than_static_qsgd_at_q_max() {
     let (a, b) = (dq.records[0].get("bytes_up").unwrap(), st.records[0].get("bytes_up").unwrap());
     assert!(a < b, "{a} vs {b}");
 }
+
+/// EF21 without compression and momentum, every client every round, is distributed SGD: the
+/// first step is x - gamma mean_i grad_i, as FedAvg with one local SGD step of lr gamma and
+/// the unweighted mean; later, EF21-PP keeps g the mean of all clients' g_i.
+#[test]
+fn ef21_without_compression_or_momentum_is_distributed_sgd() {
+    let all = ["sampling.per_round=20", "rounds=1"];
+    let ef = run(cfg(&[
+        all[0],
+        all[1],
+        "algorithm.use=\"ef21_sgdm\"",
+        "algorithm.lr=0.05",
+        "algorithm.momentum=1.0",
+        "algorithm.fraction=1.0",
+    ])
+    .unwrap());
+    let sgd = run(cfg(&[
+        all[0],
+        all[1],
+        "client.lr=0.05",
+        "client.max_steps=1",
+        "client.momentum=0.0",
+        "aggregator.weighted=false",
+    ])
+    .unwrap());
+    let d = ef.global.as_slice().iter().zip(sgd.global.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d < 1e-6, "max difference {d}");
+    // With top-k 5% the uplink is sparse.
+    let k = run(cfg(&["algorithm.use=\"ef21_sgdm\"", "algorithm.fraction=0.05"]).unwrap());
+    let dense = run(cfg(&[]).unwrap());
+    assert!(k.records[0].get("bytes_up").unwrap() < 0.15 * dense.records[0].get("bytes_up").unwrap());
+}

@@ -3,6 +3,7 @@
 pub mod afl;
 pub(crate) mod composite;
 pub mod drfa;
+pub mod ef21_sgdm;
 pub mod fedavg;
 pub mod fedavgm;
 pub mod fedbn;
@@ -42,6 +43,11 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             name: "scaffold",
             source: include_str!("scaffold.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<scaffold::Scaffold>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "ef21_sgdm",
+            source: include_str!("ef21_sgdm.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<ef21_sgdm::Ef21Sgdm>(t, "", r)?.validated()?)),
         },
         Entry {
             name: "fednova",
