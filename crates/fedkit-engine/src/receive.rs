@@ -7,8 +7,9 @@ use fedkit_core::{Error, Extra, Params, Result, Update};
 /// Turn each update into what the server receives and return the bytes they took.
 /// - A compressed update carries its encoded message in the extra `wire`
 ///   (`fedkit_core::wire::EXTRA_KEY`): it is decoded against the model's layout, must give back
-///   the update's values and extras exactly (a stage that changed the update after its
-///   compressor is an error), and counts its own length.
+///   the update's values and extras exactly, and counts its own length. An update that a
+///   later stage changed (an attack on a compressing algorithm, a clip after the compressor)
+///   is what the client sends instead, uncompressed: it counts as a dense message.
 /// - Any other update counts as the dense f32 message it would be (`wire::dense_len`).
 ///
 /// Under secure aggregation a compressed update is refused: none of the compressors is linear
@@ -31,13 +32,7 @@ pub(crate) fn receive(global: &Params, ups: &mut [Update], secure: bool) -> Resu
             .map_err(|e| Error::Method(format!("client {}: its update: {e}", u.client)))?;
         let (values, extras) = m.values();
         let same = values.iter().zip(u.delta.as_slice()).all(|(a, b)| a.to_bits() == b.to_bits());
-        if !same || extras != u.extras {
-            return Err(Error::Method(format!(
-                "client {}: the update differs from its compressed message: a stage changed it after the compressor; put the compressor last in the pipeline",
-                u.client
-            )));
-        }
-        total += bytes.len();
+        total += if same && extras == u.extras { bytes.len() } else { wire::dense_len(u.delta.len(), &u.extras)? };
     }
     Ok(total)
 }

@@ -44,6 +44,10 @@ fn final_train_loss(cfg: RunConfig) -> f64 {
 /// (default 1), not `[client]` epochs.
 const OTHER_OBJECTIVE: &[&str] = &["fedmid", "feddualavg", "afl", "drfa", "hsgd"];
 
+/// FedSGD-style algorithms take one compressed stochastic gradient a round (EF21-SGDM): after 40
+/// rounds they only have to be below the loss FedAvg has after one round of full epochs.
+const ONE_GRADIENT_A_ROUND: &[&str] = &["ef21_sgdm"];
+
 #[test]
 fn every_algorithm_with_defaults_trains_about_as_well_as_fedavg() {
     let rounds = 40;
@@ -56,7 +60,13 @@ fn every_algorithm_with_defaults_trains_about_as_well_as_fedavg() {
     for (name, loss) in &losses {
         // Within 50% of FedAvg's loss, or for the others at least well below the loss after one
         // round (2.3 here): none may blow up.
-        let bound = if OTHER_OBJECTIVE.contains(name) { 0.5 * initial } else { 1.5 * fedavg };
+        let bound = if OTHER_OBJECTIVE.contains(name) {
+            0.5 * initial
+        } else if ONE_GRADIENT_A_ROUND.contains(name) {
+            initial
+        } else {
+            1.5 * fedavg
+        };
         assert!(
             loss.is_finite() && *loss <= bound,
             "`{name}` ends at train loss {loss:.3} against FedAvg's {fedavg:.3} with default settings\n{}",

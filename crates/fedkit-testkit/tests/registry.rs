@@ -15,7 +15,10 @@ const CUSTOM_SERVER_RULE: &[&str] =
 /// Algorithms whose first-round client step is by design not plain SGD with their default
 /// parameters: only the state serde check runs for them. `fedmid`: every local step is a
 /// proximal step soft(w - lr g, lr l1) (its l1 = 0 case is tested to be FedAvg bit for bit).
-const NOT_PLAIN_SGD: &[&str] = &["fedmid"];
+/// `ef21_sgdm`: a client sends the compressed change of its gradient estimate, c_i = TopK(v_i -
+/// g_i), not a model delta (without compression or momentum it is tested to be distributed SGD
+/// in crates/fedkit-engine/tests/compression.rs).
+const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm"];
 
 /// Aggregators whose defaults change every update on purpose, checked with parameters under
 /// which they do not (their binding behaviour is tested in their own files): `norm_bound` clips

@@ -4,8 +4,9 @@
 //! the message on receipt, checks it, and counts its length as `bytes_up`. Extras (control
 //! variates) travel dense in the message's `Extras` block.
 //!
-//! A compressor must be the last client-side stage: one that changes the update afterwards is
-//! an error at the server. Error feedback keeps each client's residual in its stage memory, so
+//! A compressor should be the last client-side stage: a stage that changes the update
+//! afterwards sends it uncompressed (the engine then counts a dense message). DP stages refuse
+//! to follow a compressor. Error feedback keeps each client's residual in its stage memory, so
 //! it survives checkpoints.
 
 pub mod cast;
