@@ -320,26 +320,18 @@ impl Engine {
         let plan = self.plan(self.round + 1)?;
         let broadcast = self.algorithm.broadcast(&self.round_ctx(&plan), self.server.as_ref())?;
         let sizes: Vec<usize> = plan.run_ids.iter().map(|&c| self.fed.clients[c as usize].len()).collect();
-        let r = RoundCtx {
-            round: plan.round,
-            cohort: &plan.run_ids,
-            global: &self.global,
-            seed: self.cfg.seed,
-            population: self.fed.clients.len(),
-            malicious: &plan.attacking,
-            draws: &plan.run_draws,
-        };
+        let r = plan_ctx(&plan, &self.global, self.cfg.seed, self.fed.clients.len());
         for s in self.stages.iter_mut() {
             s.stage.on_round_start(&r, &sizes)?;
         }
+        let secure = self.cfg.secure_aggregation.protocol != SecAggProtocol::None;
         let results = self.run_clients(&plan, &broadcast);
         let t_clients = t0.elapsed().as_secs_f64();
         let (mut ups, failed) = split(results);
-        if self.cfg.secure_aggregation.protocol != SecAggProtocol::None {
+        if secure {
             // Nothing but the masked update leaves a client.
             ups.iter_mut().for_each(|u| u.metrics.clear());
         }
-        let secure = self.cfg.secure_aggregation.protocol != SecAggProtocol::None;
         let bytes_up = crate::receive::receive(&self.global, &mut ups, secure)?;
         let mut rec = self.client_metrics(&plan, &broadcast, &ups, &failed);
         rec.set("bytes_up", bytes_up as f64);
@@ -406,15 +398,7 @@ impl Engine {
 
     /// The server's view of a planned round.
     fn round_ctx<'a>(&'a self, plan: &'a RoundPlan) -> RoundCtx<'a> {
-        RoundCtx {
-            round: plan.round,
-            cohort: &plan.run_ids,
-            global: &self.global,
-            seed: self.cfg.seed,
-            population: self.population(),
-            malicious: &plan.attacking,
-            draws: &plan.run_draws,
-        }
+        plan_ctx(plan, &self.global, self.cfg.seed, self.population())
     }
 
     /// 1. The cohort's client steps, in parallel on the workers; each client takes its
@@ -498,15 +482,7 @@ impl Engine {
                 None => Ok(()),
             };
         }
-        let r = RoundCtx {
-            round,
-            cohort: &plan.run_ids,
-            global: &self.global,
-            seed: self.cfg.seed,
-            population: self.fed.clients.len(),
-            malicious: &plan.attacking,
-            draws: &plan.run_draws,
-        };
+        let r = plan_ctx(plan, &self.global, self.cfg.seed, self.fed.clients.len());
         for s in self.stages.iter_mut() {
             s.stage.on_cohort(&r, ups)?;
         }
@@ -936,4 +912,17 @@ pub fn uniform_cohort(seed: u64, round: u32, population: usize, per_round: usize
         .collect();
     c.sort_unstable();
     c
+}
+
+/// The round context of `plan` (by fields, so callers can borrow the stages mutably beside it).
+fn plan_ctx<'a>(plan: &'a RoundPlan, global: &'a Params, seed: u64, population: usize) -> RoundCtx<'a> {
+    RoundCtx {
+        round: plan.round,
+        cohort: &plan.run_ids,
+        global,
+        seed,
+        population,
+        malicious: &plan.attacking,
+        draws: &plan.run_draws,
+    }
 }

@@ -5,20 +5,13 @@
 use fedkit_engine::{Engine, RunConfig};
 
 mod common;
+use common::run;
 
 const BASE: &[&str] =
     &["rounds=3", "data.synthetic.users=20", "sampling.per_round=5", "eval.every=1000", "eval.initial=false"];
 
 fn cfg(sets: &[&str]) -> fedkit_core::Result<RunConfig> {
     common::config(BASE, sets)
-}
-
-fn run(c: RunConfig) -> Engine {
-    let mut e = Engine::new(c).unwrap();
-    for _ in 0..e.cfg.rounds {
-        e.run_round().unwrap();
-    }
-    e
 }
 
 #[test]

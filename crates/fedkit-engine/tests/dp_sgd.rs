@@ -7,6 +7,7 @@ use fedkit_engine::{Engine, RunConfig};
 use fedkit_privacy::{Mechanism, Orders, Sampling, Series};
 
 mod common;
+use common::run;
 
 const BASE: &[&str] = &[
     "rounds=3",
@@ -20,14 +21,6 @@ const BASE: &[&str] = &[
 
 fn cfg(sets: &[&str]) -> fedkit_core::Result<RunConfig> {
     common::config(BASE, sets)
-}
-
-fn run(c: RunConfig) -> Engine {
-    let mut e = Engine::new(c).unwrap();
-    for _ in 0..e.cfg.rounds {
-        e.run_round().unwrap();
-    }
-    e
 }
 
 fn dp(clip: f64, z: f64) -> String {

@@ -4,6 +4,7 @@
 use fedkit_engine::{Engine, RunConfig, poisson_cohort};
 
 mod common;
+use common::run;
 
 const BASE: &[&str] = &[
     "rounds=6",
@@ -16,14 +17,6 @@ const BASE: &[&str] = &[
 
 fn cfg(sets: &[&str]) -> fedkit_core::Result<RunConfig> {
     common::config(BASE, sets)
-}
-
-fn run(c: RunConfig) -> Engine {
-    let mut e = Engine::new(c).unwrap();
-    for _ in 0..e.cfg.rounds {
-        e.run_round().unwrap();
-    }
-    e
 }
 
 const DP: &str = r#"pipeline=[{ use = "dp_fixed_clip", clip = 0.5, noise_multiplier = 1.1, delta = 1e-4 }]"#;
