@@ -7,6 +7,7 @@ mod demo;
 mod export;
 mod heatmap;
 mod matrix;
+mod plot;
 mod privacy;
 mod progress;
 mod report;
@@ -205,6 +206,9 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         last: usize,
     },
+    /// Draw one curve per run (mean and a band over seeds) of a metric against rounds, bytes
+    /// sent or seconds, as PNG or SVG.
+    Plot(plot::PlotArgs),
     /// Differential-privacy accounting: epsilon of a mechanism, or the noise for a target epsilon.
     Privacy {
         #[command(subcommand)]
@@ -362,6 +366,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::Bench { quick } => bench::run(quick),
         Command::Privacy { command } => privacy::run(command),
+        Command::Plot(a) => plot::run(a),
     }
 }
 

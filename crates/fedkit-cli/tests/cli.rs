@@ -496,3 +496,52 @@ fn privacy_epsilon_and_noise_with_json_and_clear_errors() {
         fails_with(fedkit(&a, &[]), &[msg]);
     }
 }
+
+#[test]
+fn plot_draws_a_curve_per_variant_with_a_seed_band_as_svg_and_png() {
+    let d = tmp("plot");
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/smoke/synthetic.toml");
+    let out = d.join("cmp");
+    let o = fedkit(
+        &[
+            "compare",
+            cfg,
+            "--variant",
+            "plain=rounds=4",
+            "--variant",
+            "fp16=rounds=4;pipeline=[{ use = \"fp16\" }]",
+            "--seeds",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = d.join("p.svg");
+    let o = fedkit(&["plot", out.to_str().unwrap(), "--x", "bytes-up", "--out", svg.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("plain") && text.contains("fp16"), "legend labels");
+    assert!(text.matches("<polyline").count() >= 2, "a line per curve");
+    assert!(text.contains("MB sent"), "the x axis is labelled");
+    let png = d.join("p.png");
+    let o = fedkit(&["plot", out.join("plain").to_str().unwrap(), "--out", png.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    assert!(bytes.len() > 5000, "{} bytes: nothing drawn?", bytes.len());
+    fails_with(
+        fedkit(&["plot", out.to_str().unwrap(), "--out", d.join("p.gif").to_str().unwrap()], &[]),
+        &[".png or .svg"],
+    );
+    fails_with(
+        fedkit(&["plot", out.to_str().unwrap(), "--metric", "nope", "--out", svg.to_str().unwrap()], &[]),
+        &["no `nope`"],
+    );
+    fails_with(
+        fedkit(&["plot", d.to_str().unwrap(), "--out", svg.to_str().unwrap()], &[]),
+        &["neither a run directory"],
+    );
+}
