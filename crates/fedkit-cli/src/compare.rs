@@ -159,7 +159,8 @@ pub fn run_all(
     Ok(outcomes)
 }
 
-/// Run every variant and write the table (`comparison.md`, `comparison.csv`).
+/// Run every variant and write the table (`comparison.md`, `comparison.csv`) and the test
+/// accuracy curves (`comparison.png`, `comparison.svg`: mean and a band over seeds).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     config: &Path,
@@ -175,6 +176,16 @@ pub fn run(
     for (name, text) in [("comparison.md", &md), ("comparison.csv", &csv)] {
         let p = out.join(name);
         std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    // The curves need evaluated rounds; a comparison without them keeps its tables only.
+    match crate::plot::curves(&[out.to_path_buf()], "test_acc", crate::plot::XAxis::Round) {
+        Ok(curves) => {
+            for ext in ["png", "svg"] {
+                let p = out.join(format!("comparison.{ext}"));
+                crate::plot::write(&p, &curves, "test accuracy", "round", "test_acc")?;
+            }
+        }
+        Err(e) => eprintln!("note: no accuracy plot: {e:#}"),
     }
     Ok(md)
 }

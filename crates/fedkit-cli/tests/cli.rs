@@ -519,6 +519,8 @@ fn plot_draws_a_curve_per_variant_with_a_seed_band_as_svg_and_png() {
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // compare draws its own accuracy curves next to its tables.
+    assert!(out.join("comparison.png").is_file() && out.join("comparison.svg").is_file());
     let svg = d.join("p.svg");
     let o = fedkit(&["plot", out.to_str().unwrap(), "--x", "bytes-up", "--out", svg.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
