@@ -24,8 +24,9 @@ struct CheckpointV1 {
     records: Vec<Record>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Checkpoint {
+/// Format 2 (before the downlink's shadow model was saved); still readable.
+#[derive(Deserialize)]
+struct CheckpointV2 {
     format: u32,
     round: u32,
     global: Params,
@@ -36,18 +37,66 @@ struct Checkpoint {
     records: Vec<Record>,
 }
 
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    format: u32,
+    round: u32,
+    global: Params,
+    server: Vec<u8>,
+    clients: Vec<(u32, Option<Vec<u8>>, Vec<Extras>)>,
+    aggregator: Vec<u8>,
+    stages: Vec<Vec<u8>>,
+    records: Vec<Record>,
+    /// `[downlink]`'s shadow model w^ (format 3).
+    shadow: Option<Params>,
+}
+
+/// Decode any checkpoint format into the current one (`stages` empty ones for format 1).
+fn decode(bytes: &[u8], stages: usize) -> Option<Checkpoint> {
+    if let Ok(ck) = bincode::deserialize::<Checkpoint>(bytes) {
+        if ck.format == 3 {
+            return Some(ck);
+        }
+    }
+    if let Ok(v2) = bincode::deserialize::<CheckpointV2>(bytes) {
+        if v2.format == 2 {
+            return Some(Checkpoint {
+                format: 3,
+                round: v2.round,
+                global: v2.global,
+                server: v2.server,
+                clients: v2.clients,
+                aggregator: v2.aggregator,
+                stages: v2.stages,
+                records: v2.records,
+                shadow: None,
+            });
+        }
+    }
+    match bincode::deserialize::<CheckpointV1>(bytes) {
+        Ok(v1) if v1.format == 1 => Some(Checkpoint {
+            format: 3,
+            round: v1.round,
+            global: v1.global,
+            server: v1.server,
+            clients: v1.clients,
+            aggregator: Vec::new(),
+            stages: vec![Vec::new(); stages],
+            records: v1.records,
+            shadow: None,
+        }),
+        _ => None,
+    }
+}
+
 /// The global model saved in `dir`'s checkpoint (a finished run's final model): what
 /// `init_from` starts a new run from.
 pub fn checkpoint_global(dir: &Path) -> Result<Params> {
     let path = dir.join(CHECKPOINT_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    match bincode::deserialize::<Checkpoint>(&bytes) {
-        Ok(ck) if ck.format == 2 => Ok(ck.global),
-        _ => match bincode::deserialize::<CheckpointV1>(&bytes) {
-            Ok(v1) if v1.format == 1 => Ok(v1.global),
-            _ => Err(Error::Data(format!("{}: not a fedkit checkpoint, or damaged", path.display()))),
-        },
-    }
+    decode(&bytes, 0)
+        .map(|ck| ck.global)
+        .ok_or_else(|| Error::Data(format!("{}: not a fedkit checkpoint, or damaged", path.display())))
 }
 
 impl Engine {
@@ -61,7 +110,7 @@ impl Engine {
             }
         }
         let ck = Checkpoint {
-            format: 2,
+            format: 3,
             round: self.round,
             global: self.global.clone(),
             server: self.server.to_bytes()?,
@@ -69,6 +118,7 @@ impl Engine {
             aggregator: self.aggregator.state()?,
             stages: self.stages.iter().map(|s| s.stage.state()).collect::<Result<_>>()?,
             records: self.records.clone(),
+            shadow: self.shadow.clone(),
         };
         let bytes = bincode::serialize(&ck).map_err(|e| Error::Method(format!("cannot encode checkpoint: {e}")))?;
         let path = dir.join(CHECKPOINT_FILE);
@@ -82,22 +132,8 @@ impl Engine {
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         let path = dir.join(CHECKPOINT_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let ck: Checkpoint = match bincode::deserialize::<Checkpoint>(&bytes) {
-            Ok(ck) if ck.format == 2 => ck,
-            _ => match bincode::deserialize::<CheckpointV1>(&bytes) {
-                Ok(v1) if v1.format == 1 => Checkpoint {
-                    format: 2,
-                    round: v1.round,
-                    global: v1.global,
-                    server: v1.server,
-                    clients: v1.clients,
-                    aggregator: Vec::new(),
-                    stages: vec![Vec::new(); self.stages.len()],
-                    records: v1.records,
-                },
-                _ => return Err(Error::Data(format!("{}: not a fedkit checkpoint, or damaged", path.display()))),
-            },
-        };
+        let ck = decode(&bytes, self.stages.len())
+            .ok_or_else(|| Error::Data(format!("{}: not a fedkit checkpoint, or damaged", path.display())))?;
         if ck.global.len() != self.global.len() || ck.stages.len() != self.stages.len() {
             return Err(Error::Data(format!("{}: checkpoint does not match this run's model", path.display())));
         }
@@ -119,6 +155,7 @@ impl Engine {
             s.stage.load_state(b)?;
         }
         self.records = ck.records;
+        self.shadow = ck.shadow;
         Ok(())
     }
 }

@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub pipeline: Vec<toml::Table>,
     /// Secure aggregation of the updates (`use = "none" | "secagg" | "secagg_plus"`).
     pub secure_aggregation: SecureAggregation,
+    /// Compression of the broadcast (`use = "none" | "fp16" | "bf16" | "topk" | "qsgd"`).
+    pub downlink: Downlink,
     /// Where this config came from (for error messages); not part of the config.
     #[serde(skip)]
     pub source: String,
@@ -78,6 +80,7 @@ impl Default for RunConfig {
             loss: table("cross_entropy"),
             pipeline: Vec::new(),
             secure_aggregation: SecureAggregation::default(),
+            downlink: Downlink::default(),
             source: String::new(),
         }
     }
@@ -135,6 +138,40 @@ pub struct SecureAggregation {
     /// gamma: updates are scaled by it before rounding to integers (0: 100 sqrt(d) / C, so the
     /// rounding adds 1% to the sensitivity).
     pub dp_scale: f64,
+}
+
+/// `[downlink]`: the broadcast as a compressed model change with primal error feedback
+/// (EF21-P); see `downlink.rs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Downlink {
+    /// `none` (the dense model), `fp16`, `bf16`, `topk` or `qsgd`.
+    #[serde(rename = "use")]
+    pub kind: DownlinkKind,
+    /// topk: the share of coordinates sent, in (0, 1].
+    pub fraction: f64,
+    /// qsgd: the levels s >= 1.
+    pub levels: u32,
+    /// qsgd: coordinates per bucket (0: one bucket).
+    pub bucket: usize,
+}
+
+impl Default for Downlink {
+    fn default() -> Self {
+        Downlink { kind: DownlinkKind::None, fraction: 0.01, levels: 16, bucket: 0 }
+    }
+}
+
+/// `[downlink] use`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownlinkKind {
+    #[default]
+    None,
+    Fp16,
+    Bf16,
+    Topk,
+    Qsgd,
 }
 
 /// `[secure_aggregation] dp`.
@@ -596,6 +633,13 @@ impl RunConfig {
                 );
             }
             _ => {}
+        }
+        let dl = &self.downlink;
+        if !(dl.fraction > 0.0 && dl.fraction <= 1.0) || dl.levels == 0 {
+            return bad(
+                "downlink.fraction",
+                format!("fraction must be in (0, 1] and levels at least 1, got {} and {}", dl.fraction, dl.levels),
+            );
         }
         let sa = &self.secure_aggregation;
         if sa.dp != DistributedDp::None && sa.protocol == SecAggProtocol::None {

@@ -91,6 +91,10 @@ pub struct Engine {
     pub records: Vec<Record>,
     /// Clients that failed in the last round, with their reasons.
     pub last_failures: Vec<ClientFailure>,
+    /// Under `[downlink]`: the shadow model w^ the clients hold and train from.
+    pub shadow: Option<Params>,
+    /// The round's broadcast bytes per client under `[downlink]`.
+    downlink_bytes: Option<usize>,
     workers: Workers,
     /// Each client's held-out local test split (with `eval.clients`; empty otherwise).
     pub local_test: Vec<ClientData>,
@@ -216,6 +220,8 @@ impl Engine {
             round: 0,
             records: Vec::new(),
             last_failures: Vec::new(),
+            shadow: None,
+            downlink_bytes: None,
             workers,
             local_test,
             validation,
@@ -325,6 +331,13 @@ impl Engine {
             s.stage.on_round_start(&r, &sizes)?;
         }
         let secure = self.cfg.secure_aggregation.protocol != SecAggProtocol::None;
+        if self.cfg.downlink.kind != crate::config::DownlinkKind::None {
+            let mut shadow = self.shadow.take().unwrap_or_else(|| self.global.clone());
+            let bytes =
+                crate::downlink::step(&self.cfg.downlink, self.cfg.seed, plan.round, &self.global, &mut shadow)?;
+            self.shadow = Some(shadow);
+            self.downlink_bytes = Some(bytes);
+        }
         let results = self.run_clients(&plan, &broadcast);
         let t_clients = t0.elapsed().as_secs_f64();
         let (mut ups, failed) = split(results);
@@ -410,7 +423,7 @@ impl Engine {
             self.algorithm.as_ref(),
             &self.stages,
             &self.fed,
-            &self.global,
+            self.shadow.as_ref().unwrap_or(&self.global),
             &self.cfg,
             &plan.attacking,
             self.local.as_ref(),
@@ -451,7 +464,11 @@ impl Engine {
         rec.set("stragglers", plan.stragglers as f64);
         rec.set("failed", failed.len() as f64);
         // The broadcast: the dense model and the algorithm's extras, as their wire message.
-        let down = fedkit_core::wire::dense_len(self.global.len(), broadcast).unwrap_or(0);
+        let down = match self.downlink_bytes {
+            // The model change's message, plus the algorithm's extras dense.
+            Some(b) => b + fedkit_core::wire::dense_len(0, broadcast).unwrap_or(0),
+            None => fedkit_core::wire::dense_len(self.global.len(), broadcast).unwrap_or(0),
+        };
         rec.set("bytes_down", (plan.run_ids.len() * down) as f64);
         let w: f64 = ups.iter().map(|u| u.weight as f64).sum();
         if w > 0.0 && ups.iter().any(|u| u.metrics.contains_key("loss")) {

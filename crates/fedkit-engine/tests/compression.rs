@@ -130,3 +130,42 @@ fn ef21_without_compression_or_momentum_is_distributed_sgd() {
     let dense = run(cfg(&[]).unwrap());
     assert!(k.records[0].get("bytes_up").unwrap() < 0.15 * dense.records[0].get("bytes_up").unwrap());
 }
+
+#[test]
+fn downlink_compression_counts_its_bytes_tracks_the_model_and_resumes() {
+    // Lossless top-k (every coordinate) is the plain broadcast, up to rounding of w^ + (w - w^).
+    let plain = run(cfg(&[]).unwrap());
+    let all = run(cfg(&["downlink.use=\"topk\"", "downlink.fraction=1.0"]).unwrap());
+    let d = plain.global.as_slice().iter().zip(all.global.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d < 1e-5, "max difference {d}");
+    // fp16 halves the broadcast.
+    let half = run(cfg(&["downlink.use=\"fp16\""]).unwrap());
+    let (h, p) = (half.records[1].get("bytes_down").unwrap(), plain.records[1].get("bytes_down").unwrap());
+    assert!(h < 0.52 * p && h > 0.45 * p, "{h} vs {p}");
+    // Top-k 10% with primal error feedback: the shadow follows the model.
+    let sets = ["downlink.use=\"topk\"", "downlink.fraction=0.1", "rounds=6"];
+    let e = run(cfg(&sets).unwrap());
+    let shadow = e.shadow.as_ref().expect("a shadow model");
+    let lag: f32 = e.global.as_slice().iter().zip(shadow.as_slice()).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+    let start = Engine::new(cfg(&sets).unwrap()).unwrap().global;
+    let moved: f32 = e.global.as_slice().iter().zip(start.as_slice()).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+    assert!(lag < 0.5 * moved, "shadow lags by {lag}, the model moved {moved}");
+    assert!(e.records[0].get("bytes_down").unwrap() < 0.2 * plain.records[0].get("bytes_down").unwrap());
+    // Stop after round 3, resume: the same model, bit for bit.
+    let dir = tempfile_dir("fedkit-downlink-resume");
+    let mut c = cfg(&sets).unwrap();
+    c.rounds = 3;
+    let mut a = Engine::new(c).unwrap();
+    for _ in 0..3 {
+        a.run_round().unwrap();
+    }
+    a.save_checkpoint(&dir).unwrap();
+    let mut b = Engine::new(cfg(&sets).unwrap()).unwrap();
+    b.load_checkpoint(&dir).unwrap();
+    for _ in 0..3 {
+        b.run_round().unwrap();
+    }
+    assert_eq!(b.global.as_slice(), e.global.as_slice());
+    let err = cfg(&["downlink.use=\"topk\"", "downlink.fraction=0"]).and_then(Engine::new).err().expect("refused");
+    assert!(err.to_string().contains("downlink.fraction"), "{err}");
+}
