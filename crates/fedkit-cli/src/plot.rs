@@ -1,10 +1,11 @@
-//! `fedkit plot RUN_DIR... [--metric test_acc] [--x round|bytes_up|seconds] [--out FILE.png|.svg]`:
+//! `fedkit plot RUN_DIR... [--metric test_acc] [--x round|bytes-up|seconds] [--out FILE.png|.svg]`:
 //! one curve per run (issue 12's first piece), drawn with `plotters` and a bundled DejaVu Sans
 //! (no system fonts). A directory that holds `seed<k>/` runs (a `compare` variant) becomes
 //! one curve: the mean over the seeds, with a band of one standard deviation. A `compare`
-//! output directory (variants with `seed<k>/` runs) gives one curve per variant.
+//! output directory (variants with `seed<k>/` runs) gives one curve per variant. Seeds are
+//! averaged point by point (their evaluation rounds are the same).
 //!
-//! `--x bytes_up` plots against the cumulative uplink in MB (accuracy against bits sent),
+//! `--x bytes-up` plots against the cumulative uplink in MB (accuracy against bits sent),
 //! `seconds` against the cumulative wall time (`timings.jsonl`); `--log-x` takes log10 of x
 //! (dropping points at x = 0).
 

@@ -24,7 +24,7 @@ struct CheckpointV1 {
     records: Vec<Record>,
 }
 
-/// Format 2 (before the downlink's shadow model was saved); still readable.
+/// Format 2 (before the downlink's state was saved); still readable.
 #[derive(Deserialize)]
 struct CheckpointV2 {
     format: u32,
@@ -47,8 +47,8 @@ struct Checkpoint {
     aggregator: Vec<u8>,
     stages: Vec<Vec<u8>>,
     records: Vec<Record>,
-    /// `[downlink]`'s shadow model w^ (format 3).
-    shadow: Option<Params>,
+    /// `[downlink]`'s state: the shadow model w^ and who holds it (format 3).
+    downlink: Option<crate::downlink::DownlinkState>,
 }
 
 /// Decode any checkpoint format into the current one (`stages` empty ones for format 1).
@@ -69,7 +69,7 @@ fn decode(bytes: &[u8], stages: usize) -> Option<Checkpoint> {
                 aggregator: v2.aggregator,
                 stages: v2.stages,
                 records: v2.records,
-                shadow: None,
+                downlink: None,
             });
         }
     }
@@ -83,7 +83,7 @@ fn decode(bytes: &[u8], stages: usize) -> Option<Checkpoint> {
             aggregator: Vec::new(),
             stages: vec![Vec::new(); stages],
             records: v1.records,
-            shadow: None,
+            downlink: None,
         }),
         _ => None,
     }
@@ -118,7 +118,7 @@ impl Engine {
             aggregator: self.aggregator.state()?,
             stages: self.stages.iter().map(|s| s.stage.state()).collect::<Result<_>>()?,
             records: self.records.clone(),
-            shadow: self.shadow.clone(),
+            downlink: self.downlink.clone(),
         };
         let bytes = bincode::serialize(&ck).map_err(|e| Error::Method(format!("cannot encode checkpoint: {e}")))?;
         let path = dir.join(CHECKPOINT_FILE);
@@ -155,7 +155,7 @@ impl Engine {
             s.stage.load_state(b)?;
         }
         self.records = ck.records;
-        self.shadow = ck.shadow;
+        self.downlink = ck.downlink;
         Ok(())
     }
 }

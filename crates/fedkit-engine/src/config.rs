@@ -634,6 +634,21 @@ impl RunConfig {
             }
             _ => {}
         }
+        let voting = self.pipeline.iter().any(|t| {
+            t.get("use").and_then(|v| v.as_str()) == Some("signsgd")
+                && t.get("vote").and_then(|v| v.as_bool()) == Some(true)
+        });
+        let central_dp = self.pipeline.iter().any(|t| {
+            let name = t.get("use").and_then(|v| v.as_str()).unwrap_or_default();
+            (name == "dp_fixed_clip" && t.get("mode").and_then(|v| v.as_str()) != Some("local"))
+                || name == "dp_adaptive_clip"
+        });
+        if voting && central_dp {
+            return bad(
+                "pipeline",
+                "signsgd's majority vote replaces the noised mean, so the DP noise would not cover it: use signsgd without vote, or dp_fixed_clip with mode = \"local\"".into(),
+            );
+        }
         let dl = &self.downlink;
         if !(dl.fraction > 0.0 && dl.fraction <= 1.0) || dl.levels == 0 {
             return bad(

@@ -10,12 +10,54 @@
 //! `[downlink] use = "none" | "fp16" | "bf16" | "topk" | "qsgd"`, with `fraction` (topk),
 //! `levels` and `bucket` (qsgd). The shadow starts as the initial model, which every client
 //! derives from the run seed, and is saved in checkpoints.
+//!
+//! Traffic: a sampled client must first catch up on every broadcast since it last took part,
+//! or take the dense shadow when that is cheaper; `bytes_down` counts exactly that.
+
+use std::collections::BTreeMap;
 
 use fedkit_core::wire::{self, Block, Half, Kind, Message};
-use fedkit_core::{Error, Params, Result, RngStream};
+use fedkit_core::{ClientId, Error, Params, Result, RngStream};
 use fedkit_methods::compression::{cast::half_block, qsgd::quantize_buckets, topk::top_k_block};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Downlink, DownlinkKind};
+
+/// The downlink's state, saved in checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DownlinkState {
+    /// w^, the model every up-to-date client holds.
+    pub shadow: Params,
+    /// sent[r]: the bytes of broadcasts 1..=r (sent[0] = 0).
+    sent: Vec<u64>,
+    /// The round up to which each client holds the shadow (absent: the initial model).
+    synced: BTreeMap<ClientId, u32>,
+}
+
+impl DownlinkState {
+    pub fn new(initial: &Params) -> Self {
+        DownlinkState { shadow: initial.clone(), sent: vec![0], synced: BTreeMap::new() }
+    }
+
+    /// Round `round`'s broadcast: compress w - w^ and move w^.
+    pub fn broadcast(&mut self, cfg: &Downlink, seed: u64, round: u32, w: &Params) -> Result<()> {
+        let bytes = step(cfg, seed, round, w, &mut self.shadow)? as u64;
+        let total = self.sent.last().copied().unwrap_or(0) + bytes;
+        self.sent.resize(round as usize, total - bytes);
+        self.sent.push(total);
+        Ok(())
+    }
+
+    /// The bytes that bring `client` up to round `round`: the broadcasts it missed, or `dense`
+    /// (the whole shadow) when that is fewer. The client is then up to date.
+    pub fn catch_up(&mut self, client: ClientId, round: u32, dense: usize) -> usize {
+        let since = self.synced.get(&client).copied().unwrap_or(0) as usize;
+        let at = (round as usize).min(self.sent.len() - 1);
+        let missed = (self.sent[at] - self.sent[since.min(at)]) as usize;
+        self.synced.insert(client, round);
+        missed.min(dense)
+    }
+}
 
 /// Compress `w - shadow`, add the decoded change to `shadow`, and return the message's bytes.
 pub(crate) fn step(cfg: &Downlink, seed: u64, round: u32, w: &Params, shadow: &mut Params) -> Result<usize> {

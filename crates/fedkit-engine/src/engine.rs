@@ -91,9 +91,9 @@ pub struct Engine {
     pub records: Vec<Record>,
     /// Clients that failed in the last round, with their reasons.
     pub last_failures: Vec<ClientFailure>,
-    /// Under `[downlink]`: the shadow model w^ the clients hold and train from.
-    pub shadow: Option<Params>,
-    /// The round's broadcast bytes per client under `[downlink]`.
+    /// Under `[downlink]`: the shadow model w^ the clients train from, and who holds it.
+    pub downlink: Option<crate::downlink::DownlinkState>,
+    /// The round's model bytes to all its clients under `[downlink]`.
     downlink_bytes: Option<usize>,
     workers: Workers,
     /// Each client's held-out local test split (with `eval.clients`; empty otherwise).
@@ -220,7 +220,7 @@ impl Engine {
             round: 0,
             records: Vec::new(),
             last_failures: Vec::new(),
-            shadow: None,
+            downlink: None,
             downlink_bytes: None,
             workers,
             local_test,
@@ -332,10 +332,11 @@ impl Engine {
         }
         let secure = self.cfg.secure_aggregation.protocol != SecAggProtocol::None;
         if self.cfg.downlink.kind != crate::config::DownlinkKind::None {
-            let mut shadow = self.shadow.take().unwrap_or_else(|| self.global.clone());
-            let bytes =
-                crate::downlink::step(&self.cfg.downlink, self.cfg.seed, plan.round, &self.global, &mut shadow)?;
-            self.shadow = Some(shadow);
+            let mut dl = self.downlink.take().unwrap_or_else(|| crate::downlink::DownlinkState::new(&self.global));
+            dl.broadcast(&self.cfg.downlink, self.cfg.seed, plan.round, &self.global)?;
+            let dense = fedkit_core::wire::dense_len(self.global.len(), &Extras::default())?;
+            let bytes = plan.run_ids.iter().map(|&c| dl.catch_up(c, plan.round, dense)).sum();
+            self.downlink = Some(dl);
             self.downlink_bytes = Some(bytes);
         }
         let results = self.run_clients(&plan, &broadcast);
@@ -423,7 +424,7 @@ impl Engine {
             self.algorithm.as_ref(),
             &self.stages,
             &self.fed,
-            self.shadow.as_ref().unwrap_or(&self.global),
+            self.downlink.as_ref().map_or(&self.global, |d| &d.shadow),
             &self.cfg,
             &plan.attacking,
             self.local.as_ref(),
@@ -464,12 +465,14 @@ impl Engine {
         rec.set("stragglers", plan.stragglers as f64);
         rec.set("failed", failed.len() as f64);
         // The broadcast: the dense model and the algorithm's extras, as their wire message.
+        let n = plan.run_ids.len();
         let down = match self.downlink_bytes {
-            // The model change's message, plus the algorithm's extras dense.
-            Some(b) => b + fedkit_core::wire::dense_len(0, broadcast).unwrap_or(0),
-            None => fedkit_core::wire::dense_len(self.global.len(), broadcast).unwrap_or(0),
+            // The model's messages, plus the algorithm's extras (dense, in a message of their own).
+            Some(b) if broadcast.0.is_empty() => b,
+            Some(b) => b + n * fedkit_core::wire::dense_len(0, broadcast).unwrap_or(0),
+            None => n * fedkit_core::wire::dense_len(self.global.len(), broadcast).unwrap_or(0),
         };
-        rec.set("bytes_down", (plan.run_ids.len() * down) as f64);
+        rec.set("bytes_down", down as f64);
         let w: f64 = ups.iter().map(|u| u.weight as f64).sum();
         if w > 0.0 && ups.iter().any(|u| u.metrics.contains_key("loss")) {
             let l: f64 = ups.iter().map(|u| u.weight as f64 * u.metrics.get("loss").copied().unwrap_or(0.0)).sum();

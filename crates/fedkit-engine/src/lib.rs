@@ -4,7 +4,7 @@
 pub mod certify;
 pub mod checkpoint;
 pub mod config;
-mod downlink;
+pub mod downlink;
 pub mod engine;
 mod receive;
 pub mod record;

@@ -84,6 +84,11 @@ fn compression_composes_with_dp_in_the_right_order() {
         r#"pipeline=[{ use = "dp_fixed_clip", clip = 0.5, noise_multiplier = 1.0 }, { use = "qsgd", levels = 4 }]"#;
     let e = run(cfg(&[poisson[0], poisson[1], ok]).unwrap());
     assert!(e.records[2].get("epsilon").is_some());
+    // The majority vote replaces the noised mean: refused with central DP and robust rules.
+    let vote = r#"pipeline=[{ use = "dp_fixed_clip" }, { use = "signsgd", vote = true }]"#;
+    assert!(err(&[poisson[0], poisson[1], vote]).contains("majority vote"));
+    let e = err(&[r#"pipeline=[{ use = "signsgd", vote = true }]"#, "aggregator.use=\"median\""]);
+    assert!(e.contains("aggregator.use"), "{e}");
     // The other order: refused, naming the fix.
     let bad = r#"pipeline=[{ use = "qsgd" }, { use = "dp_fixed_clip" }]"#;
     let msg = err(&[poisson[0], poisson[1], bad]);
@@ -138,14 +143,21 @@ fn downlink_compression_counts_its_bytes_tracks_the_model_and_resumes() {
     let all = run(cfg(&["downlink.use=\"topk\"", "downlink.fraction=1.0"]).unwrap());
     let d = plain.global.as_slice().iter().zip(all.global.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d < 1e-5, "max difference {d}");
-    // fp16 halves the broadcast.
-    let half = run(cfg(&["downlink.use=\"fp16\""]).unwrap());
-    let (h, p) = (half.records[1].get("bytes_down").unwrap(), plain.records[1].get("bytes_down").unwrap());
+    // With everyone every round, fp16 halves the broadcast.
+    let full = ["sampling.per_round=20", "downlink.use=\"fp16\""];
+    let half = run(cfg(&full).unwrap());
+    let dense = run(cfg(&full[..1]).unwrap());
+    let (h, p) = (half.records[1].get("bytes_down").unwrap(), dense.records[1].get("bytes_down").unwrap());
     assert!(h < 0.52 * p && h > 0.45 * p, "{h} vs {p}");
+    // A client that missed rounds catches up on every message it missed, or takes the dense
+    // model when that is cheaper: with 5 of 20 a round, round 2 costs more than 5 messages.
+    let some = run(cfg(&["downlink.use=\"fp16\""]).unwrap());
+    let (r1, r2) = (some.records[0].get("bytes_down").unwrap(), some.records[1].get("bytes_down").unwrap());
+    assert!(r2 > r1 && r2 <= plain.records[1].get("bytes_down").unwrap(), "{r1} then {r2}");
     // Top-k 10% with primal error feedback: the shadow follows the model.
     let sets = ["downlink.use=\"topk\"", "downlink.fraction=0.1", "rounds=6"];
     let e = run(cfg(&sets).unwrap());
-    let shadow = e.shadow.as_ref().expect("a shadow model");
+    let shadow = &e.downlink.as_ref().expect("a shadow model").shadow;
     let lag: f32 = e.global.as_slice().iter().zip(shadow.as_slice()).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
     let start = Engine::new(cfg(&sets).unwrap()).unwrap().global;
     let moved: f32 = e.global.as_slice().iter().zip(start.as_slice()).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();

@@ -29,6 +29,9 @@ pub const EXTRA_KEY: &str = "wire";
 /// The format's version; a decoder refuses others.
 pub const VERSION: u8 = 1;
 const MAGIC: &[u8; 3] = b"FKW";
+/// The most QSGD levels a block may have (levels travel as i32 with a sign).
+pub const MAX_QSGD_LEVELS: u32 = 1 << 30;
+
 /// The largest vector a message may describe.
 pub const MAX_LEN: u64 = 1 << 31;
 
@@ -257,6 +260,9 @@ fn encode_block(b: &Block, p: &mut Vec<u8>) -> Result<u8> {
             SIGNS
         }
         Block::Qsgd { s, norm, levels } => {
+            if *s == 0 || *s > MAX_QSGD_LEVELS {
+                return Err(Error::Method(format!("wire: QSGD with {s} levels; 1..=2^30 are allowed")));
+            }
             put_varint(p, levels.len() as u64);
             put_varint(p, *s as u64);
             p.extend_from_slice(&norm.to_le_bytes());
@@ -410,7 +416,7 @@ fn decode_block(tag: u8, p: &mut Cursor, room: usize) -> Result<Block> {
             let mut indices = Vec::with_capacity(nnz);
             let mut next = 0u64;
             for _ in 0..nnz {
-                let i = next + p.varint()?;
+                let i = next.checked_add(p.varint()?).ok_or_else(|| bad("a sparse index gap overflows"))?;
                 if i >= len as u64 {
                     return Err(bad(format!("sparse index {i} beyond {len}")));
                 }
@@ -451,7 +457,7 @@ fn decode_block(tag: u8, p: &mut Cursor, room: usize) -> Result<Block> {
         }
         QSGD => {
             let n = p.count(room, "QSGD length")?;
-            let s = p.count(u32::MAX as u64, "QSGD levels")? as u32;
+            let s = p.count(MAX_QSGD_LEVELS as u64, "QSGD levels")? as u32;
             if s == 0 {
                 return Err(bad("QSGD with 0 levels"));
             }

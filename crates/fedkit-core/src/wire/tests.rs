@@ -102,3 +102,25 @@ fn invalid_blocks_are_refused_at_encoding() {
         assert!(encode(&msg(vec![b.clone()])).is_err(), "{b:?}");
     }
 }
+
+#[test]
+fn crafted_sparse_gaps_and_huge_qsgd_levels_are_refused() {
+    // A sparse block whose second gap overflows u64.
+    let mut payload = Vec::new();
+    put_varint(&mut payload, 10); // len
+    put_varint(&mut payload, 2); // nnz
+    put_varint(&mut payload, 3);
+    put_varint(&mut payload, u64::MAX);
+    payload.extend_from_slice(&[0u8; 8]);
+    let mut b = Vec::new();
+    b.extend_from_slice(b"FKW");
+    b.extend_from_slice(&[VERSION, 0]);
+    b.extend_from_slice(&0u64.to_le_bytes());
+    put_varint(&mut b, 10);
+    put_varint(&mut b, 1);
+    b.push(SPARSE);
+    put_varint(&mut b, payload.len() as u64);
+    b.extend_from_slice(&payload);
+    assert!(decode(&b, None).is_err());
+    assert!(encode(&msg(vec![Block::Qsgd { s: u32::MAX, norm: 1.0, levels: vec![0] }])).is_err());
+}

@@ -14,6 +14,10 @@
 //! clients' g_i. With full participation this is the paper's algorithm. The compressor is
 //! inside the algorithm (its state needs the sent c_i), so add no compressor stage.
 //!
+//! Initialisation and limits: g_i and g start at 0 (the paper's experiments may start g_i at a
+//! first gradient); a client commits g_i when it sends, so an update that a robust aggregator
+//! rejects leaves g short of the clients' mean (use `mean`).
+//!
 //! Parameters (the paper's symbols): `lr` (gamma > 0, the server step, default 0.1),
 //! `momentum` (eta in (0, 1], default 0.1), `fraction` (k / d of top-k, default 0.01).
 //! `client.batch_size` sets the stochastic gradient's batch; `client.lr` and local epochs are

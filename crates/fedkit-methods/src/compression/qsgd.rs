@@ -4,7 +4,9 @@
 //! Q_s(x)_i = ||x||_2 sign(x_i) xi_i(x, s), where with l = floor(s |x_i| / ||x||_2), xi_i is
 //! (l + 1) / s with probability s |x_i| / ||x||_2 - l and l / s otherwise: unbiased, with
 //! variance at most min(d / s^2, sqrt(d) / s) ||x||_2^2 (the paper's Lemma 3.1). The levels
-//! travel in Elias-gamma code with a sign bit each (the paper's Elias coding), the norm as f32.
+//! travel in Elias-gamma code with a sign bit each, the norm as f32. Departure: the paper's
+//! Elias coding also run-length-codes the zero levels, which spends less than this code's one
+//! bit a zero when most levels are 0.
 //! The rounding draws from the client's stream `qsgd`.
 //!
 //! Parameters: `levels` (s >= 1, default 16), `bucket` (coordinates per bucket, each with its
@@ -39,8 +41,8 @@ impl Default for Qsgd {
 
 impl Qsgd {
     pub fn validated(self) -> Result<Self> {
-        if self.levels == 0 {
-            return Err(Error::config("levels", "must be at least 1"));
+        if self.levels == 0 || self.levels > fedkit_core::wire::MAX_QSGD_LEVELS {
+            return Err(Error::config("levels", format!("must be in 1..=2^30, got {}", self.levels)));
         }
         Ok(self)
     }

@@ -8,6 +8,10 @@
 //!   Fixes SignSGD and other Gradient Compression Schemes", ICML 2019): p = x + e, send
 //!   (||p||_1 / d) sign(p), keep e = p - sent.
 //!
+//! A coordinate that is exactly 0 is sent as +scale (the block has no zero).
+//! The vote refuses robust aggregators (it replaces the aggregate) and central DP stages (their
+//! noise is sized for the mean, not for the vote).
+//!
 //! Parameters: `vote` (default false), `error_feedback` (default false).
 //!
 //! ```toml
@@ -51,6 +55,19 @@ pub fn sign_block(x: &[f32]) -> Block {
 const RESIDUAL: &str = "signsgd_residual";
 
 impl Stage for SignSgd {
+    fn prepare(&mut self, run: &fedkit_core::RunInfo) -> Result<()> {
+        if self.vote && run.aggregator != "mean" {
+            return Err(fedkit_core::Error::config(
+                "aggregator.use",
+                format!(
+                    "the majority vote is the aggregation rule; `{}` would filter the votes first: use \"mean\"",
+                    run.aggregator
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn on_update(&self, _cx: &ClientCtx, u: &mut Update, mem: &mut Extras) -> Result<()> {
         let x = if self.error_feedback {
             with_residual(mem, RESIDUAL, u.delta.as_slice())
