@@ -3,7 +3,8 @@
 # error feedback (issue 11, docs/results.md). FedSGD on configs/papers/compression_fmnist.toml:
 # one stochastic gradient (batch 32) a sampled client a round, 10 of 100 clients (EF21-PP),
 # 300 rounds, server step gamma = 0.1 for every arm, top-k 1%; then the EF21 arms with all 100
-# clients every round. 3 seeds, resumable, about 8 minutes on 2 cores.
+# clients every round, and DIANA / EF21-P + DIANA. 3 seeds, resumable, about 11 minutes on 2
+# cores.
 # Needs `apt-get install dataset-fashion-mnist`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +28,11 @@ ef='algorithm.use="ef21_sgdm";algorithm.lr=0.1;algorithm.fraction=0.01'
   --variant "ef21=$ef;algorithm.momentum=1.0" \
   --variant "ef21_sgdm=$ef;algorithm.momentum=0.1" \
   --seeds "$SEEDS" --out "$OUT/mlp_dir0.5_full" -q
+# DIANA (random-k 1% of gradient differences), uplink only and with the top-k 10% downlink:
+# EF21-P + DIANA, with every client every round.
+di='algorithm.use="diana";algorithm.lr=0.1;algorithm.fraction=0.01'
+"$BIN" compare configs/papers/compression_fmnist.toml --set rounds=300 --set sampling.per_round=100 \
+  --at 100,200,300 \
+  --variant "diana=$di" \
+  --variant "ef21p_diana=$di;downlink.use=\"topk\";downlink.fraction=0.1" \
+  --seeds "$SEEDS" --out "$OUT/mlp_dir0.5_full_diana" -q

@@ -46,7 +46,7 @@ const OTHER_OBJECTIVE: &[&str] = &["fedmid", "feddualavg", "afl", "drfa", "hsgd"
 
 /// FedSGD-style algorithms take one compressed stochastic gradient a round (EF21-SGDM): after 40
 /// rounds they only have to be below the loss FedAvg has after one round of full epochs.
-const ONE_GRADIENT_A_ROUND: &[&str] = &["ef21_sgdm"];
+const ONE_GRADIENT_A_ROUND: &[&str] = &["ef21_sgdm", "diana"];
 
 #[test]
 fn every_algorithm_with_defaults_trains_about_as_well_as_fedavg() {

@@ -130,6 +130,11 @@ fn ef21_without_compression_or_momentum_is_distributed_sgd() {
     .unwrap());
     let d = ef.global.as_slice().iter().zip(sgd.global.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d < 1e-6, "max difference {d}");
+    // DIANA without compression (random-k of every coordinate) is the same first step.
+    let di =
+        run(cfg(&[all[0], all[1], "algorithm.use=\"diana\"", "algorithm.lr=0.05", "algorithm.fraction=1.0"]).unwrap());
+    let d = di.global.as_slice().iter().zip(sgd.global.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d < 1e-6, "diana: max difference {d}");
     // With top-k 5% the uplink is sparse.
     let k = run(cfg(&["algorithm.use=\"ef21_sgdm\"", "algorithm.fraction=0.05"]).unwrap());
     let dense = run(cfg(&[]).unwrap());

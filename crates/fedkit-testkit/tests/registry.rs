@@ -18,7 +18,8 @@ const CUSTOM_SERVER_RULE: &[&str] =
 /// `ef21_sgdm`: a client sends the compressed change of its gradient estimate, c_i = TopK(v_i -
 /// g_i), not a model delta (without compression or momentum it is tested to be distributed SGD
 /// in crates/fedkit-engine/tests/compression.rs).
-const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm"];
+/// `diana`: likewise, the compressed gradient difference m_i = C(grad - h_i).
+const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm", "diana"];
 
 /// Aggregators whose defaults change every update on purpose, checked with parameters under
 /// which they do not (their binding behaviour is tested in their own files): `norm_bound` clips

@@ -76,7 +76,7 @@ pub struct Ef21Client {
 }
 
 /// One stochastic gradient at the global model: a single SGD step of lr 1 from it gives -grad.
-fn stochastic_gradient(cx: &ClientCtx, m: &mut dyn Model, d: &ClientData) -> Result<Params> {
+pub(crate) fn stochastic_gradient(cx: &ClientCtx, m: &mut dyn Model, d: &ClientData) -> Result<Params> {
     let one = LocalTrain {
         lr: 1.0,
         epochs: 1,

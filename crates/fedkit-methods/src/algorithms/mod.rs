@@ -2,6 +2,7 @@
 
 pub mod afl;
 pub(crate) mod composite;
+pub mod diana;
 pub mod drfa;
 pub mod ef21_sgdm;
 pub mod fedavg;
@@ -43,6 +44,11 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             name: "scaffold",
             source: include_str!("scaffold.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<scaffold::Scaffold>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "diana",
+            source: include_str!("diana.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<diana::Diana>(t, "", r)?.validated()?)),
         },
         Entry {
             name: "ef21_sgdm",
