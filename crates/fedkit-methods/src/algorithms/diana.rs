@@ -14,16 +14,17 @@
 //! With every client every round this is the paper's algorithm; unsampled clients keep h_i
 //! (partial participation is not in the paper). h_i and h start at 0.
 //!
-//! Parameters (the paper's symbols): `lr` (gamma > 0, default 0.1), `beta` (in (0, 1]; 0, the
+//! Parameters (the paper's symbols): `lr` (gamma > 0, default 0.05), `beta` (in (0, 1]; 0, the
 //! default, for 1 / (omega + 1) with omega = d / k - 1, the paper's choice), `fraction` (k / d
-//! of random-k, default 0.01).
+//! of random-k, default 0.1). The unbiased compressor's variance grows as d / k: a small
+//! fraction needs a small step (the paper's gamma is at most n / (160 omega L_max)).
 //!
 //! ```toml
 //! [algorithm]
 //! use = "diana"
-//! lr = 0.1
+//! lr = 0.05
 //! beta = 0.0
-//! fraction = 0.01
+//! fraction = 0.1
 //! ```
 
 use fedkit_core::wire::Block;
@@ -47,7 +48,7 @@ pub struct Diana {
 
 impl Default for Diana {
     fn default() -> Self {
-        Diana { lr: 0.1, beta: 0.0, fraction: 0.01 }
+        Diana { lr: 0.05, beta: 0.0, fraction: 0.1 }
     }
 }
 
