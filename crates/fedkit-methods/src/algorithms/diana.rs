@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ef21_sgdm::stochastic_gradient;
 use super::state_vectors::stored_or_zeros;
-use crate::compression::{check_fraction, k_of, send};
+use crate::compression::{check_fraction, compressed_update, k_of};
 
 /// DIANA.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,9 +54,7 @@ impl Default for Diana {
 
 impl Diana {
     pub fn validated(self) -> Result<Self> {
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::config("lr", format!("must be a finite number > 0, got {}", self.lr)));
-        }
+        crate::privacy::dp_fixed_clip::check_positive("lr", self.lr)?;
         if !(0.0..=1.0).contains(&self.beta) {
             return Err(Error::config("beta", format!("must be in [0, 1] (0: 1 / (omega + 1)), got {}", self.beta)));
         }
@@ -91,15 +89,7 @@ impl Algorithm for Diana {
         idx.sort_unstable();
         let scale = dim as f32 / k as f32;
         let values = idx.iter().map(|&i| (grad.as_slice()[i as usize] - h.as_slice()[i as usize]) * scale).collect();
-        let mut u = Update {
-            client: cx.client,
-            delta: cx.global.zeros_like(),
-            weight: 1.0,
-            extras: Default::default(),
-            metrics: Metrics::new(),
-        };
-        send(&mut u, vec![Block::Sparse { len: dim as u32, indices: idx, values }])?;
-        Ok(u)
+        compressed_update(cx, vec![Block::Sparse { len: dim as u32, indices: idx, values }])
     }
 
     /// h_i = h_i + beta m_i, with m_i as sent.

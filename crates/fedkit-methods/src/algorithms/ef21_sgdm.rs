@@ -38,7 +38,7 @@ use fedkit_core::{
 use serde::{Deserialize, Serialize};
 
 use super::state_vectors::stored_or_zeros;
-use crate::compression::{check_fraction, k_of, send, topk::top_k_block};
+use crate::compression::{check_fraction, compressed_update, k_of, topk::top_k_block};
 
 /// EF21-SGDM.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,9 +57,7 @@ impl Default for Ef21Sgdm {
 
 impl Ef21Sgdm {
     pub fn validated(self) -> Result<Self> {
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::config("lr", format!("must be a finite number > 0, got {}", self.lr)));
-        }
+        crate::privacy::dp_fixed_clip::check_positive("lr", self.lr)?;
         if !(self.momentum > 0.0 && self.momentum <= 1.0) {
             return Err(Error::config("momentum", format!("must be in (0, 1], got {}", self.momentum)));
         }
@@ -113,15 +111,7 @@ impl Algorithm for Ef21Sgdm {
         let g = stored_or_zeros(&st.g, cx.global)?;
         let diff: Vec<f32> = v.as_slice().iter().zip(g.as_slice()).map(|(a, b)| a - b).collect();
         st.v = Some(v);
-        let mut u = Update {
-            client: cx.client,
-            delta: cx.global.zeros_like(),
-            weight: 1.0,
-            extras: Default::default(),
-            metrics: Metrics::new(),
-        };
-        send(&mut u, vec![top_k_block(&diff, k_of(self.fraction, diff.len()))])?;
-        Ok(u)
+        compressed_update(cx, vec![top_k_block(&diff, k_of(self.fraction, diff.len()))])
     }
 
     /// g_i = g_i + c_i, with c_i as sent.

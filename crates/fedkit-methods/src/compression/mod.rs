@@ -42,6 +42,20 @@ pub fn send(u: &mut Update, mut blocks: Vec<Block>) -> Result<()> {
     Ok(())
 }
 
+/// A client's update that carries only `blocks` (algorithms that compress inside their client
+/// rule: EF21-SGDM, DIANA), weight 1, as the server will decode it.
+pub fn compressed_update(cx: &fedkit_core::ClientCtx, blocks: Vec<Block>) -> Result<Update> {
+    let mut u = Update {
+        client: cx.client,
+        delta: cx.global.zeros_like(),
+        weight: 1.0,
+        extras: Extras::default(),
+        metrics: fedkit_core::Metrics::new(),
+    };
+    send(&mut u, blocks)?;
+    Ok(u)
+}
+
 /// Error feedback (Seide et al. 2014; Karimireddy et al. 2019): the vector to compress is the
 /// update plus the residual kept under `key` in the client's memory.
 pub fn with_residual(mem: &Extras, key: &str, x: &[f32]) -> Vec<f32> {
