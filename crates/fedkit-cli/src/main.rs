@@ -7,6 +7,7 @@ mod demo;
 mod export;
 mod heatmap;
 mod matrix;
+mod model;
 mod plot;
 mod privacy;
 mod progress;
@@ -194,6 +195,11 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Export a run's model (safetensors, PyTorch names and shapes; see docs/models.md).
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Summarise run directories in one table (final/best accuracy, loss, bytes, rounds to target).
     Report {
         /// Run directories (each holds a metrics.jsonl).
@@ -219,6 +225,25 @@ enum Command {
         /// Shorter measurement (smoke test).
         #[arg(long)]
         quick: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Write a run's model as a safetensors file for PyTorch or NumPy.
+    Export {
+        /// The run directory.
+        run: PathBuf,
+        /// That round's global model from the run's model store ([output] keep_models);
+        /// default: the final model.
+        #[arg(long)]
+        round: Option<u32>,
+        /// With --round: that client's update of the round ([output] keep_clients).
+        #[arg(long)]
+        client: Option<u32>,
+        /// The file to write (.safetensors).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -307,6 +332,10 @@ fn dispatch(cmd: Command) -> Result<()> {
             let md = matrix::run(&config, &sets, &a, &d, &algorithms, seeds, &out, quiet)?;
             print!("{md}");
             println!("written: {0}/matrix.md, {0}/matrix.csv, {0}/heat_*.svg, {0}/heat_*.png", out.display());
+            Ok(())
+        }
+        Command::Model { command: ModelCommand::Export { run, round, client, out } } => {
+            println!("{}", model::export(&run, round, client, &out)?);
             Ok(())
         }
         Command::Certify { run, sigma, samples, alpha, limit, radii } => {

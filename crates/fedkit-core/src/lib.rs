@@ -1,12 +1,14 @@
 //! fedkit core: flat parameters, updates, contexts, seeded random streams, the extension traits,
 //! the registry and the one error type. No ML backend and no async runtime appear here.
 
+pub mod codec;
 pub mod critical;
 pub mod data;
 pub mod error;
 pub mod hessian;
 pub mod loss;
 pub mod model;
+pub mod npy;
 pub mod optim;
 pub mod params;
 pub mod partition;
@@ -14,6 +16,7 @@ pub mod protocol;
 pub mod registry;
 pub mod rng;
 pub mod stats;
+pub mod tensor_file;
 pub mod traits;
 pub mod update;
 pub mod wire;

@@ -285,7 +285,7 @@ impl<T: State> AnyState for T {
         self
     }
     fn to_bytes(&self) -> Result<Vec<u8>> {
-        bincode::serialize(self).map_err(|e| Error::Method(format!("cannot serialise state: {e}")))
+        crate::codec::to_bytes(self, "state")
     }
 }
 
@@ -322,7 +322,7 @@ fn downcast_mut<T: 'static>(s: &mut dyn AnyState) -> Result<&mut T> {
     s.as_any_mut().downcast_mut::<T>().ok_or_else(|| Error::Method("algorithm state of the wrong type".into()))
 }
 fn from_bytes<T: State>(b: &[u8]) -> Result<Box<dyn AnyState>> {
-    let v: T = bincode::deserialize(b).map_err(|e| Error::Method(format!("cannot read saved state: {e}")))?;
+    let v: T = crate::codec::from_bytes(b, "saved state")?;
     Ok(Box::new(v))
 }
 

@@ -13,33 +13,15 @@ use crate::record::Record;
 /// The file name inside a run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
 
-/// Format 1 (before server-side aggregator/stage state was saved); still readable.
-#[derive(Deserialize)]
-struct CheckpointV1 {
-    format: u32,
-    round: u32,
-    global: Params,
-    server: Vec<u8>,
-    clients: Vec<(u32, Option<Vec<u8>>, Vec<Extras>)>,
-    records: Vec<Record>,
-}
-
-/// Format 2 (before the downlink's state was saved); still readable.
-#[derive(Deserialize)]
-struct CheckpointV2 {
-    format: u32,
-    round: u32,
-    global: Params,
-    server: Vec<u8>,
-    clients: Vec<(u32, Option<Vec<u8>>, Vec<Extras>)>,
-    aggregator: Vec<u8>,
-    stages: Vec<Vec<u8>>,
-    records: Vec<Record>,
-}
+/// A checkpoint file starts with these 4 bytes, then the format as a little-endian u32, then
+/// the postcard encoding ([`fedkit_core::codec`]) of [`Checkpoint`].
+const MAGIC: &[u8; 4] = b"FKCK";
+/// Format 4: postcard. Formats 1-3 were bincode 1.x, before fedkit moved off it; they are
+/// refused with a message that says so.
+const FORMAT: u32 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Checkpoint {
-    format: u32,
     round: u32,
     global: Params,
     server: Vec<u8>,
@@ -47,56 +29,45 @@ struct Checkpoint {
     aggregator: Vec<u8>,
     stages: Vec<Vec<u8>>,
     records: Vec<Record>,
-    /// `[downlink]`'s state: the shadow model w^ and who holds it (format 3).
+    /// `[downlink]`'s state: the shadow model w^ and who holds it.
     downlink: Option<crate::downlink::DownlinkState>,
 }
 
-/// Decode any checkpoint format into the current one (`stages` empty ones for format 1).
-fn decode(bytes: &[u8], stages: usize) -> Option<Checkpoint> {
-    if let Ok(ck) = bincode::deserialize::<Checkpoint>(bytes) {
-        if ck.format == 3 {
-            return Some(ck);
-        }
-    }
-    if let Ok(v2) = bincode::deserialize::<CheckpointV2>(bytes) {
-        if v2.format == 2 {
-            return Some(Checkpoint {
-                format: 3,
-                round: v2.round,
-                global: v2.global,
-                server: v2.server,
-                clients: v2.clients,
-                aggregator: v2.aggregator,
-                stages: v2.stages,
-                records: v2.records,
-                downlink: None,
-            });
-        }
-    }
-    match bincode::deserialize::<CheckpointV1>(bytes) {
-        Ok(v1) if v1.format == 1 => Some(Checkpoint {
-            format: 3,
-            round: v1.round,
-            global: v1.global,
-            server: v1.server,
-            clients: v1.clients,
-            aggregator: Vec::new(),
-            stages: vec![Vec::new(); stages],
-            records: v1.records,
-            downlink: None,
-        }),
-        _ => None,
-    }
+fn encode(ck: &Checkpoint) -> Result<Vec<u8>> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&fedkit_core::codec::to_bytes(ck, "checkpoint")?);
+    Ok(out)
 }
 
-/// The global model saved in `dir`'s checkpoint (a finished run's final model): what
-/// `init_from` starts a new run from.
-pub fn checkpoint_global(dir: &Path) -> Result<Params> {
+/// Decode a checkpoint file's bytes; every foreign, old, truncated or damaged file is an error
+/// that names `path` and says which.
+fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+    let bad = |why: String| Error::Data(format!("{}: {why}", path.display()));
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        // bincode formats 1-3 began with their format number as a u32.
+        let old = bytes.len() >= 4 && matches!(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]), 1..=3);
+        return Err(bad(if old {
+            "a checkpoint of an older fedkit (bincode format, before 0.1's move to postcard); \
+             this version cannot read it: run the experiment again (same config, same seed: same numbers)"
+                .into()
+        } else {
+            "not a fedkit checkpoint (no FKCK header)".into()
+        }));
+    }
+    let format = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if format != FORMAT {
+        return Err(bad(format!("checkpoint format {format}; this fedkit reads format {FORMAT}")));
+    }
+    fedkit_core::codec::from_bytes(&bytes[8..], "checkpoint").map_err(|e| bad(e.to_string()))
+}
+
+/// The round and global model saved in `dir`'s checkpoint (a finished run's final model): what
+/// `init_from` starts a new run from and `fedkit model export` writes.
+pub fn checkpoint_global(dir: &Path) -> Result<(u32, Params)> {
     let path = dir.join(CHECKPOINT_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    decode(&bytes, 0)
-        .map(|ck| ck.global)
-        .ok_or_else(|| Error::Data(format!("{}: not a fedkit checkpoint, or damaged", path.display())))
+    decode(&bytes, &path).map(|ck| (ck.round, ck.global))
 }
 
 impl Engine {
@@ -110,7 +81,6 @@ impl Engine {
             }
         }
         let ck = Checkpoint {
-            format: 3,
             round: self.round,
             global: self.global.clone(),
             server: self.server.to_bytes()?,
@@ -120,7 +90,7 @@ impl Engine {
             records: self.records.clone(),
             downlink: self.downlink.clone(),
         };
-        let bytes = bincode::serialize(&ck).map_err(|e| Error::Method(format!("cannot encode checkpoint: {e}")))?;
+        let bytes = encode(&ck)?;
         let path = dir.join(CHECKPOINT_FILE);
         let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
@@ -132,8 +102,7 @@ impl Engine {
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         let path = dir.join(CHECKPOINT_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let ck = decode(&bytes, self.stages.len())
-            .ok_or_else(|| Error::Data(format!("{}: not a fedkit checkpoint, or damaged", path.display())))?;
+        let ck = decode(&bytes, &path)?;
         if ck.global.len() != self.global.len() || ck.stages.len() != self.stages.len() {
             return Err(Error::Data(format!("{}: checkpoint does not match this run's model", path.display())));
         }
@@ -157,5 +126,31 @@ impl Engine {
         self.records = ck.records;
         self.downlink = ck.downlink;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(bytes: &[u8]) -> String {
+        match decode(bytes, Path::new("run/checkpoint.bin")) {
+            Ok(_) => panic!("decoded {bytes:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn foreign_old_and_damaged_files_are_refused_by_name() {
+        let mut old = 3u32.to_le_bytes().to_vec();
+        old.extend_from_slice(&[0; 40]);
+        assert!(err(&old).contains("older fedkit (bincode"), "{}", err(&old));
+        assert!(err(b"PK\x03\x04 a zip file").contains("not a fedkit checkpoint"));
+        assert!(err(b"FKCK\x09\0\0\0").contains("format 9"));
+        let mut cut = b"FKCK".to_vec();
+        cut.extend_from_slice(&FORMAT.to_le_bytes());
+        cut.extend_from_slice(&[5, 1]);
+        let e = err(&cut);
+        assert!(e.starts_with("run/checkpoint.bin") && e.contains("truncated"), "{e}");
     }
 }

@@ -49,6 +49,8 @@ pub struct RunConfig {
     pub secure_aggregation: SecureAggregation,
     /// Compression of the broadcast (`use = "none" | "fp16" | "bf16" | "topk" | "qsgd"`).
     pub downlink: Downlink,
+    /// What the run writes beside its metrics: past models, TensorBoard events.
+    pub output: Output,
     /// Where this config came from (for error messages); not part of the config.
     #[serde(skip)]
     pub source: String,
@@ -81,6 +83,7 @@ impl Default for RunConfig {
             pipeline: Vec::new(),
             secure_aggregation: SecureAggregation::default(),
             downlink: Downlink::default(),
+            output: Output::default(),
             source: String::new(),
         }
     }
@@ -265,6 +268,69 @@ impl Sampling {
         match self.scheme {
             SamplingScheme::Uniform => fedkit_core::CohortSampling::FixedSize { per_round: self.per_round },
             SamplingScheme::Poisson => fedkit_core::CohortSampling::Poisson { rate: self.rate },
+        }
+    }
+}
+
+/// `[output]`: what a run writes beside `metrics.jsonl` (docs/outputs.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Output {
+    /// The model store (`models/` in the run directory, safetensors files in PyTorch's names):
+    /// `"none"`, `"last"` (the final global model) or `"every:k"` (the global model of rounds
+    /// 0, k, 2k, ... and the last). What `fedkit model export --round` and the attacks and
+    /// analyses read.
+    pub keep_models: KeepModels,
+    /// At the rounds kept, also keep these clients' updates as the server received them
+    /// (`models/client<id>-r<round>.update.safetensors`; the client's model is the previous
+    /// global model plus its update). Refused under secure aggregation.
+    pub keep_clients: Vec<u32>,
+    /// Write a TensorBoard event file (`tb/events.out.tfevents.*`): a scalar per metric per round.
+    pub tensorboard: bool,
+}
+
+/// `[output] keep_models`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum KeepModels {
+    #[default]
+    None,
+    Last,
+    Every(u32),
+}
+
+impl KeepModels {
+    /// Whether the global model after `round` of `rounds` is kept.
+    pub fn keeps(self, round: u32, rounds: u32) -> bool {
+        match self {
+            KeepModels::None => false,
+            KeepModels::Last => round == rounds,
+            KeepModels::Every(k) => round % k == 0 || round == rounds,
+        }
+    }
+}
+
+impl TryFrom<String> for KeepModels {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}`: allowed values are \"none\", \"last\" and \"every:k\" with k >= 1");
+        match s.as_str() {
+            "none" => Ok(KeepModels::None),
+            "last" => Ok(KeepModels::Last),
+            _ => match s.strip_prefix("every:").map(str::parse::<u32>) {
+                Some(Ok(k)) if k >= 1 => Ok(KeepModels::Every(k)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl From<KeepModels> for String {
+    fn from(k: KeepModels) -> String {
+        match k {
+            KeepModels::None => "none".into(),
+            KeepModels::Last => "last".into(),
+            KeepModels::Every(k) => format!("every:{k}"),
         }
     }
 }
@@ -749,7 +815,20 @@ impl RunConfig {
         let (aggregator, g) =
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
         aggregator.check_cohort(self.sampling.per_round)?;
-        let (model, m) = build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &[])?;
+        let (model, m) = build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &["init"])?;
+        if let Some(v) = self.model.get("init").filter(|v| !v.is_str()) {
+            return bad(
+                "model.init",
+                format!("expected a file or run directory path (string), found {}", v.type_str()),
+            );
+        }
+        if !self.output.keep_clients.is_empty() && self.secure_aggregation.protocol != SecAggProtocol::None {
+            return bad(
+                "output.keep_clients",
+                "under secure aggregation the server sees no individual update, so none can be kept; remove keep_clients"
+                    .into(),
+            );
+        }
         let (local, l) = build_from_table(fedkit_methods::local_steps(), Kind::LocalStep, "local", &self.local, &[])?;
         let (loss, ls) = build_from_table(fedkit_methods::losses(), Kind::Loss, "loss", &self.loss, &[])?;
         let mut stages = Vec::new();

@@ -91,6 +91,8 @@ pub struct Engine {
     pub records: Vec<Record>,
     /// Clients that failed in the last round, with their reasons.
     pub last_failures: Vec<ClientFailure>,
+    /// The last round's updates of `[output] keep_clients`, as the server received them.
+    pub kept_updates: Vec<fedkit_core::Update>,
     /// Under `[downlink]`: the shadow model w^ the clients train from, and who holds it.
     pub downlink: Option<crate::downlink::DownlinkState>,
     /// The round's model bytes to all its clients under `[downlink]`.
@@ -122,7 +124,21 @@ impl Engine {
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
         let mut global = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
         if let Some(dir) = &cfg.init_from {
-            global = initial_model(std::path::Path::new(dir), &global).map_err(in_file)?;
+            global = initial_model(std::path::Path::new(dir), &global, "init_from").map_err(in_file)?;
+        }
+        if let Some(path) = cfg.model.get("init").and_then(|v| v.as_str()) {
+            let path = std::path::Path::new(path);
+            global = if path.is_dir() {
+                initial_model(path, &global, "model.init")
+            } else {
+                fedkit_core::tensor_file::read(path, global.layout())
+                    .map_err(|e| Error::config("model.init", e.to_string()))
+            }
+            .map_err(in_file)?;
+        }
+        if let Some(&c) = cfg.output.keep_clients.iter().find(|&&c| c as usize >= fed.clients.len()) {
+            let msg = format!("client {c} is not in the federation of {} clients", fed.clients.len());
+            return Err(in_file(Error::config("output.keep_clients", msg)));
         }
         let workers = Workers::new(cfg.threads, model.as_ref())?;
         let model = model.clone_box();
@@ -220,6 +236,7 @@ impl Engine {
             round: 0,
             records: Vec::new(),
             last_failures: Vec::new(),
+            kept_updates: Vec::new(),
             downlink: None,
             downlink_bytes: None,
             workers,
@@ -347,6 +364,7 @@ impl Engine {
             ups.iter_mut().for_each(|u| u.metrics.clear());
         }
         let bytes_up = crate::receive::receive(&self.global, &mut ups, secure)?;
+        self.kept_updates = ups.iter().filter(|u| self.cfg.output.keep_clients.contains(&u.client)).cloned().collect();
         let mut rec = self.client_metrics(&plan, &broadcast, &ups, &failed);
         rec.set("bytes_up", bytes_up as f64);
         self.last_failures = failed;
@@ -708,14 +726,14 @@ impl Engine {
 }
 
 /// The final model of the run in `dir`, checked to have the layout of `fresh` (names and shapes).
-fn initial_model(dir: &std::path::Path, fresh: &Params) -> Result<Params> {
-    let p = crate::checkpoint::checkpoint_global(dir).map_err(|e| Error::config("init_from", e.to_string()))?;
+fn initial_model(dir: &std::path::Path, fresh: &Params, key: &str) -> Result<Params> {
+    let (_, p) = crate::checkpoint::checkpoint_global(dir).map_err(|e| Error::config(key, e.to_string()))?;
     let shape = |q: &Params| -> Vec<(String, Vec<usize>)> {
         q.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone())).collect()
     };
     if shape(&p) != shape(fresh) {
         return Err(Error::config(
-            "init_from",
+            key,
             format!(
                 "{}'s model has entries {:?}, this run's model {:?}",
                 dir.display(),

@@ -6,10 +6,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod downlink;
 pub mod engine;
+pub mod model_store;
 mod receive;
 pub mod record;
 pub mod run;
 mod secure;
+pub mod tensorboard;
 pub mod workers;
 
 pub use config::RunConfig;

@@ -39,6 +39,8 @@ pub struct RunDir {
     pub dir: PathBuf,
     metrics: File,
     timings: File,
+    /// `[output] tensorboard`'s event file.
+    tb: Option<crate::tensorboard::TbWriter>,
 }
 
 impl RunDir {
@@ -57,20 +59,25 @@ impl RunDir {
         io(dir, std::fs::create_dir_all(dir))?;
         let resolved = dir.join("resolved.toml");
         io(&resolved, std::fs::write(&resolved, cfg.to_toml()?))?;
-        Self::open(dir, false)
+        Self::open(dir, false, cfg)
     }
 
-    fn open(dir: &Path, append: bool) -> Result<RunDir> {
+    fn open(dir: &Path, append: bool, cfg: &RunConfig) -> Result<RunDir> {
         let open = |name: &str| {
             let p = dir.join(name);
             io(&p, OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(&p))
         };
-        Ok(RunDir { dir: dir.to_path_buf(), metrics: open("metrics.jsonl")?, timings: open("timings.jsonl")? })
+        let tb = cfg.output.tensorboard.then(|| crate::tensorboard::TbWriter::create(dir)).transpose()?;
+        Ok(RunDir { dir: dir.to_path_buf(), metrics: open("metrics.jsonl")?, timings: open("timings.jsonl")?, tb })
     }
 
     fn write_record(&mut self, r: &Record) -> Result<()> {
         let p = self.dir.join("metrics.jsonl");
-        io(&p, writeln!(self.metrics, "{}", r.to_json()).and_then(|_| self.metrics.flush()))
+        io(&p, writeln!(self.metrics, "{}", r.to_json()).and_then(|_| self.metrics.flush()))?;
+        match &mut self.tb {
+            Some(tb) => tb.record(r),
+            None => Ok(()),
+        }
     }
 
     fn write_csv(&self, records: &[Record]) -> Result<()> {
@@ -129,7 +136,7 @@ pub fn resume(dir: &Path, rounds: Option<u32>) -> Result<(Engine, RunDir)> {
         .take(engine.round as usize)
         .map(|l| format!("{l}\n"))
         .collect();
-    let mut out = RunDir::open(dir, false)?;
+    let mut out = RunDir::open(dir, false, &engine.cfg)?;
     io(&tp, out.timings.write_all(kept.as_bytes()))?;
     for r in engine.records.clone() {
         out.write_record(&r)?;
@@ -152,12 +159,16 @@ pub fn drive(
         out.write_record(&r)?;
         progress(Progress { record: &r, timings: &Timings::default(), rounds, failures: &[] });
     }
+    if engine.round == 0 {
+        crate::model_store::keep(engine, &out.dir)?;
+    }
     let every = engine.cfg.checkpoint_every;
     while engine.round < rounds && stop_after.is_none_or(|s| engine.round < s) {
         let (rec, t) = engine.run_round()?;
         out.write_record(&rec)?;
         let p = out.dir.join("timings.jsonl");
         io(&p, writeln!(out.timings, "{}", t.to_json()))?;
+        crate::model_store::keep(engine, &out.dir)?;
         if (every > 0 && engine.round % every == 0) || engine.round == rounds || stop_after == Some(engine.round) {
             engine.save_checkpoint(&out.dir)?;
             out.write_csv(&engine.records)?;

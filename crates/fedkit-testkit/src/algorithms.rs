@@ -1,4 +1,4 @@
-//! The algorithm suite: client and server state survive a bincode round trip, and 1 client x 1
+//! The algorithm suite: client and server state survive an encode-decode round trip (fedkit_core::codec), and 1 client x 1
 //! local step is plain SGD.
 //!
 //! Runs on the toy data with the registry's `logreg` model. [`check_algorithm`] runs both checks;
@@ -95,7 +95,7 @@ impl Fed {
     }
 }
 
-/// Check that client and server state survive a bincode round trip: after a first round of two
+/// Check that client and server state survive an encode-decode round trip (fedkit_core::codec): after a first round of two
 /// clients (several local steps each), the second round from restored state gives the same
 /// broadcast, updates, global model and states, bit for bit.
 pub fn check_state_serde(name: &str, make: &dyn Fn() -> Box<dyn DynAlgorithm>) {

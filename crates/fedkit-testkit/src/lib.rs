@@ -5,8 +5,8 @@
 //!   identical updates return that update, `accepted` lists only clients of the cohort that sent
 //!   an update; [`aggregators::check_weighted_mean`] for aggregators that promise the weighted mean.
 //! - [`stages::check_stage`]: every hook is deterministic per seed, and a stage's per-client memory
-//!   survives a bincode round trip (continuing from the restored memory gives the same bits).
-//! - [`algorithms::check_algorithm`]: client and server state survive a bincode round trip (the
+//!   survives an encode-decode round trip (fedkit_core::codec) (continuing from the restored memory gives the same bits).
+//! - [`algorithms::check_algorithm`]: client and server state survive an encode-decode round trip (fedkit_core::codec) (the
 //!   next round from restored state gives the same bits), and 1 client x 1 local step is plain SGD
 //!   (optionally: the default server rule moves the global model by exactly the aggregate).
 //! - [`check_registry`]: unique snake_case names, and documentation that names a paper or source,
@@ -192,9 +192,9 @@ pub fn build_default<T: ?Sized>(entries: &[Entry<T>], kind: Kind, name: &str) ->
     build(entries, kind, &toml::Table::from_iter([("use".to_string(), toml::Value::from(name))]))
 }
 
-/// The bincode bytes of `x`: "the same bits" means equal bytes.
+/// The encoded bytes (fedkit_core::codec) of `x`: "the same bits" means equal bytes.
 pub fn bits<T: Serialize + ?Sized>(x: &T) -> Vec<u8> {
-    bincode::serialize(x).expect("fixtures serialise")
+    fedkit_core::codec::to_bytes(x, "fixture").expect("fixtures serialise")
 }
 
 /// Assert that `a` and `b` have the same bits; `what` names the method and property.

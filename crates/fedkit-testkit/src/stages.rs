@@ -1,9 +1,9 @@
 //! The stage suite: every hook is deterministic per seed, and the per-client memory (`Extras`)
-//! survives a bincode round trip.
+//! survives an encode-decode round trip (fedkit_core::codec).
 //!
 //! Client hooks (`on_data`, `on_update`) run for three rounds with the memory carried over, for a
 //! benign and a malicious client; in every round the same inputs are run twice on one stage (so
-//! hidden state in the stage shows), and once more from the memory after a bincode round trip.
+//! hidden state in the stage shows), and once more from the memory after an encode-decode round trip (fedkit_core::codec).
 //! Server hooks (`on_cohort`, `on_aggregate`) run for two rounds on two fresh stages, on updates
 //! that went through the stage's client hook.
 
@@ -84,7 +84,7 @@ pub fn check_stage(name: &str, make: &dyn Fn() -> Box<dyn Stage>) {
             assert!(data == data2, "{}", what("on_data is deterministic per seed"));
             assert_same_bits(&(&u, &next), &(&u2, &next2), &what("on_update is deterministic per seed"));
 
-            let restored: Extras = bincode::deserialize(&crate::bits(&mem))
+            let restored: Extras = fedkit_core::codec::from_bytes(&crate::bits(&mem), "stage memory")
                 .unwrap_or_else(|e| panic!("{}: {e}", what("memory survives serde")));
             assert_same_bits(&restored, &mem, &what("memory survives serde"));
             let (u3, next3, data3) = client_hooks(name, stage.as_ref(), &cx, &restored);

@@ -7,7 +7,7 @@
 //! count) followed by blocks. The value blocks, concatenated, give the vector: dense f32,
 //! f16 or bf16; sparse (delta-coded indices, f32 values); b-bit quantised with a scale; sign
 //! bits with a scale; QSGD levels in Elias-gamma code with the norm. An `Extras` block carries
-//! the update's side payloads (control variates) dense, as bincode.
+//! the update's side payloads (control variates) dense, as postcard (fedkit_core::codec).
 //!
 //! Decoding validates everything (lengths, tags, ranges, index order, trailing bytes) and
 //! returns an error for malformed input, never a panic; sizes are bounded before any
@@ -27,7 +27,7 @@ use crate::{Error, Extras, Layout, Result};
 pub const EXTRA_KEY: &str = "wire";
 
 /// The format's version; a decoder refuses others.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const MAGIC: &[u8; 3] = b"FKW";
 /// The most QSGD levels a block may have (levels travel as i32 with a sign).
 pub const MAX_QSGD_LEVELS: u32 = 1 << 30;
@@ -67,7 +67,7 @@ pub enum Block {
     Signs { scale: f32, negative: Vec<bool> },
     /// QSGD: value norm * sign * level / s, levels in 0..=s.
     Qsgd { s: u32, norm: f32, levels: Vec<i32> },
-    /// Side payloads, dense (bincode).
+    /// Side payloads, dense (postcard).
     Extras(Extras),
 }
 
@@ -280,7 +280,7 @@ fn encode_block(b: &Block, p: &mut Vec<u8>) -> Result<u8> {
             QSGD
         }
         Block::Extras(e) => {
-            let b = bincode::serialize(e).map_err(|e| Error::Method(format!("wire: extras: {e}")))?;
+            let b = crate::codec::to_bytes(e, "wire extras")?;
             p.extend_from_slice(&b);
             EXTRAS
         }
@@ -477,13 +477,8 @@ fn decode_block(tag: u8, p: &mut Cursor, room: usize) -> Result<Block> {
             Block::Qsgd { s, norm, levels }
         }
         EXTRAS => {
-            use bincode::Options;
             let b = p.take(p.left())?;
-            let e = bincode::DefaultOptions::new()
-                .with_fixint_encoding()
-                .with_limit(b.len() as u64)
-                .deserialize(b)
-                .map_err(|e| bad(format!("extras: {e}")))?;
+            let e = crate::codec::from_bytes(b, "extras block").map_err(|e| bad(e.to_string()))?;
             Block::Extras(e)
         }
         t => return Err(bad(format!("unknown block tag {t}"))),
@@ -498,7 +493,7 @@ pub fn dense_len(len: usize, extras: &Extras) -> Result<usize> {
     let payload = varint_len(len as u64) + 4 * len;
     let mut n = 3 + 1 + 1 + 8 + varint_len(len as u64) + varint_len(blocks) + 1 + varint_len(payload as u64) + payload;
     if blocks == 2 {
-        let e = bincode::serialized_size(extras).map_err(|e| Error::Method(format!("wire: extras: {e}")))? as usize;
+        let e = crate::codec::encoded_len(extras, "wire extras")?;
         n += 1 + varint_len(e as u64) + e;
     }
     Ok(n)

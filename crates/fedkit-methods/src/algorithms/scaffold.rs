@@ -389,7 +389,7 @@ mod tests {
         }
         assert!(s.clients[2].is_none(), "a client that did not participate keeps no variate");
 
-        // The state survives a bincode round trip, and client 0's next update uses it.
+        // The state survives an encode-decode round trip (fedkit_core::codec), and client 0's next update uses it.
         let bytes = AnyState::to_bytes(&s.clients[0]).unwrap();
         let restored = DynAlgorithm::client_state_from_bytes(&s.algo, &bytes).unwrap();
         let restored = restored.as_any().downcast_ref::<Option<Params>>().unwrap().clone();

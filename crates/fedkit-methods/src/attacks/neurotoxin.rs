@@ -78,12 +78,11 @@ impl Stage for Neurotoxin {
     }
     fn state(&self) -> Result<Vec<u8>> {
         let mask = self.mask.lock().map_err(|_| Error::Method("neurotoxin: mask lock poisoned".into()))?;
-        bincode::serialize(&*mask).map_err(|e| Error::Method(format!("neurotoxin state: {e}")))
+        fedkit_core::codec::to_bytes(&*mask, "neurotoxin state")
     }
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         if !bytes.is_empty() {
-            let mask: Vec<u32> =
-                bincode::deserialize(bytes).map_err(|e| Error::Method(format!("neurotoxin state: {e}")))?;
+            let mask: Vec<u32> = fedkit_core::codec::from_bytes(bytes, "neurotoxin state")?;
             *self.mask.get_mut().map_err(|_| Error::Method("neurotoxin: mask lock poisoned".into()))? = mask;
         }
         Ok(())

@@ -182,13 +182,12 @@ impl Stage for DAdaQuant {
     }
 
     fn state(&self) -> Result<Vec<u8>> {
-        bincode::serialize(&*self.schedule()).map_err(|e| Error::Method(format!("dadaquant state: {e}")))
+        fedkit_core::codec::to_bytes(&*self.schedule(), "dadaquant state")
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         if !bytes.is_empty() {
-            *self.schedule() = bincode::deserialize(bytes)
-                .map_err(|e| Error::Method(format!("dadaquant: a foreign checkpoint: {e}")))?;
+            *self.schedule() = fedkit_core::codec::from_bytes(bytes, "dadaquant: a foreign checkpoint")?;
         }
         Ok(())
     }

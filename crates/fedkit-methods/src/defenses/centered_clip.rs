@@ -75,12 +75,11 @@ impl Aggregator for CenteredClip {
         aggregate_of(&order[0].delta, v, &order, Weighting::Robust)
     }
     fn state(&self) -> Result<Vec<u8>> {
-        bincode::serialize(&self.center).map_err(|e| Error::Method(format!("centered_clip state: {e}")))
+        fedkit_core::codec::to_bytes(&self.center, "centered_clip state")
     }
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         if !bytes.is_empty() {
-            self.center =
-                bincode::deserialize(bytes).map_err(|e| Error::Method(format!("centered_clip state: {e}")))?;
+            self.center = fedkit_core::codec::from_bytes(bytes, "centered_clip state")?;
         }
         Ok(())
     }

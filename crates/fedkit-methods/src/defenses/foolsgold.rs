@@ -106,11 +106,11 @@ impl Aggregator for FoolsGold {
         true
     }
     fn state(&self) -> Result<Vec<u8>> {
-        bincode::serialize(&self.history).map_err(|e| Error::Method(format!("foolsgold state: {e}")))
+        fedkit_core::codec::to_bytes(&self.history, "foolsgold state")
     }
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         if !bytes.is_empty() {
-            self.history = bincode::deserialize(bytes).map_err(|e| Error::Method(format!("foolsgold state: {e}")))?;
+            self.history = fedkit_core::codec::from_bytes(bytes, "foolsgold state")?;
         }
         Ok(())
     }

@@ -77,11 +77,11 @@ impl Aggregator for SparseFed {
         aggregate_of(&order[0].delta, values, &order, Weighting::Robust)
     }
     fn state(&self) -> Result<Vec<u8>> {
-        bincode::serialize(&self.residual).map_err(|e| Error::Method(format!("sparsefed state: {e}")))
+        fedkit_core::codec::to_bytes(&self.residual, "sparsefed state")
     }
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         if !bytes.is_empty() {
-            self.residual = bincode::deserialize(bytes).map_err(|e| Error::Method(format!("sparsefed state: {e}")))?;
+            self.residual = fedkit_core::codec::from_bytes(bytes, "sparsefed state")?;
         }
         Ok(())
     }

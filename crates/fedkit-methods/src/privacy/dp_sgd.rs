@@ -288,13 +288,12 @@ impl Stage for DpSgd {
     }
 
     fn state(&self) -> Result<Vec<u8>> {
-        bincode::serialize(&*self.ledger()).map_err(|e| Error::Method(format!("{NAME}: {e}")))
+        fedkit_core::codec::to_bytes(&*self.ledger(), "{NAME}")
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         if !bytes.is_empty() {
-            *self.ledger() = bincode::deserialize(bytes)
-                .map_err(|e| Error::Method(format!("{NAME}: a checkpoint that is not its ledger: {e}")))?;
+            *self.ledger() = fedkit_core::codec::from_bytes(bytes, "{NAME}: a checkpoint that is not its ledger")?;
         }
         Ok(())
     }

@@ -102,20 +102,14 @@ struct SharePair {
 }
 
 fn to_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    bincode::serialize(v).map_err(|e| Error::Method(format!("secagg: cannot encode a message: {e}")))
+    fedkit_core::codec::to_bytes(v, "a secagg message")
 }
 
 /// Decode a peer's message; a malformed or truncated one is an error, never a panic. The
 /// transport bounds a message's size before it gets here.
 fn from_bytes<T: for<'de> Deserialize<'de>>(b: &[u8], what: &str) -> Result<T> {
-    use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        // Never read (or allocate for) more than the message holds: a forged length fails.
-        .with_limit(b.len() as u64)
-        .deserialize(b)
-        .map_err(|e| Error::Method(format!("secagg: a malformed {what}: {e}")))
+    // Never reads (or allocates for) more than the message holds: a forged length fails.
+    fedkit_core::codec::from_bytes(b, what).map_err(|e| Error::Method(format!("secagg: {e}")))
 }
 
 /// One round in process: every client of `inputs` (id, encoded input, 32 bytes of entropy)
