@@ -126,15 +126,17 @@ pub fn run_all(
         }
     }
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut overall = crate::progress::Overall::new(quiet, plan.len(), "variants");
     for (label, dir, cfg) in plan {
         let (rounds, seed) = (cfg.rounds, cfg.seed);
         let t0 = Instant::now();
         let what = if seeds > 1 { format!("{label} (seed {seed})") } else { label.clone() };
+        overall.start(&what);
         let res = if finished(&dir, rounds) {
-            eprintln!("{what}: already finished in {}", dir.display());
+            crate::progress::note(&format!("{what}: already finished in {}", dir.display()));
             Ok(())
         } else if dir.join(fedkit_engine::checkpoint::CHECKPOINT_FILE).exists() {
-            eprintln!("{what}: resuming {}", dir.display());
+            crate::progress::note(&format!("{what}: resuming {}", dir.display()));
             fedkit_engine::resume(&dir, Some(rounds))
                 .map_err(anyhow::Error::from)
                 .and_then(|(mut e, mut o)| crate::drive(&mut e, &mut o, None, quiet, &what).map(|_| ()))
@@ -144,9 +146,10 @@ pub fn run_all(
             }
             crate::run_config(cfg, &dir, None, quiet).map(|_| ())
         };
+        overall.finish_one();
         let error = res.err().map(|e| format!("{e:#}"));
         if let Some(e) = &error {
-            eprintln!("warning: {what} failed: {e}");
+            crate::progress::note(&format!("warning: {what} failed: {e}"));
         }
         let rows = read_rows(&dir).unwrap_or_default();
         let seconds = run_seconds(&dir).unwrap_or_else(|| t0.elapsed().as_secs_f64());
@@ -156,6 +159,7 @@ pub fn run_all(
             _ => outcomes.push(Outcome { label, runs: vec![run] }),
         }
     }
+    overall.finish();
     Ok(outcomes)
 }
 

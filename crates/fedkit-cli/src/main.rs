@@ -6,6 +6,7 @@ mod compare;
 mod demo;
 mod export;
 mod heatmap;
+mod html;
 mod matrix;
 mod model;
 mod plot;
@@ -211,6 +212,10 @@ enum Command {
         /// Average the test accuracy over this many last evaluations.
         #[arg(long, default_value_t = 10)]
         last: usize,
+        /// Also write one self-contained HTML page (curves, configs side by side, timings,
+        /// provenance) to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Draw one curve per run (mean and a band over seeds) of a metric against rounds, bytes
     /// sent or seconds, as PNG or SVG.
@@ -268,6 +273,7 @@ enum DataCommand {
 }
 
 fn main() -> ExitCode {
+    fedkit_engine::run::set_build_commit(env!("FEDKIT_GIT_COMMIT"));
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -389,8 +395,11 @@ fn dispatch(cmd: Command) -> Result<()> {
             println!("{}", export::export(cfg, &out)?);
             Ok(())
         }
-        Command::Report { dirs, target, last } => {
+        Command::Report { dirs, target, last, html: page } => {
             print!("{}", report::table(&dirs, target, last)?);
+            if let Some(page) = page {
+                eprintln!("{}", html::write(&dirs, &page, target, last)?);
+            }
             Ok(())
         }
         Command::Bench { quick } => bench::run(quick),
@@ -404,14 +413,14 @@ pub fn run_config(cfg: RunConfig, dir: &Path, stop_after: Option<u32>, quiet: bo
     let label = cfg.algorithm.get("use").and_then(|v| v.as_str()).unwrap_or("").to_string();
     let (mut engine, mut out) = fedkit_engine::start(cfg, dir)?;
     if !quiet {
-        eprintln!(
+        progress::note(&format!(
             "run {}: {} clients, {} per round, {} rounds, {} worker thread(s)",
             dir.display(),
             engine.population(),
             engine.cfg.sampling.per_round.min(engine.population()),
             engine.cfg.rounds,
             engine.threads()
-        );
+        ));
     }
     drive(&mut engine, &mut out, stop_after, quiet, &label)
 }

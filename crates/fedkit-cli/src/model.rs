@@ -28,6 +28,13 @@ pub fn export(run: &Path, round: Option<u32>, client: Option<u32>, out: &Path) -
             };
             if !path.exists() {
                 let have = model_store::stored_rounds(run);
+                if let Some(c) = c.filter(|_| have.contains(&r)) {
+                    let sent = model_store::stored_updates(run, c);
+                    bail!(
+                        "the store has no update of client {c} in round {r}: it was not sampled or failed that round, \
+                         or is not in [output] keep_clients; it has client {c}'s updates of rounds {sent:?}"
+                    );
+                }
                 if c.is_some() || have.is_empty() {
                     bail!(
                         "{} is not in the model store{}; keep it with [output] keep_models = \"every:k\"{}",
@@ -43,7 +50,10 @@ pub fn export(run: &Path, round: Option<u32>, client: Option<u32>, out: &Path) -
             return Ok(format!(
                 "wrote {}: the {} of round {r}{} ({} bytes)",
                 out.display(),
-                meta.get("holds").map(String::as_str).unwrap_or("model"),
+                match meta.get("holds").map(String::as_str) {
+                    Some("update") => "update",
+                    _ => "global model",
+                },
                 c.map(|c| format!(" of client {c}")).unwrap_or_default(),
                 std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
             ));

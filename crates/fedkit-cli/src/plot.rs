@@ -242,6 +242,73 @@ pub fn write(out: &Path, curves: &[Curve], title: &str, xl: &str, yl: &str) -> R
     .with_context(|| format!("cannot write {}", out.display()))
 }
 
+/// `curves` as an SVG document (for pages that inline their plots).
+pub fn svg_string(curves: &[Curve], title: &str, xl: &str, yl: &str, size: (u32, u32)) -> Result<String> {
+    font()?;
+    let mut s = String::new();
+    draw(SVGBackend::with_string(&mut s, size).into_drawing_area(), curves, title, xl, yl)?;
+    Ok(s)
+}
+
+/// Histograms (bins of width 0.05 over [0, 1]) of each series' values, overlaid, as SVG.
+pub fn histogram_svg(series: &[(String, Vec<f64>)], title: &str, xl: &str, size: (u32, u32)) -> Result<String> {
+    font()?;
+    const BINS: usize = 20;
+    let counts: Vec<Vec<usize>> = series
+        .iter()
+        .map(|(_, v)| {
+            let mut c = vec![0; BINS];
+            for &x in v {
+                c[((x.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1)] += 1;
+            }
+            c
+        })
+        .collect();
+    let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, size).into_drawing_area();
+        let err = |e: DrawingAreaErrorKind<std::io::Error>| anyhow!("drawing the histogram: {e}");
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(14)
+            .x_label_area_size(42)
+            .y_label_area_size(58)
+            .build_cartesian_2d(0.0..1.0, 0.0..top * 1.1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(xl)
+            .y_desc("clients")
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(err)?;
+        let w = 1.0 / BINS as f64;
+        for (i, ((label, _), c)) in series.iter().zip(&counts).enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(c.iter().enumerate().filter(|(_, n)| **n > 0).map(|(b, &n)| {
+                    Rectangle::new([(b as f64 * w, 0.0), ((b + 1) as f64 * w, n as f64)], color.mix(0.45).filled())
+                }))
+                .map_err(err)?
+                .label(label.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.45).filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(s)
+}
+
 pub fn run(a: PlotArgs) -> Result<()> {
     let mut curves = curves(&a.runs, &a.metric, a.x)?;
     let mut xl = match a.x {

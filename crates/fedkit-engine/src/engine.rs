@@ -91,6 +91,9 @@ pub struct Engine {
     pub records: Vec<Record>,
     /// Clients that failed in the last round, with their reasons.
     pub last_failures: Vec<ClientFailure>,
+    /// With `[eval] clients`: every client's local accuracy and loss at the last evaluation
+    /// (`local_eval.jsonl`; taken by the run directory when written).
+    pub local_eval: Option<LocalEval>,
     /// The last round's updates of `[output] keep_clients`, as the server received them.
     pub kept_updates: Vec<fedkit_core::Update>,
     /// Under `[downlink]`: the shadow model w^ the clients train from, and who holds it.
@@ -111,6 +114,16 @@ pub struct Engine {
     server_model: Box<dyn Model>,
     /// The pooled training data (aggregators' root and probe sets; simulation only).
     server_data: ClientData,
+}
+
+/// One evaluation of every client's model on its local test split: a line of `local_eval.jsonl`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LocalEval {
+    pub round: u32,
+    /// The clients with a non-empty local test split, ascending; `acc` and `loss` follow them.
+    pub clients: Vec<u32>,
+    pub acc: Vec<f64>,
+    pub loss: Vec<f64>,
 }
 
 impl Engine {
@@ -237,6 +250,7 @@ impl Engine {
             records: Vec::new(),
             last_failures: Vec::new(),
             kept_updates: Vec::new(),
+            local_eval: None,
             downlink: None,
             downlink_bytes: None,
             workers,
@@ -709,6 +723,12 @@ impl Engine {
             }
         });
         let stats: Vec<EvalStats> = stats.into_iter().collect::<Result<_>>()?;
+        self.local_eval = Some(LocalEval {
+            round: self.round,
+            clients: (0..stats.len() as u32).filter(|&c| stats[c as usize].count > 0).collect(),
+            acc: stats.iter().filter(|s| s.count > 0).map(EvalStats::accuracy).collect(),
+            loss: stats.iter().filter(|s| s.count > 0).map(EvalStats::loss).collect(),
+        });
         let mut accs: Vec<f64> = stats.iter().filter(|s| s.count > 0).map(EvalStats::accuracy).collect();
         let losses: Vec<f64> = stats.iter().filter(|s| s.count > 0).map(EvalStats::loss).collect();
         if accs.is_empty() {

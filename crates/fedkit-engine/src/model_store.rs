@@ -29,19 +29,26 @@ pub fn update_path(dir: &Path, client: u32, round: u32) -> PathBuf {
     dir.join(MODELS_DIR).join(format!("client{client}-r{round:05}.update.safetensors"))
 }
 
-/// The rounds whose global model `dir`'s store holds, ascending.
-pub fn stored_rounds(dir: &Path) -> Vec<u32> {
+/// The rounds of the store's files named `<prefix><round><suffix>`, ascending.
+fn rounds_of(dir: &Path, prefix: &str, suffix: &str) -> Vec<u32> {
     let mut r: Vec<u32> = std::fs::read_dir(dir.join(MODELS_DIR))
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("global-r")?.strip_suffix(".safetensors")?.parse().ok()
-        })
+        .filter_map(|e| e.file_name().into_string().ok()?.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
         .collect();
     r.sort_unstable();
     r
+}
+
+/// The rounds whose global model `dir`'s store holds, ascending.
+pub fn stored_rounds(dir: &Path) -> Vec<u32> {
+    rounds_of(dir, "global-r", ".safetensors")
+}
+
+/// The rounds whose update of `client` `dir`'s store holds, ascending.
+pub fn stored_updates(dir: &Path, client: u32) -> Vec<u32> {
+    rounds_of(dir, &format!("client{client}-r"), ".update.safetensors")
 }
 
 fn meta(engine: &Engine, holds: &str, client: Option<u32>) -> BTreeMap<String, String> {

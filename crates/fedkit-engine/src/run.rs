@@ -34,6 +34,34 @@ fn io<T>(p: &Path, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|e| Error::io(p, e))
 }
 
+/// The git commit the binary was built from; the binary sets it at start-up (its build script
+/// knows it), and `provenance.json` records it.
+static BUILD_COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Record the binary's git commit for the run directories it writes.
+pub fn set_build_commit(commit: &str) {
+    let _ = BUILD_COMMIT.set(commit.to_string());
+}
+
+/// `provenance.json`: what produced the run (fedkit version, git commit, host, threads, the
+/// command line, the start time). Not part of the reproducible files: it differs per machine.
+fn write_provenance(dir: &Path, cfg: &RunConfig) -> Result<()> {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let v = serde_json::json!({
+        "fedkit_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": BUILD_COMMIT.get().map(String::as_str).unwrap_or("unknown"),
+        "host": host,
+        "os": format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+        "threads": crate::workers::thread_count(cfg.threads),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "started_unix": started,
+    });
+    let p = dir.join("provenance.json");
+    io(&p, std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()))
+}
+
 /// A run directory being written.
 pub struct RunDir {
     pub dir: PathBuf,
@@ -59,6 +87,7 @@ impl RunDir {
         io(dir, std::fs::create_dir_all(dir))?;
         let resolved = dir.join("resolved.toml");
         io(&resolved, std::fs::write(&resolved, cfg.to_toml()?))?;
+        write_provenance(dir, cfg)?;
         Self::open(dir, false, cfg)
     }
 
@@ -78,6 +107,14 @@ impl RunDir {
             Some(tb) => tb.record(r),
             None => Ok(()),
         }
+    }
+
+    /// Append the engine's per-client local evaluation, if it made one this round.
+    fn write_local_eval(&mut self, engine: &mut Engine) -> Result<()> {
+        let Some(e) = engine.local_eval.take() else { return Ok(()) };
+        let p = self.dir.join("local_eval.jsonl");
+        let mut f = io(&p, OpenOptions::new().create(true).append(true).open(&p))?;
+        io(&p, writeln!(f, "{}", serde_json::to_string(&e).unwrap_or_default()))
     }
 
     fn write_csv(&self, records: &[Record]) -> Result<()> {
@@ -136,6 +173,21 @@ pub fn resume(dir: &Path, rounds: Option<u32>) -> Result<(Engine, RunDir)> {
         .take(engine.round as usize)
         .map(|l| format!("{l}\n"))
         .collect();
+    let lp = dir.join("local_eval.jsonl");
+    if let Ok(text) = std::fs::read_to_string(&lp) {
+        let round = engine.round as u64;
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["round"].as_u64())
+                    .is_some_and(|r| r <= round)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        io(&lp, std::fs::write(&lp, kept))?;
+    }
     let mut out = RunDir::open(dir, false, &engine.cfg)?;
     io(&tp, out.timings.write_all(kept.as_bytes()))?;
     for r in engine.records.clone() {
@@ -161,6 +213,7 @@ pub fn drive(
     }
     if engine.round == 0 {
         crate::model_store::keep(engine, &out.dir)?;
+        out.write_local_eval(engine)?;
     }
     let every = engine.cfg.checkpoint_every;
     while engine.round < rounds && stop_after.is_none_or(|s| engine.round < s) {
@@ -169,6 +222,7 @@ pub fn drive(
         let p = out.dir.join("timings.jsonl");
         io(&p, writeln!(out.timings, "{}", t.to_json()))?;
         crate::model_store::keep(engine, &out.dir)?;
+        out.write_local_eval(engine)?;
         if (every > 0 && engine.round % every == 0) || engine.round == rounds || stop_after == Some(engine.round) {
             engine.save_checkpoint(&out.dir)?;
             out.write_csv(&engine.records)?;

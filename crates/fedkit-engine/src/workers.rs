@@ -13,17 +13,22 @@ pub struct Workers {
     models: Vec<Box<dyn Model>>,
 }
 
+/// The worker threads `threads` asks for: 0 = RAYON_NUM_THREADS, else all cores.
+pub fn thread_count(threads: usize) -> usize {
+    match threads {
+        0 => std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        n => n,
+    }
+}
+
 impl Workers {
     /// `threads` workers (0 = RAYON_NUM_THREADS, else all cores), each with a copy of `model`.
     pub fn new(threads: usize, model: &dyn Model) -> Result<Self> {
-        let n = match threads {
-            0 => std::env::var("RAYON_NUM_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n: &usize| n > 0)
-                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
-            n => n,
-        };
+        let n = thread_count(threads);
         let pools = (0..n)
             .map(|i| {
                 rayon::ThreadPoolBuilder::new()
