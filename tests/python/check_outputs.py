@@ -39,12 +39,43 @@ def test_set(data):
     return meta, x, y
 
 
-def conv(x, w, b, pad):
-    """PyTorch's Conv2d (stride 1): x [N, C, H, W], w [O, C, k, k]."""
+def conv(x, w, b, pad, stride=1):
+    """PyTorch's Conv2d: x [N, C, H, W], w [O, C, k, k]."""
     k = w.shape[-1]
     x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
-    return np.einsum("nchwij,ocij->nohw", win, w, optimize=True) + b[None, :, None, None]
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    y = np.einsum("nchwij,ocij->nohw", win, w, optimize=True)
+    return y if b is None else y + b[None, :, None, None]
+
+
+def norm(x, t, name, groups):
+    """BatchNorm2d in eval mode (running statistics), or GroupNorm without them."""
+    g, b = t[f"{name}.weight"][None, :, None, None], t[f"{name}.bias"][None, :, None, None]
+    if f"{name}.running_mean" in t:
+        m, v = t[f"{name}.running_mean"][None, :, None, None], t[f"{name}.running_var"][None, :, None, None]
+        return (x - m) / np.sqrt(v + 1e-5) * g + b
+    n, c, h, w = x.shape
+    y = x.reshape(n, groups, -1)
+    y = (y - y.mean(axis=2, keepdims=True)) / np.sqrt(y.var(axis=2, keepdims=True) + 1e-5)
+    return y.reshape(n, c, h, w) * g + b
+
+
+def resnet(spec, t, x):
+    """The CIFAR ResNet with option-A shortcuts (docs/models.md)."""
+    groups = spec.get("groups", 2)
+    h = relu(norm(conv(x, t["conv1.weight"], None, 1), t, "bn1", groups))
+    blocks = sorted({k.rsplit(".", 2)[0] for k in t if k.startswith("layer")}, key=lambda s: (int(s[5]), int(s.split(".")[1])))
+    for blk in blocks:
+        w1 = t[f"{blk}.conv1.weight"]
+        stride = 2 if w1.shape[0] != w1.shape[1] else 1
+        y = relu(norm(conv(h, w1, None, 1, stride), t, f"{blk}.bn1", groups))
+        y = norm(conv(y, t[f"{blk}.conv2.weight"], None, 1), t, f"{blk}.bn2", groups)
+        if y.shape[1] != h.shape[1]:
+            sub = h[:, :, ::2, ::2]
+            pad = (y.shape[1] - h.shape[1]) // 2
+            h = np.pad(sub, ((0, 0), (pad, y.shape[1] - h.shape[1] - pad), (0, 0), (0, 0)))
+        h = relu(y + h)
+    return linear(h.mean(axis=(2, 3)), t, "fc")
 
 
 def pool(x):
@@ -81,6 +112,8 @@ def forward(spec, t, x):
         for f in fcs[:-1]:
             h = relu(linear(h, t, f))
         return linear(h, t, fcs[-1])
+    if name == "resnet":
+        return resnet(spec, t, x)
     fail(f"no NumPy forward pass for model {name}")
 
 

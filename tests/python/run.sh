@@ -1,21 +1,15 @@
 #!/usr/bin/env bash
 # fedkit's outputs read back by the Python packages users load them with (CI's Python suite, about
 # a minute after the venv exists): the safetensors model export and [model] init (NumPy predictions
-# equal fedkit's metrics, for logreg, mlp and, with Fashion-MNIST installed, lenet and cnn), the
+# equal fedkit's metrics, for logreg, mlp and, with Fashion-MNIST installed, lenet, cnn and resnet), the
 # model store, and the TensorBoard event file (tensorboard's EventAccumulator). The venv
 # (tests/python/.venv: numpy, safetensors, tensorboard; no torch) is created on first use.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$here/../.."
-venv="$here/.venv"
-if ! cmp -s "$venv/.installed" "$here/requirements.txt" 2>/dev/null; then
-    echo "tests/python: creating $venv (numpy, safetensors, tensorboard) ..." >&2
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt"
-    cp "$here/requirements.txt" "$venv/.installed"
-fi
-py="$venv/bin/python $here/check_outputs.py"
+python=$("$here/venv.sh")
+venv="$(dirname "$(dirname "$python")")"
+py="$python $here/check_outputs.py"
 fedkit="$root/target/release/fedkit"
 [ -x "$fedkit" ] || (cd "$root" && cargo build --release --quiet)
 out=$(mktemp -d)
@@ -59,6 +53,8 @@ if [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || [ -f /u
     fm=(data.name='"fashion_mnist"' data.clients=10 data.subsample=0.05 rounds=2 client.lr=0.05 client.batch_size=32 sampling.per_round=5)
     check_model lenet "$smoke" "${fm[@]}" 'model.use="lenet"' client.lr=0.2 client.epochs=2
     check_model cnn "$smoke" "${fm[@]}" 'model.use="cnn"' 'model.channels=[8,16]' 'model.hidden=32'
+    check_model resnet "$smoke" "${fm[@]}" 'model.use="resnet"' model.depth=8 model.width=4 rounds=1 data.subsample=0.01
+    check_model resnet_gn "$smoke" "${fm[@]}" 'model.use="resnet"' model.depth=8 model.width=4 'model.norm="group"' rounds=1 data.subsample=0.01
 else
     echo "note: Fashion-MNIST not installed (scripts/install-test-deps.sh); the lenet and cnn checks are skipped" >&2
 fi

@@ -12,6 +12,7 @@ pub mod lenet;
 pub mod logreg;
 pub mod mlp;
 mod nets;
+pub mod resnet;
 
 pub use nets::Norm;
 
@@ -45,6 +46,11 @@ pub fn models() -> &'static [Entry<dyn ModelSpec>] {
             name: "mlp",
             source: include_str!("mlp.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<mlp::MlpSpec>(t, "", r)?)),
+        },
+        Entry {
+            name: "resnet",
+            source: include_str!("resnet.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<resnet::ResNetSpec>(t, "", r)?)),
         },
     ];
     MODELS
