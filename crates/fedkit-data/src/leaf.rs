@@ -60,8 +60,7 @@ use serde::de::DeserializeOwned;
 
 /// LEAF's character vocabulary (`ALL_LETTERS` of `models/utils/language_utils.py`): a character's
 /// token id is its position here.
-pub const ALL_LETTERS: &str =
-    "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}";
+pub const ALL_LETTERS: &str = "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}";
 
 /// Characters per Shakespeare sample.
 pub const SEQ_LEN: usize = 80;
@@ -157,9 +156,10 @@ fn femnist_sample(x: Vec<f32>, y: f64, out: &mut Vec<f32>) -> std::result::Resul
 /// The token id of `c` in [`ALL_LETTERS`].
 fn token(c: char) -> std::result::Result<u32, String> {
     // ALL_LETTERS is ASCII, so the byte offset is the character position.
-    ALL_LETTERS.find(c).map(|i| i as u32).ok_or_else(|| {
-        format!("character {c:?} (U+{:04X}) is not in LEAF's vocabulary (ALL_LETTERS)", c as u32)
-    })
+    ALL_LETTERS
+        .find(c)
+        .map(|i| i as u32)
+        .ok_or_else(|| format!("character {c:?} (U+{:04X}) is not in LEAF's vocabulary (ALL_LETTERS)", c as u32))
 }
 
 /// A Shakespeare sample: 80 characters and the one that follows.
@@ -439,7 +439,7 @@ mod tests {
         let err = |kind| load(kind, Some(d)).unwrap_err().to_string();
         write_leaf(&dir, "test", "t.json", &[("w0", vec![img(0)], vec![json!(1)])], None);
         // num_samples disagrees with the data.
-        write_leaf(&dir, "train", "a.json", &[("w9", vec![img(0), img(1)], vec![json!(1), json!(2)])], Some(&[3]));
+        write_leaf(&dir, "train", "a.json", &[("w9", vec![img(0), img(1)], vec![json!(1), json!(2)])], Some(&[3][..]));
         let e = err(LeafKind::Femnist);
         assert!(e.contains("a.json") && e.contains("`w9`") && e.contains("num_samples says 3"), "{e}");
         // A row of 783 pixels.

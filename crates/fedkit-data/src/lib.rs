@@ -3,7 +3,10 @@
 //! The `[data]` config section picks a dataset (`name`), the number of clients and a partition:
 //! - `synthetic` (default): FedProx's Synthetic(alpha, beta), generated from the run's seed;
 //! - `fcube`: NIID-Bench's FCUBE 3-D points, generated from the run's seed;
-//! - `fashion_mnist`, `mnist`: the IDX files in `data_dir`.
+//! - `fashion_mnist`, `mnist`: the IDX files in `data_dir`;
+//! - `cifar10`: CIFAR-10's binary batches in `data_dir`;
+//! - `femnist`, `shakespeare`: LEAF's JSON files in `data_dir`, one client per writer or role;
+//! - `tabular`: features and labels from CSV or NPY files (`[data.tabular]`).
 //!
 //! `clients = 0` (the default) means the dataset's natural number of clients: one per user for
 //! `synthetic` (`data.synthetic.users`), and 10 (NIID-Bench's usual number of parties) for the
@@ -20,12 +23,15 @@
 //! alpha = 0.5
 //! ```
 
+pub mod cifar10;
 pub mod fashion_mnist;
 pub mod fcube;
 pub mod idx;
 pub mod label_noise;
+pub mod leaf;
 pub mod partitioners;
 pub mod synthetic;
+pub mod tabular;
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -45,7 +51,8 @@ pub const DEFAULT_CLIENTS: usize = 10;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// "synthetic" (default) | "fashion_mnist" | "mnist" | "fcube".
+    /// "synthetic" (default) | "fashion_mnist" | "mnist" | "cifar10" | "femnist" | "shakespeare" |
+    /// "tabular" | "fcube".
     pub name: String,
     /// Number of clients; 0 = the dataset's natural number (synthetic: its users; others: 10).
     pub clients: usize,
@@ -55,6 +62,8 @@ pub struct DataConfig {
     pub data_dir: Option<String>,
     /// Parameters of the synthetic dataset.
     pub synthetic: SyntheticParams,
+    /// The files of the `tabular` dataset (CSV or NPY).
+    pub tabular: tabular::TabularParams,
     /// Relabel a fraction of every client's samples (`label_noise.rs`).
     pub label_noise: LabelNoise,
     /// Keep this fraction of every client's training samples (a seeded random subset, at least
@@ -70,6 +79,7 @@ impl Default for DataConfig {
             partition: toml::Table::new(),
             data_dir: None,
             synthetic: SyntheticParams::default(),
+            tabular: tabular::TabularParams::default(),
             label_noise: LabelNoise::default(),
             subsample: 1.0,
         }
@@ -94,6 +104,10 @@ static DATASETS: &[(&str, &str)] = &[
     ("fcube", include_str!("fcube.rs")),
     ("fashion_mnist", include_str!("fashion_mnist.rs")),
     ("mnist", include_str!("fashion_mnist.rs")),
+    ("cifar10", include_str!("cifar10.rs")),
+    ("femnist", include_str!("leaf.rs")),
+    ("shakespeare", include_str!("leaf.rs")),
+    ("tabular", include_str!("tabular.rs")),
 ];
 
 /// Every dataset name with its module source (its `//!` docs are the documentation).
@@ -110,6 +124,10 @@ fn load_datasets(cfg: &DataConfig, seed: u64) -> Result<(Dataset, Dataset)> {
         "fcube" => Ok(fcube::generate(&mut rng)),
         "fashion_mnist" => fashion_mnist::load(&fashion_mnist::FASHION_MNIST, dir),
         "mnist" => fashion_mnist::load(&fashion_mnist::MNIST, dir),
+        "cifar10" => cifar10::load(dir),
+        "femnist" => leaf::load(leaf::LeafKind::Femnist, dir),
+        "shakespeare" => leaf::load(leaf::LeafKind::Shakespeare, dir),
+        "tabular" => tabular::load(&cfg.tabular),
         other => {
             let names: Vec<&str> = DATASETS.iter().map(|d| d.0).collect();
             Err(Error::config("data.name", format!("unknown dataset `{other}`; allowed: {}", names.join(", "))))
@@ -306,7 +324,11 @@ mod tests {
     #[test]
     fn clear_errors() {
         let e = build_federation(&cfg("name = \"cifar\""), 0).unwrap_err().to_string();
-        assert!(e.contains("data.name") && e.contains("synthetic, fcube, fashion_mnist, mnist"), "{e}");
+        assert!(
+            e.contains("data.name")
+                && e.contains("synthetic, fcube, fashion_mnist, mnist, cifar10, femnist, shakespeare, tabular"),
+            "{e}"
+        );
         let e = build_federation(&cfg("clients = 7"), 0).unwrap_err().to_string();
         assert!(e.contains("data.clients") && e.contains("30"), "{e}");
         let e = build_federation(&cfg("name = \"fcube\"\nclients = 5000"), 0).unwrap_err().to_string();
