@@ -203,7 +203,8 @@ enum Command {
     },
     /// Summarise run directories in one table (final/best accuracy, loss, bytes, rounds to target).
     Report {
-        /// Run directories (each holds a metrics.jsonl).
+        /// Run directories (each holds a metrics.jsonl), or folders of runs (compare, sweep and
+        /// matrix outputs: their runs, up to two levels down).
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
         /// Report the first round whose test accuracy reaches this value.
@@ -396,6 +397,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Report { dirs, target, last, html: page } => {
+            let dirs = report::expand_runs(&dirs)?;
             print!("{}", report::table(&dirs, target, last)?);
             if let Some(page) = page {
                 eprintln!("{}", html::write(&dirs, &page, target, last)?);

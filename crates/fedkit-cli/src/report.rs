@@ -7,6 +7,36 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
+/// The run directories under `dirs`: a directory with a `metrics.jsonl` is a run; another
+/// (a `compare`, `sweep` or `matrix` output, or a variant with `seed<k>/` runs) stands for the
+/// runs up to two levels below it, in name order.
+pub fn expand_runs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn below(d: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        if d.join("metrics.jsonl").is_file() {
+            out.push(d.to_path_buf());
+            return;
+        }
+        if depth == 0 {
+            return;
+        }
+        let mut subs: Vec<PathBuf> =
+            std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        subs.sort();
+        for s in subs {
+            below(&s, depth - 1, out);
+        }
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        let before = out.len();
+        below(d, 2, &mut out);
+        if out.len() == before {
+            anyhow::bail!("{}: not a run directory (no metrics.jsonl in it or its subfolders)", d.display());
+        }
+    }
+    Ok(out)
+}
+
 /// The report's columns, in order.
 pub fn headers(last: usize) -> Vec<String> {
     ["run", "rounds", "test_acc", "best_acc", &format!("mean_last{last}"), "train_loss", "MB_up", "to_target"]
