@@ -37,8 +37,8 @@ pub use params::{Layout, ParamKind, Params};
 pub use partition::Partitioner;
 pub use rng::RngStream;
 pub use traits::{
-    Aggregator, AggregatorView, Algorithm, AnyState, BATCH_STREAM, ClientCtx, CohortSampling, DynAlgorithm, ModelPool,
-    RoundCtx, RunInfo, SampleCtx, ServerView, SharedHook, Stage, State, StragglerPolicy, Transport, local_update,
-    local_update_from,
+    AdaptCtx, Aggregator, AggregatorView, Algorithm, AnyState, BATCH_STREAM, ClientCtx, CohortSampling, DynAlgorithm,
+    ModelPool, RoundCtx, RunInfo, SampleCtx, ServerView, SharedHook, Stage, State, StragglerPolicy, Transport,
+    local_update, local_update_from,
 };
 pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update, Weighting};

@@ -15,4 +15,15 @@ pub trait Partitioner: Send + Sync {
     fn feature_affine(&self, n_clients: usize) -> Vec<FeatureAffine> {
         vec![FeatureAffine::IDENTITY; n_clients]
     }
+    /// Per-client relabelling of the dataset's classes (`map[class]`), for federations whose
+    /// clients disagree on the labels (IFCA's permuted-label clusters); `None` (the default,
+    /// or for a client): the dataset's labels.
+    fn label_maps(&self, _n_clients: usize, _classes: usize) -> Vec<Option<Vec<u32>>> {
+        Vec::new()
+    }
+    /// The true group of every client when the federation is built with known clusters (what
+    /// clustering algorithms are scored against: `cluster_acc`); `None` by default.
+    fn groups(&self, _n_clients: usize) -> Option<Vec<u32>> {
+        None
+    }
 }

@@ -267,6 +267,37 @@ pub trait Algorithm: Send + Sync + 'static {
     fn personalize(&self, _global: &Params, _st: &Self::Client) -> Option<Params> {
         None
     }
+    /// The model a client would use, computed on its own training data `d` with the server
+    /// state at hand: Per-FedAvg's adaptation step, IFCA's lowest-loss cluster model. `st` is
+    /// `None` for a client that never trained. Per-client evaluation calls this; default:
+    /// [`Algorithm::personalize`].
+    fn adapt(
+        &self,
+        a: &AdaptCtx,
+        _server: &Self::Server,
+        st: Option<&Self::Client>,
+        _m: &mut dyn Model,
+        _d: &ClientData,
+    ) -> Result<Option<Params>> {
+        Ok(st.and_then(|s| self.personalize(a.global, s)))
+    }
+}
+
+/// What [`Algorithm::adapt`] knows: the evaluation round, the client, the global model and the
+/// local training settings.
+pub struct AdaptCtx<'a> {
+    pub round: u32,
+    pub client: ClientId,
+    pub seed: u64,
+    pub global: &'a Params,
+    pub train: &'a LocalTrain,
+}
+
+impl AdaptCtx<'_> {
+    /// A random stream for `purpose`, derived from (seed, purpose, round, client).
+    pub fn rng(&self, purpose: &str) -> RngStream {
+        RngStream::derive(self.seed, purpose, self.round as u64, self.client as u64)
+    }
 }
 
 /// A type-erased algorithm state.
@@ -313,6 +344,14 @@ pub trait DynAlgorithm: Send + Sync {
         view: &mut ServerView,
     ) -> Result<Metrics>;
     fn personalize(&self, global: &Params, st: &dyn AnyState) -> Result<Option<Params>>;
+    fn adapt(
+        &self,
+        a: &AdaptCtx,
+        server: &dyn AnyState,
+        st: Option<&dyn AnyState>,
+        m: &mut dyn Model,
+        d: &ClientData,
+    ) -> Result<Option<Params>>;
 }
 
 fn downcast<T: 'static>(s: &dyn AnyState) -> Result<&T> {
@@ -378,6 +417,17 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
     fn personalize(&self, global: &Params, st: &dyn AnyState) -> Result<Option<Params>> {
         Ok(Algorithm::personalize(self, global, downcast::<A::Client>(st)?))
+    }
+    fn adapt(
+        &self,
+        a: &AdaptCtx,
+        server: &dyn AnyState,
+        st: Option<&dyn AnyState>,
+        m: &mut dyn Model,
+        d: &ClientData,
+    ) -> Result<Option<Params>> {
+        let st = st.map(downcast::<A::Client>).transpose()?;
+        Algorithm::adapt(self, a, downcast::<A::Server>(server)?, st, m, d)
     }
 }
 

@@ -97,6 +97,8 @@ pub struct Federation {
     pub clients: Vec<ClientData>,
     /// The resolved `[data.partition]` table: `use` and every parameter, defaults filled in.
     pub partition: toml::Table,
+    /// Each client's true group, when the partition builds known clusters (`permuted_labels`).
+    pub groups: Option<Vec<u32>>,
 }
 
 static DATASETS: &[(&str, &str)] = &[
@@ -164,6 +166,8 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
     let noise = partitioner.feature_noise(n).into_iter().chain(std::iter::repeat(0.0));
     let affine = partitioner.feature_affine(n).into_iter().chain(std::iter::repeat(FeatureAffine::IDENTITY));
     let train = Arc::new(train);
+    let label_maps = partitioner.label_maps(n, train.classes);
+    let groups = partitioner.groups(n);
     let mut clients: Vec<ClientData> = parts
         .into_iter()
         .zip(noise.zip(affine))
@@ -176,6 +180,11 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
             stamp: None,
         })
         .collect();
+    for (d, map) in clients.iter_mut().zip(&label_maps) {
+        if let Some(map) = map {
+            d.labels = Some(d.idx.iter().map(|&i| map[d.data.y[i as usize] as usize]).collect());
+        }
+    }
     if !(cfg.subsample > 0.0 && cfg.subsample <= 1.0) {
         return Err(Error::config("data.subsample", format!("must be in (0, 1], got {}", cfg.subsample)));
     }
@@ -188,7 +197,7 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
         }
     }
     cfg.label_noise.apply(&mut clients, seed)?;
-    Ok(Federation { train, test: Arc::new(test), clients, partition })
+    Ok(Federation { train, test: Arc::new(test), clients, partition, groups })
 }
 
 /// Every client non-empty, indices in range and disjoint.

@@ -357,6 +357,10 @@ pub struct EvalConfig {
     /// With `clients`: the fraction of each client's samples held out as its local test split
     /// (a seeded random subset; the rest is its training data).
     pub client_test_fraction: f64,
+    /// With `clients`: before evaluating a client's model, fine-tune it with this many local
+    /// SGD steps (`[client]` lr and batch size) on the client's own training data (0 = off): the
+    /// "FedAvg + local fine-tuning" baseline of personalisation papers, for any algorithm.
+    pub finetune_steps: usize,
     /// After the last round, estimate the top Hessian eigenvalue of the training loss (the
     /// sharpness of the minimum; column `hessian_top`) on this many pooled training samples by
     /// power iteration (0 = off).
@@ -390,6 +394,7 @@ impl Default for EvalConfig {
             test_samples: 0,
             clients: false,
             client_test_fraction: 0.2,
+            finetune_steps: 0,
             hessian_samples: 0,
             hessian_iters: 20,
             validation: 0.0,

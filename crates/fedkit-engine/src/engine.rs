@@ -116,6 +116,37 @@ pub struct Engine {
     server_data: ClientData,
 }
 
+/// How well (chosen cluster, true group) pairs agree, up to renaming the clusters: the best
+/// one-to-one matching of clusters to groups (every permutation, for up to 8 of either), or the
+/// purity (each cluster counted as its majority group) beyond.
+pub fn cluster_accuracy(pairs: &[(usize, usize)]) -> f64 {
+    let k = pairs.iter().map(|p| p.0.max(p.1) + 1).max().unwrap_or(1);
+    let mut count = vec![vec![0usize; k]; k];
+    for &(c, g) in pairs {
+        count[c][g] += 1;
+    }
+    let best = if k <= 8 {
+        fn search(count: &[Vec<usize>], c: usize, used: &mut [bool]) -> usize {
+            if c == count.len() {
+                return 0;
+            }
+            let mut best = 0;
+            for g in 0..count.len() {
+                if !used[g] {
+                    used[g] = true;
+                    best = best.max(count[c][g] + search(count, c + 1, used));
+                    used[g] = false;
+                }
+            }
+            best
+        }
+        search(&count, 0, &mut vec![false; k])
+    } else {
+        count.iter().map(|row| row.iter().copied().max().unwrap_or(0)).sum()
+    };
+    best as f64 / pairs.len() as f64
+}
+
 /// One evaluation of every client's model on its local test split: a line of `local_eval.jsonl`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LocalEval {
@@ -517,6 +548,15 @@ impl Engine {
             let v: Vec<f64> = ups.iter().filter_map(|u| u.metrics.get(k).copied()).collect();
             rec.set(&format!("client_{k}"), v.iter().sum::<f64>() / v.len() as f64);
         }
+        if let Some(groups) = &self.fed.groups {
+            let pairs: Option<Vec<(usize, usize)>> = ups
+                .iter()
+                .map(|u| Some((u.metrics.get("cluster").copied()? as usize, groups[u.client as usize] as usize)))
+                .collect();
+            if let Some(pairs) = pairs.filter(|p| !p.is_empty()) {
+                rec.set("cluster_acc", cluster_accuracy(&pairs));
+            }
+        }
         rec
     }
 
@@ -704,14 +744,32 @@ impl Engine {
 
     /// Every client's model (personalised where the algorithm has one) on its local test split.
     fn evaluate_clients_into(&mut self, rec: &mut Record) -> Result<()> {
-        let (bs, seed) = (self.cfg.eval.batch_size, self.cfg.seed);
+        let (bs, seed, round) = (self.cfg.eval.batch_size, self.cfg.seed, self.round);
         let (algo, global, clients, tests) = (self.algorithm.as_ref(), &self.global, &self.clients, &self.local_test);
+        let (server, train, data) = (self.server.as_ref(), &self.cfg.client, &self.fed.clients);
+        let finetune = self.cfg.eval.finetune_steps;
         let predict = self.loss.adjusts_predictions().then_some(self.loss.as_ref());
         let stats = self.workers.map(tests.len(), |model, c| {
-            let own = match &clients[c].state {
-                Some(st) => algo.personalize(global, st.as_ref())?,
-                None => None,
-            };
+            let a = fedkit_core::AdaptCtx { round, client: c as u32, seed, global, train };
+            let mut own = algo.adapt(&a, server, clients[c].state.as_deref(), model, &data[c])?;
+            if finetune > 0 {
+                let mut w = own.take().unwrap_or_else(|| global.clone());
+                let cfg = fedkit_core::LocalTrain { max_steps: finetune, ..train.clone() };
+                let epochs = finetune.div_ceil(data[c].len().div_ceil(cfg.batch_size.max(1)).max(1));
+                let mut rng = a.rng("finetune");
+                fedkit_core::local_train(
+                    model,
+                    &mut w,
+                    &data[c],
+                    &cfg,
+                    epochs,
+                    &mut fedkit_core::NoHook,
+                    &fedkit_core::PlainStep,
+                    round,
+                    &mut rng,
+                )?;
+                own = Some(w);
+            }
             let mut rng = RngStream::derive(seed, "local_eval", 0, c as u64);
             let p = own.as_ref().unwrap_or(global);
             match predict {
@@ -982,5 +1040,20 @@ fn plan_ctx<'a>(plan: &'a RoundPlan, global: &'a Params, seed: u64, population: 
         population,
         malicious: &plan.attacking,
         draws: &plan.run_draws,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_accuracy;
+
+    #[test]
+    fn cluster_accuracy_ignores_the_names_of_the_clusters() {
+        // Clusters 1 and 0 hold groups 0 and 1 exactly: renamed, fully right.
+        assert_eq!(cluster_accuracy(&[(1, 0), (1, 0), (0, 1)]), 1.0);
+        // Everyone in one cluster: only one group can be matched to it.
+        assert_eq!(cluster_accuracy(&[(0, 0), (0, 1), (0, 1), (0, 2)]), 0.5);
+        // One misplaced client of four.
+        assert_eq!(cluster_accuracy(&[(0, 0), (0, 0), (1, 1), (0, 1)]), 0.75);
     }
 }

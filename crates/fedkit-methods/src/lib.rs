@@ -14,6 +14,7 @@ pub mod defenses;
 pub mod local_steps;
 pub mod losses;
 pub mod minimax;
+pub mod personalization;
 pub mod privacy;
 pub mod sparse;
 pub mod stages;

@@ -19,7 +19,12 @@ const CUSTOM_SERVER_RULE: &[&str] =
 /// g_i), not a model delta (without compression or momentum it is tested to be distributed SGD
 /// in crates/fedkit-engine/tests/compression.rs).
 /// `diana`: likewise, the compressed gradient difference m_i = C(grad - h_i).
-const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm", "diana"];
+/// `perfedavg`: the step's gradient is taken at the adapted point w - alpha grad f(w; D) (its
+/// alpha = 0 case is tested to be FedAvg bit for bit); `pfedme`: the step is lambda (w - theta)
+/// towards the personal model (it approaches FedAvg as lambda grows, tested); `ifca`: a client
+/// trains the lowest-loss of k cluster models, not necessarily the global one (its k = 1 case is
+/// tested to be FedAvg bit for bit).
+const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm", "diana", "perfedavg", "pfedme", "ifca"];
 
 /// Aggregators whose defaults change every update on purpose, checked with parameters under
 /// which they do not (their binding behaviour is tested in their own files): `norm_bound` clips

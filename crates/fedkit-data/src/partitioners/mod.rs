@@ -23,6 +23,7 @@ mod long_tail;
 mod mixed;
 mod natural;
 mod noise_feature;
+mod permuted_labels;
 mod quantity_skew;
 mod shards;
 mod synthetic_feature;
@@ -35,6 +36,7 @@ pub use long_tail::LongTail;
 pub use mixed::Mixed;
 pub use natural::Natural;
 pub use noise_feature::NoiseFeature;
+pub use permuted_labels::PermutedLabels;
 pub use quantity_skew::QuantitySkew;
 pub use shards::Shards;
 pub use synthetic_feature::SyntheticFeature;
@@ -82,6 +84,7 @@ static PARTITIONERS: &[Entry<dyn Partitioner>] = &[
     entry!("natural", Natural),
     entry!("mixed", Mixed),
     entry!("long_tail", LongTail),
+    entry!("permuted_labels", PermutedLabels),
 ];
 
 /// Every registered partitioner, for `build_from_table` and `fedkit explain`.

@@ -46,6 +46,25 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             build: |t, r| Ok(Box::new(params_resolved::<scaffold::Scaffold>(t, "", r)?.validated()?)),
         },
         Entry {
+            name: "perfedavg",
+            source: include_str!("../personalization/perfedavg.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::personalization::perfedavg::PerFedAvg>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
+            name: "ifca",
+            source: include_str!("../personalization/ifca.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::ifca::Ifca>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "pfedme",
+            source: include_str!("../personalization/pfedme.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::personalization::pfedme::PFedMe>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
             name: "diana",
             source: include_str!("diana.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<diana::Diana>(t, "", r)?.validated()?)),

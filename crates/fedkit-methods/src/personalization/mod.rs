@@ -1,0 +1,34 @@
+//! Personalised federated learning (issue 13): algorithms whose clients end with a model of
+//! their own. Each is an [`fedkit_core::Algorithm`] (registered with the other algorithms) and
+//! is measured with per-client local evaluation (`[eval] clients = true`), which calls its
+//! [`fedkit_core::Algorithm::adapt`].
+
+pub mod ifca;
+pub mod perfedavg;
+pub mod pfedme;
+
+use std::sync::Mutex;
+
+use fedkit_core::{Batch, ClientData, Params, RngStream};
+
+/// A mini-batch of `b` samples drawn without replacement from `data` with `rng`.
+pub(crate) fn sample_batch(data: &ClientData, b: usize, rng: &mut RngStream) -> Batch {
+    let ids = rng.choose(data.len(), b.clamp(1, data.len().max(1)));
+    let mut batch = Batch::default();
+    batch.fill(data, &ids, rng);
+    batch
+}
+
+/// `w += a x` on the trainable entries only (never the running statistics).
+pub(crate) fn axpy_trainable(w: &mut Params, a: f32, x: &Params) {
+    let layout = w.layout().clone();
+    let (ws, xs) = (w.as_mut_slice(), x.as_slice());
+    for r in layout.trainable_ranges() {
+        ws[r.clone()].iter_mut().zip(&xs[r]).for_each(|(w, x)| *w += a * x);
+    }
+}
+
+/// The lock's value even when another thread panicked holding it.
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
