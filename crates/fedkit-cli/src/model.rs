@@ -45,7 +45,11 @@ pub fn export(run: &Path, round: Option<u32>, client: Option<u32>, out: &Path) -
                 }
                 bail!("{} keeps no model of round {r}; it has rounds {have:?}", run.display());
             }
-            std::fs::copy(&path, out).with_context(|| format!("cannot write {}", out.display()))?;
+            let same =
+                std::fs::canonicalize(out).ok().is_some_and(|o| std::fs::canonicalize(&path).is_ok_and(|p| p == o));
+            if !same {
+                std::fs::copy(&path, out).with_context(|| format!("cannot write {}", out.display()))?;
+            }
             let meta = tensor_file::read_meta(out)?;
             return Ok(format!(
                 "wrote {}: the {} of round {r}{} ({} bytes)",

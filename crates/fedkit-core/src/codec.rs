@@ -4,9 +4,10 @@
 //! documented, stable wire layout: varint integers and lengths, little-endian floats), which
 //! replaced the unmaintained bincode 1.x.
 //!
-//! Decoding untrusted or damaged bytes never panics and never allocates more than the input
-//! holds (postcard reads every element it allocates for); trailing bytes are refused, so a
-//! value read back is exactly what was written.
+//! Decoding untrusted or damaged bytes never panics, and a forged length cannot make it allocate
+//! without bound (serde pre-allocates at most about 1 MiB from a claimed length; postcard reads
+//! every element after that); trailing bytes are refused, so a value read back is exactly what
+//! was written.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

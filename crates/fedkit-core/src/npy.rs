@@ -165,11 +165,15 @@ pub fn from_bytes(b: &[u8]) -> Result<Npy> {
         .map(|s| s.parse::<usize>().map_err(|_| bad(format!("shape ({dims}) is not a tuple of sizes"))))
         .collect::<Result<Vec<_>>>()?;
     let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("shape overflows"))?;
-    let (order, code) = descr.split_at(descr.len().min(1));
-    if order == ">" && code != "u1" && code != "i1" && code != "b1" {
+    let (order, code) = match (descr.get(..1), descr.get(1..)) {
+        (Some(o), Some(c)) => (o, c),
+        _ => return Err(bad(format!("dtype {descr:?}: not a plain numeric dtype"))),
+    };
+    let one_byte = matches!(code, "u1" | "i1" | "b1");
+    if order == ">" && !one_byte {
         return Err(bad(format!("big-endian dtype {descr}; convert with arr.astype(arr.dtype.newbyteorder('<'))")));
     }
-    if !matches!(order, "<" | "|" | "=") {
+    if !matches!(order, "<" | "|" | "=") && !(order == ">" && one_byte) {
         return Err(bad(format!("dtype {descr}: not a plain numeric dtype")));
     }
     let width: usize = match code {
@@ -302,6 +306,8 @@ mod tests {
         assert!(e(&swap("<f4", ">f4")).contains("big-endian"));
         assert!(e(&swap("'fortran_order': False", "'fortran_order': True ")).contains("Fortran"));
         assert!(e(&swap("<f4", "|O8")).contains("dtype"));
+        // A multi-byte character where the byte order goes is an error, not a panic.
+        assert!(e(&swap("'<f4'", "'\u{e9}f'")).contains("dtype"));
         let neg = Npy { shape: vec![1], data: NpyData::I32(vec![-3]) };
         assert!(neg.to_labels().is_err());
         // Random bytes after the magic never panic.

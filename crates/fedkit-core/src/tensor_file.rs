@@ -73,7 +73,39 @@ pub fn to_bytes(params: &Params, meta: &BTreeMap<String, String>) -> Result<Vec<
     let mut info: HashMap<String, String> = meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     info.insert("format".into(), "fedkit".into());
     info.insert("fedkit_version".into(), env!("CARGO_PKG_VERSION").into());
-    safetensors::tensor::serialize(views, Some(info)).map_err(st_err)
+    let bytes = safetensors::tensor::serialize(views, Some(info)).map_err(st_err)?;
+    sorted_header(bytes)
+}
+
+/// `v` with every object's keys inserted in sorted order (sorted whatever serde_json's map type).
+fn sort_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// The same file with its JSON header's keys in sorted order: safetensors writes its metadata
+/// map in hash order, which differs from process to process; sorted, the same model gives the
+/// same bytes. Same keys and values, so the same length: the padding stays valid.
+fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = || Error::Data("safetensors: unexpected header".into());
+    let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+    let header = bytes.get(8..8 + n).ok_or_else(bad)?;
+    let text = std::str::from_utf8(header).map_err(|_| bad())?;
+    let value: serde_json::Value = serde_json::from_str(text.trim_end()).map_err(|_| bad())?;
+    let sorted = serde_json::to_string(&sort_keys(value)).map_err(|_| bad())?;
+    if sorted.len() > n {
+        return Err(bad());
+    }
+    let mut padded = sorted.into_bytes();
+    padded.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&padded);
+    Ok(bytes)
 }
 
 fn st_err(e: safetensors::SafeTensorError) -> Error {
@@ -183,6 +215,19 @@ mod tests {
         assert_eq!(st.tensor("conv1.weight").unwrap().shape(), &[2, 1, 1, 1]);
         let back = from_bytes(&b, p.layout()).unwrap();
         assert_eq!(back.as_slice(), p.as_slice());
+    }
+
+    #[test]
+    fn the_same_model_gives_the_same_bytes() {
+        let p = model();
+        let meta: BTreeMap<String, String> = (0..12).map(|i| (format!("key{i}"), i.to_string())).collect();
+        let a = to_bytes(&p, &meta).unwrap();
+        // Hash order differs between maps built separately; the header must not.
+        for _ in 0..5 {
+            assert_eq!(to_bytes(&p, &meta).unwrap(), a);
+        }
+        let st = SafeTensors::deserialize(&a).unwrap();
+        assert_eq!(st.names().len(), 6);
     }
 
     #[test]

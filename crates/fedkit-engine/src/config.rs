@@ -358,8 +358,10 @@ pub struct EvalConfig {
     /// (a seeded random subset; the rest is its training data).
     pub client_test_fraction: f64,
     /// With `clients`: before evaluating a client's model, fine-tune it with this many local
-    /// SGD steps (`[client]` lr and batch size) on the client's own training data (0 = off): the
-    /// "FedAvg + local fine-tuning" baseline of personalisation papers, for any algorithm.
+    /// steps of the `[client]` optimiser (its lr, batch size, momentum, weight decay) and the
+    /// cross-entropy loss on the client's own training data (0 = off): the "FedAvg + local
+    /// fine-tuning" baseline of personalisation papers, for any algorithm. Ignored without
+    /// `clients`.
     pub finetune_steps: usize,
     /// After the last round, estimate the top Hessian eigenvalue of the training loss (the
     /// sharpness of the minimum; column `hessian_top`) on this many pooled training samples by

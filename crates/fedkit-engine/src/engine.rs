@@ -227,7 +227,10 @@ impl Engine {
             Vec::new()
         };
         loss.prepare(&loss_data(&fed, cfg.seed)).map_err(in_file)?;
-        let memorisation = memorisation_sets(&fed.clients);
+        // Label noise only: a partition's relabelling (permuted_labels) is a task, not noise.
+        let memorisation = (cfg.data.label_noise.fraction > 0.0 && fed.groups.is_none())
+            .then(|| memorisation_sets(&fed.clients))
+            .flatten();
         let mut stage_evals: Vec<(String, ClientData)> = Vec::new();
         for slot in &stages {
             for (name, set) in slot.stage.evals(&test).map_err(in_file)? {

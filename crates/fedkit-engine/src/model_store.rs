@@ -5,8 +5,8 @@
 //!
 //! Files: `models/global-r<round>.safetensors` (the global model after that round; round 0 is
 //! the initial model) and `models/client<id>-r<round>.update.safetensors` (the update the
-//! server received from client `id` in that round: the client's model minus the global model
-//! of the round before). Rounds are zero-padded to 5 digits. Each file's metadata holds
+//! server received from client `id` in that round: the client's model minus the model it started
+//! from, the global model of the round before, or for IFCA the cluster model it chose). Rounds are zero-padded to 5 digits. Each file's metadata holds
 //! `round`, `holds` (`global` or `update`), `client`, the `[model]` table and the dataset.
 
 use std::collections::BTreeMap;

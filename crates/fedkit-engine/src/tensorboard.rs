@@ -94,7 +94,10 @@ pub fn read_frames(b: &[u8]) -> Result<Vec<Event>> {
             return Err(bad("length CRC mismatch"));
         }
         let len = usize::try_from(len).map_err(|_| bad("frame too long"))?;
-        let end = (at + 12).checked_add(len).filter(|&e| e + 4 <= b.len()).ok_or_else(|| bad("truncated frame"))?;
+        let end = (at + 12)
+            .checked_add(len)
+            .filter(|&e| e.checked_add(4).is_some_and(|x| x <= b.len()))
+            .ok_or_else(|| bad("truncated frame"))?;
         let data = &b[at + 12..end];
         if masked_crc(data) != u32::from_le_bytes(b[end..end + 4].try_into().expect("4 bytes")) {
             return Err(bad("data CRC mismatch"));

@@ -15,10 +15,12 @@
 //! Cluster 1 is the run's global model (what `test_acc` evaluates). The others start from the
 //! model's own initialisation with the streams (seed, "ifca_init", j), as the paper initialises
 //! all k at random: in round 1 the clients draw them themselves (the same deterministic draws
-//! the server makes at the end of the round), so round 1 already clusters. When every accepted
-//! update chose the same cluster the configured aggregator's result is used as is, so k = 1 is
-//! FedAvg bit for bit (tested); otherwise the aggregator's accepted updates are averaged per
-//! cluster. The broadcast carries the k - 1 other models, so `bytes_down` is k times FedAvg's
+//! the server makes at the end of the round), so round 1 already clusters. The updates the
+//! aggregator accepted are averaged per cluster with the aggregator's weighting (by sample count,
+//! or uniform); the aggregator filters, but its own combination (a median, server-side noise) is
+//! not used, so k = 1 is FedAvg under `mean` bit for bit (tested). Stages that clear the
+//! updates' metrics (the DP stages) take the cluster choice with them: IFCA then stops with an
+//! error. The broadcast carries the k - 1 other models, so `bytes_down` is k times FedAvg's
 //! (from round 2).
 //!
 //! Parameters: `clusters` (k, default 2).
@@ -134,21 +136,30 @@ impl Algorithm for Ifca {
         if s.0.is_empty() {
             s.0 = initial_models(self, &*view.model, r.seed);
         }
-        let chosen = |u: &Update| u.metrics.get("cluster").map_or(0, |&c| c as usize);
-        let mut used = vec![0usize; self.clusters];
+        let mut chosen = Vec::with_capacity(view.updates.len());
         for u in view.updates {
-            *used
-                .get_mut(chosen(u))
-                .ok_or_else(|| Error::Method("ifca: an update names an unknown cluster".into()))? += 1;
+            let j = u.metrics.get("cluster").copied().ok_or_else(|| {
+                Error::Method(format!(
+                    "ifca: client {}'s update carries no `cluster` metric (a pipeline stage cleared its metrics, \
+                     as the DP stages do); IFCA cannot run with such a stage",
+                    u.client
+                ))
+            })? as usize;
+            if j >= self.clusters {
+                return Err(Error::Method(format!("ifca: client {} names cluster {j} of {}", u.client, self.clusters)));
+            }
+            chosen.push(j);
         }
-        let only = used.iter().filter(|&&n| n > 0).count() == 1;
-        for j in (0..self.clusters).filter(|&j| used[j] > 0) {
-            let delta = if only {
-                agg.delta.clone()
-            } else {
-                let mine: Vec<Update> = view.updates.iter().filter(|u| chosen(u) == j).cloned().collect();
-                weighted_mean(&mine, agg.weighting == Weighting::UpdateWeights)?.delta
-            };
+        let weighted = agg.weighting == Weighting::UpdateWeights;
+        let mut used = vec![0usize; self.clusters];
+        for j in 0..self.clusters {
+            let mine: Vec<Update> =
+                view.updates.iter().zip(&chosen).filter(|(_, c)| **c == j).map(|(u, _)| u.clone()).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            used[j] = mine.len();
+            let delta = weighted_mean(&mine, weighted)?.delta;
             let target = if j == 0 { &mut *w } else { &mut s.0[j - 1] };
             target.axpy(1.0, &delta);
         }

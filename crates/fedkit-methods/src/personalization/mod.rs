@@ -28,6 +28,20 @@ pub(crate) fn axpy_trainable(w: &mut Params, a: f32, x: &Params) {
     }
 }
 
+/// Refuse a local step rule that draws its own batches (`dp_sgd`'s Poisson batches): the extra
+/// gradient passes of a personalised step are not what its privacy accountant counts.
+pub(crate) fn refuse_own_batches(cx: &fedkit_core::ClientCtx, name: &str) -> fedkit_core::Result<()> {
+    if cx.step.epoch_batches(1, 1, &mut RngStream::new(0)).is_some() {
+        return Err(fedkit_core::Error::config(
+            "algorithm.use",
+            format!(
+                "{name} wraps the local step rule in extra gradient passes, which the rule's own batches (dp_sgd) do not account for; use fedavg with dp_sgd"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The lock's value even when another thread panicked holding it.
 pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

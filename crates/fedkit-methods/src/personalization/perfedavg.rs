@@ -177,6 +177,7 @@ impl Algorithm for PerFedAvg {
     type Server = ();
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut ()) -> Result<Update> {
+        super::refuse_own_batches(cx, "perfedavg")?;
         let step = MetaStep {
             algo: self,
             inner: cx.step,

@@ -10,7 +10,8 @@
 //! - moves its local model towards it, w <- w - eta lambda (w - theta) (the `[client]` optimiser
 //!   with lr eta on the direction lambda (w - theta)).
 //! It sends w - w_t. The server mixes, w_{t+1} = (1 - beta) w_t + beta mean_i(w_i) (beta = 1: the
-//! FedAvg average). A client's personalised model (per-client evaluation) is its last theta_i.
+//! FedAvg average), the mean weighted as the aggregator weights (by sample count by default;
+//! the paper's is uniform: `[aggregator] weighted = false`). A client's personalised model (per-client evaluation) is its last theta_i.
 //! As lambda grows the personal model is pinned to the local model and pFedMe becomes FedAvg
 //! with step eta (tested); gradients go through the `[local]` rule.
 //!
@@ -126,6 +127,9 @@ impl LocalStep for MoreauStep<'_> {
         grad.scale(lambda);
         Ok(loss)
     }
+    fn adjust(&self, sc: &StepCtx, w: &Params, g: &mut Params) {
+        self.inner.adjust(sc, w, g)
+    }
     fn owns_weight_decay(&self) -> bool {
         self.inner.owns_weight_decay()
     }
@@ -136,6 +140,7 @@ impl Algorithm for PFedMe {
     type Server = ();
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut Personal) -> Result<Update> {
+        super::refuse_own_batches(cx, "pfedme")?;
         let step = MoreauStep { algo: self, inner: cx.step, theta: Mutex::new(cx.global.clone()) };
         let ctx = ClientCtx { step: &step, ..*cx };
         let (u, _) = local_update(&ctx, m, d, &mut NoHook)?;
