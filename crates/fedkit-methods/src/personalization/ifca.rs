@@ -280,4 +280,25 @@ mod tests {
             2
         );
     }
+
+    // A stage that cleared the metrics took the cluster choice: an error, never a silent merge.
+    #[test]
+    fn a_missing_cluster_choice_is_an_error() {
+        let mut f = fed(Ifca { clusters: 2 });
+        let (_, mut ups) = f.clients_round(1, &[0, 1]);
+        ups.iter_mut().for_each(|u| u.metrics.clear());
+        let agg = weighted_mean(&ups, true).unwrap();
+        let r = RoundCtx {
+            round: 1,
+            cohort: &[0, 1],
+            global: &f.global.clone(),
+            seed: 7,
+            population: 3,
+            malicious: &[false; 3],
+            draws: &[],
+        };
+        let mut view = ServerView { updates: &ups, model: &mut f.model, clients: &f.data };
+        let e = f.algo.server_step(&r, &mut f.global, &mut f.server, &agg, &mut view).unwrap_err().to_string();
+        assert!(e.contains("no `cluster` metric") && e.contains("DP stages"), "{e}");
+    }
 }

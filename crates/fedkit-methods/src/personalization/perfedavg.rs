@@ -293,4 +293,37 @@ mod tests {
         let diff = a[0].delta.sub(&b[0].delta).l2();
         assert!(diff > 1e-4 && diff < 0.5 * a[0].delta.l2(), "FO and HF differ by {diff}");
     }
+
+    /// A step rule that draws its own batches, as dp_sgd does.
+    struct OwnBatches;
+    impl LocalStep for OwnBatches {
+        fn epoch_batches(&self, n: usize, _b: usize, _rng: &mut RngStream) -> Option<Vec<Vec<usize>>> {
+            Some(vec![(0..n).collect()])
+        }
+    }
+
+    #[test]
+    fn refuses_a_rule_with_its_own_batches() {
+        let f = fed(PerFedAvg::default());
+        let extras = fedkit_core::Extras::default();
+        let cx = ClientCtx {
+            round: 1,
+            client: 0,
+            seed: 0,
+            global: &f.global,
+            broadcast: &extras,
+            train: &f.train,
+            epochs: 1,
+            malicious: false,
+            step: &OwnBatches,
+            loss: &fedkit_core::CrossEntropyLoss,
+            train_hook: None,
+        };
+        let mut model = LinReg::new(2);
+        let e = f.algo.client_update(&cx, &mut model, &f.data[0], &mut ()).unwrap_err().to_string();
+        assert!(e.contains("dp_sgd"), "{e}");
+        let p = crate::personalization::pfedme::PFedMe::default();
+        let e = p.client_update(&cx, &mut model, &f.data[0], &mut Default::default()).unwrap_err().to_string();
+        assert!(e.contains("pfedme") && e.contains("dp_sgd"), "{e}");
+    }
 }
