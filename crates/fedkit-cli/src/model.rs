@@ -14,6 +14,9 @@ use fedkit_engine::model_store;
 
 /// Export the model of `run` to `out`; returns what was written.
 pub fn export(run: &Path, round: Option<u32>, client: Option<u32>, out: &Path) -> Result<String> {
+    if !run.join("resolved.toml").is_file() {
+        bail!("{}: not a fedkit run directory (no resolved.toml)", run.display());
+    }
     let cfg = fedkit_engine::run::resolved_config(run)?;
     let (round, params, holds) = match (round, client) {
         (None, Some(_)) => bail!("--client needs --round: the store keeps client updates per round"),
