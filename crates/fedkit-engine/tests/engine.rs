@@ -86,6 +86,35 @@ fn resume_continues_bit_identically() {
     assert!(start(cfg(&[]), &a).is_err());
 }
 
+// The personalised algorithms' states (pFedMe's personal models, IFCA's cluster models) survive a
+// checkpoint: stopping after round 2 and resuming ends bit for bit where an uninterrupted run
+// ends, local evaluation (which reads them) included, with the model store and TensorBoard on.
+#[test]
+fn personalised_states_survive_resume_bit_for_bit() {
+    for algo in ["algorithm.use=\"pfedme\"", "algorithm.use=\"ifca\"", "algorithm.use=\"perfedavg\""] {
+        let sets = [
+            "rounds=4",
+            "checkpoint_every=1",
+            algo,
+            "eval.clients=true",
+            "output.keep_models=\"every:1\"",
+            "output.tensorboard=true",
+        ];
+        let (a, b) = (tmp("pers-full"), tmp("pers-split"));
+        let (mut e, mut out) = start(cfg(&sets), &a).unwrap();
+        drive(&mut e, &mut out, None, &mut |_| {}).unwrap();
+        let (mut e1, mut out1) = start(cfg(&sets), &b).unwrap();
+        drive(&mut e1, &mut out1, Some(2), &mut |_| {}).unwrap();
+        drop((e1, out1));
+        let (mut e2, mut out2) = resume(&b, None).unwrap();
+        drive(&mut e2, &mut out2, None, &mut |_| {}).unwrap();
+        assert_eq!(e2.global, e.global, "{algo}");
+        for f in ["metrics.jsonl", "local_eval.jsonl", "models/global-r00004.safetensors"] {
+            assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{algo}: {f}");
+        }
+    }
+}
+
 #[test]
 fn stragglers_are_dropped_by_fedavg_and_do_partial_work_in_fedprox() {
     let (avg, _) = run_all(cfg(&["sampling.drop_percent=0.6", "algorithm.use=\"fedavg\""]));
