@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// The x axis.
@@ -163,6 +164,58 @@ fn font() -> Result<()> {
     if ok { Ok(()) } else { Err(anyhow!("the bundled font failed to load")) }
 }
 
+/// A chart with fedkit's frame: the title, margins, axis labels and the mesh.
+fn framed<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    (xl, yl): (&str, &str),
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the plot: {e}");
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(42)
+        .y_label_area_size(58)
+        .build_cartesian_2d(x, y)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(xl)
+        .y_desc(yl)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+/// The legend of `chart`'s labelled series at `at`, then the drawing finished.
+fn legend_and_present<'a, DB: DrawingBackend + 'a>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    at: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the plot: {e}");
+    chart
+        .configure_series_labels()
+        .position(at)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     curves: &[Curve],
@@ -186,21 +239,7 @@ where
         (y0, y1) = (y0 - 0.5, y1 + 0.5);
     }
     let pad = 0.05 * (y1 - y0);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(14)
-        .x_label_area_size(42)
-        .y_label_area_size(58)
-        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc(xl)
-        .y_desc(yl)
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 16))
-        .draw()
-        .map_err(err)?;
+    let mut chart = framed(&root, title, (xl, yl), x0..x1, (y0 - pad)..(y1 + pad))?;
     for (i, c) in curves.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         if c.points.iter().any(|p| p.2 > 0.0) {
@@ -218,16 +257,7 @@ where
             .label(c.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    legend_and_present(&root, &mut chart, SeriesLabelPosition::LowerRight)
 }
 
 /// Draw `curves` into `out` (`.png` or `.svg`, 900 x 540).
@@ -270,21 +300,7 @@ pub fn histogram_svg(series: &[(String, Vec<f64>)], title: &str, xl: &str, size:
         let root = SVGBackend::with_string(&mut s, size).into_drawing_area();
         let err = |e: DrawingAreaErrorKind<std::io::Error>| anyhow!("drawing the histogram: {e}");
         root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(14)
-            .x_label_area_size(42)
-            .y_label_area_size(58)
-            .build_cartesian_2d(0.0..1.0, 0.0..top * 1.1)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc(xl)
-            .y_desc("clients")
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
-            .draw()
-            .map_err(err)?;
+        let mut chart = framed(&root, title, (xl, "clients"), 0.0..1.0, 0.0..top * 1.1)?;
         let w = 1.0 / BINS as f64;
         for (i, ((label, _), c)) in series.iter().zip(&counts).enumerate() {
             let color = Palette99::pick(i).to_rgba();
@@ -296,15 +312,7 @@ pub fn histogram_svg(series: &[(String, Vec<f64>)], title: &str, xl: &str, size:
                 .label(label.clone())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.45).filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
+        legend_and_present(&root, &mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     Ok(s)
 }

@@ -28,6 +28,15 @@ pub(crate) fn axpy_trainable(w: &mut Params, a: f32, x: &Params) {
     }
 }
 
+/// Copy `src`'s running statistics (its `Buffer` entries) into `dst`.
+pub(crate) fn copy_buffers(dst: &mut Params, src: &Params) {
+    let layout = dst.layout().clone();
+    for e in layout.entries().iter().filter(|e| e.kind == fedkit_core::ParamKind::Buffer) {
+        let r = e.range();
+        dst.as_mut_slice()[r.clone()].copy_from_slice(&src.as_slice()[r]);
+    }
+}
+
 /// Refuse a local step rule that draws its own batches (`dp_sgd`'s Poisson batches): the extra
 /// gradient passes of a personalised step are not what its privacy accountant counts.
 pub(crate) fn refuse_own_batches(cx: &fedkit_core::ClientCtx, name: &str) -> fedkit_core::Result<()> {

@@ -42,7 +42,7 @@ use fedkit_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{axpy_trainable, locked, sample_batch};
+use super::{axpy_trainable, copy_buffers, locked, sample_batch};
 use crate::local_steps::trainable_norm;
 
 /// First-order or Hessian-free Per-FedAvg.
@@ -151,11 +151,7 @@ impl LocalStep for MetaStep<'_> {
         tilde.as_mut_slice().copy_from_slice(params.as_slice());
         axpy_trainable(&mut tilde, -(self.algo.alpha as f32), &g);
         let loss = self.inner.grad(sc, model, &mut tilde, batch, grad, rng)?;
-        let layout = params.layout().clone();
-        for e in layout.entries().iter().filter(|e| e.kind == fedkit_core::ParamKind::Buffer) {
-            let r = e.range();
-            params.as_mut_slice()[r.clone()].copy_from_slice(&tilde.as_slice()[r]);
-        }
+        copy_buffers(params, &tilde);
         if self.algo.variant == Variant::Hf && self.algo.alpha > 0.0 {
             let mut d2 = sample_batch(self.data, self.batch_size, &mut draws);
             let v = grad.clone();

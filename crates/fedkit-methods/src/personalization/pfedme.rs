@@ -38,7 +38,7 @@ use fedkit_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{axpy_trainable, locked};
+use super::{axpy_trainable, copy_buffers, locked};
 
 /// pFedMe's parameters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -118,11 +118,7 @@ impl LocalStep for MoreauStep<'_> {
             axpy_trainable(&mut theta, -lr, grad);
         }
         // The local model's direction lambda (w - theta); running statistics from the theta passes.
-        let layout = params.layout().clone();
-        for e in layout.entries().iter().filter(|e| e.kind == fedkit_core::ParamKind::Buffer) {
-            let r = e.range();
-            params.as_mut_slice()[r.clone()].copy_from_slice(&theta.as_slice()[r]);
-        }
+        copy_buffers(params, &theta);
         *grad = params.sub(&theta);
         grad.scale(lambda);
         Ok(loss)
