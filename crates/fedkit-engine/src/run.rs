@@ -155,7 +155,14 @@ pub fn resume(dir: &Path, rounds: Option<u32>) -> Result<(Engine, RunDir)> {
     if let Some(r) = rounds {
         cfg.rounds = r;
     }
+    // The checkpoint holds the model: the starting point (`init_from`, `[model] init`) is not
+    // read again, so a moved or changed file cannot stop or alter the continuation.
+    let (init_from, init) = (cfg.init_from.take(), cfg.model.remove("init"));
     let mut engine = Engine::new(cfg)?;
+    engine.cfg.init_from = init_from;
+    if let Some(v) = init {
+        engine.cfg.model.insert("init".into(), v);
+    }
     engine.load_checkpoint(dir)?;
     if let Some(r) = rounds {
         if r < engine.round {

@@ -115,6 +115,27 @@ fn personalised_states_survive_resume_bit_for_bit() {
     }
 }
 
+// A run started from a file resumes from its checkpoint even after the file is gone.
+#[test]
+fn resume_does_not_read_the_initial_model_again() {
+    let (src, run) = (tmp("init-src"), tmp("init-run"));
+    let (mut e, mut out) = start(cfg(&["rounds=2"]), &src).unwrap();
+    drive(&mut e, &mut out, None, &mut |_| {}).unwrap();
+    let file = src.join("model.safetensors");
+    fedkit_core::tensor_file::write(&file, &e.global, &Default::default()).unwrap();
+    let init = format!("model.init=\"{}\"", file.display());
+    let (mut e1, mut out1) = start(cfg(&["rounds=4", "checkpoint_every=1", &init]), &run).unwrap();
+    assert_eq!(e1.global, e.global, "the run starts from the file");
+    drive(&mut e1, &mut out1, Some(2), &mut |_| {}).unwrap();
+    drop((e1, out1));
+    std::fs::remove_file(&file).unwrap();
+    let (mut e2, mut out2) = resume(&run, Some(5)).unwrap();
+    drive(&mut e2, &mut out2, None, &mut |_| {}).unwrap();
+    assert_eq!(e2.round, 5);
+    let resolved = std::fs::read_to_string(run.join("resolved.toml")).unwrap();
+    assert!(resolved.contains("model.safetensors"), "resolved.toml keeps model.init");
+}
+
 #[test]
 fn stragglers_are_dropped_by_fedavg_and_do_partial_work_in_fedprox() {
     let (avg, _) = run_all(cfg(&["sampling.drop_percent=0.6", "algorithm.use=\"fedavg\""]));
