@@ -19,6 +19,11 @@ pub fn to_bytes<T: Serialize + ?Sized>(v: &T, what: &str) -> Result<Vec<u8>> {
     postcard::to_allocvec(v).map_err(|e| Error::Method(format!("cannot encode {what}: {e}")))
 }
 
+/// Encode `v` straight into `w` (a file), never holding the whole encoding in memory.
+pub fn to_writer<T: Serialize + ?Sized, W: std::io::Write>(v: &T, w: W, what: &str) -> Result<()> {
+    postcard::to_io(v, w).map(|_| ()).map_err(|e| Error::Method(format!("cannot encode {what}: {e}")))
+}
+
 /// Decode a `T` that fills `b` exactly; `what` names it in an error.
 pub fn from_bytes<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
     let (v, rest) =

@@ -33,11 +33,45 @@ struct Checkpoint {
     downlink: Option<crate::downlink::DownlinkState>,
 }
 
-fn encode(ck: &Checkpoint) -> Result<Vec<u8>> {
-    let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&FORMAT.to_le_bytes());
-    out.extend_from_slice(&fedkit_core::codec::to_bytes(ck, "checkpoint")?);
-    Ok(out)
+/// What [`Engine::save_checkpoint`] writes: [`Checkpoint`]'s fields in its order and encoding,
+/// borrowed from the engine.
+#[derive(Serialize)]
+struct CheckpointOut<'a> {
+    round: u32,
+    global: &'a Params,
+    server: Vec<u8>,
+    clients: ClientsOut<'a>,
+    aggregator: Vec<u8>,
+    stages: Vec<Vec<u8>>,
+    records: &'a [Record],
+    downlink: &'a Option<crate::downlink::DownlinkState>,
+}
+
+/// The clients with a state or stage memory, as `(id, Option<state bytes>, stage memory)` in id
+/// order (the encoding of [`Checkpoint::clients`]), each state encoded when it is written.
+struct ClientsOut<'a>(&'a [ClientSlot]);
+
+impl Serialize for ClientsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq};
+        let kept = || self.0.iter().enumerate().filter(|(_, c)| c.state.is_some() || !c.stage_mem.is_empty());
+        let mut seq = s.serialize_seq(Some(kept().count()))?;
+        for (i, c) in kept() {
+            let state = c.state.as_ref().map(|st| st.to_bytes()).transpose().map_err(S::Error::custom)?;
+            seq.serialize_element(&(i as u32, state, &c.stage_mem))?;
+        }
+        seq.end()
+    }
+}
+
+/// Write `ck` to `path`, streamed: a checkpoint of many clients' states is never held twice.
+fn write(ck: &CheckpointOut, path: &Path) -> Result<()> {
+    use std::io::Write;
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = std::io::BufWriter::new(file);
+    w.write_all(MAGIC).and_then(|_| w.write_all(&FORMAT.to_le_bytes())).map_err(|e| Error::io(path, e))?;
+    fedkit_core::codec::to_writer(ck, &mut w, "checkpoint")?;
+    w.into_inner().map_err(|e| Error::io(path, e.into_error()))?.sync_all().map_err(|e| Error::io(path, e))
 }
 
 /// Decode a checkpoint file's bytes; every foreign, old, truncated or damaged file is an error
@@ -71,29 +105,23 @@ pub fn checkpoint_global(dir: &Path) -> Result<(u32, Params)> {
 }
 
 impl Engine {
-    /// Save the engine's state to `dir/checkpoint.bin`.
+    /// Save the engine's state to `dir/checkpoint.bin`. Client states are encoded one at a time
+    /// as the file is written ([`ClientsOut`]), so a checkpoint of many personal models costs
+    /// one state's bytes of memory on top of the states, not a second copy of all of them.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        let mut clients = Vec::new();
-        for (i, c) in self.clients.iter().enumerate() {
-            if c.state.is_some() || !c.stage_mem.is_empty() {
-                let state = c.state.as_ref().map(|s| s.to_bytes()).transpose()?;
-                clients.push((i as u32, state, c.stage_mem.clone()));
-            }
-        }
-        let ck = Checkpoint {
+        let ck = CheckpointOut {
             round: self.round,
-            global: self.global.clone(),
+            global: &self.global,
             server: self.server.to_bytes()?,
-            clients,
+            clients: ClientsOut(&self.clients),
             aggregator: self.aggregator.state()?,
             stages: self.stages.iter().map(|s| s.stage.state()).collect::<Result<_>>()?,
-            records: self.records.clone(),
-            downlink: self.downlink.clone(),
+            records: &self.records,
+            downlink: &self.downlink,
         };
-        let bytes = encode(&ck)?;
         let path = dir.join(CHECKPOINT_FILE);
         let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+        write(&ck, &tmp)?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 
