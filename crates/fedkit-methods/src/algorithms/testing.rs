@@ -126,6 +126,14 @@ pub fn drifting_pair<A: Algorithm>(algo: A) -> Fed<A> {
     Fed::new(algo, 2, data, train, LinReg::new(2).params(&[0.0, 0.0], 0.0))
 }
 
+/// 24 random samples of two features split into clients of `sizes`, two local epochs of batch
+/// `batch_size` at lr 0.05, from a fixed start: the personalised algorithms' test federation.
+pub fn small_fed<A: Algorithm>(algo: A, sizes: &[usize], batch_size: usize) -> Fed<A> {
+    let data = split(&random_data(24, &[1.5, 0.5], 5), sizes);
+    let train = LocalTrain { lr: 0.05, epochs: 2, batch_size, ..LocalTrain::default() };
+    Fed::new(algo, 2, data, train, LinReg::new(2).params(&[0.3, -0.2], 0.1))
+}
+
 /// A federation running algorithm `A` round by round, with typed states.
 pub struct Fed<A: Algorithm> {
     pub algo: A,

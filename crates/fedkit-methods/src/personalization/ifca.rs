@@ -189,13 +189,11 @@ impl Algorithm for Ifca {
 mod tests {
     use super::*;
     use crate::algorithms::fedavg::FedAvg;
-    use crate::algorithms::testing::{Fed, LinReg, dataset, random_data, split};
+    use crate::algorithms::testing::{Fed, LinReg, dataset, small_fed, split};
     use fedkit_core::LocalTrain;
 
     fn fed<A: Algorithm>(algo: A) -> Fed<A> {
-        let data = split(&random_data(24, &[1.5, 0.5], 5), &[8, 8, 8]);
-        let train = LocalTrain { lr: 0.05, epochs: 2, batch_size: 4, ..LocalTrain::default() };
-        Fed::new(algo, 2, data, train, LinReg::new(2).params(&[0.3, -0.2], 0.1))
+        small_fed(algo, &[8, 8, 8], 4)
     }
 
     // One cluster: every client picks the global model and the server applies the aggregate.

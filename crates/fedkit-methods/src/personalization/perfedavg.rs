@@ -203,13 +203,11 @@ impl Algorithm for PerFedAvg {
 mod tests {
     use super::*;
     use crate::algorithms::fedavg::FedAvg;
-    use crate::algorithms::testing::{Fed, LinReg, assert_close, dataset, random_data, split};
+    use crate::algorithms::testing::{Fed, LinReg, assert_close, dataset, random_data, small_fed, split};
     use fedkit_core::{LocalTrain, PlainStep};
 
     fn fed<A: Algorithm>(algo: A) -> Fed<A> {
-        let data = split(&random_data(24, &[1.5, 0.5], 5), &[12, 12]);
-        let train = LocalTrain { lr: 0.05, epochs: 2, batch_size: 4, ..LocalTrain::default() };
-        Fed::new(algo, 2, data, train, LinReg::new(2).params(&[0.3, -0.2], 0.1))
+        small_fed(algo, &[12, 12], 4)
     }
 
     // alpha = 0: w~ = w, so every FO step is FedAvg's step on the same batch D'.

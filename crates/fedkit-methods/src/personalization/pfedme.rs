@@ -158,13 +158,11 @@ impl Algorithm for PFedMe {
 mod tests {
     use super::*;
     use crate::algorithms::fedavg::FedAvg;
-    use crate::algorithms::testing::{Fed, LinReg, random_data, split};
+    use crate::algorithms::testing::{Fed, small_fed};
     use fedkit_core::LocalTrain;
 
     fn fed<A: Algorithm>(algo: A) -> Fed<A> {
-        let data = split(&random_data(24, &[1.5, 0.5], 5), &[12, 12]);
-        let train = LocalTrain { lr: 0.05, epochs: 2, batch_size: 6, ..LocalTrain::default() };
-        Fed::new(algo, 2, data, train, LinReg::new(2).params(&[0.3, -0.2], 0.1))
+        small_fed(algo, &[12, 12], 6)
     }
 
     fn after_one_round<A: Algorithm>(algo: A) -> Params {
