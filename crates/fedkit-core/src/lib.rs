@@ -41,4 +41,6 @@ pub use traits::{
     ModelPool, RoundCtx, RunInfo, SampleCtx, ServerView, SharedHook, Stage, State, StragglerPolicy, Transport,
     local_update, local_update_from,
 };
-pub use update::{Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, Update, Weighting};
+pub use update::{
+    Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, PersonalDownlink, Update, Weighting,
+};

@@ -9,7 +9,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::loss::{Loss, LossRun, WithHead};
 use crate::model::{GradHook, LocalStep, Model, NoHook, TrainStats, local_train};
-use crate::update::{Aggregate, ClientFailure, ClientId, Downlink, Extras, Metrics, Update};
+use crate::update::{Aggregate, ClientFailure, ClientId, Downlink, Extras, Metrics, PersonalDownlink, Update};
 use crate::{ClientData, Error, LocalTrain, Params, Result, RngStream};
 
 /// What the engine knows about one client's work in a round.
@@ -227,6 +227,19 @@ pub trait Algorithm: Send + Sync + 'static {
     fn broadcast(&self, _r: &RoundCtx, _s: &Self::Server) -> Extras {
         Extras::default()
     }
+    /// True when clients keep models of their own and need not receive the global model
+    /// (RFFL, FedFomo, standalone training): downlink compression of the global model is then
+    /// refused when the config is read.
+    fn keeps_client_models(&self) -> bool {
+        false
+    }
+    /// What the server sends `client` alone this round, beyond the broadcast: RFFL's
+    /// reputation-sized reward, FedFomo's peer models, HeteroFL's sub-model. The client sees its
+    /// payloads merged over the broadcast's in `ClientCtx::broadcast`, and `bytes_down` counts
+    /// each client's own message. `None` (the default): the broadcast alone.
+    fn personal_downlink(&self, _r: &RoundCtx, _s: &Self::Server, _client: ClientId) -> Option<PersonalDownlink> {
+        None
+    }
     /// The client rule; default: FedAvg (plain local SGD, delta weighted by sample count).
     fn client_update(
         &self,
@@ -331,6 +344,8 @@ pub trait DynAlgorithm: Send + Sync {
     fn server_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
     fn cohort(&self, sc: &SampleCtx, s: &dyn AnyState) -> Result<Option<Vec<ClientId>>>;
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras>;
+    fn personal_downlink(&self, r: &RoundCtx, s: &dyn AnyState, client: ClientId) -> Result<Option<PersonalDownlink>>;
+    fn keeps_client_models(&self) -> bool;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
     -> Result<Update>;
     fn commit(&self, cx: &ClientCtx, sent: &Update, st: &mut dyn AnyState) -> Result<()>;
@@ -389,6 +404,12 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras> {
         Ok(Algorithm::broadcast(self, r, downcast::<A::Server>(s)?))
+    }
+    fn personal_downlink(&self, r: &RoundCtx, s: &dyn AnyState, client: ClientId) -> Result<Option<PersonalDownlink>> {
+        Ok(Algorithm::personal_downlink(self, r, downcast::<A::Server>(s)?, client))
+    }
+    fn keeps_client_models(&self) -> bool {
+        Algorithm::keeps_client_models(self)
     }
     fn client_update(
         &self,

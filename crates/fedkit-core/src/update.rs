@@ -133,6 +133,18 @@ pub struct Downlink {
     pub extras: Extras,
 }
 
+/// What one client of a round receives beyond the broadcast ([`crate::Algorithm::personal_downlink`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersonalDownlink {
+    /// Payloads for this client alone, merged over the broadcast's (a key in both: this one).
+    pub extras: Extras,
+    /// The model values this client receives: `None`, the whole global model; `Some(n)`, n of
+    /// them (a sub-model); `Some(0)`, none (clients that keep models of their own, as in RFFL
+    /// and FedFomo). Only the byte count reads it: in simulation every client still sees the
+    /// global model in `ClientCtx::global`.
+    pub model_values: Option<usize>,
+}
+
 /// What a client sends back: `delta = w_local - w_global`, its aggregation weight (the number of
 /// samples it trained on, by default), side payloads and training metrics.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -264,6 +264,15 @@ impl Engine {
                 ),
             )));
         }
+        if cfg.downlink.kind != crate::config::DownlinkKind::None && algorithm.keeps_client_models() {
+            return Err(in_file(Error::config(
+                "downlink.use",
+                format!(
+                    "`{}` clients keep models of their own and do not receive the global model that downlink compression compresses; use downlink.use = \"none\"",
+                    info.algorithm
+                ),
+            )));
+        }
         let server_data = ClientData::whole(fed.train.clone());
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
@@ -390,6 +399,7 @@ impl Engine {
         let t0 = Instant::now();
         let plan = self.plan(self.round + 1)?;
         let broadcast = self.algorithm.broadcast(&self.round_ctx(&plan), self.server.as_ref())?;
+        let personal = self.personal_downlinks(&plan, &broadcast)?;
         let sizes: Vec<usize> = plan.run_ids.iter().map(|&c| self.fed.clients[c as usize].len()).collect();
         let r = plan_ctx(&plan, &self.global, self.cfg.seed, self.fed.clients.len());
         for s in self.stages.iter_mut() {
@@ -404,7 +414,7 @@ impl Engine {
             self.downlink = Some(dl);
             self.downlink_bytes = Some(bytes);
         }
-        let results = self.run_clients(&plan, &broadcast);
+        let results = self.run_clients(&plan, &broadcast, &personal);
         let t_clients = t0.elapsed().as_secs_f64();
         let (mut ups, failed) = split(results);
         if secure {
@@ -413,7 +423,7 @@ impl Engine {
         }
         let bytes_up = crate::receive::receive(&self.global, &mut ups, secure)?;
         self.kept_updates = ups.iter().filter(|u| self.cfg.output.keep_clients.contains(&u.client)).cloned().collect();
-        let mut rec = self.client_metrics(&plan, &broadcast, &ups, &failed);
+        let mut rec = self.client_metrics(&plan, &broadcast, &personal, &ups, &failed)?;
         rec.set("bytes_up", bytes_up as f64);
         self.last_failures = failed;
         let t1 = Instant::now();
@@ -481,9 +491,30 @@ impl Engine {
         plan_ctx(plan, &self.global, self.cfg.seed, self.population())
     }
 
+    /// Each running client's own downlink ([`fedkit_core::Algorithm::personal_downlink`]): its
+    /// payloads merged over the broadcast's, and the model values it receives; `None` for a
+    /// client that gets the broadcast alone.
+    fn personal_downlinks(&self, plan: &RoundPlan, broadcast: &Extras) -> Result<Vec<Option<(Extras, usize)>>> {
+        let r = self.round_ctx(plan);
+        let mut out = Vec::with_capacity(plan.run_ids.len());
+        for &c in &plan.run_ids {
+            out.push(self.algorithm.personal_downlink(&r, self.server.as_ref(), c)?.map(|p| {
+                let mut extras = broadcast.clone();
+                extras.0.extend(p.extras.0);
+                (extras, p.model_values.unwrap_or(self.global.len()))
+            }));
+        }
+        Ok(out)
+    }
+
     /// 1. The cohort's client steps, in parallel on the workers; each client takes its
     /// persistent state out and puts it back after.
-    fn run_clients(&mut self, plan: &RoundPlan, broadcast: &Extras) -> Vec<std::result::Result<Update, ClientFailure>> {
+    fn run_clients(
+        &mut self,
+        plan: &RoundPlan,
+        broadcast: &Extras,
+        personal: &[Option<(Extras, usize)>],
+    ) -> Vec<std::result::Result<Update, ClientFailure>> {
         let slots: Vec<Mutex<ClientSlot>> =
             plan.run_ids.iter().map(|&c| Mutex::new(std::mem::take(&mut self.clients[c as usize]))).collect();
         let (algo, stages, fed, global, cfg, malicious, step, loss) = (
@@ -504,7 +535,7 @@ impl Engine {
                 client,
                 seed,
                 global,
-                broadcast,
+                broadcast: personal[j].as_ref().map_or(broadcast, |p| &p.0),
                 train: &cfg.client,
                 epochs,
                 malicious: malicious[client as usize],
@@ -524,21 +555,20 @@ impl Engine {
 
     /// The round's participation, traffic and client-side metrics (`client_loss` and the
     /// cohort means `client_<name>` of the other per-update metrics).
-    fn client_metrics(&self, plan: &RoundPlan, broadcast: &Extras, ups: &[Update], failed: &[ClientFailure]) -> Record {
+    fn client_metrics(
+        &self,
+        plan: &RoundPlan,
+        broadcast: &Extras,
+        personal: &[Option<(Extras, usize)>],
+        ups: &[Update],
+        failed: &[ClientFailure],
+    ) -> Result<Record> {
         let mut rec = Record::new(plan.round);
         rec.set("sampled", plan.sampled as f64);
         rec.set("participants", ups.len() as f64);
         rec.set("stragglers", plan.stragglers as f64);
         rec.set("failed", failed.len() as f64);
-        // The broadcast: the dense model and the algorithm's extras, as their wire message.
-        let n = plan.run_ids.len();
-        let down = match self.downlink_bytes {
-            // The model's messages, plus the algorithm's extras (dense, in a message of their own).
-            Some(b) if broadcast.0.is_empty() => b,
-            Some(b) => b + n * fedkit_core::wire::dense_len(0, broadcast).unwrap_or(0),
-            None => n * fedkit_core::wire::dense_len(self.global.len(), broadcast).unwrap_or(0),
-        };
-        rec.set("bytes_down", down as f64);
+        rec.set("bytes_down", self.bytes_down(broadcast, personal)? as f64);
         let w: f64 = ups.iter().map(|u| u.weight as f64).sum();
         if w > 0.0 && ups.iter().any(|u| u.metrics.contains_key("loss")) {
             let l: f64 = ups.iter().map(|u| u.weight as f64 * u.metrics.get("loss").copied().unwrap_or(0.0)).sum();
@@ -560,7 +590,36 @@ impl Engine {
                 rec.set("cluster_acc", cluster_accuracy(&pairs));
             }
         }
-        rec
+        Ok(rec)
+    }
+
+    /// The round's downlink traffic: every running client's message (the dense model, or what
+    /// `[downlink]` sent, plus the algorithm's extras in a message of their own), with a
+    /// personal downlink's own payloads and model size for the clients that have one.
+    fn bytes_down(&self, broadcast: &Extras, personal: &[Option<(Extras, usize)>]) -> Result<usize> {
+        let mut total = self.downlink_bytes.unwrap_or(0);
+        for p in personal {
+            let (extras, values) = p.as_ref().map_or((broadcast, self.global.len()), |(e, v)| (e, *v));
+            total += match self.downlink_bytes {
+                Some(_) if values != self.global.len() => {
+                    return Err(Error::config(
+                        "downlink.use",
+                        format!(
+                            "{} sends some clients {values} of the model's {} values, which downlink compression of \
+                             the global model cannot carry; use downlink.use = \"none\"",
+                            self.cfg.algorithm.get("use").and_then(|v| v.as_str()).unwrap_or("the algorithm"),
+                            self.global.len()
+                        ),
+                    ));
+                }
+                Some(_) if extras.0.is_empty() => 0,
+                Some(_) => fedkit_core::wire::dense_len(0, extras)?,
+                // Nothing to send: a client that keeps its own model and gets no payload.
+                None if values == 0 && extras.0.is_empty() => 0,
+                None => fedkit_core::wire::dense_len(values, extras)?,
+            };
+        }
+        Ok(total)
     }
 
     /// 2-5. Cohort stages, aggregation, server stages (reverse order), the server rule; the

@@ -38,16 +38,29 @@ impl Fed {
         Fed { data: toy_clients(clients), model, train, global, server, clients: clients_st, algo }
     }
 
-    /// The broadcast and every client's update for `round`.
-    fn clients_round(&mut self, name: &str, round: u32) -> (Extras, Vec<Update>) {
+    /// What every client receives (the broadcast with its personal downlink) and every
+    /// client's update for `round`.
+    fn clients_round(&mut self, name: &str, round: u32) -> (Vec<Extras>, Vec<Update>) {
         let ids: Vec<ClientId> = (0..self.clients.len() as ClientId).collect();
+        let r = round_ctx(round, &ids, &self.global);
         let b = self
             .algo
-            .broadcast(&round_ctx(round, &ids, &self.global), self.server.as_ref())
+            .broadcast(&r, self.server.as_ref())
             .unwrap_or_else(|e| panic!("algorithm `{name}`: broadcast failed: {e}"));
-        let ups = (self.clients.iter_mut().zip(&self.data).zip(ids))
-            .map(|((st, d), c)| {
-                let cx = client_ctx(round, c, &self.global, &b, &self.train);
+        let received: Vec<Extras> = ids
+            .iter()
+            .map(|&c| {
+                let mut e = b.clone();
+                let p = self.algo.personal_downlink(&r, self.server.as_ref(), c);
+                if let Some(p) = p.unwrap_or_else(|e| panic!("algorithm `{name}`: personal_downlink failed: {e}")) {
+                    e.0.extend(p.extras.0);
+                }
+                e
+            })
+            .collect();
+        let ups = (self.clients.iter_mut().zip(&self.data).zip(ids).zip(&received))
+            .map(|(((st, d), c), b)| {
+                let cx = client_ctx(round, c, &self.global, b, &self.train);
                 let u = self
                     .algo
                     .client_update(&cx, self.model.as_mut(), d, st.as_mut())
@@ -58,7 +71,7 @@ impl Fed {
                 u
             })
             .collect();
-        (b, ups)
+        (received, ups)
     }
 
     /// The server rule for `round` with the mean of `ups`; returns its metrics.

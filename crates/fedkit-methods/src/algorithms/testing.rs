@@ -1,6 +1,6 @@
 //! Fixtures for algorithm tests (compiled for tests only): a linear least-squares model, small
 //! data sets and a round loop that runs an [`Algorithm`] as the engine does (broadcast, client
-//! rule, an optional client-side stage, commit, `mean` aggregation weighted by sample count or
+//! rule with each client's personal downlink, an optional client-side stage, commit, `mean` aggregation weighted by sample count or
 //! uniform, server step on the accepted updates).
 
 use std::sync::Arc;
@@ -169,12 +169,18 @@ impl<A: Algorithm> Fed<A> {
         let ups = cohort
             .iter()
             .map(|&c| {
+                let r = self.round_ctx(round, cohort, &self.global, &bad);
+                let mine = self.algo.personal_downlink(&r, &self.server, c).map(|p| {
+                    let mut e = b.clone();
+                    e.0.extend(p.extras.0);
+                    e
+                });
                 let cx = ClientCtx {
                     round,
                     client: c,
                     seed: self.seed,
                     global: &self.global,
-                    broadcast: &b,
+                    broadcast: mine.as_ref().unwrap_or(&b),
                     train: &self.train,
                     epochs: self.train.epochs,
                     malicious: false,
