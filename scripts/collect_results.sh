@@ -9,7 +9,7 @@ for family in "$@"; do
   src=runs/$family
   [ -d "$src" ] || { echo "no $src: run its reproduce script first" >&2; exit 1; }
   find "$src" \( -name metrics.jsonl -o -name resolved.toml -o -name comparison.md -o -name comparison.csv \
-    -o -name sweep.md -o -name sweep.csv -o -name best.toml -o -name matrix.md -o -name matrix.csv -o -name "heat_*.svg" -o -name "heat_*.png" \) -print0 |
+    -o -name local_eval.jsonl -o -name fairness.md -o -name sweep.md -o -name sweep.csv -o -name best.toml -o -name matrix.md -o -name matrix.csv -o -name "heat_*.svg" -o -name "heat_*.png" \) -print0 |
     while IFS= read -r -d '' f; do
       dst=docs/data/${f#runs/}
       mkdir -p "$(dirname "$dst")"

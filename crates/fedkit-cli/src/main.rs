@@ -5,6 +5,7 @@ mod catalog;
 mod compare;
 mod demo;
 mod export;
+mod fairness;
 mod heatmap;
 mod html;
 mod matrix;
@@ -218,6 +219,18 @@ enum Command {
         #[arg(long)]
         html: Option<PathBuf>,
     },
+    /// Collaborative fairness (RFFL): the Pearson correlation of every client's standalone
+    /// local accuracy (a run of algorithm `local`) and its final local accuracy in RUN.
+    Fairness {
+        /// The federated run (with `[eval] clients = true`).
+        run: PathBuf,
+        /// The standalone run of the same federation (`algorithm.use = "local"`).
+        #[arg(long)]
+        standalone: PathBuf,
+        /// Clients to leave out, comma-separated (e.g. the free riders).
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<u64>,
+    },
     /// Draw one curve per run (mean and a band over seeds) of a metric against rounds, bytes
     /// sent or seconds, as PNG or SVG.
     Plot(plot::PlotArgs),
@@ -402,6 +415,10 @@ fn dispatch(cmd: Command) -> Result<()> {
             if let Some(page) = page {
                 eprintln!("{}", html::write(&dirs, &page, target, last)?);
             }
+            Ok(())
+        }
+        Command::Fairness { run, standalone, exclude } => {
+            print!("{}", fairness::report(&run, &standalone, &exclude)?);
             Ok(())
         }
         Command::Bench { quick } => bench::run(quick),

@@ -52,6 +52,13 @@ const ONE_GRADIENT_A_ROUND: &[&str] = &["ef21_sgdm", "diana"];
 /// clients that chose it, so its loss over every client's data only has to be below the start.
 const ONE_CLUSTER_OF_K: &[&str] = &["ifca"];
 
+/// Algorithms whose clients train models of their own, so the global model is a by-product
+/// that only must not end worse than the untrained model: RFFL's is the running sum of clipped aggregates (slow by design,
+/// Gamma bounds every step), FedFomo's the mean of the personal models, and standalone training
+/// (`local`) never moves it. Their personal models are measured in their own tests and in
+/// docs/results.md.
+const OWN_MODELS: &[&str] = &["rffl", "fedfomo", "local"];
+
 #[test]
 fn every_algorithm_with_defaults_trains_about_as_well_as_fedavg() {
     let rounds = 40;
@@ -64,7 +71,10 @@ fn every_algorithm_with_defaults_trains_about_as_well_as_fedavg() {
     for (name, loss) in &losses {
         // Within 50% of FedAvg's loss, or for the others at least well below the loss after one
         // round (2.3 here): none may blow up.
-        let bound = if OTHER_OBJECTIVE.contains(name) {
+        let bound = if OWN_MODELS.contains(name) {
+            // No worse than the untrained model (standalone training never moves it).
+            1.1 * losses.iter().find(|(n, _)| *n == "local").map_or(initial, |l| l.1)
+        } else if OTHER_OBJECTIVE.contains(name) {
             0.5 * initial
         } else if ONE_GRADIENT_A_ROUND.contains(name) || ONE_CLUSTER_OF_K.contains(name) {
             initial

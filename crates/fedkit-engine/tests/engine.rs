@@ -91,7 +91,14 @@ fn resume_continues_bit_identically() {
 // ends, local evaluation (which reads them) included, with the model store and TensorBoard on.
 #[test]
 fn personalised_states_survive_resume_bit_for_bit() {
-    for algo in ["algorithm.use=\"pfedme\"", "algorithm.use=\"ifca\"", "algorithm.use=\"perfedavg\""] {
+    for algo in [
+        "algorithm.use=\"pfedme\"",
+        "algorithm.use=\"ifca\"",
+        "algorithm.use=\"perfedavg\"",
+        "algorithm.use=\"rffl\"",
+        "algorithm.use=\"fedfomo\"",
+        "algorithm.use=\"local\"",
+    ] {
         let sets = [
             "rounds=4",
             "checkpoint_every=1",
@@ -113,6 +120,27 @@ fn personalised_states_survive_resume_bit_for_bit() {
             assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{algo}: {f}");
         }
     }
+}
+
+// Personal downlinks are counted per client: standalone clients download the model once, RFFL
+// clients get sparse rewards instead of the model, FedFomo clients get M peer models.
+#[test]
+fn bytes_down_counts_each_clients_own_downlink() {
+    let down = |algo: &[&str]| -> Vec<f64> {
+        let sets: Vec<&str> = ["rounds=3", "sampling.per_round=1000"].into_iter().chain(algo.iter().copied()).collect();
+        let mut e = Engine::new(cfg(&sets)).unwrap();
+        (0..3).map(|_| e.run_round().unwrap().0.get("bytes_down").unwrap()).collect()
+    };
+    let fedavg = down(&["algorithm.use=\"fedavg\""]);
+    assert!(fedavg.iter().all(|&b| b == fedavg[0]), "{fedavg:?}");
+    let local = down(&["algorithm.use=\"local\""]);
+    assert_eq!(local, vec![fedavg[0], 0.0, 0.0], "standalone clients download the initial model only");
+    let rffl = down(&["algorithm.use=\"rffl\""]);
+    assert_eq!(rffl[0], fedavg[0]);
+    assert!(rffl[1] > 0.0 && rffl[1] < fedavg[1], "sparse rewards: {rffl:?} vs {fedavg:?}");
+    let fomo = down(&["algorithm.use=\"fedfomo\"", "algorithm.models=2"]);
+    assert_eq!(fomo[0], fedavg[0], "no peers yet: the initial model");
+    assert!(fomo[1] > 1.9 * fedavg[1] && fomo[1] < 2.1 * fedavg[1], "two peer models each: {fomo:?} vs {fedavg:?}");
 }
 
 // A run started from a file resumes from its checkpoint even after the file is gone.

@@ -8,9 +8,22 @@ use fedkit_testkit::algorithms::{check_algorithm, check_state_serde};
 use fedkit_testkit::{build_default, check_registry, stages::check_stage};
 
 /// Algorithms that replace the default server rule `w += aggregated delta` (FedOpt, ...): the
-/// server half of the plain-SGD check is skipped for them.
-const CUSTOM_SERVER_RULE: &[&str] =
-    &["fedlaw", "feddyn", "afl", "drfa", "hsgd", "fedadam", "fedyogi", "fedadagrad", "large_cohort", "feddualavg"];
+/// server half of the plain-SGD check is skipped for them (`rffl` weights by reputation,
+/// `local` never moves the global model).
+const CUSTOM_SERVER_RULE: &[&str] = &[
+    "fedlaw",
+    "feddyn",
+    "afl",
+    "drfa",
+    "hsgd",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "large_cohort",
+    "feddualavg",
+    "rffl",
+    "local",
+];
 
 /// Algorithms whose first-round client step is by design not plain SGD with their default
 /// parameters: only the state serde check runs for them. `fedmid`: every local step is a
@@ -23,8 +36,9 @@ const CUSTOM_SERVER_RULE: &[&str] =
 /// alpha = 0 case is tested to be FedAvg bit for bit); `pfedme`: the step is lambda (w - theta)
 /// towards the personal model (it approaches FedAvg as lambda grows, tested); `ifca`: a client
 /// trains the lowest-loss of k cluster models, not necessarily the global one (its k = 1 case is
-/// tested to be FedAvg bit for bit).
-const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm", "diana", "perfedavg", "pfedme", "ifca"];
+/// tested to be FedAvg bit for bit); `fedfomo`: a client trains on its data minus the
+/// validation split it weighs its peers on.
+const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm", "diana", "perfedavg", "pfedme", "ifca", "fedfomo"];
 
 /// Aggregators whose defaults change every update on purpose, checked with parameters under
 /// which they do not (their binding behaviour is tested in their own files): `norm_bound` clips

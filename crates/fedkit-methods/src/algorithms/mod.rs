@@ -65,6 +65,23 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             },
         },
         Entry {
+            name: "rffl",
+            source: include_str!("../personalization/rffl.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::rffl::Rffl>(t, "", r)?.validated()?)),
+        },
+        Entry {
+            name: "fedfomo",
+            source: include_str!("../personalization/fedfomo.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::personalization::fedfomo::FedFomo>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
+            name: "local",
+            source: include_str!("../personalization/local.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::local::Local>(t, "", r)?)),
+        },
+        Entry {
             name: "diana",
             source: include_str!("diana.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<diana::Diana>(t, "", r)?.validated()?)),

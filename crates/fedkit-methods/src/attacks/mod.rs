@@ -11,6 +11,7 @@ pub mod constrain_and_scale;
 pub mod dba;
 pub mod edge_case;
 pub mod fang;
+pub mod free_rider;
 pub mod gaussian;
 pub mod ipm;
 pub mod label_flip;

@@ -3,13 +3,22 @@
 //! is measured with per-client local evaluation (`[eval] clients = true`), which calls its
 //! [`fedkit_core::Algorithm::adapt`].
 
+pub mod fedfomo;
 pub mod ifca;
+pub mod local;
 pub mod perfedavg;
 pub mod pfedme;
+pub mod rffl;
 
 use std::sync::Mutex;
 
 use fedkit_core::{Batch, ClientData, Params, RngStream};
+use serde::{Deserialize, Serialize};
+
+/// A client's own model after the last round it took part in (pFedMe's theta_i, RFFL's and the
+/// standalone baseline's w_i); `None` before its first round.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Personal(pub Option<Params>);
 
 /// A mini-batch of `b` samples drawn without replacement from `data` with `rng`.
 pub(crate) fn sample_batch(data: &ClientData, b: usize, rng: &mut RngStream) -> Batch {

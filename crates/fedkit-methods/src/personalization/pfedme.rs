@@ -38,7 +38,7 @@ use fedkit_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{axpy_trainable, copy_buffers, locked};
+use super::{Personal, axpy_trainable, copy_buffers, locked};
 
 /// pFedMe's parameters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,10 +84,6 @@ impl PFedMe {
         Ok(self)
     }
 }
-
-/// A client's personal model theta_i after the last round it took part in.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Personal(pub Option<Params>);
 
 /// One pFedMe local round as a local step rule around the configured one: theta lives here.
 struct MoreauStep<'a> {

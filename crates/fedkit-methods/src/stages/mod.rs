@@ -106,6 +106,11 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             build: |t, r| Ok(Box::new(params_resolved::<attacks::gaussian::Gaussian>(t, "", r)?.validated()?)),
         },
         Entry {
+            name: "free_rider",
+            source: include_str!("../attacks/free_rider.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<attacks::free_rider::FreeRider>(t, "", r)?.validated()?)),
+        },
+        Entry {
             name: "alie",
             source: include_str!("../attacks/alie.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::alie::Alie>(t, "", r)?.validated()?)),
