@@ -117,6 +117,9 @@ pub struct ServerView<'a> {
     pub updates: &'a [Update],
     pub model: &'a mut dyn Model,
     pub clients: &'a [ClientData],
+    /// Training samples that no client holds (with `data.subsample < 1`): the server's
+    /// unlabeled data for distillation (FedDF); `None` outside the engine.
+    pub unlabeled: Option<&'a ClientData>,
 }
 
 /// Persistent state of an algorithm (per client or on the server): serialisable, so it survives
@@ -233,6 +236,11 @@ pub trait Algorithm: Send + Sync + 'static {
     fn keeps_client_models(&self) -> bool {
         false
     }
+    /// True when the server rule needs unlabeled data (`ServerView::unlabeled`: FedDF's
+    /// distillation set); the engine refuses a run that leaves none when the config is read.
+    fn needs_unlabeled_data(&self) -> bool {
+        false
+    }
     /// What the server sends `client` alone this round, beyond the broadcast: RFFL's
     /// reputation-sized reward, FedFomo's peer models, HeteroFL's sub-model. The client sees its
     /// payloads merged over the broadcast's in `ClientCtx::broadcast`, and `bytes_down` counts
@@ -346,6 +354,7 @@ pub trait DynAlgorithm: Send + Sync {
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras>;
     fn personal_downlink(&self, r: &RoundCtx, s: &dyn AnyState, client: ClientId) -> Result<Option<PersonalDownlink>>;
     fn keeps_client_models(&self) -> bool;
+    fn needs_unlabeled_data(&self) -> bool;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
     -> Result<Update>;
     fn commit(&self, cx: &ClientCtx, sent: &Update, st: &mut dyn AnyState) -> Result<()>;
@@ -410,6 +419,9 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
     fn keeps_client_models(&self) -> bool {
         Algorithm::keeps_client_models(self)
+    }
+    fn needs_unlabeled_data(&self) -> bool {
+        Algorithm::needs_unlabeled_data(self)
     }
     fn client_update(
         &self,

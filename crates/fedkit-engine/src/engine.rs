@@ -100,6 +100,8 @@ pub struct Engine {
     pub downlink: Option<crate::downlink::DownlinkState>,
     /// The round's model bytes to all its clients under `[downlink]`.
     downlink_bytes: Option<usize>,
+    /// The training samples no client holds (`ServerView::unlabeled`).
+    unlabeled: ClientData,
     workers: Workers,
     /// Each client's held-out local test split (with `eval.clients`; empty otherwise).
     pub local_test: Vec<ClientData>,
@@ -274,6 +276,16 @@ impl Engine {
             )));
         }
         let server_data = ClientData::whole(fed.train.clone());
+        let unlabeled = unheld(&fed);
+        if unlabeled.is_empty() && algorithm.needs_unlabeled_data() {
+            return Err(in_file(Error::config(
+                "data.subsample",
+                format!(
+                    "`{}` distils on the training samples no client holds, and there are none: set data.subsample below 1 (e.g. 0.8) to leave the rest to the server",
+                    info.algorithm
+                ),
+            )));
+        }
         let server = algorithm.new_server_state();
         let clients = (0..n).map(|_| ClientSlot::default()).collect();
         Ok(Engine {
@@ -296,6 +308,7 @@ impl Engine {
             local_eval: None,
             downlink: None,
             downlink_bytes: None,
+            unlabeled,
             workers,
             local_test,
             validation,
@@ -676,7 +689,12 @@ impl Engine {
         };
         accepted.sort_by_key(|u| u.client);
         let mut global = self.global.clone();
-        let mut view = ServerView { updates: &accepted, model: self.server_model.as_mut(), clients: &self.fed.clients };
+        let mut view = ServerView {
+            updates: &accepted,
+            model: self.server_model.as_mut(),
+            clients: &self.fed.clients,
+            unlabeled: Some(&self.unlabeled),
+        };
         let m = self.algorithm.server_step(&r, &mut global, self.server.as_mut(), &agg, &mut view)?;
         if !global.is_finite() {
             return Err(Error::Method(format!(
@@ -883,6 +901,17 @@ fn initial_model(dir: &std::path::Path, fresh: &Params, key: &str) -> Result<Par
         ));
     }
     Params::from_vec(fresh.layout().clone(), p.as_slice().to_vec())
+}
+
+/// The training samples that no client holds (the rest of a subsampled data set), in index
+/// order: the server's unlabeled pool (their labels are never read).
+fn unheld(fed: &Federation) -> ClientData {
+    let mut held = vec![false; fed.train.len()];
+    for c in &fed.clients {
+        c.idx.iter().for_each(|&i| held[i as usize] = true);
+    }
+    let idx: std::sync::Arc<[u32]> = (0..fed.train.len() as u32).filter(|&i| !held[i as usize]).collect();
+    ClientData { idx, ..ClientData::whole(fed.train.clone()) }
 }
 
 /// What the loss may know before training: the federation's training samples per class and a

@@ -24,6 +24,8 @@ fn heterogeneous(algorithm: &str, rounds: u32) -> RunConfig {
         "eval.every=1000".into(),
         "eval.initial=false".into(),
         format!("algorithm.use=\"{algorithm}\""),
+        // FedDF distils on the samples no client holds.
+        format!("data.subsample={}", if algorithm == "feddf" { 0.8 } else { 1.0 }),
     ]
     .into();
     RunConfig::load(None, &sets).unwrap()
@@ -156,6 +158,7 @@ fn with_rejected(algorithm: &str, scale: f32) -> (Vec<u32>, Vec<u8>) {
         "eval.every=1000".into(),
         "eval.initial=false".into(),
         format!("algorithm.use=\"{algorithm}\""),
+        format!("data.subsample={}", if algorithm == "feddf" { 0.8 } else { 1.0 }),
     ]
     .into();
     let mut e = Engine::new(RunConfig::load(None, &sets).unwrap()).unwrap();

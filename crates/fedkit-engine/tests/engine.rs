@@ -98,10 +98,12 @@ fn personalised_states_survive_resume_bit_for_bit() {
         "algorithm.use=\"rffl\"",
         "algorithm.use=\"fedfomo\"",
         "algorithm.use=\"local\"",
+        "algorithm.use=\"feddf\"",
     ] {
         let sets = [
             "rounds=4",
             "checkpoint_every=1",
+            "data.subsample=0.8",
             algo,
             "eval.clients=true",
             "output.keep_models=\"every:1\"",

@@ -9,7 +9,8 @@ use fedkit_testkit::{build_default, check_registry, stages::check_stage};
 
 /// Algorithms that replace the default server rule `w += aggregated delta` (FedOpt, ...): the
 /// server half of the plain-SGD check is skipped for them (`rffl` weights by reputation,
-/// `local` never moves the global model).
+/// `local` never moves the global model, `feddf` distils the ensemble into the average; the
+/// toy federation lends it client 0's samples as unlabeled data).
 const CUSTOM_SERVER_RULE: &[&str] = &[
     "fedlaw",
     "feddyn",
@@ -23,6 +24,7 @@ const CUSTOM_SERVER_RULE: &[&str] = &[
     "feddualavg",
     "rffl",
     "local",
+    "feddf",
 ];
 
 /// Algorithms whose first-round client step is by design not plain SGD with their default

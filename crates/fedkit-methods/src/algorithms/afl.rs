@@ -227,7 +227,7 @@ mod tests {
         };
         let agg = crate::aggregators::mean::weighted_mean(updates, true).unwrap();
         let data = labelled_clients(&[0; N], 2);
-        let mut view = ServerView { updates, model: &mut LinReg::new(2), clients: &data };
+        let mut view = ServerView { updates, model: &mut LinReg::new(2), clients: &data, unlabeled: None };
         afl.server_step(&r, w, s, &agg, &mut view).unwrap()
     }
 

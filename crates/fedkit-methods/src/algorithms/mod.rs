@@ -70,6 +70,11 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::rffl::Rffl>(t, "", r)?.validated()?)),
         },
         Entry {
+            name: "feddf",
+            source: include_str!("../personalization/feddf.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::feddf::FedDf>(t, "", r)?.validated()?)),
+        },
+        Entry {
             name: "fedfomo",
             source: include_str!("../personalization/fedfomo.rs"),
             build: |t, r| {

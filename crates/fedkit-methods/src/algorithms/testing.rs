@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use fedkit_core::{
-    Algorithm, Batch, ClientCtx, ClientData, ClientId, Dataset, Extras, Layout, LocalTrain, Metrics, Model, ParamKind,
-    Params, Result, RngStream, RoundCtx, ServerView, Update,
+    Algorithm, Batch, ClientCtx, ClientData, ClientId, Dataset, Extras, Head, Layout, LocalTrain, Metrics, Mode, Model,
+    OutputGrads, Outputs, ParamKind, Params, Result, RngStream, RoundCtx, ServerView, Update,
 };
 
 use crate::aggregators::mean::weighted_mean;
@@ -73,6 +73,82 @@ impl Model for LinReg {
             out.1 += (r.abs() < 0.5) as usize;
         }
         Ok(out)
+    }
+}
+
+/// Softmax regression: logits W x + b (W: classes x features, row-major), features x; the
+/// test model for methods that need logits (distillation).
+pub struct SoftmaxReg {
+    layout: Arc<Layout>,
+    features: usize,
+    classes: usize,
+}
+
+impl SoftmaxReg {
+    /// The model for `features` inputs and `classes` classes: entries `w` and `b`.
+    pub fn new(features: usize, classes: usize) -> Self {
+        let mut l = Layout::new();
+        l.push("w", &[classes, features], ParamKind::Weight);
+        l.push("b", &[classes], ParamKind::Bias);
+        SoftmaxReg { layout: Arc::new(l), features, classes }
+    }
+
+    /// Parameters with weights `w` (classes x features) and biases `b`.
+    pub fn params(&self, w: &[f32], b: &[f32]) -> Params {
+        Params::from_vec(self.layout.clone(), w.iter().chain(b).copied().collect()).unwrap()
+    }
+}
+
+impl Model for SoftmaxReg {
+    fn clone_box(&self) -> Box<dyn Model> {
+        Box::new(SoftmaxReg::new(self.features, self.classes))
+    }
+    fn layout(&self) -> Arc<Layout> {
+        self.layout.clone()
+    }
+    fn init(&self, rng: &mut RngStream) -> Params {
+        let v = (0..self.layout.total()).map(|_| rng.gaussian(0.0, 0.5) as f32).collect();
+        Params::from_vec(self.layout.clone(), v).unwrap()
+    }
+    fn forward(&mut self, p: &Params, batch: &Batch, _mode: Mode, out: &mut Outputs) -> Result<()> {
+        let (d, c) = (self.features, self.classes);
+        let (w, b) = p.as_slice().split_at(c * d);
+        out.logits.clear();
+        for x in batch.x.chunks(d) {
+            out.logits
+                .extend((0..c).map(|k| w[k * d..(k + 1) * d].iter().zip(x).map(|(w, x)| w * x).sum::<f32>() + b[k]));
+        }
+        out.classes = c;
+        out.features = batch.x.clone();
+        out.feature_dim = d;
+        Ok(())
+    }
+    fn vjp(
+        &mut self,
+        p: &mut Params,
+        batch: &Batch,
+        mode: Mode,
+        head: &mut dyn Head,
+        grad: Option<&mut Params>,
+        _gx: Option<&mut Vec<f32>>,
+        _rng: &mut RngStream,
+    ) -> Result<f32> {
+        let mut out = Outputs::default();
+        self.forward(p, batch, mode, &mut out)?;
+        let mut g = OutputGrads::default();
+        let value = head.value_grad(&out, batch, &mut g)?;
+        if let Some(grad) = grad {
+            let (d, c) = (self.features, self.classes);
+            let gs = grad.as_mut_slice();
+            gs.fill(0.0);
+            for (x, gz) in batch.x.chunks(d).zip(g.logits.chunks(c)) {
+                for k in 0..c {
+                    gs[k * d..(k + 1) * d].iter_mut().zip(x).for_each(|(g, x)| *g += gz[k] * x);
+                    gs[c * d + k] += gz[k];
+                }
+            }
+        }
+        Ok(value)
     }
 }
 
@@ -207,7 +283,7 @@ impl<A: Algorithm> Fed<A> {
         let agg = weighted_mean(ups, self.weighted).unwrap();
         let old = self.global.clone();
         let r = self.round_ctx(round, &cohort, &old, &bad);
-        let mut view = ServerView { updates: ups, model: &mut self.model, clients: &self.data };
+        let mut view = ServerView { updates: ups, model: &mut self.model, clients: &self.data, unlabeled: None };
         self.algo.server_step(&r, &mut self.global, &mut self.server, &agg, &mut view).unwrap()
     }
 

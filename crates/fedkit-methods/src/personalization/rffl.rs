@@ -451,8 +451,13 @@ mod tests {
         f.round(1, &[0, 1]);
         let before = f.clients[0].0.clone().unwrap();
         let reward = decode_reward(&f.server.rewards[&0], &before).unwrap();
-        let (extras, ups) = f.clients_round(2, &[0]);
-        assert!(extras.0.is_empty(), "the reward is personal, not broadcast");
+        let r =
+            RoundCtx { round: 2, cohort: &[0], global: &f.global, seed: 7, population: 4, malicious: &[], draws: &[] };
+        let down = f.algo.personal_downlink(&r, &f.server, 0).unwrap();
+        assert!(matches!(down.extras.get(REWARD), Some(Extra::Bytes(_))), "client 0's own reward");
+        assert_eq!(down.model_values, Some(0));
+        assert!(f.algo.broadcast(&r, &f.server).0.is_empty(), "nothing is broadcast");
+        let (_, ups) = f.clients_round(2, &[0]);
         let mut want = before;
         want.axpy(1.0, &reward);
         want.axpy(1.0, &ups[0].delta);

@@ -1,0 +1,261 @@
+//! FedDF: Lin, Kong, Stich, Jaggi, "Ensemble Distillation for Robust Model Fusion in Federated
+//! Learning", NeurIPS 2020 (Algorithm 1, one model prototype).
+//!
+//! Clients train as in FedAvg. The server first averages their models (FedAvg's x_t), then
+//! distils the ensemble of the received client models into it on unlabeled data: for each of
+//! `steps` mini-batches d of `batch_size` unlabeled samples, the teacher is the softmax of the
+//! clients' averaged logits (AVGLOGITS), p = softmax(mean_k f(x_k, d) / T), and the student x
+//! takes an Adam step (lr `lr`, PyTorch's defaults otherwise) on
+//!   T^2 KL(p || softmax(f(x, d) / T)),
+//! the mean over the batch. The unlabeled data are the training samples that no client holds (a
+//! run with `data.subsample < 1` leaves the rest of the data set to the server, whose labels are
+//! never read), as the paper distils on unlabeled data from the same or another domain. The
+//! paper early-stops on a validation set; here the number of steps is fixed. Batches come from
+//! the server's stream (seed, "feddf_batch", round). Round metrics: `feddf_kl_start` and
+//! `feddf_kl_end` (the mean KL of the first and last ten steps). Clients whose updates the
+//! aggregator rejected are not in the ensemble.
+//!
+//! Parameters: `steps` (distillation steps per round, default 200; the paper's up to 10^4 with
+//! early stopping), `batch_size` (default 64), `lr` (Adam's, default 1e-3 as the paper),
+//! `temperature` (T, default 1).
+//!
+//! ```toml
+//! [algorithm]
+//! use = "feddf"
+//! steps = 200
+//! batch_size = 64
+//! lr = 0.001
+//! temperature = 1.0
+//! ```
+
+use fedkit_core::optim::Optimizer;
+use fedkit_core::{
+    Aggregate, Algorithm, Batch, ClientData, Error, LocalTrain, Metrics, Mode, Model, OptimizerKind, OutputGrads,
+    Outputs, Params, Result, RngStream, RoundCtx, ServerView,
+};
+use serde::{Deserialize, Serialize};
+
+use super::sample_batch;
+
+/// FedDF's parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FedDf {
+    /// Server distillation steps per round.
+    pub steps: usize,
+    /// Unlabeled samples per distillation step.
+    pub batch_size: usize,
+    /// Adam's learning rate for the distillation.
+    pub lr: f64,
+    /// The softmax temperature T.
+    pub temperature: f64,
+}
+
+impl Default for FedDf {
+    fn default() -> Self {
+        FedDf { steps: 200, batch_size: 64, lr: 1e-3, temperature: 1.0 }
+    }
+}
+
+impl FedDf {
+    /// Check the parameters.
+    pub fn validated(self) -> Result<Self> {
+        if self.batch_size == 0 {
+            return Err(Error::config("batch_size", "must be at least 1"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::config("lr", format!("must be a finite number > 0, got {}", self.lr)));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::config("temperature", format!("must be a finite number > 0, got {}", self.temperature)));
+        }
+        Ok(self)
+    }
+}
+
+/// Row-wise softmax of `z / t`.
+fn softmax_rows(z: &[f32], classes: usize, t: f64) -> Vec<f64> {
+    let mut p = Vec::with_capacity(z.len());
+    for row in z.chunks_exact(classes) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) as f64;
+        let e: Vec<f64> = row.iter().map(|&v| ((v as f64 - max) / t).exp()).collect();
+        let s: f64 = e.iter().sum();
+        p.extend(e.into_iter().map(|v| v / s));
+    }
+    p
+}
+
+/// The teacher of a batch: softmax of the teachers' averaged logits over `t`.
+fn teacher(m: &mut dyn Model, teachers: &[&Params], batch: &Batch, t: f64) -> Result<(Vec<f64>, usize)> {
+    let mut out = Outputs::default();
+    let mut sum: Vec<f64> = Vec::new();
+    for p in teachers {
+        m.forward(p, batch, Mode::Eval, &mut out)?;
+        sum.resize(out.logits.len(), 0.0);
+        sum.iter_mut().zip(&out.logits).for_each(|(s, &z)| *s += z as f64);
+    }
+    let avg: Vec<f32> = sum.iter().map(|s| (s / teachers.len() as f64) as f32).collect();
+    Ok((softmax_rows(&avg, out.classes, t), out.classes))
+}
+
+/// Distil the ensemble `teachers` into `student` with `cfg.steps` Adam steps on batches of
+/// `data` drawn from `rng`; returns the mean KL of the first and of the last ten steps.
+pub fn distil(
+    m: &mut dyn Model,
+    student: &mut Params,
+    teachers: &[&Params],
+    data: &ClientData,
+    cfg: &FedDf,
+    rng: &mut RngStream,
+) -> Result<(f64, f64)> {
+    let train = LocalTrain { lr: cfg.lr, optimizer: OptimizerKind::Adam, ..LocalTrain::default() };
+    let mut opt = Optimizer::new(&train, student.layout());
+    let mut grad = student.zeros_like();
+    let t = cfg.temperature;
+    let mut kls = Vec::with_capacity(cfg.steps);
+    for _ in 0..cfg.steps {
+        let batch = sample_batch(data, cfg.batch_size, rng);
+        let (p, classes) = teacher(m, teachers, &batch, t)?;
+        let mut head = |out: &Outputs, _b: &Batch, g: &mut OutputGrads| -> Result<f32> {
+            if out.logits.len() != p.len() {
+                return Err(Error::Shape(format!(
+                    "feddf: {} student logits for {} teacher ones",
+                    out.logits.len(),
+                    p.len()
+                )));
+            }
+            let q = softmax_rows(&out.logits, classes, t);
+            let n = (p.len() / classes).max(1) as f64;
+            g.logits = q.iter().zip(&p).map(|(q, p)| (t * (q - p) / n) as f32).collect();
+            g.features.clear();
+            let kl: f64 = p.iter().zip(&q).filter(|(p, _)| **p > 0.0).map(|(p, q)| p * (p / q.max(1e-300)).ln()).sum();
+            Ok((t * t * kl / n) as f32)
+        };
+        let kl = m.vjp(student, &batch, Mode::Train, &mut head, Some(&mut grad), None, rng)?;
+        kls.push(kl as f64);
+        opt.step(student.as_mut_slice(), grad.as_slice(), cfg.lr as f32);
+    }
+    let k = kls.len().min(10).max(1);
+    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    Ok((mean(&kls[..k.min(kls.len())]), mean(&kls[kls.len().saturating_sub(k)..])))
+}
+
+impl Algorithm for FedDf {
+    type Client = ();
+    type Server = ();
+
+    fn reads_updates(&self) -> bool {
+        true
+    }
+
+    fn needs_unlabeled_data(&self) -> bool {
+        self.steps > 0
+    }
+
+    fn server_step(
+        &self,
+        r: &RoundCtx,
+        w: &mut Params,
+        _s: &mut (),
+        agg: &Aggregate,
+        view: &mut ServerView,
+    ) -> Result<Metrics> {
+        w.axpy(1.0, &agg.delta);
+        let mut metrics = Metrics::new();
+        if self.steps == 0 || view.updates.is_empty() {
+            return Ok(metrics);
+        }
+        let data = view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
+            Error::config(
+                "algorithm.use",
+                "feddf distils on the training samples no client holds, and there are none: set data.subsample < 1",
+            )
+        })?;
+        let teachers: Vec<Params> = view
+            .updates
+            .iter()
+            .map(|u| {
+                let mut p = r.global.clone();
+                p.axpy(1.0, &u.delta);
+                p
+            })
+            .collect();
+        let refs: Vec<&Params> = teachers.iter().collect();
+        let (start, end) = distil(&mut *view.model, w, &refs, data, self, &mut r.rng("feddf_batch"))?;
+        metrics.insert("feddf_kl_start".into(), start);
+        metrics.insert("feddf_kl_end".into(), end);
+        Ok(metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithms::testing::{SoftmaxReg, dataset, split};
+
+    fn unlabeled(n: usize) -> ClientData {
+        let mut rng = RngStream::new(4);
+        let x: Vec<Vec<f32>> = (0..n).map(|_| vec![rng.normal() as f32, rng.normal() as f32]).collect();
+        let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+        split(&dataset(&x, &y), &[n]).remove(0)
+    }
+
+    // With one client, distillation to convergence recovers that client's predictions from any
+    // start: the student's KL to the teacher falls to ~0.
+    #[test]
+    fn one_teacher_is_recovered_by_distillation() {
+        let mut m = SoftmaxReg::new(2, 3);
+        let teacher = m.params(&[2.0, -1.0, 0.5, 1.0, -1.5, 0.3], &[0.2, -0.1, 0.0]);
+        let mut student = m.params(&[0.0; 6], &[0.0; 3]);
+        let cfg = FedDf { steps: 3000, batch_size: 32, lr: 0.05, temperature: 1.0 };
+        let (start, end) =
+            distil(&mut m, &mut student, &[&teacher], &unlabeled(200), &cfg, &mut RngStream::new(1)).unwrap();
+        assert!(start > 0.1 && end < 1e-3, "KL from {start} to {end}");
+        // Softmax is shift-invariant per sample: compare the logit differences.
+        let (s, t) = (student.as_slice(), teacher.as_slice());
+        for j in 0..2 {
+            for (a, b) in [(0, 1), (1, 2)] {
+                let (ds, dt) = (s[a * 2 + j] - s[b * 2 + j], t[a * 2 + j] - t[b * 2 + j]);
+                assert!((ds - dt).abs() < 0.1, "weight {j}: {ds} vs {dt}");
+            }
+        }
+    }
+
+    // A student equal to the only teacher gets a zero gradient and stays put, bit for bit.
+    #[test]
+    fn a_student_equal_to_its_teacher_does_not_move() {
+        let mut m = SoftmaxReg::new(2, 3);
+        let teacher = m.params(&[2.0, -1.0, 0.5, 1.0, -1.5, 0.3], &[0.2, -0.1, 0.0]);
+        let mut student = teacher.clone();
+        let cfg = FedDf { steps: 20, ..FedDf::default() };
+        distil(&mut m, &mut student, &[&teacher], &unlabeled(50), &cfg, &mut RngStream::new(1)).unwrap();
+        assert_eq!(student, teacher);
+    }
+
+    #[test]
+    fn the_teacher_averages_logits_not_probabilities() {
+        let mut m = SoftmaxReg::new(2, 3);
+        let (a, b) = (m.params(&[4.0, 0.0, 0.0, 0.0, 0.0, 0.0], &[0.0; 3]), m.params(&[0.0; 6], &[0.0, 4.0, 0.0]));
+        let d = unlabeled(4);
+        let mut batch = Batch::default();
+        batch.fill(&d, &[0, 1, 2, 3], &mut RngStream::new(0));
+        let (p, classes) = teacher(&mut m, &[&a, &b], &batch, 1.0).unwrap();
+        let mut out = Outputs::default();
+        let mean = m.params(&[2.0, 0.0, 0.0, 0.0, 0.0, 0.0], &[0.0, 2.0, 0.0]);
+        m.forward(&mean, &batch, Mode::Eval, &mut out).unwrap();
+        let want = softmax_rows(&out.logits, classes, 1.0);
+        p.iter().zip(&want).for_each(|(x, y)| assert!((x - y).abs() < 1e-6, "{x} vs {y}"));
+    }
+
+    #[test]
+    fn without_unlabeled_data_it_says_what_to_set() {
+        let mut f = crate::algorithms::testing::small_fed(FedDf::default(), &[12, 12], 6);
+        let ups = f.clients_round(1, &[0, 1]).1;
+        let agg = crate::aggregators::mean::weighted_mean(&ups, true).unwrap();
+        let g = f.global.clone();
+        let r = RoundCtx { round: 1, cohort: &[0, 1], global: &g, seed: 7, population: 2, malicious: &[], draws: &[] };
+        let mut view = ServerView { updates: &ups, model: &mut f.model, clients: &f.data, unlabeled: None };
+        let e = f.algo.server_step(&r, &mut f.global, &mut (), &agg, &mut view).unwrap_err();
+        assert!(e.to_string().contains("data.subsample"), "{e}");
+    }
+}
