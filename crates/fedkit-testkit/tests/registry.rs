@@ -25,6 +25,7 @@ const CUSTOM_SERVER_RULE: &[&str] = &[
     "rffl",
     "local",
     "feddf",
+    "fedbe",
 ];
 
 /// Algorithms whose first-round client step is by design not plain SGD with their default

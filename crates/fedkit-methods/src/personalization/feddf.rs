@@ -74,7 +74,7 @@ impl FedDf {
 }
 
 /// Row-wise softmax of `z / t`.
-fn softmax_rows(z: &[f32], classes: usize, t: f64) -> Vec<f64> {
+pub(crate) fn softmax_rows(z: &[f32], classes: usize, t: f64) -> Vec<f64> {
     let mut p = Vec::with_capacity(z.len());
     for row in z.chunks_exact(classes) {
         let max = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) as f64;
@@ -98,8 +98,9 @@ fn teacher(m: &mut dyn Model, teachers: &[&Params], batch: &Batch, t: f64) -> Re
     Ok((softmax_rows(&avg, out.classes, t), out.classes))
 }
 
-/// Distil the ensemble `teachers` into `student` with `cfg.steps` Adam steps on batches of
-/// `data` drawn from `rng`; returns the mean KL of the first and of the last ten steps.
+/// Distil the ensemble `teachers` (their averaged logits) into `student` with `cfg.steps` Adam
+/// steps on batches of `data` drawn from `rng`; returns the mean KL of the first and of the
+/// last ten steps.
 pub fn distil(
     m: &mut dyn Model,
     student: &mut Params,
@@ -108,18 +109,40 @@ pub fn distil(
     cfg: &FedDf,
     rng: &mut RngStream,
 ) -> Result<(f64, f64)> {
+    let t = cfg.temperature;
+    distil_with(m, student, data, cfg, None, rng, &mut |m: &mut dyn Model, b: &Batch| teacher(m, teachers, b, t))
+}
+
+/// A teacher: the target class probabilities of a batch (row-major) and the class count.
+pub type Teacher<'a> = dyn FnMut(&mut dyn Model, &Batch) -> Result<(Vec<f64>, usize)> + 'a;
+
+/// The distillation loop shared by FedDF and FedBE: `cfg.steps` Adam steps of the student on
+/// T^2 KL(teacher || softmax(student / T)) over batches of `data`. With `swa = Some(every)`, the
+/// result is the average of the student's iterates taken every `every` steps over the second
+/// half of the run (stochastic weight averaging, as FedBE distils). Returns the mean KL of the
+/// first and of the last ten steps.
+pub fn distil_with(
+    m: &mut dyn Model,
+    student: &mut Params,
+    data: &ClientData,
+    cfg: &FedDf,
+    swa: Option<usize>,
+    rng: &mut RngStream,
+    teacher: &mut Teacher,
+) -> Result<(f64, f64)> {
     let train = LocalTrain { lr: cfg.lr, optimizer: OptimizerKind::Adam, ..LocalTrain::default() };
     let mut opt = Optimizer::new(&train, student.layout());
     let mut grad = student.zeros_like();
     let t = cfg.temperature;
     let mut kls = Vec::with_capacity(cfg.steps);
-    for _ in 0..cfg.steps {
+    let (mut avg, mut taken) = (vec![0.0f64; student.len()], 0usize);
+    for step in 0..cfg.steps {
         let batch = sample_batch(data, cfg.batch_size, rng);
-        let (p, classes) = teacher(m, teachers, &batch, t)?;
+        let (p, classes) = teacher(m, &batch)?;
         let mut head = |out: &Outputs, _b: &Batch, g: &mut OutputGrads| -> Result<f32> {
             if out.logits.len() != p.len() {
                 return Err(Error::Shape(format!(
-                    "feddf: {} student logits for {} teacher ones",
+                    "distillation: {} student logits for {} teacher ones",
                     out.logits.len(),
                     p.len()
                 )));
@@ -134,8 +157,18 @@ pub fn distil(
         let kl = m.vjp(student, &batch, Mode::Train, &mut head, Some(&mut grad), None, rng)?;
         kls.push(kl as f64);
         opt.step(student.as_mut_slice(), grad.as_slice(), cfg.lr as f32);
+        if let Some(every) = swa
+            && step >= cfg.steps / 2
+            && (step + 1 - cfg.steps / 2) % every.max(1) == 0
+        {
+            avg.iter_mut().zip(student.as_slice()).for_each(|(a, &w)| *a += w as f64);
+            taken += 1;
+        }
     }
-    let k = kls.len().min(10).max(1);
+    if taken > 0 {
+        student.as_mut_slice().iter_mut().zip(&avg).for_each(|(w, a)| *w = (a / taken as f64) as f32);
+    }
+    let k = kls.len().clamp(1, 10);
     let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
     Ok((mean(&kls[..k.min(kls.len())]), mean(&kls[kls.len().saturating_sub(k)..])))
 }
