@@ -39,7 +39,7 @@ use fedkit_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::feddf::{FedDf, distil_with, softmax_rows};
+use super::feddf::{FedDf, distil_with, distillation_inputs, softmax_rows};
 
 /// The distribution FedBE fits over the client models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,24 +172,7 @@ impl Algorithm for FedBe {
     ) -> Result<Metrics> {
         w.axpy(1.0, &agg.delta);
         let mut metrics = Metrics::new();
-        if self.steps == 0 || view.updates.is_empty() {
-            return Ok(metrics);
-        }
-        let data = view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
-            Error::config(
-                "algorithm.use",
-                "fedbe distils on the training samples no client holds, and there are none: set data.subsample < 1",
-            )
-        })?;
-        let clients: Vec<Params> = view
-            .updates
-            .iter()
-            .map(|u| {
-                let mut p = r.global.clone();
-                p.axpy(1.0, &u.delta);
-                p
-            })
-            .collect();
+        let Some((data, clients)) = distillation_inputs("fedbe", self.steps, r, view)? else { return Ok(metrics) };
         let weights: Vec<f64> = match agg.weighting {
             Weighting::UpdateWeights => view.updates.iter().map(|u| u.weight as f64).collect(),
             _ => vec![1.0; clients.len()],

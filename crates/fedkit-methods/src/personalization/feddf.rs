@@ -173,6 +173,38 @@ pub fn distil_with(
     Ok((mean(&kls[..k.min(kls.len())]), mean(&kls[kls.len().saturating_sub(k)..])))
 }
 
+/// What a distilling server rule starts from: the unlabeled data and the round's client models
+/// (global + delta of every accepted update); `None` when there is nothing to distil (no
+/// steps, no updates).
+pub(crate) fn distillation_inputs<'a>(
+    name: &str,
+    steps: usize,
+    r: &RoundCtx,
+    view: &ServerView<'a>,
+) -> Result<Option<(&'a ClientData, Vec<Params>)>> {
+    if steps == 0 || view.updates.is_empty() {
+        return Ok(None);
+    }
+    let data = view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
+        Error::config(
+            "algorithm.use",
+            format!(
+                "{name} distils on the training samples no client holds, and there are none: set data.subsample < 1"
+            ),
+        )
+    })?;
+    let models = view
+        .updates
+        .iter()
+        .map(|u| {
+            let mut p = r.global.clone();
+            p.axpy(1.0, &u.delta);
+            p
+        })
+        .collect();
+    Ok(Some((data, models)))
+}
+
 impl Algorithm for FedDf {
     type Client = ();
     type Server = ();
@@ -195,24 +227,7 @@ impl Algorithm for FedDf {
     ) -> Result<Metrics> {
         w.axpy(1.0, &agg.delta);
         let mut metrics = Metrics::new();
-        if self.steps == 0 || view.updates.is_empty() {
-            return Ok(metrics);
-        }
-        let data = view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
-            Error::config(
-                "algorithm.use",
-                "feddf distils on the training samples no client holds, and there are none: set data.subsample < 1",
-            )
-        })?;
-        let teachers: Vec<Params> = view
-            .updates
-            .iter()
-            .map(|u| {
-                let mut p = r.global.clone();
-                p.axpy(1.0, &u.delta);
-                p
-            })
-            .collect();
+        let Some((data, teachers)) = distillation_inputs("feddf", self.steps, r, view)? else { return Ok(metrics) };
         let refs: Vec<&Params> = teachers.iter().collect();
         let (start, end) = distil(&mut *view.model, w, &refs, data, self, &mut r.rng("feddf_batch"))?;
         metrics.insert("feddf_kl_start".into(), start);
