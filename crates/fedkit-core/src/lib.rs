@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod registry;
 pub mod rng;
 pub mod stats;
+pub mod submodel;
 pub mod tensor_file;
 pub mod traits;
 pub mod update;
@@ -36,6 +37,7 @@ pub use optim::{LocalTrain, OptimizerKind};
 pub use params::{Layout, ParamKind, Params};
 pub use partition::Partitioner;
 pub use rng::RngStream;
+pub use submodel::SubModel;
 pub use traits::{
     AdaptCtx, Aggregator, AggregatorView, Algorithm, AnyState, BATCH_STREAM, ClientCtx, CohortSampling, DynAlgorithm,
     ModelPool, RoundCtx, RunInfo, SampleCtx, ServerView, SharedHook, Stage, State, StragglerPolicy, Transport,

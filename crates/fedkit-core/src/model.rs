@@ -214,6 +214,13 @@ pub trait Model: Send {
     ) -> Result<f32> {
         Err(crate::Error::Method("this model does not back-propagate other losses (vjp)".into()))
     }
+    /// The same architecture with every hidden width scaled by `rate` (in (0, 1]): each tensor
+    /// is the leading block of this model's tensor of the same name ([`crate::SubModel`]), and
+    /// in training-mode forwards each scaled layer's output is divided by `rate` (HeteroFL's
+    /// Scaler). Default: an error naming the models that have it.
+    fn width_scaled(&self, rate: f64) -> Result<Box<dyn Model>> {
+        Err(no_hidden_widths(rate))
+    }
     /// Mean cross-entropy loss over `batch` (training mode) and its gradient into `grad`.
     fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params, rng: &mut RngStream) -> Result<f32> {
         self.vjp(params, batch, Mode::Train, &mut CrossEntropy, Some(grad), None, rng)
@@ -245,6 +252,13 @@ pub trait Model: Send {
         }
         Ok(())
     }
+}
+
+/// The error of a model without [`Model::width_scaled`].
+pub fn no_hidden_widths(rate: f64) -> crate::Error {
+    crate::Error::Method(format!(
+        "this model has no hidden widths to scale by {rate} (HeteroFL's sub-models): use model.use = \"mlp\""
+    ))
 }
 
 /// A model's configuration, validated when the config is read; it becomes a [`Model`] once the

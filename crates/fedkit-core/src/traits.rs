@@ -244,9 +244,16 @@ pub trait Algorithm: Send + Sync + 'static {
     /// What the server sends `client` alone this round, beyond the broadcast: RFFL's
     /// reputation-sized reward, FedFomo's peer models, HeteroFL's sub-model. The client sees its
     /// payloads merged over the broadcast's in `ClientCtx::broadcast`, and `bytes_down` counts
-    /// each client's own message. `None` (the default): the broadcast alone.
-    fn personal_downlink(&self, _r: &RoundCtx, _s: &Self::Server, _client: ClientId) -> Option<PersonalDownlink> {
-        None
+    /// each client's own message; `m` is the global model's architecture (HeteroFL sizes a
+    /// sub-model by it). `None` (the default): the broadcast alone.
+    fn personal_downlink(
+        &self,
+        _r: &RoundCtx,
+        _s: &Self::Server,
+        _client: ClientId,
+        _m: &dyn Model,
+    ) -> Result<Option<PersonalDownlink>> {
+        Ok(None)
     }
     /// The client rule; default: FedAvg (plain local SGD, delta weighted by sample count).
     fn client_update(
@@ -352,7 +359,13 @@ pub trait DynAlgorithm: Send + Sync {
     fn server_state_from_bytes(&self, b: &[u8]) -> Result<Box<dyn AnyState>>;
     fn cohort(&self, sc: &SampleCtx, s: &dyn AnyState) -> Result<Option<Vec<ClientId>>>;
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras>;
-    fn personal_downlink(&self, r: &RoundCtx, s: &dyn AnyState, client: ClientId) -> Result<Option<PersonalDownlink>>;
+    fn personal_downlink(
+        &self,
+        r: &RoundCtx,
+        s: &dyn AnyState,
+        client: ClientId,
+        m: &dyn Model,
+    ) -> Result<Option<PersonalDownlink>>;
     fn keeps_client_models(&self) -> bool;
     fn needs_unlabeled_data(&self) -> bool;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
@@ -414,8 +427,14 @@ impl<A: Algorithm> DynAlgorithm for A {
     fn broadcast(&self, r: &RoundCtx, s: &dyn AnyState) -> Result<Extras> {
         Ok(Algorithm::broadcast(self, r, downcast::<A::Server>(s)?))
     }
-    fn personal_downlink(&self, r: &RoundCtx, s: &dyn AnyState, client: ClientId) -> Result<Option<PersonalDownlink>> {
-        Ok(Algorithm::personal_downlink(self, r, downcast::<A::Server>(s)?, client))
+    fn personal_downlink(
+        &self,
+        r: &RoundCtx,
+        s: &dyn AnyState,
+        client: ClientId,
+        m: &dyn Model,
+    ) -> Result<Option<PersonalDownlink>> {
+        Algorithm::personal_downlink(self, r, downcast::<A::Server>(s)?, client, m)
     }
     fn keeps_client_models(&self) -> bool {
         Algorithm::keeps_client_models(self)

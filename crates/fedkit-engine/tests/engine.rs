@@ -146,6 +146,36 @@ fn bytes_down_counts_each_clients_own_downlink() {
     assert!(fomo[1] > 1.9 * fedavg[1] && fomo[1] < 2.1 * fedavg[1], "two peer models each: {fomo:?} vs {fedavg:?}");
 }
 
+// HeteroFL on the mlp: at every rate 1 (no mask) it is FedAvg bit for bit; at mixed widths each
+// sub-model client downloads and uploads only its sub-model, so both byte counts fall below
+// FedAvg's; models without hidden widths or with running statistics are refused by name.
+#[test]
+fn heterofl_moves_sub_models_over_the_wire() {
+    let mlp = ["model.use=\"mlp\"", "model.hidden=[16, 16]", "sampling.per_round=1000", "rounds=3"];
+    let with = |extra: &[&str]| cfg(&[&mlp[..], extra].concat());
+    let fedavg = run_all(with(&["algorithm.use=\"fedavg\""]));
+    let full = ["algorithm.use=\"heterofl\"", "algorithm.rates=[1.0]", "algorithm.masked_labels=false"];
+    assert!(run_all(with(&full)).1 == fedavg.1, "rate 1 without the mask is FedAvg");
+    let bytes = |extra: &[&str]| -> (f64, f64, f64) {
+        let mut e = Engine::new(with(extra)).unwrap();
+        let (rec, _) = e.run_round().unwrap();
+        (rec.get("bytes_up").unwrap(), rec.get("bytes_down").unwrap(), rec.get("heterofl_rate_mean").unwrap_or(1.0))
+    };
+    let (up0, down0, _) = bytes(&["algorithm.use=\"fedavg\""]);
+    let mixed = ["algorithm.use=\"heterofl\"", "algorithm.rates=[1.0, 0.25]", "algorithm.shares=[0.5, 0.5]"];
+    let (up, down, rate) = bytes(&mixed);
+    assert!(rate > 0.25 && rate < 1.0, "both levels in the cohort: mean rate {rate}");
+    // A quarter-width sub-model of 60-16-16-10 has well under half the parameters.
+    let small_share = (1.0 - rate) / 0.75;
+    assert!(up < up0 * (1.0 - 0.5 * small_share) && down < down0 * (1.0 - 0.5 * small_share), "{up} {down} vs {up0} {down0}");
+    assert!(up > up0 * (1.0 - small_share) && down > down0 * (1.0 - small_share), "{up} {down} vs {up0} {down0}");
+    let round_one = |sets: &[&str]| Engine::new(cfg(sets)).unwrap().run_round().unwrap_err().to_string();
+    let e = round_one(&["algorithm.use=\"heterofl\""]);
+    assert!(e.contains("no hidden widths") && e.contains("mlp"), "{e}");
+    let e = round_one(&["algorithm.use=\"heterofl\"", "model.use=\"mlp\"", "model.norm=\"batch\""]);
+    assert!(e.contains("model.norm") && e.contains("sBN"), "{e}");
+}
+
 // A run started from a file resumes from its checkpoint even after the file is gone.
 #[test]
 fn resume_does_not_read_the_initial_model_again() {

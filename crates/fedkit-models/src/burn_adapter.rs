@@ -102,6 +102,11 @@ pub trait Net: Clone + Send + 'static {
     /// `[batch, classes]` for input `x` of shape `[batch, ...sample shape]` flattened to rank 4
     /// `[batch, c, h, w]` (vector data arrives as `[batch, 1, 1, d]`).
     fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>);
+    /// This network with its hidden widths scaled by `rate` ([`Model::width_scaled`]); default:
+    /// `None`, not supported.
+    fn width_scaled(&self, _rate: f64) -> Option<Result<Self>> {
+        None
+    }
 }
 
 /// A [`Net`] as a fedkit [`Model`].
@@ -191,6 +196,12 @@ impl<N: Net> Model for BurnModel<N> {
     }
     fn init(&self, rng: &mut RngStream) -> Params {
         self.net.init(rng)
+    }
+    fn width_scaled(&self, rate: f64) -> Result<Box<dyn Model>> {
+        match self.net.width_scaled(rate) {
+            Some(net) => Ok(Box::new(BurnModel::new(net?, self.sample_shape, self.classes))),
+            None => Err(fedkit_core::model::no_hidden_widths(rate)),
+        }
     }
     fn loss_grad(
         &mut self,

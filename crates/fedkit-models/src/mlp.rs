@@ -44,22 +44,7 @@ impl ModelSpec for MlpSpec {
             return Err(Error::config("model.hidden", "widths must be >= 1"));
         }
         let d: usize = feature_shape.iter().product();
-        let mut sizes = vec![d];
-        sizes.extend(&self.hidden);
-        sizes.push(classes);
-        let mut l = Layout::new();
-        let mut layers = Vec::new();
-        for (i, w) in sizes.windows(2).enumerate() {
-            let linear = l.entries().len();
-            l.push(&format!("fc{}.weight", i + 1), &[w[0], w[1]], ParamKind::Weight);
-            l.push(&format!("fc{}.bias", i + 1), &[w[1]], ParamKind::Bias);
-            let hidden = i + 2 < sizes.len();
-            let norm =
-                (hidden && self.norm == Norm::Batch).then(|| push_batch_norm(&mut l, &format!("bn{}", i + 1), w[1]));
-            layers.push(Layer { linear, norm });
-        }
-        let net = Mlp { layout: Arc::new(l), layers };
-        Ok(Box::new(BurnModel::new(net, [1, 1, d], classes)))
+        Ok(Box::new(BurnModel::new(Mlp::new(self.clone(), d, classes, 1.0), [1, 1, d], classes)))
     }
 }
 
@@ -73,8 +58,38 @@ struct Layer {
 /// The network: linear layers with (batch norm and) ReLU between them.
 #[derive(Clone)]
 pub struct Mlp {
+    spec: MlpSpec,
+    inputs: usize,
+    classes: usize,
+    /// The width rate of a HeteroFL sub-model (1: the full model, no Scaler).
+    rate: f64,
     layout: Arc<Layout>,
     layers: Vec<Layer>,
+}
+
+impl Mlp {
+    fn new(spec: MlpSpec, inputs: usize, classes: usize, rate: f64) -> Mlp {
+        let mut sizes = vec![inputs];
+        sizes.extend(spec.hidden.iter().map(|&h| scaled_width(h, rate)));
+        sizes.push(classes);
+        let mut l = Layout::new();
+        let mut layers = Vec::new();
+        for (i, w) in sizes.windows(2).enumerate() {
+            let linear = l.entries().len();
+            l.push(&format!("fc{}.weight", i + 1), &[w[0], w[1]], ParamKind::Weight);
+            l.push(&format!("fc{}.bias", i + 1), &[w[1]], ParamKind::Bias);
+            let hidden = i + 2 < sizes.len();
+            let norm =
+                (hidden && spec.norm == Norm::Batch).then(|| push_batch_norm(&mut l, &format!("bn{}", i + 1), w[1]));
+            layers.push(Layer { linear, norm });
+        }
+        Mlp { spec, inputs, classes, rate, layout: Arc::new(l), layers }
+    }
+}
+
+/// A hidden width scaled by `rate`: ceil(rate * h), at least 1 (HeteroFL's rounding).
+pub fn scaled_width(h: usize, rate: f64) -> usize {
+    ((h as f64 * rate).ceil() as usize).clamp(1, h)
 }
 
 impl Net for Mlp {
@@ -87,8 +102,12 @@ impl Net for Mlp {
     fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let mut h = crate::nets::flatten(x);
         let last = self.layers.len() - 1;
+        let scaler = p.training() && self.rate < 1.0;
         for layer in &self.layers[..last] {
             h = linear(p, layer.linear, h);
+            if scaler {
+                h = h.div_scalar(self.rate as f32);
+            }
             if let Some(bn) = layer.norm {
                 h = batch_norm(p, bn, h);
             }
@@ -96,5 +115,11 @@ impl Net for Mlp {
         }
         let logits = linear(p, self.layers[last].linear, h.clone());
         (h, logits)
+    }
+    fn width_scaled(&self, rate: f64) -> Option<Result<Self>> {
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Some(Err(Error::Method(format!("a width rate must be in (0, 1], got {rate}"))));
+        }
+        Some(Ok(Mlp::new(self.spec.clone(), self.inputs, self.classes, self.rate * rate)))
     }
 }

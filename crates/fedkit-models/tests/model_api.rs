@@ -216,3 +216,51 @@ fn forward_explains_evaluation_and_the_output_layer() {
         }
     }
 }
+
+/// HeteroFL's sub-models: `mlp` at rate 1/2 has every hidden width halved (rounded up), its
+/// tensors are the leading blocks of the full model's, and in evaluation it computes exactly
+/// what the full model computes with the other units' weights zeroed; in training it divides
+/// each hidden layer's output by the rate (the Scaler). Models without hidden widths refuse.
+#[test]
+fn width_scaled_mlp_is_the_leading_block_with_a_training_scaler() {
+    use fedkit_core::SubModel;
+    let (shape, classes) = (&[6usize][..], 3);
+    let full = build("use = 'mlp'\nhidden = [5, 4]", shape, classes);
+    let mut half = full.width_scaled(0.5).unwrap();
+    let shapes: Vec<Vec<usize>> = half.layout().entries().iter().map(|e| e.shape.clone()).collect();
+    assert_eq!(shapes, vec![vec![6, 3], vec![3], vec![3, 2], vec![2], vec![2, 3], vec![3]]);
+    let map = SubModel::new(full.layout(), half.layout()).unwrap();
+    let mut rng = RngStream::new(5);
+    let p = full.init(&mut rng);
+    let sub = map.extract(&p).unwrap();
+    let padded = map.scatter(&sub).unwrap();
+    let b = batch(shape, classes, 4, &mut rng);
+    let (mut a, mut z) = (Outputs::default(), Outputs::default());
+    half.forward(&sub, &b, Mode::Eval, &mut a).unwrap();
+    let mut full = full;
+    full.forward(&padded, &b, Mode::Eval, &mut z).unwrap();
+    for (x, y) in a.logits.iter().zip(&z.logits) {
+        assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+    }
+    // Training mode, one hidden layer: its output is divided by 1/2, so (ReLU is positively
+    // homogeneous) the features double.
+    let one = build("use = 'mlp'\nhidden = [4]", shape, classes);
+    let mut one_half = one.width_scaled(0.5).unwrap();
+    let q = one_half.init(&mut rng);
+    let (mut t, mut e) = (Outputs::default(), Outputs::default());
+    one_half.forward(&q, &b, Mode::TrainFrozen, &mut t).unwrap();
+    one_half.forward(&q, &b, Mode::Eval, &mut e).unwrap();
+    assert_eq!(t.feature_dim, 2);
+    for (x, y) in t.features.iter().zip(&e.features) {
+        assert_eq!(*x, 2.0 * y);
+    }
+    let mut whole = full.width_scaled(1.0).unwrap();
+    let mut w = Outputs::default();
+    whole.forward(&p, &b, Mode::TrainFrozen, &mut w).unwrap();
+    let mut f = Outputs::default();
+    full.forward(&p, &b, Mode::TrainFrozen, &mut f).unwrap();
+    assert_eq!(w, f, "rate 1 is the model itself, without a Scaler");
+    assert!(full.width_scaled(0.0).is_err() && full.width_scaled(1.5).is_err());
+    let e = build("use = 'logreg'", &[7], 3).width_scaled(0.5).err().unwrap().to_string();
+    assert!(e.contains("no hidden widths") && e.contains("mlp"), "{e}");
+}

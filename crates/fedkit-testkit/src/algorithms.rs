@@ -51,7 +51,7 @@ impl Fed {
             .iter()
             .map(|&c| {
                 let mut e = b.clone();
-                let p = self.algo.personal_downlink(&r, self.server.as_ref(), c);
+                let p = self.algo.personal_downlink(&r, self.server.as_ref(), c, self.model.as_ref());
                 if let Some(p) = p.unwrap_or_else(|e| panic!("algorithm `{name}`: personal_downlink failed: {e}")) {
                     e.0.extend(p.extras.0);
                 }

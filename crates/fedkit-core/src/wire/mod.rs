@@ -6,7 +6,8 @@
 //! A message is a header (magic `FKW`, version, kind, the model layout's id, the coordinate
 //! count) followed by blocks. The value blocks, concatenated, give the vector: dense f32,
 //! f16 or bf16; sparse (delta-coded indices, f32 values); b-bit quantised with a scale; sign
-//! bits with a scale; QSGD levels in Elias-gamma code with the norm. An `Extras` block carries
+//! bits with a scale; QSGD levels in Elias-gamma code with the norm; the leading block of a
+//! shaped tensor (a width-scaled sub-model's, zero elsewhere). An `Extras` block carries
 //! the update's side payloads (control variates) dense, as postcard (fedkit_core::codec).
 //!
 //! Decoding validates everything (lengths, tags, ranges, index order, trailing bytes) and
@@ -69,7 +70,14 @@ pub enum Block {
     Qsgd { s: u32, norm: f32, levels: Vec<i32> },
     /// Side payloads, dense (postcard).
     Extras(Extras),
+    /// A row-major tensor of `shape` (rank 1 to [`MAX_SLICE_RANK`]) that is zero but for its
+    /// leading block of shape `keep` (`keep[d] <= shape[d]`), whose values are given row-major:
+    /// a width-scaled sub-model's tensor (HeteroFL) in the full model's coordinates.
+    Slice { shape: Vec<u32>, keep: Vec<u32>, values: Vec<f32> },
 }
+
+/// The highest tensor rank a [`Block::Slice`] may have.
+pub const MAX_SLICE_RANK: usize = 8;
 
 const DENSE: u8 = 1;
 const HALF: u8 = 2;
@@ -78,6 +86,7 @@ const QUANTIZED: u8 = 4;
 const SIGNS: u8 = 5;
 const QSGD: u8 = 6;
 const EXTRAS: u8 = 7;
+const SLICE: u8 = 8;
 
 impl Block {
     /// Coordinates this block covers (0 for extras).
@@ -88,6 +97,7 @@ impl Block {
             Block::Sparse { len, .. } => *len as usize,
             Block::Quantized { levels, .. } | Block::Qsgd { levels, .. } => levels.len(),
             Block::Signs { negative, .. } => negative.len(),
+            Block::Slice { shape, .. } => shape.iter().map(|&d| d as usize).product(),
             Block::Extras(_) => 0,
         }
     }
@@ -115,6 +125,14 @@ impl Block {
             Block::Qsgd { s, norm, levels } => {
                 let s = *s as f32;
                 out.extend(levels.iter().map(|&l| norm * l as f32 / s));
+            }
+            Block::Slice { shape, keep, values } => {
+                let start = out.len();
+                out.resize(start + self.len(), 0.0);
+                let (shape, keep) = (as_usize(shape), as_usize(keep));
+                crate::submodel::for_each_row(&shape, &keep, &mut |a, b, n| {
+                    out[start + a..start + a + n].copy_from_slice(&values[b..b + n])
+                });
             }
             Block::Extras(_) => {}
         }
@@ -279,6 +297,24 @@ fn encode_block(b: &Block, p: &mut Vec<u8>) -> Result<u8> {
             w.finish();
             QSGD
         }
+        Block::Slice { shape, keep, values } => {
+            let fits = (1..=MAX_SLICE_RANK).contains(&shape.len())
+                && keep.len() == shape.len()
+                && keep.iter().zip(shape).all(|(k, d)| k <= d)
+                && values.len() == keep.iter().map(|&k| k as usize).product::<usize>();
+            if !fits {
+                return Err(Error::Method(format!(
+                    "wire: a slice of {:?} from {:?} with {} values (rank 1..={MAX_SLICE_RANK}, keep <= shape, one value per kept coordinate)",
+                    keep,
+                    shape,
+                    values.len()
+                )));
+            }
+            p.push(shape.len() as u8);
+            shape.iter().chain(keep).for_each(|&d| put_varint(p, d as u64));
+            put_f32s(p, values);
+            SLICE
+        }
         Block::Extras(e) => {
             let b = crate::codec::to_bytes(e, "wire extras")?;
             p.extend_from_slice(&b);
@@ -389,6 +425,10 @@ pub fn decode(bytes: &[u8], expect: Option<(u64, usize)>) -> Result<Message> {
     Ok(Message { kind, layout_id, blocks })
 }
 
+fn as_usize(v: &[u32]) -> Vec<usize> {
+    v.iter().map(|&d| d as usize).collect()
+}
+
 fn f32s(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
@@ -480,6 +520,31 @@ fn decode_block(tag: u8, p: &mut Cursor, room: usize) -> Result<Block> {
             let b = p.take(p.left())?;
             let e = crate::codec::from_bytes(b, "extras block").map_err(|e| bad(e.to_string()))?;
             Block::Extras(e)
+        }
+        SLICE => {
+            let rank = p.u8()? as usize;
+            if !(1..=MAX_SLICE_RANK).contains(&rank) {
+                return Err(bad(format!("a slice of rank {rank}; 1..={MAX_SLICE_RANK} are allowed")));
+            }
+            let mut shape = Vec::with_capacity(rank);
+            let mut len = 1u64;
+            for _ in 0..rank {
+                let d = p.count(room, "slice dimension")?;
+                len = len.checked_mul(d as u64).filter(|&l| l <= room).ok_or_else(|| bad("a slice beyond the message"))?;
+                shape.push(d as u32);
+            }
+            let mut keep = Vec::with_capacity(rank);
+            let mut kept = 1u64;
+            for &d in &shape {
+                let k = p.count(d as u64, "slice block dimension")?;
+                kept *= k as u64;
+                keep.push(k as u32);
+            }
+            if kept * 4 != p.left() as u64 {
+                return Err(bad(format!("a slice of {kept} values carries {} bytes", p.left())));
+            }
+            let values = f32s(p.take(p.left())?);
+            Block::Slice { shape, keep, values }
         }
         t => return Err(bad(format!("unknown block tag {t}"))),
     })

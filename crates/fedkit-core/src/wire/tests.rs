@@ -18,6 +18,8 @@ fn all_blocks() -> Vec<Block> {
         Block::Quantized { bits: 16, scale: 2.0, levels: vec![-32767, 32767] },
         Block::Signs { scale: 0.25, negative: vec![true, false, false, true, true, false, true, true, false] },
         Block::Qsgd { s: 15, norm: 3.0, levels: vec![0, 1, -1, 15, -15, 2, 0, 0] },
+        Block::Slice { shape: vec![3, 4], keep: vec![2, 2], values: vec![1.0, 2.0, 3.0, 4.0] },
+        Block::Slice { shape: vec![5], keep: vec![0], values: vec![] },
         Block::Extras(extras),
     ]
 }
@@ -97,6 +99,10 @@ fn invalid_blocks_are_refused_at_encoding() {
         Block::Quantized { bits: 1, scale: 1.0, levels: vec![0] },
         Block::Quantized { bits: 3, scale: 1.0, levels: vec![4] },
         Block::Qsgd { s: 2, norm: 1.0, levels: vec![3] },
+        Block::Slice { shape: vec![2, 2], keep: vec![3, 1], values: vec![0.0; 3] },
+        Block::Slice { shape: vec![2, 2], keep: vec![1, 1], values: vec![0.0; 2] },
+        Block::Slice { shape: vec![], keep: vec![], values: vec![] },
+        Block::Slice { shape: vec![2, 2], keep: vec![1], values: vec![0.0] },
     ];
     for b in bad {
         assert!(encode(&msg(vec![b.clone()])).is_err(), "{b:?}");
@@ -123,4 +129,50 @@ fn crafted_sparse_gaps_and_huge_qsgd_levels_are_refused() {
     b.extend_from_slice(&payload);
     assert!(decode(&b, None).is_err());
     assert!(encode(&msg(vec![Block::Qsgd { s: u32::MAX, norm: 1.0, levels: vec![0] }])).is_err());
+}
+
+// A slice is its leading block in place, zeros elsewhere, and costs the block's values only.
+#[test]
+fn a_slice_places_its_leading_block_and_costs_its_values() {
+    let b = Block::Slice { shape: vec![2, 3, 2], keep: vec![1, 2, 2], values: vec![1.0, 2.0, 3.0, 4.0] };
+    let mut v = Vec::new();
+    b.decode_into(&mut v);
+    assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    let mut p = Vec::new();
+    encode_block(&b, &mut p).unwrap();
+    assert_eq!(p.len(), 1 + 6 + 4 * 4, "rank, shape and keep, then the kept values");
+}
+
+// Decoding refuses a slice larger than the message, a block wider than its tensor and a
+// value count that does not match.
+#[test]
+fn crafted_slices_are_refused() {
+    let frame = |payload: Vec<u8>, total: u64| {
+        let mut out = MAGIC.to_vec();
+        out.extend([VERSION, 0]);
+        out.extend(0xfeedu64.to_le_bytes());
+        put_varint(&mut out, total);
+        put_varint(&mut out, 1);
+        out.push(SLICE);
+        put_varint(&mut out, payload.len() as u64);
+        out.extend(payload);
+        out
+    };
+    let slice = |shape: &[u64], keep: &[u64], values: usize| {
+        let mut p = vec![shape.len() as u8];
+        shape.iter().chain(keep).for_each(|&d| put_varint(&mut p, d));
+        p.extend(std::iter::repeat_n(0u8, 4 * values));
+        p
+    };
+    assert!(decode(&frame(slice(&[2, 2], &[1, 1], 1), 4), None).is_ok());
+    for (payload, total) in [
+        (slice(&[1 << 20, 1 << 20], &[1, 1], 1), 4),
+        (slice(&[2, 2], &[3, 1], 3), 4),
+        (slice(&[2, 2], &[1, 1], 2), 4),
+        (slice(&[2, 2], &[1, 1], 0), 4),
+        (vec![0], 4),
+        (vec![9], 4),
+    ] {
+        assert!(decode(&frame(payload.clone(), total), None).is_err(), "{payload:?}");
+    }
 }

@@ -75,6 +75,11 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::feddf::FedDf>(t, "", r)?.validated()?)),
         },
         Entry {
+            name: "heterofl",
+            source: include_str!("../personalization/heterofl.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::heterofl::HeteroFl>(t, "", r)?.validated()?)),
+        },
+        Entry {
             name: "fedbe",
             source: include_str!("../personalization/fedbe.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::fedbe::FedBe>(t, "", r)?.validated()?)),

@@ -246,7 +246,7 @@ impl<A: Algorithm> Fed<A> {
             .iter()
             .map(|&c| {
                 let r = self.round_ctx(round, cohort, &self.global, &bad);
-                let mine = self.algo.personal_downlink(&r, &self.server, c).map(|p| {
+                let mine = self.algo.personal_downlink(&r, &self.server, c, &self.model).unwrap().map(|p| {
                     let mut e = b.clone();
                     e.0.extend(p.extras.0);
                     e

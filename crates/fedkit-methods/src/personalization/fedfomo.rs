@@ -177,14 +177,20 @@ impl Algorithm for FedFomo {
         true
     }
 
-    fn personal_downlink(&self, r: &RoundCtx, s: &FomoServer, client: ClientId) -> Option<PersonalDownlink> {
+    fn personal_downlink(
+        &self,
+        r: &RoundCtx,
+        s: &FomoServer,
+        client: ClientId,
+        _m: &dyn Model,
+    ) -> Result<Option<PersonalDownlink>> {
         let mut extras = Extras::default();
         for j in self.select(s, r.seed, r.round, client) {
             extras.insert(&format!("{PEER}{j}"), Extra::Params(s.models[&j].clone()));
         }
         // A client that has trained keeps its own model and needs only its peers'.
         let model_values = s.models.contains_key(&client).then_some(0);
-        Some(PersonalDownlink { extras, model_values })
+        Ok(Some(PersonalDownlink { extras, model_values }))
     }
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut Personal) -> Result<Update> {
@@ -293,7 +299,7 @@ mod tests {
         }
         let r =
             RoundCtx { round: 2, cohort: &[0], global: &f.global, seed: 7, population: 4, malicious: &[], draws: &[] };
-        let down = f.algo.personal_downlink(&r, &f.server, 0).unwrap();
+        let down = f.algo.personal_downlink(&r, &f.server, 0, &f.model).unwrap().unwrap();
         let keys: Vec<&String> = down.extras.0.keys().collect();
         let want: Vec<String> = f.algo.select(&f.server, 7, 2, 0).iter().map(|j| format!("{PEER}{j}")).collect();
         assert_eq!(keys, want.iter().collect::<Vec<_>>(), "the selected peers' models, to this client only");

@@ -42,8 +42,14 @@ impl Algorithm for Local {
         true
     }
 
-    fn personal_downlink(&self, _r: &RoundCtx, s: &Trained, client: ClientId) -> Option<PersonalDownlink> {
-        s.0.contains(&client).then(|| PersonalDownlink { model_values: Some(0), ..PersonalDownlink::default() })
+    fn personal_downlink(
+        &self,
+        _r: &RoundCtx,
+        s: &Trained,
+        client: ClientId,
+        _m: &dyn Model,
+    ) -> Result<Option<PersonalDownlink>> {
+        Ok(s.0.contains(&client).then(|| PersonalDownlink { model_values: Some(0), ..PersonalDownlink::default() }))
     }
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut Personal) -> Result<Update> {
@@ -100,8 +106,8 @@ mod tests {
             malicious: &[],
             draws: &[],
         };
-        let d0 = f.algo.personal_downlink(&r, &f.server, 0);
+        let d0 = f.algo.personal_downlink(&r, &f.server, 0, &f.model).unwrap();
         assert_eq!(d0.map(|d| d.model_values), Some(Some(0)));
-        assert!(f.algo.personal_downlink(&r, &f.server, 1).is_none(), "client 1 still needs the initial model");
+        assert!(f.algo.personal_downlink(&r, &f.server, 1, &f.model).unwrap().is_none(), "client 1 still needs the initial model");
     }
 }

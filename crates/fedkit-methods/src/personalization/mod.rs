@@ -6,6 +6,7 @@
 pub mod fedbe;
 pub mod feddf;
 pub mod fedfomo;
+pub mod heterofl;
 pub mod ifca;
 pub mod local;
 pub mod perfedavg;

@@ -187,15 +187,21 @@ impl Algorithm for Rffl {
         true
     }
 
-    fn personal_downlink(&self, _r: &RoundCtx, s: &RfflServer, client: ClientId) -> Option<PersonalDownlink> {
+    fn personal_downlink(
+        &self,
+        _r: &RoundCtx,
+        s: &RfflServer,
+        client: ClientId,
+        _m: &dyn Model,
+    ) -> Result<Option<PersonalDownlink>> {
         // A client seen before holds its own model and needs only its reward.
-        s.seen(client).then(|| {
+        Ok(s.seen(client).then(|| {
             let mut extras = Extras::default();
             if let Some(b) = s.rewards.get(&client) {
                 extras.insert(REWARD, Extra::Bytes(b.clone()));
             }
             PersonalDownlink { extras, model_values: Some(0) }
-        })
+        }))
     }
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut Personal) -> Result<Update> {
@@ -453,7 +459,7 @@ mod tests {
         let reward = decode_reward(&f.server.rewards[&0], &before).unwrap();
         let r =
             RoundCtx { round: 2, cohort: &[0], global: &f.global, seed: 7, population: 4, malicious: &[], draws: &[] };
-        let down = f.algo.personal_downlink(&r, &f.server, 0).unwrap();
+        let down = f.algo.personal_downlink(&r, &f.server, 0, &f.model).unwrap().unwrap();
         assert!(matches!(down.extras.get(REWARD), Some(Extra::Bytes(_))), "client 0's own reward");
         assert_eq!(down.model_values, Some(0));
         assert!(f.algo.broadcast(&r, &f.server).0.is_empty(), "nothing is broadcast");
