@@ -20,6 +20,9 @@
 //! Round metrics: `heterofl_rate_mean` (the mean rate of the accepted updates) and
 //! `heterofl_covered` (the fraction of coordinates some accepted update held).
 //!
+//! The global model is the widest clients' model (as in the paper): `[model]` gives its widths,
+//! and some level with a share must have rate 1 (else part of it would never train).
+//!
 //! Parameters: `rates` (r_k, default the paper's levels a-e: 1, 1/2, 1/4, 1/8, 1/16);
 //! `shares` (the fraction of clients at each level, default equal); `assignment`: `"fixed"`
 //! (default: a client draws its level once, from the stream (seed, "heterofl_level", client),
@@ -98,6 +101,16 @@ impl HeteroFl {
             self.shares = vec![1.0 / self.rates.len() as f64; self.rates.len()];
         }
         let sum: f64 = self.shares.iter().sum();
+        let widest = self.rates.iter().zip(&self.shares).filter(|(_, s)| **s > 0.0).map(|(r, _)| *r).fold(0.0, f64::max);
+        if self.shares.len() == self.rates.len() && widest < 1.0 {
+            return Err(Error::config(
+                "rates",
+                format!(
+                    "{:?}: no level with a share has rate 1, so part of the global model would never train; the global model is the widest clients' model: set model.hidden to their widths and their rate to 1",
+                    self.rates
+                ),
+            ));
+        }
         if self.shares.len() != self.rates.len() || self.shares.iter().any(|&s| !(s >= 0.0)) || (sum - 1.0).abs() > 1e-6
         {
             return Err(Error::config(
@@ -379,6 +392,8 @@ mod tests {
     fn bad_levels_are_refused_with_the_field() {
         for (rates, shares, field) in
             [(vec![], vec![], "rates"), (vec![0.0], vec![], "rates"), (vec![1.0, 0.5], vec![0.6, 0.6], "shares")]
+                .into_iter()
+                .chain([(vec![0.5], vec![], "model.hidden"), (vec![1.0, 0.5], vec![0.0, 1.0], "model.hidden")])
         {
             let e = HeteroFl { rates, shares, ..HeteroFl::default() }.validated().unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
