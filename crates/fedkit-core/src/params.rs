@@ -78,6 +78,22 @@ impl Layout {
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.name == name)
     }
+    /// The value ranges of the output layer's weight `[in, classes]` and bias `[classes]`, and
+    /// the class count: the last bias, and the last weight before it whose shape ends in its
+    /// length.
+    pub fn output_layer(&self) -> crate::Result<(std::ops::Range<usize>, std::ops::Range<usize>, usize)> {
+        let entries = self.entries();
+        let bias = entries
+            .iter()
+            .rposition(|e| e.kind == ParamKind::Bias)
+            .ok_or_else(|| crate::Error::Method("the model has no output-layer bias".into()))?;
+        let p = entries[bias].len();
+        let weight = entries[..bias]
+            .iter()
+            .rposition(|e| e.kind == ParamKind::Weight && e.shape.last() == Some(&p))
+            .ok_or_else(|| crate::Error::Method(format!("no output-layer weight [in, {p}] before the last bias")))?;
+        Ok((entries[weight].range(), entries[bias].range(), p))
+    }
     /// Number of values trained by gradients (everything but buffers).
     pub fn trainable(&self) -> usize {
         self.entries.iter().filter(|e| e.kind != ParamKind::Buffer).map(Entry::len).sum()

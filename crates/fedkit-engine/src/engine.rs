@@ -511,11 +511,13 @@ impl Engine {
         let r = self.round_ctx(plan);
         let mut out = Vec::with_capacity(plan.run_ids.len());
         for &c in &plan.run_ids {
-            out.push(self.algorithm.personal_downlink(&r, self.server.as_ref(), c, self.server_model.as_ref())?.map(|p| {
-                let mut extras = broadcast.clone();
-                extras.0.extend(p.extras.0);
-                (extras, p.model_values.unwrap_or(self.global.len()))
-            }));
+            out.push(self.algorithm.personal_downlink(&r, self.server.as_ref(), c, self.server_model.as_ref())?.map(
+                |p| {
+                    let mut extras = broadcast.clone();
+                    extras.0.extend(p.extras.0);
+                    (extras, p.model_values.unwrap_or(self.global.len()))
+                },
+            ));
         }
         Ok(out)
     }

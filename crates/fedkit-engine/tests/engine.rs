@@ -167,7 +167,10 @@ fn heterofl_moves_sub_models_over_the_wire() {
     assert!(rate > 0.25 && rate < 1.0, "both levels in the cohort: mean rate {rate}");
     // A quarter-width sub-model of 60-16-16-10 has well under half the parameters.
     let small_share = (1.0 - rate) / 0.75;
-    assert!(up < up0 * (1.0 - 0.5 * small_share) && down < down0 * (1.0 - 0.5 * small_share), "{up} {down} vs {up0} {down0}");
+    assert!(
+        up < up0 * (1.0 - 0.5 * small_share) && down < down0 * (1.0 - 0.5 * small_share),
+        "{up} {down} vs {up0} {down0}"
+    );
     assert!(up > up0 * (1.0 - small_share) && down > down0 * (1.0 - small_share), "{up} {down} vs {up0} {down0}");
     let round_one = |sets: &[&str]| Engine::new(cfg(sets)).unwrap().run_round().unwrap_err().to_string();
     let e = round_one(&["algorithm.use=\"heterofl\""]);

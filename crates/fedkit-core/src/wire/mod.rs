@@ -530,7 +530,10 @@ fn decode_block(tag: u8, p: &mut Cursor, room: usize) -> Result<Block> {
             let mut len = 1u64;
             for _ in 0..rank {
                 let d = p.count(room, "slice dimension")?;
-                len = len.checked_mul(d as u64).filter(|&l| l <= room).ok_or_else(|| bad("a slice beyond the message"))?;
+                len = len
+                    .checked_mul(d as u64)
+                    .filter(|&l| l <= room)
+                    .ok_or_else(|| bad("a slice beyond the message"))?;
                 shape.push(d as u32);
             }
             let mut keep = Vec::with_capacity(rank);

@@ -77,7 +77,16 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
         Entry {
             name: "heterofl",
             source: include_str!("../personalization/heterofl.rs"),
-            build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::heterofl::HeteroFl>(t, "", r)?.validated()?)),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::personalization::heterofl::HeteroFl>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
+            name: "fedaws",
+            source: include_str!("../personalization/fedaws.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::personalization::fedaws::FedAws>(t, "", r)?.validated()?))
+            },
         },
         Entry {
             name: "fedbe",

@@ -77,20 +77,38 @@ impl Model for LinReg {
 }
 
 /// Softmax regression: logits W x + b (W: classes x features, row-major), features x; the
-/// test model for methods that need logits (distillation).
+/// test model for methods that need logits (distillation). [`SoftmaxReg::input_major`] lays W
+/// out as the registered models do, `[features, classes]`.
 pub struct SoftmaxReg {
     layout: Arc<Layout>,
     features: usize,
     classes: usize,
+    input_major: bool,
 }
 
 impl SoftmaxReg {
     /// The model for `features` inputs and `classes` classes: entries `w` and `b`.
     pub fn new(features: usize, classes: usize) -> Self {
+        Self::with_layout(features, classes, false)
+    }
+
+    /// The same with `w` of shape `[features, classes]` (an output layer the registered
+    /// models' way, which `Layout::output_layer` finds).
+    pub fn input_major(features: usize, classes: usize) -> Self {
+        Self::with_layout(features, classes, true)
+    }
+
+    fn with_layout(features: usize, classes: usize, input_major: bool) -> Self {
         let mut l = Layout::new();
-        l.push("w", &[classes, features], ParamKind::Weight);
+        let shape = if input_major { [features, classes] } else { [classes, features] };
+        l.push("w", &shape, ParamKind::Weight);
         l.push("b", &[classes], ParamKind::Bias);
-        SoftmaxReg { layout: Arc::new(l), features, classes }
+        SoftmaxReg { layout: Arc::new(l), features, classes, input_major }
+    }
+
+    /// Where W[k][j] (class k, feature j) sits in the flat parameters.
+    fn at(&self, k: usize, j: usize) -> usize {
+        if self.input_major { j * self.classes + k } else { k * self.features + j }
     }
 
     /// Parameters with weights `w` (classes x features) and biases `b`.
@@ -101,7 +119,7 @@ impl SoftmaxReg {
 
 impl Model for SoftmaxReg {
     fn clone_box(&self) -> Box<dyn Model> {
-        Box::new(SoftmaxReg::new(self.features, self.classes))
+        Box::new(SoftmaxReg::with_layout(self.features, self.classes, self.input_major))
     }
     fn layout(&self) -> Arc<Layout> {
         self.layout.clone()
@@ -115,8 +133,7 @@ impl Model for SoftmaxReg {
         let (w, b) = p.as_slice().split_at(c * d);
         out.logits.clear();
         for x in batch.x.chunks(d) {
-            out.logits
-                .extend((0..c).map(|k| w[k * d..(k + 1) * d].iter().zip(x).map(|(w, x)| w * x).sum::<f32>() + b[k]));
+            out.logits.extend((0..c).map(|k| (0..d).map(|j| w[self.at(k, j)] * x[j]).sum::<f32>() + b[k]));
         }
         out.classes = c;
         out.features = batch.x.clone();
@@ -143,7 +160,9 @@ impl Model for SoftmaxReg {
             gs.fill(0.0);
             for (x, gz) in batch.x.chunks(d).zip(g.logits.chunks(c)) {
                 for k in 0..c {
-                    gs[k * d..(k + 1) * d].iter_mut().zip(x).for_each(|(g, x)| *g += gz[k] * x);
+                    for j in 0..d {
+                        gs[self.at(k, j)] += gz[k] * x[j];
+                    }
                     gs[c * d + k] += gz[k];
                 }
             }

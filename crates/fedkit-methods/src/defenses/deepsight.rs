@@ -48,8 +48,8 @@
 //! ```
 
 use fedkit_core::{
-    Aggregate, Aggregator, AggregatorView, Batch, Error, Extras, Layout, Metrics, Mode, Model, Outputs, ParamKind,
-    Params, Result, RngStream, RoundCtx, Update, Weighting,
+    Aggregate, Aggregator, AggregatorView, Batch, Error, Extras, Layout, Metrics, Mode, Model, Outputs, Params, Result,
+    RngStream, RoundCtx, Update, Weighting,
 };
 use serde::{Deserialize, Serialize};
 
@@ -102,17 +102,7 @@ impl DeepSight {
 
 /// The value ranges of the output layer's weight [in, P] and bias [P] in `layout`.
 pub fn output_layer(layout: &Layout) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>, usize)> {
-    let entries = layout.entries();
-    let bias = entries
-        .iter()
-        .rposition(|e| e.kind == ParamKind::Bias)
-        .ok_or_else(|| Error::Method("deepsight: the model has no output-layer bias".into()))?;
-    let p = entries[bias].len();
-    let weight = entries[..bias]
-        .iter()
-        .rposition(|e| e.kind == ParamKind::Weight && e.shape.last() == Some(&p))
-        .ok_or_else(|| Error::Method(format!("deepsight: no output-layer weight [in, {p}] before the last bias")))?;
-    Ok((entries[weight].range(), entries[bias].range(), p))
+    layout.output_layer().map_err(|e| Error::Method(format!("deepsight: {e}")))
 }
 
 /// Each update's NEUPs and threshold exceedings.
@@ -305,6 +295,7 @@ impl Aggregator for DeepSight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedkit_core::ParamKind;
     use fedkit_core::{ClientData, Dataset, LocalTrain, ModelPool};
     use std::sync::Arc;
 

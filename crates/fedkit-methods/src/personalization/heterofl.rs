@@ -51,8 +51,8 @@
 
 use fedkit_core::{
     Aggregate, Algorithm, BATCH_STREAM, ClientCtx, ClientData, ClientId, Error, Extras, Head, Loss, LossRun, Metrics,
-    Model, NoHook, OutputGrads, Outputs, ParamKind, Params, PersonalDownlink, Result, RngStream, RoundCtx,
-    ServerView, SubModel, Update, Weighting, local_update_from,
+    Model, NoHook, OutputGrads, Outputs, ParamKind, Params, PersonalDownlink, Result, RngStream, RoundCtx, ServerView,
+    SubModel, Update, Weighting, local_update_from,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,7 +101,8 @@ impl HeteroFl {
             self.shares = vec![1.0 / self.rates.len() as f64; self.rates.len()];
         }
         let sum: f64 = self.shares.iter().sum();
-        let widest = self.rates.iter().zip(&self.shares).filter(|(_, s)| **s > 0.0).map(|(r, _)| *r).fold(0.0, f64::max);
+        let widest =
+            self.rates.iter().zip(&self.shares).filter(|(_, s)| **s > 0.0).map(|(r, _)| *r).fold(0.0, f64::max);
         if self.shares.len() == self.rates.len() && widest < 1.0 {
             return Err(Error::config(
                 "rates",
@@ -353,7 +354,8 @@ mod tests {
     // hold get the weighted mean of both deltas, the rest client 0's delta alone.
     #[test]
     fn each_coordinate_averages_over_the_clients_that_hold_it() {
-        let algo = HeteroFl { rates: vec![1.0, 0.5], shares: vec![0.5, 0.5], ..HeteroFl::default() }.validated().unwrap();
+        let algo =
+            HeteroFl { rates: vec![1.0, 0.5], shares: vec![0.5, 0.5], ..HeteroFl::default() }.validated().unwrap();
         let seed = (0..200u64)
             .find(|&s| algo.rate_of(s, 1, 0) == 1.0 && algo.rate_of(s, 1, 1) == 0.5)
             .expect("a seed with one client at each level");
@@ -368,7 +370,8 @@ mod tests {
         ];
         let agg = crate::aggregators::mean::weighted_mean(&ups, true).unwrap();
         let mut w = Params::zeros(layout);
-        let r = RoundCtx { round: 1, cohort: &[0, 1], global: &w.clone(), seed, population: 2, malicious: &[], draws: &[] };
+        let r =
+            RoundCtx { round: 1, cohort: &[0, 1], global: &w.clone(), seed, population: 2, malicious: &[], draws: &[] };
         let mut view = ServerView { updates: &ups, model: &mut model, clients: &[], unlabeled: None };
         let m = algo.server_step(&r, &mut w, &mut (), &agg, &mut view).unwrap();
         // w rows [c0 c1 c2 c3] x 2, then b [c0..c3]: columns 0-1 are shared.

@@ -108,6 +108,9 @@ mod tests {
         };
         let d0 = f.algo.personal_downlink(&r, &f.server, 0, &f.model).unwrap();
         assert_eq!(d0.map(|d| d.model_values), Some(Some(0)));
-        assert!(f.algo.personal_downlink(&r, &f.server, 1, &f.model).unwrap().is_none(), "client 1 still needs the initial model");
+        assert!(
+            f.algo.personal_downlink(&r, &f.server, 1, &f.model).unwrap().is_none(),
+            "client 1 still needs the initial model"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! is measured with per-client local evaluation (`[eval] clients = true`), which calls its
 //! [`fedkit_core::Algorithm::adapt`].
 
+pub mod fedaws;
 pub mod fedbe;
 pub mod feddf;
 pub mod fedfomo;
