@@ -105,6 +105,14 @@ impl Optimizer {
         Optimizer { cfg: cfg.clone(), trainable, m: Vec::new(), v: Vec::new(), t: 0 }
     }
 
+    /// The moments and the step count, to keep an optimiser across runs (a server-side one).
+    pub fn into_state(self) -> (Vec<f32>, Vec<f32>, i32) {
+        (self.m, self.v, self.t)
+    }
+    /// Continue from [`Optimizer::into_state`]'s moments and step count.
+    pub fn set_state(&mut self, m: Vec<f32>, v: Vec<f32>, t: i32) {
+        (self.m, self.v, self.t) = (m, v, t);
+    }
     /// One step: `w -= lr * direction(g)`, with `lr` possibly overridden (schedules).
     pub fn step(&mut self, w: &mut [f32], g: &[f32], lr: f32) {
         let c = &self.cfg;

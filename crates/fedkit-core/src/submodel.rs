@@ -125,8 +125,10 @@ impl SubModel {
 }
 
 /// Call `f(full offset, sub offset, length)` for each innermost row of the leading block
-/// `keep` of a row-major tensor of `shape`, in order.
+/// `keep` of a row-major tensor of `shape`, in order. `keep` must have `shape`'s rank and be no
+/// larger in any dimension (the callers check it; the offsets are meaningless otherwise).
 pub fn for_each_row(shape: &[usize], keep: &[usize], f: &mut dyn FnMut(usize, usize, usize)) {
+    debug_assert!(keep.len() == shape.len() && keep.iter().zip(shape).all(|(k, d)| k <= d));
     if keep.contains(&0) {
         return;
     }

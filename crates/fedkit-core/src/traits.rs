@@ -241,6 +241,12 @@ pub trait Algorithm: Send + Sync + 'static {
     fn needs_unlabeled_data(&self) -> bool {
         false
     }
+    /// True when the server rule combines the accepted updates itself instead of applying the
+    /// aggregate (IFCA per cluster, HeteroFL per coordinate): noise a server-side DP stage adds
+    /// to the aggregate would be lost, so the engine refuses such stages when the config is read.
+    fn combines_updates_itself(&self) -> bool {
+        false
+    }
     /// What the server sends `client` alone this round, beyond the broadcast: RFFL's
     /// reputation-sized reward, FedFomo's peer models, HeteroFL's sub-model. The client sees its
     /// payloads merged over the broadcast's in `ClientCtx::broadcast`, and `bytes_down` counts
@@ -368,6 +374,7 @@ pub trait DynAlgorithm: Send + Sync {
     ) -> Result<Option<PersonalDownlink>>;
     fn keeps_client_models(&self) -> bool;
     fn needs_unlabeled_data(&self) -> bool;
+    fn combines_updates_itself(&self) -> bool;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
     -> Result<Update>;
     fn commit(&self, cx: &ClientCtx, sent: &Update, st: &mut dyn AnyState) -> Result<()>;
@@ -441,6 +448,9 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
     fn needs_unlabeled_data(&self) -> bool {
         Algorithm::needs_unlabeled_data(self)
+    }
+    fn combines_updates_itself(&self) -> bool {
+        Algorithm::combines_updates_itself(self)
     }
     fn client_update(
         &self,

@@ -275,6 +275,15 @@ impl Engine {
                 ),
             )));
         }
+        if algorithm.combines_updates_itself() && stages.iter().any(|s| s.stage.noises_every_round()) {
+            return Err(in_file(Error::config(
+                "pipeline",
+                format!(
+                    "`{}` combines the accepted updates itself, so the noise a DP stage adds to the aggregate would be lost: drop the DP stage or use an algorithm that applies the aggregate",
+                    info.algorithm
+                ),
+            )));
+        }
         let server_data = ClientData::whole(fed.train.clone());
         let unlabeled = unheld(&fed);
         if unlabeled.is_empty() && algorithm.needs_unlabeled_data() {

@@ -100,6 +100,7 @@ fn personalised_states_survive_resume_bit_for_bit() {
         "algorithm.use=\"local\"",
         "algorithm.use=\"feddf\"",
         "algorithm.use=\"fedbe\"",
+        "algorithm.use=\"fedgen\"",
     ] {
         let sets = [
             "rounds=4",
@@ -177,6 +178,12 @@ fn heterofl_moves_sub_models_over_the_wire() {
     assert!(e.contains("no hidden widths") && e.contains("mlp"), "{e}");
     let e = round_one(&["algorithm.use=\"heterofl\"", "model.use=\"mlp\"", "model.norm=\"batch\""]);
     assert!(e.contains("model.norm") && e.contains("sBN"), "{e}");
+    // Its server rule re-combines the updates, so a DP stage's noise would be lost: refused.
+    let dp = r#"pipeline=[{ use = "dp_fixed_clip" }]"#;
+    for algo in ["algorithm.use=\"heterofl\"", "algorithm.use=\"ifca\""] {
+        let e = Engine::new(cfg(&[&mlp[..], &[algo, dp]].concat())).err().expect("refused").to_string();
+        assert!(e.contains("pipeline") && e.contains("noise"), "{e}");
+    }
 }
 
 // A run started from a file resumes from its checkpoint even after the file is gone.

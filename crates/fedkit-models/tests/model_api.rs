@@ -239,6 +239,7 @@ fn width_scaled_mlp_is_the_leading_block_with_a_training_scaler() {
     half.forward(&sub, &b, Mode::Eval, &mut a).unwrap();
     let mut full = full;
     full.forward(&padded, &b, Mode::Eval, &mut z).unwrap();
+    assert!(!a.logits.is_empty() && a.logits.len() == z.logits.len());
     for (x, y) in a.logits.iter().zip(&z.logits) {
         assert!((x - y).abs() < 1e-6, "{x} vs {y}");
     }
@@ -251,6 +252,7 @@ fn width_scaled_mlp_is_the_leading_block_with_a_training_scaler() {
     one_half.forward(&q, &b, Mode::TrainFrozen, &mut t).unwrap();
     one_half.forward(&q, &b, Mode::Eval, &mut e).unwrap();
     assert_eq!(t.feature_dim, 2);
+    assert!(!t.features.is_empty() && t.features.len() == e.features.len());
     for (x, y) in t.features.iter().zip(&e.features) {
         assert_eq!(*x, 2.0 * y);
     }

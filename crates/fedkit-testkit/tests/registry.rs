@@ -42,8 +42,7 @@ const CUSTOM_SERVER_RULE: &[&str] = &[
 /// tested to be FedAvg bit for bit); `fedfomo`: a client trains on its data minus the
 /// validation split it weighs its peers on; `fedaws`: a client descends the positive cosine
 /// loss, not the cross-entropy, and the server spreads the class embeddings apart.
-const NOT_PLAIN_SGD: &[&str] =
-    &["fedmid", "ef21_sgdm", "diana", "perfedavg", "pfedme", "ifca", "fedfomo", "fedaws"];
+const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm", "diana", "perfedavg", "pfedme", "ifca", "fedfomo", "fedaws"];
 
 /// Aggregators whose defaults change every update on purpose, checked with parameters under
 /// which they do not (their binding behaviour is tested in their own files): `norm_bound` clips

@@ -298,10 +298,12 @@ fn encode_block(b: &Block, p: &mut Vec<u8>) -> Result<u8> {
             QSGD
         }
         Block::Slice { shape, keep, values } => {
+            let size = |dims: &[u32]| dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
             let fits = (1..=MAX_SLICE_RANK).contains(&shape.len())
                 && keep.len() == shape.len()
                 && keep.iter().zip(shape).all(|(k, d)| k <= d)
-                && values.len() == keep.iter().map(|&k| k as usize).product::<usize>();
+                && size(shape).is_some_and(|n| n <= MAX_LEN)
+                && size(keep) == Some(values.len() as u64);
             if !fits {
                 return Err(Error::Method(format!(
                     "wire: a slice of {:?} from {:?} with {} values (rank 1..={MAX_SLICE_RANK}, keep <= shape, one value per kept coordinate)",

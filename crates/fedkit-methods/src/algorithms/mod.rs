@@ -89,6 +89,13 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             },
         },
         Entry {
+            name: "fedgen",
+            source: include_str!("../personalization/fedgen.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::personalization::fedgen::FedGen>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
             name: "fedbe",
             source: include_str!("../personalization/fedbe.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::fedbe::FedBe>(t, "", r)?.validated()?)),

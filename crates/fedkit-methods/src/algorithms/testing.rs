@@ -111,7 +111,8 @@ impl SoftmaxReg {
         if self.input_major { j * self.classes + k } else { k * self.features + j }
     }
 
-    /// Parameters with weights `w` (classes x features) and biases `b`.
+    /// Parameters with weights `w` in the layout's order (classes x features, or features x
+    /// classes for [`SoftmaxReg::input_major`]) and biases `b`.
     pub fn params(&self, w: &[f32], b: &[f32]) -> Params {
         Params::from_vec(self.layout.clone(), w.iter().chain(b).copied().collect()).unwrap()
     }
@@ -230,9 +231,9 @@ pub fn small_fed<A: Algorithm>(algo: A, sizes: &[usize], batch_size: usize) -> F
 }
 
 /// A federation running algorithm `A` round by round, with typed states.
-pub struct Fed<A: Algorithm> {
+pub struct Fed<A: Algorithm, M: Model = LinReg> {
     pub algo: A,
-    pub model: LinReg,
+    pub model: M,
     pub data: Vec<ClientData>,
     pub train: LocalTrain,
     pub global: Params,
@@ -248,8 +249,15 @@ pub struct Fed<A: Algorithm> {
 impl<A: Algorithm> Fed<A> {
     /// A federation of `data.len()` clients with fresh states, starting from `global`.
     pub fn new(algo: A, features: usize, data: Vec<ClientData>, train: LocalTrain, global: Params) -> Self {
+        Fed::with_model(algo, LinReg::new(features), data, train, global)
+    }
+}
+
+impl<A: Algorithm, M: Model> Fed<A, M> {
+    /// The same federation with another test model.
+    pub fn with_model(algo: A, model: M, data: Vec<ClientData>, train: LocalTrain, global: Params) -> Self {
         let clients = data.iter().map(|_| A::Client::default()).collect();
-        let (server, model) = (A::Server::default(), LinReg::new(features));
+        let server = A::Server::default();
         Fed { algo, model, data, train, global, server, clients, seed: 7, weighted: true, stage: None }
     }
 

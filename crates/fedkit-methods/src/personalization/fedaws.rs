@@ -7,7 +7,10 @@
 //! layer's weight columns). A client trains g and the embeddings of its own classes on the
 //! positive part of the cosine contrastive loss,
 //!   l_pos(x, y) = max(0, nu_pos - cos(g(x), w_y))^2,
-//! which never touches another class's embedding. Trained alone (FedAvg of this loss) every
+//! which never moves another class's embedding (but for weight decay, if configured). It is
+//! the client's training loss (the configured `[loss]` must be the default cross-entropy it
+//! replaces), computed inside the model's gradient, so local step rules (DP-SGD's per-example
+//! clipping, SAM) see all of it. Trained alone (FedAvg of this loss) every
 //! embedding and every feature collapse onto one direction. The server therefore, after the
 //! usual averaging, takes `spread_steps` projected gradient steps of size `spread_lr` on the
 //! spreadout regulariser over the unit-normalised embeddings u_c = w_c / |w_c|,
@@ -22,7 +25,8 @@
 //!
 //! Parameters: `nu_pos` (positive margin, default 0.9), `nu` (spreadout margin in cosine
 //! distance, default 0.5: pairs are pushed to at least orthogonal), `spread_lr` (default 0.1)
-//! and `spread_steps` (default 10; 0 is FedAvg of the positive loss, the collapsing baseline).
+//! and `spread_steps` (default 10; 0 is FedAvg of the positive loss, the collapsing baseline,
+//! with the server still normalising the embeddings and zeroing the output bias).
 //! The model needs an output layer (weight `[features, classes]`, bias `[classes]`) whose input
 //! is its features, as every registered classifier has.
 //!
@@ -40,11 +44,11 @@
 //! ```
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fedkit_core::{
-    Aggregate, Algorithm, BATCH_STREAM, Batch, ClientCtx, ClientData, Error, GradHook, Head, Loss, LossRun, Metrics,
-    Model, OutputGrads, Outputs, Params, Result, RoundCtx, Update, local_update_from,
+    Aggregate, Algorithm, BATCH_STREAM, Batch, ClientCtx, ClientData, Error, Head, Metrics, Model, NoHook, OutputGrads,
+    Outputs, Params, Result, RoundCtx, Update, local_update_from,
 };
 use serde::{Deserialize, Serialize};
 
@@ -130,6 +134,9 @@ pub fn spreadout(u: &[Vec<f64>], nu: f64) -> (f64, Vec<Vec<f64>>) {
 
 /// The largest cosine between two of the unit embeddings `u`.
 fn max_cosine(u: &[Vec<f64>]) -> f64 {
+    if u.len() < 2 {
+        return 0.0;
+    }
     let mut m = f64::NEG_INFINITY;
     for a in 0..u.len() {
         for b in a + 1..u.len() {
@@ -139,53 +146,46 @@ fn max_cosine(u: &[Vec<f64>]) -> f64 {
     m
 }
 
-/// What the positive loss's head and its gradient hook share during one local run: the
-/// current output weight and the loss's gradient with respect to it.
-struct Shared {
-    w: Vec<f32>,
-    grad: Vec<f32>,
-}
-
-/// The positive cosine loss as a [`Loss`] (its head reads the class embeddings from `shared`).
-struct PositiveLoss {
+/// The positive cosine loss on a batch's features, against the class embeddings `w` (the output
+/// weight `[features, classes]` at the point the gradient is taken); its gradient with respect
+/// to `w` is left in `grad_w` (the logits get none).
+struct PositiveHead {
     nu_pos: f64,
     classes: usize,
-    shared: Arc<Mutex<Shared>>,
+    w: Vec<f32>,
+    grad_w: Vec<f32>,
 }
 
-struct PositiveHead<'a> {
-    loss: &'a PositiveLoss,
-}
-
-impl Head for PositiveHead<'_> {
+impl Head for PositiveHead {
     fn value_grad(&mut self, out: &Outputs, batch: &Batch, g: &mut OutputGrads) -> Result<f32> {
-        let (c, dim, n) = (self.loss.classes, out.feature_dim, batch.len());
-        let mut shared = self.loss.shared.lock().map_err(|_| Error::Method("fedaws: a poisoned lock".into()))?;
-        if out.classes != c || shared.w.len() != dim * c {
+        let (c, dim, n) = (self.classes, out.feature_dim, batch.len());
+        if out.classes != c || self.w.len() != dim * c {
             return Err(Error::Shape(format!(
                 "fedaws: {} features and {} classes for an output layer of {} values",
                 dim,
                 out.classes,
-                shared.w.len()
+                self.w.len()
             )));
         }
+        fedkit_core::model::check_labels(batch, c)?;
         g.logits.clear();
         g.logits.resize(out.logits.len(), 0.0);
         g.features.clear();
         g.features.resize(out.features.len(), 0.0);
-        let mut grad_w = vec![0.0f32; shared.w.len()];
+        self.grad_w.clear();
+        self.grad_w.resize(self.w.len(), 0.0);
         let mut total = 0.0f64;
         for (i, &y) in batch.y.iter().enumerate() {
             let y = y as usize;
             let h: Vec<f64> = out.features_of(i).iter().map(|&v| v as f64).collect();
-            let w = column(&shared.w, c, y);
+            let w = column(&self.w, c, y);
             let (nh, nw) = (norm(&h), norm(&w));
             if nh < 1e-12 || nw < 1e-12 {
-                total += self.loss.nu_pos.max(0.0).powi(2);
+                total += self.nu_pos.max(0.0).powi(2);
                 continue;
             }
             let cos = h.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() / (nh * nw);
-            let gap = self.loss.nu_pos - cos;
+            let gap = self.nu_pos - cos;
             if gap <= 0.0 {
                 continue;
             }
@@ -195,37 +195,51 @@ impl Head for PositiveHead<'_> {
             for k in 0..dim {
                 let (hk, wk) = (h[k] / nh, w[k] / nw);
                 gf[k] = (coef * (wk - cos * hk) / nh) as f32;
-                grad_w[k * c + y] += (coef * (hk - cos * wk) / nw) as f32;
+                self.grad_w[k * c + y] += (coef * (hk - cos * wk) / nw) as f32;
             }
         }
-        shared.grad = grad_w;
         Ok((total / n.max(1) as f64) as f32)
     }
 }
 
-impl Loss for PositiveLoss {
-    fn head(&self, _run: &mut LossRun) -> Result<Box<dyn Head + Send + '_>> {
-        Ok(Box::new(PositiveHead { loss: self }))
-    }
-}
-
-/// Adds the positive loss's gradient to the output weight's (which back-propagation leaves at
-/// 0: the head's logit gradient is 0), and records the weight after each step for the head.
-struct EmbeddingHook {
+/// The client's model with the positive loss as its training loss: `loss_grad` reads the class
+/// embeddings from the parameters it is given and returns the loss's whole gradient (the
+/// feature map's by back-propagation, the embeddings' from the head). So every local step rule
+/// (DP-SGD's per-example clipping, SAM's perturbed point) sees the complete gradient.
+struct PositiveModel<'a> {
+    inner: &'a mut dyn Model,
+    head: PositiveHead,
     weight: Range<usize>,
-    shared: Arc<Mutex<Shared>>,
 }
 
-impl GradHook for EmbeddingHook {
-    fn on_grad(&mut self, _step: usize, _w: &Params, g: &mut Params) {
-        if let Ok(s) = self.shared.lock() {
-            g.as_mut_slice()[self.weight.clone()].iter_mut().zip(&s.grad).for_each(|(a, b)| *a += b);
-        }
+impl Model for PositiveModel<'_> {
+    fn clone_box(&self) -> Box<dyn Model> {
+        self.inner.clone_box()
     }
-    fn after_step(&mut self, _step: usize, w: &mut Params) {
-        if let Ok(mut s) = self.shared.lock() {
-            s.w.copy_from_slice(&w.as_slice()[self.weight.clone()]);
-        }
+    fn layout(&self) -> Arc<fedkit_core::Layout> {
+        self.inner.layout()
+    }
+    fn init(&self, rng: &mut fedkit_core::RngStream) -> Params {
+        self.inner.init(rng)
+    }
+    fn forward(&mut self, params: &Params, batch: &Batch, mode: fedkit_core::Mode, out: &mut Outputs) -> Result<()> {
+        self.inner.forward(params, batch, mode, out)
+    }
+    fn loss_grad(
+        &mut self,
+        params: &mut Params,
+        batch: &Batch,
+        grad: &mut Params,
+        rng: &mut fedkit_core::RngStream,
+    ) -> Result<f32> {
+        self.head.w.clear();
+        self.head.w.extend_from_slice(&params.as_slice()[self.weight.clone()]);
+        let value = self.inner.vjp(params, batch, fedkit_core::Mode::Train, &mut self.head, Some(grad), None, rng)?;
+        grad.as_mut_slice()[self.weight.clone()].iter_mut().zip(&self.head.grad_w).for_each(|(a, b)| *a += b);
+        Ok(value)
+    }
+    fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
+        self.inner.eval_batch(params, batch)
     }
 }
 
@@ -234,13 +248,16 @@ impl Algorithm for FedAws {
     type Server = ();
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut ()) -> Result<Update> {
+        if !cx.loss.is_cross_entropy() {
+            return Err(Error::config(
+                "loss.use",
+                "fedaws trains its own positive-only loss, which replaces the configured one: use loss.use = \"cross_entropy\"",
+            ));
+        }
         let (weight, _, classes) = cx.global.layout().output_layer()?;
-        let w0 = cx.global.as_slice()[weight.clone()].to_vec();
-        let shared = Arc::new(Mutex::new(Shared { grad: vec![0.0; w0.len()], w: w0 }));
-        let loss = PositiveLoss { nu_pos: self.nu_pos, classes, shared: shared.clone() };
-        let mut hook = EmbeddingHook { weight, shared };
-        let cx = ClientCtx { loss: &loss, ..*cx };
-        Ok(local_update_from(&cx, cx.global.clone(), BATCH_STREAM, m, d, &mut hook)?.0)
+        let head = PositiveHead { nu_pos: self.nu_pos, classes, w: Vec::new(), grad_w: Vec::new() };
+        let mut model = PositiveModel { inner: m, head, weight };
+        Ok(local_update_from(cx, cx.global.clone(), BATCH_STREAM, &mut model, d, &mut NoHook)?.0)
     }
 
     fn server_update(&self, _r: &RoundCtx, w: &mut Params, _s: &mut (), agg: &Aggregate) -> Result<Metrics> {
@@ -312,6 +329,45 @@ mod tests {
         assert!(max_cosine(&u) < 0.05, "every pair about orthogonal or beyond: {}", max_cosine(&u));
         let far = vec![vec![1.0, 0.0], vec![-1.0, 0.0]];
         assert_eq!(spreadout(&far, 0.5).0, 0.0);
+    }
+
+    // The positive loss's gradients with respect to the features and to the class embeddings
+    // are its derivatives.
+    #[test]
+    fn the_positive_loss_gradients_match_finite_differences() {
+        let (dim, c) = (4, 3);
+        let mut rng = RngStream::new(8);
+        let feats: Vec<f32> = (0..2 * dim).map(|_| rng.normal() as f32).collect();
+        let w: Vec<f32> = (0..dim * c).map(|_| rng.normal() as f32).collect();
+        let batch = Batch { x: vec![0.0; 2], y: vec![2, 0], feature_shape: vec![1], classes: c };
+        let value = |feats: &[f32], w: &[f32], g: &mut OutputGrads| -> (f64, Vec<f32>) {
+            let mut head = PositiveHead { nu_pos: 1.0, classes: c, w: w.to_vec(), grad_w: Vec::new() };
+            let out = Outputs { logits: vec![0.0; 2 * c], classes: c, features: feats.to_vec(), feature_dim: dim };
+            (head.value_grad(&out, &batch, g).unwrap() as f64, head.grad_w)
+        };
+        let mut g = OutputGrads::default();
+        let (v0, gw) = value(&feats, &w, &mut g);
+        assert!(v0 > 0.0 && g.logits.iter().all(|&z| z == 0.0));
+        let eps = 1e-3f32;
+        for k in 0..feats.len() {
+            let (mut up, mut down) = (feats.clone(), feats.clone());
+            up[k] += eps;
+            down[k] -= eps;
+            let num = (value(&up, &w, &mut OutputGrads::default()).0 - value(&down, &w, &mut OutputGrads::default()).0)
+                / (2.0 * eps as f64);
+            assert!((num - g.features[k] as f64).abs() < 1e-3, "feature {k}: {num} vs {}", g.features[k]);
+        }
+        for k in 0..w.len() {
+            let (mut up, mut down) = (w.clone(), w.clone());
+            up[k] += eps;
+            down[k] -= eps;
+            let num = (value(&feats, &up, &mut OutputGrads::default()).0
+                - value(&feats, &down, &mut OutputGrads::default()).0)
+                / (2.0 * eps as f64);
+            assert!((num - gw[k] as f64).abs() < 1e-3, "weight {k}: {num} vs {}", gw[k]);
+        }
+        // Class 1 has no sample: its embedding gets no gradient.
+        assert!((0..dim).all(|j| gw[j * c + 1] == 0.0));
     }
 
     // A client of one class trains with the positive loss: its class's embedding turns towards

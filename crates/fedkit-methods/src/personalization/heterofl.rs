@@ -8,13 +8,15 @@
 //!   (`bytes_down` counts the sub-model's values);
 //! - the client trains it with the Scaler (each hidden layer's output divided by r in
 //!   training, so the sub-model's activations have the full model's scale) and the masked
-//!   label loss ("Masking CE": the logits of the classes it has no sample of are set to 0 and
-//!   get no gradient, so only its own classes compete), and sends the change of its sub-model
-//!   as one wire `Slice` block per tensor (`bytes_up` is the sub-model's size);
+//!   label loss ("Masking CE", as the reference code does it: the logits of the classes it has
+//!   no sample of are set to 0, a constant in the softmax, and get no gradient), and sends the
+//!   change of its sub-model as one wire `Slice` block per tensor (`bytes_up` is the
+//!   sub-model's size), with the list of its classes under the mask;
 //! - the server averages every coordinate over the clients whose sub-model holds it
 //!   (per-coordinate counts, weighted as the aggregator weighted the round: by sample count,
-//!   or uniformly): `w[j] += Σ_{i∋j} n_i Δ_i[j] / Σ_{i∋j} n_i`; a coordinate no client of the
-//!   round holds keeps its value.
+//!   or uniformly): `w[j] += Σ_{i∋j} n_i Δ_i[j] / Σ_{i∋j} n_i`; under the mask, a class's
+//!   output weights and bias count only the clients that have that class; a coordinate no
+//!   client of the round holds keeps its value.
 //!
 //! The global model is the one inference model (`test_acc`: full width, no Scaler, no mask).
 //! Round metrics: `heterofl_rate_mean` (the mean rate of the accepted updates) and
@@ -31,7 +33,9 @@
 //!
 //! With every rate 1 and `masked_labels = false` HeteroFL is FedAvg under `mean` bit for bit
 //! (tested). The aggregator filters the updates, but its own combination (a median, server-side
-//! noise) is not used, as in IFCA. Not built: static batch norm (sBN), so a model with running
+//! noise) is not used, as in IFCA: DP stages are refused when the config is read, and an
+//! aggregator's own noise (`weak_dp`, `crfl`) is dropped. A filtering aggregator scores the
+//! zero-padded updates, in which sub-model clients look alike. Not built: static batch norm (sBN), so a model with running
 //! statistics (`norm = "batch"`) is refused; sub-models of convolutional models (only `mlp` has
 //! [`fedkit_core::Model::width_scaled`]); a compressor stage after a sub-model client (its
 //! update is already its wire form) and pipeline stages with training-time hooks (they see the
@@ -50,11 +54,14 @@
 //! ```
 
 use fedkit_core::{
-    Aggregate, Algorithm, BATCH_STREAM, ClientCtx, ClientData, ClientId, Error, Extras, Head, Loss, LossRun, Metrics,
-    Model, NoHook, OutputGrads, Outputs, ParamKind, Params, PersonalDownlink, Result, RngStream, RoundCtx, ServerView,
-    SubModel, Update, Weighting, local_update_from,
+    Aggregate, Algorithm, BATCH_STREAM, ClientCtx, ClientData, ClientId, Error, Extra, Extras, Head, Loss, LossRun,
+    Metrics, Model, NoHook, OutputGrads, Outputs, ParamKind, Params, PersonalDownlink, Result, RngStream, RoundCtx,
+    ServerView, SubModel, Update, Weighting, local_update_from,
 };
 use serde::{Deserialize, Serialize};
+
+/// The update extra listing the classes a client trained under the label mask (1 or 0 each).
+const CLASSES: &str = "heterofl_classes";
 
 /// How clients get their capability level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +222,10 @@ impl Algorithm for HeteroFl {
         true
     }
 
+    fn combines_updates_itself(&self) -> bool {
+        true
+    }
+
     fn personal_downlink(
         &self,
         r: &RoundCtx,
@@ -230,9 +241,15 @@ impl Algorithm for HeteroFl {
         refuse_running_statistics(m)?;
         let masked = self.masked_labels.then(|| MaskedLabels { inner: cx.loss, present: present_classes(d) });
         let loss: &dyn Loss = masked.as_ref().map_or(cx.loss, |l| l as &dyn Loss);
+        // The server averages the output layer's class k over the clients that train it.
+        let classes = masked.as_ref().map(|l| Extra::Vector(l.present.iter().map(|&p| p as u8 as f32).collect()));
         let Some((mut sub, map)) = Self::sub_model(m, self.rate_of(cx.seed, cx.round, cx.client))? else {
             let cx = ClientCtx { loss, ..*cx };
-            return Ok(local_update_from(&cx, cx.global.clone(), BATCH_STREAM, m, d, &mut NoHook)?.0);
+            let mut u = local_update_from(&cx, cx.global.clone(), BATCH_STREAM, m, d, &mut NoHook)?.0;
+            if let Some(c) = classes {
+                u.extras.insert(CLASSES, c);
+            }
+            return Ok(u);
         };
         if cx.train_hook.is_some() {
             return Err(Error::config(
@@ -243,6 +260,9 @@ impl Algorithm for HeteroFl {
         let start = map.extract(cx.global)?;
         let sub_cx = ClientCtx { global: &start, loss, ..*cx };
         let (mut u, _) = local_update_from(&sub_cx, start.clone(), BATCH_STREAM, sub.as_mut(), d, &mut NoHook)?;
+        if let Some(c) = classes {
+            u.extras.insert(CLASSES, c);
+        }
         let blocks = map.wire_blocks(&u.delta)?;
         u.delta = map.scatter(&u.delta)?;
         crate::compression::send(&mut u, blocks)?;
@@ -259,6 +279,7 @@ impl Algorithm for HeteroFl {
     ) -> Result<Metrics> {
         let weighted = agg.weighting == Weighting::UpdateWeights;
         let n = w.len();
+        let output = if self.masked_labels { Some(w.layout().output_layer()?) } else { None };
         let (mut acc, mut total) = (vec![0.0f64; n], vec![0.0f64; n]);
         let mut maps: Vec<(u64, Option<SubModel>)> = Vec::new();
         let mut rate_sum = 0.0;
@@ -277,10 +298,32 @@ impl Algorithm for HeteroFl {
                 Some(m) => m.covered().collect(),
                 None => whole.to_vec(),
             };
+            // Under the label mask, the output weights and biases of the classes the client
+            // has no sample of are not its to average (their delta is 0 by the mask).
+            let absent = |j: usize| -> Result<bool> {
+                let Some((ow, ob, c)) = &output else { return Ok(false) };
+                let k = if ow.contains(&j) {
+                    (j - ow.start) % c
+                } else if ob.contains(&j) {
+                    j - ob.start
+                } else {
+                    return Ok(false);
+                };
+                match u.extras.get(CLASSES) {
+                    Some(Extra::Vector(p)) if p.len() == *c => Ok(p[k] == 0.0),
+                    _ => Err(Error::Method(format!(
+                        "heterofl: client {}'s update carries no class list (`{CLASSES}`); a pipeline stage removed its extras",
+                        u.client
+                    ))),
+                }
+            };
             let wt = if weighted { u.weight as f64 } else { 1.0 };
             let d = u.delta.as_slice();
             for range in ranges {
                 for j in range {
+                    if absent(j)? {
+                        continue;
+                    }
                     acc[j] += wt * d[j] as f64;
                     total[j] += wt;
                 }
@@ -365,8 +408,8 @@ mod tests {
         let big = Params::from_vec(layout.clone(), vec![1.0; 12]).unwrap();
         let small = map.scatter(&Params::from_vec(map.layout().clone(), vec![5.0; 6]).unwrap()).unwrap();
         let ups = vec![
-            Update { client: 0, delta: big, weight: 1.0, extras: Extras::default(), metrics: Metrics::new() },
-            Update { client: 1, delta: small, weight: 3.0, extras: Extras::default(), metrics: Metrics::new() },
+            Update { client: 0, delta: big, weight: 1.0, extras: classes(&[1.0; 4]), metrics: Metrics::new() },
+            Update { client: 1, delta: small, weight: 3.0, extras: classes(&[1.0; 4]), metrics: Metrics::new() },
         ];
         let agg = crate::aggregators::mean::weighted_mean(&ups, true).unwrap();
         let mut w = Params::zeros(layout);
@@ -379,6 +422,61 @@ mod tests {
         let want = [shared, shared, 1.0, 1.0, shared, shared, 1.0, 1.0, shared, shared, 1.0, 1.0];
         assert_eq!(w.as_slice(), &want);
         assert_eq!((m["heterofl_covered"], m["heterofl_rate_mean"]), (1.0, 0.75));
+    }
+
+    fn classes(present: &[f32]) -> Extras {
+        let mut e = Extras::default();
+        e.insert(CLASSES, Extra::Vector(present.to_vec()));
+        e
+    }
+
+    // Under the label mask each class's output weights and bias average over the clients that
+    // have the class (the test model is all output layer: w [2, 4], b [4]); without the mask,
+    // over every client.
+    #[test]
+    fn masked_classes_average_over_the_clients_that_have_them() {
+        let mut model = Sliceable(4);
+        let layout = model.layout();
+        let ups = vec![
+            Update {
+                client: 0,
+                delta: Params::from_vec(layout.clone(), vec![2.0; 12]).unwrap(),
+                weight: 1.0,
+                extras: classes(&[1.0, 1.0, 0.0, 0.0]),
+                metrics: Metrics::new(),
+            },
+            Update {
+                client: 1,
+                delta: Params::from_vec(layout.clone(), vec![4.0; 12]).unwrap(),
+                weight: 1.0,
+                extras: classes(&[0.0, 0.0, 1.0, 1.0]),
+                metrics: Metrics::new(),
+            },
+        ];
+        let agg = crate::aggregators::mean::weighted_mean(&ups, true).unwrap();
+        let step = |algo: HeteroFl, model: &mut Sliceable| {
+            let mut w = Params::zeros(layout.clone());
+            let r = RoundCtx {
+                round: 1,
+                cohort: &[0, 1],
+                global: &w.clone(),
+                seed: 1,
+                population: 2,
+                malicious: &[],
+                draws: &[],
+            };
+            let mut view = ServerView { updates: &ups, model, clients: &[], unlabeled: None };
+            algo.server_step(&r, &mut w, &mut (), &agg, &mut view).unwrap();
+            w
+        };
+        let masked = step(full_width_masked(), &mut model);
+        assert_eq!(masked.as_slice(), &[2.0, 2.0, 4.0, 4.0, 2.0, 2.0, 4.0, 4.0, 2.0, 2.0, 4.0, 4.0]);
+        let plain = step(full_width(), &mut model);
+        assert!(plain.as_slice().iter().all(|&v| v == 3.0));
+    }
+
+    fn full_width_masked() -> HeteroFl {
+        HeteroFl { masked_labels: true, ..full_width() }
     }
 
     #[test]

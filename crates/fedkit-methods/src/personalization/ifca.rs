@@ -96,6 +96,10 @@ impl Algorithm for Ifca {
         true
     }
 
+    fn combines_updates_itself(&self) -> bool {
+        true
+    }
+
     fn broadcast(&self, _r: &RoundCtx, s: &ClusterModels) -> Extras {
         let mut e = Extras::default();
         for (j, p) in s.0.iter().enumerate() {

@@ -7,6 +7,7 @@ pub mod fedaws;
 pub mod fedbe;
 pub mod feddf;
 pub mod fedfomo;
+pub mod fedgen;
 pub mod heterofl;
 pub mod ifca;
 pub mod local;
