@@ -242,8 +242,10 @@ pub trait Algorithm: Send + Sync + 'static {
         false
     }
     /// True when the server rule combines the accepted updates itself instead of applying the
-    /// aggregate (IFCA per cluster, HeteroFL per coordinate): noise a server-side DP stage adds
-    /// to the aggregate would be lost, so the engine refuses such stages when the config is read.
+    /// aggregate, or pulls the model towards the individual updates (IFCA per cluster, HeteroFL
+    /// per coordinate, RFFL by reputation, FedDF and FedBE by distillation, FedGen's generator):
+    /// noise a server-side DP stage adds to the aggregate would be lost or bypassed, so the
+    /// engine refuses such stages when the config is read.
     fn combines_updates_itself(&self) -> bool {
         false
     }

@@ -180,8 +180,13 @@ fn heterofl_moves_sub_models_over_the_wire() {
     assert!(e.contains("model.norm") && e.contains("sBN"), "{e}");
     // Its server rule re-combines the updates, so a DP stage's noise would be lost: refused.
     let dp = r#"pipeline=[{ use = "dp_fixed_clip" }]"#;
-    for algo in ["algorithm.use=\"heterofl\"", "algorithm.use=\"ifca\""] {
-        let e = Engine::new(cfg(&[&mlp[..], &[algo, dp]].concat())).err().expect("refused").to_string();
+    for algo in ["heterofl", "ifca", "rffl", "feddf", "fedbe", "fedgen"] {
+        let algo = format!("algorithm.use=\"{algo}\"");
+        let algo = algo.as_str();
+        let e = Engine::new(cfg(&[&mlp[..], &[algo, dp, "data.subsample=0.8"]].concat()))
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains("pipeline") && e.contains("noise"), "{e}");
     }
 }

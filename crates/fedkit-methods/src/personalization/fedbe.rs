@@ -158,6 +158,10 @@ impl Algorithm for FedBe {
         true
     }
 
+    fn combines_updates_itself(&self) -> bool {
+        true
+    }
+
     fn needs_unlabeled_data(&self) -> bool {
         self.steps > 0
     }

@@ -213,6 +213,10 @@ impl Algorithm for FedDf {
         true
     }
 
+    fn combines_updates_itself(&self) -> bool {
+        true
+    }
+
     fn needs_unlabeled_data(&self) -> bool {
         self.steps > 0
     }

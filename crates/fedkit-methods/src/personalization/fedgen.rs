@@ -3,17 +3,21 @@
 //!
 //! The server learns a lightweight generator G_w(eps, y) that maps noise eps ~ N(0, I) and a
 //! label y to the feature space, the input of the model's output layer (the predictor h). It
-//! is trained so that the ensemble of the clients' predictors labels its output y (Eq. 4):
+//! is trained so that the ensemble of the clients' predictors labels its output y:
 //!   min_w E_{y ~ p(y)} E_eps [ CE( sum_k alpha_{k,y} h(G_w(eps, y); theta_k), y ) ],
+//! (Eq. 4 with the ensemble's logits weighted by each client's share of the label, a
+//! departure: the paper averages the logits, the reference code sums weighted per-client
+//! cross-entropies),
 //! where p(y) is the label distribution of the round's clients (they send their label counts
 //! with their update, extra `fedgen_label_counts`) and alpha_{k,y} = n_k(y) / sum_k' n_k'(y)
-//! weights client k's logits by its share of label y. No data and no client features reach the
-//! server: only the predictors (the output layers of the uploaded models) and the counts.
+//! weights client k's logits by its share of label y. The generator uses only the predictors
+//! (the output layers of the uploaded models) and the counts: no data and no features.
 //!
 //! The server sends the generator and p(y) with the model. Each local step adds to the
 //! client's loss the generator's knowledge (Eq. 5):
 //!   alpha * E_{y ~ p(y)} E_eps [ CE( h(G_w(eps, y); theta_k), y ) ],
-//! on a fresh batch of generated features each step, so the client's predictor learns the
+//! on a fresh batch of `client.batch_size` generated features each step (a gradient hook: SAM's
+//! perturbation and DP-SGD's clipping do not apply to this term, which reads no client data), so the client's predictor learns the
 //! whole label distribution while its feature map learns from its own data. The global model
 //! is the FedAvg average; the generator only shapes the clients' training.
 //!
@@ -25,6 +29,8 @@
 //! Parameters: `alpha` (the weight of the generated-feature loss, default 1; 0 is FedAvg bit
 //! for bit, tested), `noise_dim` (default 32), `hidden` (default 256), `generator_steps`
 //! (default 20), `generator_batch` (default 64), `generator_lr` (Adam, default 1e-3).
+//! The label counts are sent in the clear, so DP stages are refused (at config time for the
+//! server-side ones, whose noise the generator would bypass; DP-SGD refuses the extra).
 //! Not built: the reference code's extra terms (a latent KL between real and generated
 //! outputs, a diversity loss on the generator, decaying alphas), and the partial-model
 //! variant that shares only the predictor.
@@ -57,11 +63,15 @@ const COUNTS: &str = "fedgen_label_counts";
 pub struct FedGen {
     /// The weight of the generated-feature loss on the clients.
     pub alpha: f64,
+    /// The generator's noise dimensions.
     pub noise_dim: usize,
     /// The generator's hidden width.
     pub hidden: usize,
+    /// Adam steps on the generator per round.
     pub generator_steps: usize,
+    /// Generated samples per generator step.
     pub generator_batch: usize,
+    /// The generator's Adam learning rate.
     pub generator_lr: f64,
 }
 
@@ -238,8 +248,8 @@ fn draw_labels(prior: &[f32], n: usize, rng: &mut RngStream) -> Vec<u32> {
 /// The server's state: the generator, its Adam moments and its architecture's dimensions.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GenServer {
-    /// `(features, classes)` of the model's output layer; `None` before the first round.
-    pub dims: Option<(usize, usize)>,
+    /// The generator's `[noise, classes, hidden, features]`; `None` before the first round.
+    pub dims: Option<[usize; 4]>,
     pub generator: Option<Params>,
     pub adam_m: Vec<f32>,
     pub adam_v: Vec<f32>,
@@ -336,6 +346,10 @@ impl Algorithm for FedGen {
         true
     }
 
+    fn combines_updates_itself(&self) -> bool {
+        true
+    }
+
     fn broadcast(&self, _r: &RoundCtx, s: &GenServer) -> Extras {
         let mut e = Extras::default();
         if let Some(g) = &s.generator {
@@ -349,7 +363,10 @@ impl Algorithm for FedGen {
         let (weight, bias, classes) = cx.global.layout().output_layer()?;
         let mut counts = vec![0.0f32; classes];
         for p in 0..d.len() {
-            counts[d.label(p) as usize] += 1.0;
+            let y = d.label(p) as usize;
+            *counts.get_mut(y).ok_or_else(|| {
+                Error::Shape(format!("fedgen: label {y} for an output layer of {classes} classes"))
+            })? += 1.0;
         }
         let generator = cx.broadcast.params(GENERATOR);
         let prior = match cx.broadcast.get(PRIOR) {
@@ -396,8 +413,15 @@ impl Algorithm for FedGen {
         let (weight, bias, classes) = r.global.layout().output_layer()?;
         let features = weight.len() / classes;
         let g = self.generator(features, classes);
-        if s.dims != Some((features, classes)) || s.generator.is_none() {
-            s.dims = Some((features, classes));
+        let dims = [g.noise, g.classes, g.hidden, g.features];
+        let total = g.layout().total();
+        let fits = s.generator.as_ref().is_some_and(|p| p.len() == total)
+            && s.adam_m.len() == s.adam_v.len()
+            && (s.adam_m.is_empty() || s.adam_m.len() == total)
+            && s.adam_t >= 0;
+        if s.dims != Some(dims) || !fits {
+            // A new generator (first round, or another architecture than the stored one).
+            s.dims = Some(dims);
             s.generator = Some(g.init(&mut RngStream::derive(r.seed, "fedgen_init", 0, 0)));
             (s.adam_m, s.adam_v, s.adam_t) = (Vec::new(), Vec::new(), 0);
         }
@@ -406,10 +430,12 @@ impl Algorithm for FedGen {
         let mut counts = Vec::with_capacity(view.updates.len());
         for u in view.updates {
             let c = match u.extras.get(COUNTS) {
-                Some(Extra::Vector(v)) if v.len() == classes => v.clone(),
+                Some(Extra::Vector(v)) if v.len() == classes && v.iter().all(|x| x.is_finite() && *x >= 0.0) => {
+                    v.clone()
+                }
                 _ => {
                     return Err(Error::Method(format!(
-                        "fedgen: client {}'s update carries no label counts (`{COUNTS}`); a pipeline stage removed its extras",
+                        "fedgen: client {}'s update carries no valid label counts (`{COUNTS}`: {classes} finite counts >= 0); a pipeline stage removed or changed its extras",
                         u.client
                     )));
                 }
@@ -430,7 +456,7 @@ impl Algorithm for FedGen {
             .iter()
             .map(|c| c.iter().zip(&prior).map(|(v, p)| if *p > 0.0 { v / p } else { 0.0 }).collect())
             .collect();
-        let mut p = s.generator.take().expect("initialised above");
+        let mut p = s.generator.take().ok_or_else(|| Error::Method("fedgen: no generator".into()))?;
         let probe_labels = draw_labels(
             &prior,
             self.generator_batch,
@@ -448,7 +474,7 @@ impl Algorithm for FedGen {
         for _ in 0..self.generator_steps {
             let labels = draw_labels(&prior, self.generator_batch, &mut rng);
             let (_, grad) = self.ensemble_loss(&g, &p, &heads, &alphas, &labels, &mut rng, true);
-            let grad = grad.expect("asked for");
+            let grad = grad.ok_or_else(|| Error::Method("fedgen: no generator gradient".into()))?;
             opt.step(p.as_mut_slice(), grad.as_slice(), self.generator_lr as f32);
         }
         (s.adam_m, s.adam_v, s.adam_t) = opt.into_state();
@@ -490,7 +516,7 @@ mod tests {
         }
     }
 
-    fn two_class_clients() -> Vec<ClientData> {
+    fn three_class_clients() -> Vec<ClientData> {
         let x: Vec<Vec<f32>> = (0..16).map(|i| vec![(i % 4) as f32 * 0.3, 1.0 - (i % 3) as f32 * 0.2, 0.5]).collect();
         let y: Vec<u32> = (0..16).map(|i| if i < 8 { 0 } else { 1 + (i % 2) as u32 }).collect();
         split(&dataset(&x, &y), &[8, 8])
@@ -500,7 +526,55 @@ mod tests {
         let model = SoftmaxReg::input_major(3, 3);
         let global = model.init(&mut RngStream::new(4));
         let train = LocalTrain { lr: 0.1, epochs: 2, batch_size: 4, ..LocalTrain::default() };
-        Fed::with_model(algo, model, two_class_clients(), train, global)
+        Fed::with_model(algo, model, three_class_clients(), train, global)
+    }
+
+    // The client hook adds alpha times the generated-feature loss's gradient with respect to
+    // the output layer (4 features, 3 classes): finite differences of that loss.
+    #[test]
+    fn the_teacher_hook_adds_the_generated_losss_gradient() {
+        let (f, c) = (4, 3);
+        let g = Generator::new(2, c, 5, f);
+        let gp = g.init(&mut RngStream::new(3));
+        let model = SoftmaxReg::input_major(f, c);
+        let mut w = model.init(&mut RngStream::new(4));
+        let (weight, bias, _) = w.layout().output_layer().unwrap();
+        let prior = [1.0f32, 0.0, 3.0];
+        let hook = |w: &Params| {
+            let mut h = TeacherHook {
+                generator: &g,
+                params: &gp,
+                prior: &prior,
+                alpha: 2.0,
+                batch: 6,
+                weight: weight.clone(),
+                bias: bias.clone(),
+                rng: RngStream::new(11),
+            };
+            let mut grad = w.zeros_like();
+            h.on_grad(0, w, &mut grad);
+            grad
+        };
+        let loss = |w: &Params| {
+            let mut rng = RngStream::new(11);
+            let labels = draw_labels(&prior, 6, &mut rng);
+            assert!(labels.iter().all(|&y| y != 1), "a zero-count class is never drawn");
+            let s = g.forward(&gp, &labels, &mut rng);
+            let ws = w.as_slice();
+            let mut z = affine(&s.features, &ws[weight.clone()], &ws[bias.clone()], f, c, false);
+            2.0 * cross_entropy_grad(&mut z, &labels, c)
+        };
+        let grad = hook(&w);
+        for i in weight.clone().chain(bias.clone()) {
+            let x = w.as_slice()[i];
+            w.as_mut_slice()[i] = x + 1e-3;
+            let up = loss(&w);
+            w.as_mut_slice()[i] = x - 1e-3;
+            let down = loss(&w);
+            w.as_mut_slice()[i] = x;
+            let num = (up - down) / 2e-3;
+            assert!((num - grad.as_slice()[i] as f64).abs() < 2e-3, "{i}: {num} vs {}", grad.as_slice()[i]);
+        }
     }
 
     // alpha = 0: the clients train as FedAvg's, and the global model is FedAvg's bit for bit
@@ -530,6 +604,10 @@ mod tests {
         let m = f.server_round(1, &ups);
         assert!(m["fedgen_loss_after"] < 0.5 * m["fedgen_loss_before"], "{m:?}");
         assert_eq!(f.server.prior, vec![8.0, 4.0, 4.0]);
+        // Adam continues across rounds: its step count adds up.
+        let (_, ups) = f.clients_round(2, &[0, 1]);
+        f.server_round(2, &ups);
+        assert_eq!(f.server.adam_t, 400);
     }
 
     // With a generator, a client's predictor also learns the labels it has no data of: client

@@ -183,6 +183,10 @@ impl Algorithm for Rffl {
         true
     }
 
+    fn combines_updates_itself(&self) -> bool {
+        true
+    }
+
     fn keeps_client_models(&self) -> bool {
         true
     }
