@@ -249,6 +249,13 @@ pub trait Algorithm: Send + Sync + 'static {
     fn combines_updates_itself(&self) -> bool {
         false
     }
+    /// Refuse a model or a training loss this algorithm cannot run with (HeteroFL needs hidden
+    /// widths to scale, FedAwS its own loss in place of the configured one), with an error that
+    /// names the key; the engine calls it when the config is read. `loss_is_cross_entropy`
+    /// says whether `[loss]` is the default cross-entropy. Default: anything goes.
+    fn check_setup(&self, _m: &dyn Model, _loss_is_cross_entropy: bool) -> Result<()> {
+        Ok(())
+    }
     /// What the server sends `client` alone this round, beyond the broadcast: RFFL's
     /// reputation-sized reward, FedFomo's peer models, HeteroFL's sub-model. The client sees its
     /// payloads merged over the broadcast's in `ClientCtx::broadcast`, and `bytes_down` counts
@@ -377,6 +384,7 @@ pub trait DynAlgorithm: Send + Sync {
     fn keeps_client_models(&self) -> bool;
     fn needs_unlabeled_data(&self) -> bool;
     fn combines_updates_itself(&self) -> bool;
+    fn check_setup(&self, m: &dyn Model, loss_is_cross_entropy: bool) -> Result<()>;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
     -> Result<Update>;
     fn commit(&self, cx: &ClientCtx, sent: &Update, st: &mut dyn AnyState) -> Result<()>;
@@ -453,6 +461,9 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
     fn combines_updates_itself(&self) -> bool {
         Algorithm::combines_updates_itself(self)
+    }
+    fn check_setup(&self, m: &dyn Model, loss_is_cross_entropy: bool) -> Result<()> {
+        Algorithm::check_setup(self, m, loss_is_cross_entropy)
     }
     fn client_update(
         &self,

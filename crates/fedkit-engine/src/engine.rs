@@ -279,11 +279,12 @@ impl Engine {
             return Err(in_file(Error::config(
                 "pipeline",
                 format!(
-                    "`{}` combines the accepted updates itself, so the noise a DP stage adds to the aggregate would be lost: drop the DP stage or use an algorithm that applies the aggregate",
+                    "`{}` combines or distils the individual updates itself, so the noise a DP stage adds to the aggregate would be lost or bypassed: drop the DP stage or use an algorithm that applies the aggregate",
                     info.algorithm
                 ),
             )));
         }
+        algorithm.check_setup(model.as_ref(), loss.is_cross_entropy()).map_err(in_file)?;
         let server_data = ClientData::whole(fed.train.clone());
         let unlabeled = unheld(&fed);
         if unlabeled.is_empty() && algorithm.needs_unlabeled_data() {

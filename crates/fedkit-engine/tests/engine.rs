@@ -173,11 +173,13 @@ fn heterofl_moves_sub_models_over_the_wire() {
         "{up} {down} vs {up0} {down0}"
     );
     assert!(up > up0 * (1.0 - small_share) && down > down0 * (1.0 - small_share), "{up} {down} vs {up0} {down0}");
-    let round_one = |sets: &[&str]| Engine::new(cfg(sets)).unwrap().run_round().unwrap_err().to_string();
-    let e = round_one(&["algorithm.use=\"heterofl\""]);
-    assert!(e.contains("no hidden widths") && e.contains("mlp"), "{e}");
-    let e = round_one(&["algorithm.use=\"heterofl\"", "model.use=\"mlp\"", "model.norm=\"batch\""]);
+    let refused = |sets: &[&str]| Engine::new(cfg(sets)).err().expect("refused when the config is read").to_string();
+    let e = refused(&["algorithm.use=\"heterofl\""]);
+    assert!(e.contains("model.use") && e.contains("no hidden widths") && e.contains("mlp"), "{e}");
+    let e = refused(&["algorithm.use=\"heterofl\"", "model.use=\"mlp\"", "model.norm=\"batch\""]);
     assert!(e.contains("model.norm") && e.contains("sBN"), "{e}");
+    let e = refused(&["algorithm.use=\"fedaws\"", "loss.use=\"focal\""]);
+    assert!(e.contains("loss.use") && e.contains("cross_entropy"), "{e}");
     // Its server rule re-combines the updates, so a DP stage's noise would be lost: refused.
     let dp = r#"pipeline=[{ use = "dp_fixed_clip" }]"#;
     for algo in ["heterofl", "ifca", "rffl", "feddf", "fedbe", "fedgen"] {

@@ -88,6 +88,13 @@ impl FedAws {
     }
 }
 
+fn own_loss_error() -> Error {
+    Error::config(
+        "loss.use",
+        "fedaws trains its own positive-only loss, which replaces the configured one: use loss.use = \"cross_entropy\"",
+    )
+}
+
 /// Column `c` of a row-major `[dim, classes]` matrix.
 fn column(w: &[f32], classes: usize, c: usize) -> Vec<f64> {
     w.iter().skip(c).step_by(classes).map(|&v| v as f64).collect()
@@ -247,12 +254,16 @@ impl Algorithm for FedAws {
     type Client = ();
     type Server = ();
 
+    fn check_setup(&self, m: &dyn Model, loss_is_cross_entropy: bool) -> Result<()> {
+        if !loss_is_cross_entropy {
+            return Err(own_loss_error());
+        }
+        m.layout().output_layer().map(|_| ()).map_err(|e| Error::config("model.use", format!("fedaws: {e}")))
+    }
+
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut ()) -> Result<Update> {
         if !cx.loss.is_cross_entropy() {
-            return Err(Error::config(
-                "loss.use",
-                "fedaws trains its own positive-only loss, which replaces the configured one: use loss.use = \"cross_entropy\"",
-            ));
+            return Err(own_loss_error());
         }
         let (weight, _, classes) = cx.global.layout().output_layer()?;
         let head = PositiveHead { nu_pos: self.nu_pos, classes, w: Vec::new(), grad_w: Vec::new() };

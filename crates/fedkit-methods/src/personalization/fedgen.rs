@@ -350,6 +350,10 @@ impl Algorithm for FedGen {
         true
     }
 
+    fn check_setup(&self, m: &dyn Model, _loss_is_cross_entropy: bool) -> Result<()> {
+        m.layout().output_layer().map(|_| ()).map_err(|e| Error::config("model.use", format!("fedgen: {e}")))
+    }
+
     fn broadcast(&self, _r: &RoundCtx, s: &GenServer) -> Extras {
         let mut e = Extras::default();
         if let Some(g) = &s.generator {

@@ -226,6 +226,14 @@ impl Algorithm for HeteroFl {
         true
     }
 
+    fn check_setup(&self, m: &dyn Model, _loss_is_cross_entropy: bool) -> Result<()> {
+        refuse_running_statistics(m)?;
+        for &r in self.rates.iter().filter(|&&r| r < 1.0) {
+            Self::sub_model(m, r).map_err(|e| Error::config("model.use", e.to_string()))?;
+        }
+        Ok(())
+    }
+
     fn personal_downlink(
         &self,
         r: &RoundCtx,
