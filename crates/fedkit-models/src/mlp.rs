@@ -5,6 +5,7 @@
 //! Parameters: `hidden` (list of hidden widths, default [200, 200]); `norm` (`"none"`, the
 //! default, or `"batch"`: batch normalisation after each hidden linear layer, before its ReLU, as
 //! FedBN's networks place it; entries `bn<i>.weight`, `.bias`, `.running_mean`, `.running_var`).
+//! It has width-scaled sub-models (`Model::width_scaled`, HeteroFL's; docs/models.md).
 //!
 //! ```toml
 //! [model]
