@@ -329,6 +329,11 @@ impl Engine {
         })
     }
 
+    /// A fresh copy of the run's model architecture (parameters are `global`).
+    pub fn architecture(&self) -> Box<dyn Model> {
+        self.server_model.clone_box()
+    }
+
     /// The worker threads (each with its own model object).
     pub(crate) fn workers_mut(&mut self) -> &mut Workers {
         &mut self.workers

@@ -176,8 +176,39 @@ fn heterofl_moves_sub_models_over_the_wire() {
     let refused = |sets: &[&str]| Engine::new(cfg(sets)).err().expect("refused when the config is read").to_string();
     let e = refused(&["algorithm.use=\"heterofl\""]);
     assert!(e.contains("model.use") && e.contains("no hidden widths") && e.contains("mlp"), "{e}");
-    let e = refused(&["algorithm.use=\"heterofl\"", "model.use=\"mlp\"", "model.norm=\"batch\""]);
-    assert!(e.contains("model.norm") && e.contains("sBN"), "{e}");
+    // Static batch norm: the global model's running statistics are the batch statistics of
+    // the server's pass, whatever the clients' sub-models recorded.
+    let bn = ["algorithm.use=\"heterofl\"", "algorithm.rates=[1.0, 0.5]", "model.norm=\"batch\""];
+    let mut e = Engine::new(with(&bn)).unwrap();
+    e.run_round().unwrap();
+    let layout = e.global.layout().clone();
+    let mean = layout.get("bn1.running_mean").unwrap().range();
+    let var = layout.get("bn1.running_var").unwrap().range();
+    let g = e.global.as_slice();
+    assert!(g[var.clone()].iter().all(|&v| v > 0.0 && v.is_finite()) && g[mean.clone()].iter().any(|&m| m != 0.0));
+    // The pass's mean over its samples is what a fresh-statistics training forward records:
+    // 0.1 of it from zero (PyTorch's momentum), here recovered without knowing 0.1.
+    let mut model = e.architecture();
+    let d = e.fed.clients[0].clone();
+    let mut batch = fedkit_core::Batch::default();
+    batch.fill(&d, &(0..d.len()).collect::<Vec<_>>(), &mut fedkit_core::RngStream::new(0));
+    let mut w = e.global.clone();
+    fedkit_methods::personalization::heterofl::static_batch_norm(model.as_mut(), &mut w, &batch).unwrap();
+    let mut zero = e.global.clone();
+    zero.as_mut_slice()[mean.clone()].fill(0.0);
+    zero.as_mut_slice()[var.clone()].fill(0.0);
+    let mut none = |out: &fedkit_core::Outputs, _: &fedkit_core::Batch, g: &mut fedkit_core::OutputGrads| {
+        g.logits.clear();
+        g.logits.resize(out.logits.len(), 0.0);
+        g.features.clear();
+        Ok(0.0f32)
+    };
+    let mut rng = fedkit_core::RngStream::new(0);
+    model.vjp(&mut zero, &batch, fedkit_core::Mode::Train, &mut none, None, None, &mut rng).unwrap();
+    for j in mean.chain(var) {
+        let want = zero.as_slice()[j] / 0.1;
+        assert!((w.as_slice()[j] - want).abs() <= 1e-4 * want.abs().max(1.0), "{j}: {} vs {want}", w.as_slice()[j]);
+    }
     let e = refused(&["algorithm.use=\"fedaws\"", "loss.use=\"focal\""]);
     assert!(e.contains("loss.use") && e.contains("cross_entropy"), "{e}");
     // Its server rule re-combines the updates, so a DP stage's noise would be lost: refused.

@@ -263,6 +263,13 @@ impl<N: Net> Model for BurnModel<N> {
         let mut g = OutputGrads::default();
         let value = head.value_grad(&out, batch, &mut g)?;
         fedkit_core::model::check_output_grads(&out, &g)?;
+        if grad.is_none() && gx.is_none() {
+            // Nothing to back-propagate (a training-mode pass for its running statistics).
+            if mode == Mode::Train {
+                self.write_buffers(buffer_writes, params)?;
+            }
+            return Ok(value);
+        }
         let upstream = Tensor::<2>::from_data(TensorData::new(g.logits, [n, self.classes]), &device);
         let mut objective = logits.mul(upstream).sum();
         if !g.features.is_empty() {

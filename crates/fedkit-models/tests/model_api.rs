@@ -266,3 +266,21 @@ fn width_scaled_mlp_is_the_leading_block_with_a_training_scaler() {
     let e = build("use = 'logreg'", &[7], 3).width_scaled(0.5).err().unwrap().to_string();
     assert!(e.contains("no hidden widths") && e.contains("mlp"), "{e}");
 }
+
+/// A training-mode pass that asks for no gradient (static batch norm's statistics pass) works
+/// for every model and writes the same running statistics as one that does.
+#[test]
+fn vjp_without_gradients_only_records_statistics() {
+    for (name, table, shape, classes) in MODELS {
+        let mut m = build(table, shape, classes);
+        let mut rng = RngStream::new(2);
+        let p = m.init(&mut rng);
+        let b = batch(shape, classes, 4, &mut rng);
+        let (mut with, mut without) = (p.clone(), p.clone());
+        let mut g = p.zeros_like();
+        m.vjp(&mut with, &b, Mode::Train, &mut CrossEntropy, Some(&mut g), None, &mut RngStream::new(0)).unwrap();
+        m.vjp(&mut without, &b, Mode::Train, &mut CrossEntropy, None, None, &mut RngStream::new(0))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(with, without, "{name}");
+    }
+}

@@ -29,15 +29,20 @@
 //! `shares` (the fraction of clients at each level, default equal); `assignment`: `"fixed"`
 //! (default: a client draws its level once, from the stream (seed, "heterofl_level", client),
 //! by the shares) or `"dynamic"` (a fresh draw every round, the paper's dynamic mode);
-//! `masked_labels` (default true).
+//! `masked_labels` (default true); `sbn_samples` (default 2048).
+//!
+//! Static batch norm (sBN, for `norm = "batch"`): running statistics are never averaged; after
+//! each round the server sets the global model's to the batch statistics of one training-mode
+//! pass over up to `sbn_samples` samples of the round's clients (equal numbers from each), as
+//! the paper's server queries the clients for their statistics. The clients train with batch
+//! statistics, as sBN does.
 //!
 //! With every rate 1 and `masked_labels = false` HeteroFL is FedAvg under `mean` bit for bit
 //! (tested). The aggregator filters the updates, but its own combination (a median, server-side
 //! noise) is not used, as in IFCA: DP stages are refused when the config is read, and an
 //! aggregator's own noise (`weak_dp`, `crfl`) is dropped. A filtering aggregator scores the
-//! zero-padded updates, in which sub-model clients look alike. Not built: static batch norm (sBN), so a model with running
-//! statistics (`norm = "batch"`) is refused; sub-models of convolutional models (only `mlp` has
-//! [`fedkit_core::Model::width_scaled`]); a compressor stage after a sub-model client (its
+//! zero-padded updates, in which sub-model clients look alike. Not built: sub-models of
+//! convolutional models (only `mlp` has [`fedkit_core::Model::width_scaled`]). A compressor stage after a sub-model client (its
 //! update is already its wire form) and pipeline stages with training-time hooks (they see the
 //! full model's coordinates) are refused for rates below 1.
 //!
@@ -48,6 +53,7 @@
 //! shares = [0.5, 0.5]
 //! assignment = "fixed"
 //! masked_labels = true
+//! sbn_samples = 2048
 //!
 //! [model]
 //! use = "mlp"
@@ -85,6 +91,8 @@ pub struct HeteroFl {
     pub assignment: Assignment,
     /// The masked label loss.
     pub masked_labels: bool,
+    /// Samples of static batch norm's pass (models with batch norm).
+    pub sbn_samples: usize,
 }
 
 impl Default for HeteroFl {
@@ -94,6 +102,7 @@ impl Default for HeteroFl {
             shares: Vec::new(),
             assignment: Assignment::Fixed,
             masked_labels: true,
+            sbn_samples: 2048,
         }
     }
 }
@@ -160,15 +169,63 @@ impl HeteroFl {
     }
 }
 
-/// Refuse a model with running statistics: static batch norm is not built.
-fn refuse_running_statistics(m: &dyn Model) -> Result<()> {
-    if m.layout().entries().iter().any(|e| e.kind == ParamKind::Buffer) {
-        return Err(Error::config(
-            "model.norm",
-            "heterofl's static batch norm (sBN) is not built: use a model without running statistics (norm = \"none\")",
-        ));
+/// HeteroFL's static batch norm (sBN): the global model's running statistics become the batch
+/// statistics of one training-mode pass over `batch` (the round's clients' samples), instead of
+/// an average of the sub-models' running statistics. The model API records
+/// `r <- (1 - m) r + m s`; two passes, from r = 0 and from r = 1, recover the momentum m and the
+/// statistic s without knowing m.
+pub fn static_batch_norm(m: &mut dyn Model, w: &mut Params, batch: &fedkit_core::Batch) -> Result<()> {
+    let layout = w.layout().clone();
+    let buffers: Vec<std::ops::Range<usize>> =
+        layout.entries().iter().filter(|e| e.kind == ParamKind::Buffer).map(|e| e.range()).collect();
+    if buffers.is_empty() || batch.is_empty() {
+        return Ok(());
+    }
+    let pass = |m: &mut dyn Model, fill: f32| -> Result<Params> {
+        let mut p = w.clone();
+        buffers.iter().for_each(|r| p.as_mut_slice()[r.clone()].fill(fill));
+        let mut nothing = |out: &Outputs, _: &fedkit_core::Batch, g: &mut OutputGrads| -> Result<f32> {
+            g.logits.clear();
+            g.logits.resize(out.logits.len(), 0.0);
+            g.features.clear();
+            Ok(0.0)
+        };
+        m.vjp(&mut p, batch, fedkit_core::Mode::Train, &mut nothing, None, None, &mut RngStream::new(0))?;
+        Ok(p)
+    };
+    let (a, b) = (pass(m, 0.0)?, pass(m, 1.0)?);
+    for r in &buffers {
+        for j in r.clone() {
+            let momentum = 1.0 - (b.as_slice()[j] - a.as_slice()[j]);
+            if momentum > 0.0 {
+                w.as_mut_slice()[j] = a.as_slice()[j] / momentum;
+            }
+        }
     }
     Ok(())
+}
+
+impl HeteroFl {
+    /// The samples static batch norm passes the global model over: up to `sbn_samples` from
+    /// the accepted clients' training data, the same number from each (as the server queries
+    /// the clients for their statistics), drawn from the stream (seed, "heterofl_sbn", round).
+    fn sbn_batch(&self, r: &RoundCtx, view: &ServerView) -> Result<fedkit_core::Batch> {
+        let mut rng = RngStream::derive(r.seed, "heterofl_sbn", r.round as u64, 0);
+        let mut batch = fedkit_core::Batch::default();
+        let holders: Vec<&ClientData> =
+            view.updates.iter().filter_map(|u| view.clients.get(u.client as usize)).filter(|d| !d.is_empty()).collect();
+        let each = self.sbn_samples.div_ceil(holders.len().max(1));
+        let mut part = fedkit_core::Batch::default();
+        for d in holders {
+            let ids = rng.choose(d.len(), each.min(d.len()));
+            part.fill(d, &ids, &mut rng);
+            batch.x.extend_from_slice(&part.x);
+            batch.y.extend_from_slice(&part.y);
+            batch.feature_shape.clone_from(&part.feature_shape);
+            batch.classes = part.classes;
+        }
+        Ok(batch)
+    }
 }
 
 /// The classes `d` has samples of.
@@ -227,7 +284,6 @@ impl Algorithm for HeteroFl {
     }
 
     fn check_setup(&self, m: &dyn Model, _loss_is_cross_entropy: bool) -> Result<()> {
-        refuse_running_statistics(m)?;
         for &r in self.rates.iter().filter(|&&r| r < 1.0) {
             Self::sub_model(m, r).map_err(|e| Error::config("model.use", e.to_string()))?;
         }
@@ -246,7 +302,6 @@ impl Algorithm for HeteroFl {
     }
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut ()) -> Result<Update> {
-        refuse_running_statistics(m)?;
         let masked = self.masked_labels.then(|| MaskedLabels { inner: cx.loss, present: present_classes(d) });
         let loss: &dyn Loss = masked.as_ref().map_or(cx.loss, |l| l as &dyn Loss);
         // The server averages the output layer's class k over the clients that train it.
@@ -288,6 +343,14 @@ impl Algorithm for HeteroFl {
         let weighted = agg.weighting == Weighting::UpdateWeights;
         let n = w.len();
         let output = if self.masked_labels { Some(w.layout().output_layer()?) } else { None };
+        // Running statistics are not averaged: static batch norm recomputes them below.
+        let buffer: Vec<bool> = {
+            let mut b = vec![false; n];
+            for e in w.layout().entries().iter().filter(|e| e.kind == ParamKind::Buffer) {
+                b[e.range()].iter_mut().for_each(|v| *v = true);
+            }
+            b
+        };
         let (mut acc, mut total) = (vec![0.0f64; n], vec![0.0f64; n]);
         let mut maps: Vec<(u64, Option<SubModel>)> = Vec::new();
         let mut rate_sum = 0.0;
@@ -329,7 +392,7 @@ impl Algorithm for HeteroFl {
             let d = u.delta.as_slice();
             for range in ranges {
                 for j in range {
-                    if absent(j)? {
+                    if buffer[j] || absent(j)? {
                         continue;
                     }
                     acc[j] += wt * d[j] as f64;
@@ -346,6 +409,10 @@ impl Algorithm for HeteroFl {
             }
         }
         w.axpy(1.0, &delta);
+        if buffer.contains(&true) {
+            let batch = self.sbn_batch(r, view)?;
+            static_batch_norm(&mut *view.model, w, &batch)?;
+        }
         let mut m = Metrics::new();
         m.insert("heterofl_covered".into(), covered as f64 / n.max(1) as f64);
         m.insert("heterofl_rate_mean".into(), rate_sum / view.updates.len().max(1) as f64);
