@@ -360,14 +360,16 @@ impl Algorithm for HeteroFl {
             }
             let rate = self.rate_of(r.seed, r.round, u.client);
             rate_sum += rate;
-            if !maps.iter().any(|(b, _)| *b == rate.to_bits()) {
-                maps.push((rate.to_bits(), Self::sub_model(&*view.model, rate)?.map(|(_, m)| m)));
-            }
-            let map = &maps.iter().find(|(b, _)| *b == rate.to_bits()).expect("just added").1;
-            let whole = [0..n];
-            let ranges: Vec<std::ops::Range<usize>> = match map {
+            let at = match maps.iter().position(|(b, _)| *b == rate.to_bits()) {
+                Some(i) => i,
+                None => {
+                    maps.push((rate.to_bits(), Self::sub_model(&*view.model, rate)?.map(|(_, m)| m)));
+                    maps.len() - 1
+                }
+            };
+            let ranges: Vec<std::ops::Range<usize>> = match &maps[at].1 {
                 Some(m) => m.covered().collect(),
-                None => whole.to_vec(),
+                None => vec![0..n],
             };
             // Under the label mask, the output weights and biases of the classes the client
             // has no sample of are not its to average (their delta is 0 by the mask).
