@@ -39,9 +39,9 @@ pub use partition::Partitioner;
 pub use rng::RngStream;
 pub use submodel::SubModel;
 pub use traits::{
-    AdaptCtx, Aggregator, AggregatorView, Algorithm, AnyState, BATCH_STREAM, ClientCtx, CohortSampling, DynAlgorithm,
-    ModelPool, RoundCtx, RunInfo, SampleCtx, ServerView, SharedHook, Stage, State, StragglerPolicy, Transport,
-    local_update, local_update_from,
+    AdaptCtx, Aggregator, AggregatorView, Algorithm, AnyState, Architecture, BATCH_STREAM, ClientCtx, CohortSampling,
+    DynAlgorithm, ModelPool, RoundCtx, RunInfo, SampleCtx, ServerView, SharedHook, Stage, State, StragglerPolicy,
+    Transport, local_update, local_update_from,
 };
 pub use update::{
     Aggregate, ClientFailure, ClientId, Downlink, Extra, Extras, Metrics, PersonalDownlink, Update, Weighting,

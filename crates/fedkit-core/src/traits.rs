@@ -120,6 +120,26 @@ pub struct ServerView<'a> {
     /// Training samples that no client holds (with `data.subsample < 1`): the server's
     /// unlabeled data for distillation (FedDF); `None` outside the engine.
     pub unlabeled: Option<&'a ClientData>,
+    /// The model groups' architectures (`[[model.groups]]`, empty without them); `model` is the
+    /// `[model]` one.
+    pub architectures: &'a mut [Architecture],
+}
+
+/// One architecture of `[[model.groups]]`: a model object and the initial parameters its
+/// clients start from (`ClientCtx::global`) unless the algorithm sends them a model.
+pub struct Architecture {
+    pub model: Box<dyn Model>,
+    pub init: Params,
+}
+
+impl ServerView<'_> {
+    /// The model object whose layout is `layout`: `model`, or one of `architectures`'.
+    pub fn model_for(&mut self, layout: &crate::Layout) -> Option<&mut dyn Model> {
+        if *self.model.layout() == *layout {
+            return Some(&mut *self.model);
+        }
+        self.architectures.iter_mut().find(|a| *a.model.layout() == *layout).map(|a| a.model.as_mut() as &mut dyn Model)
+    }
 }
 
 /// Persistent state of an algorithm (per client or on the server): serialisable, so it survives
@@ -256,11 +276,26 @@ pub trait Algorithm: Send + Sync + 'static {
     fn check_setup(&self, _m: &dyn Model, _loss_is_cross_entropy: bool) -> Result<()> {
         Ok(())
     }
+    /// True when clients may train models of different architectures (`[[model.groups]]`):
+    /// a group's clients get that architecture's model object in [`Algorithm::client_update`]
+    /// and, as `ClientCtx::global`, its initial parameters (unless the algorithm sends a model of
+    /// its own); their updates have that layout. The engine refuses model groups for the other
+    /// algorithms, whose rules average one layout. Default: false.
+    fn supports_architectures(&self) -> bool {
+        false
+    }
+    /// The server's model of the group architecture `layout` (FedDF's prototype of it), which
+    /// the engine evaluates on the test set as `test_acc_group<g>` and `test_loss_group<g>`;
+    /// `None` (the default): the server keeps no model of it.
+    fn architecture_model(&self, _s: &Self::Server, _layout: &crate::Layout) -> Option<Params> {
+        None
+    }
     /// What the server sends `client` alone this round, beyond the broadcast: RFFL's
     /// reputation-sized reward, FedFomo's peer models, HeteroFL's sub-model. The client sees its
     /// payloads merged over the broadcast's in `ClientCtx::broadcast`, and `bytes_down` counts
-    /// each client's own message; `m` is the global model's architecture (HeteroFL sizes a
-    /// sub-model by it). `None` (the default): the broadcast alone.
+    /// each client's own message; `m` is the client's architecture: the global model's
+    /// (HeteroFL sizes a sub-model by it), or its group's under `[[model.groups]]`. `None` (the
+    /// default): the broadcast alone.
     fn personal_downlink(
         &self,
         _r: &RoundCtx,
@@ -385,6 +420,8 @@ pub trait DynAlgorithm: Send + Sync {
     fn needs_unlabeled_data(&self) -> bool;
     fn combines_updates_itself(&self) -> bool;
     fn check_setup(&self, m: &dyn Model, loss_is_cross_entropy: bool) -> Result<()>;
+    fn supports_architectures(&self) -> bool;
+    fn architecture_model(&self, s: &dyn AnyState, layout: &crate::Layout) -> Result<Option<Params>>;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
     -> Result<Update>;
     fn commit(&self, cx: &ClientCtx, sent: &Update, st: &mut dyn AnyState) -> Result<()>;
@@ -464,6 +501,12 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
     fn check_setup(&self, m: &dyn Model, loss_is_cross_entropy: bool) -> Result<()> {
         Algorithm::check_setup(self, m, loss_is_cross_entropy)
+    }
+    fn supports_architectures(&self) -> bool {
+        Algorithm::supports_architectures(self)
+    }
+    fn architecture_model(&self, s: &dyn AnyState, layout: &crate::Layout) -> Result<Option<Params>> {
+        Ok(Algorithm::architecture_model(self, downcast::<A::Server>(s)?, layout))
     }
     fn client_update(
         &self,

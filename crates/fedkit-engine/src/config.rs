@@ -496,6 +496,72 @@ pub struct Built {
     pub loss: Box<dyn fedkit_core::Loss>,
     pub stages: Vec<StageSlot>,
     pub model: Box<dyn ModelSpec>,
+    /// `[[model.groups]]`: other architectures for some of the clients (empty: one model).
+    pub groups: Vec<ModelGroup>,
+}
+
+/// One `[[model.groups]]` entry: an architecture (`use` and its parameters, as in `[model]`)
+/// for a share of the clients or for listed ones; the other clients train `[model]`.
+pub struct ModelGroup {
+    pub spec: Box<dyn ModelSpec>,
+    /// `share`: this fraction of the federation's clients (a seeded draw among the unlisted).
+    pub share: Option<f64>,
+    /// `clients`: these client ids.
+    pub clients: Vec<u32>,
+}
+
+/// The `[[model.groups]]` entries of the `[model]` table, built, with their resolved tables.
+fn model_groups(model: &toml::Table) -> Result<(Vec<ModelGroup>, Vec<toml::Value>)> {
+    let Some(v) = model.get("groups") else { return Ok((Vec::new(), Vec::new())) };
+    let items = v.as_array().ok_or_else(|| {
+        Error::config("model.groups", format!("expected an array of tables ([[model.groups]]), found {}", v.type_str()))
+    })?;
+    let (mut groups, mut resolved, mut total) = (Vec::new(), Vec::new(), 0.0);
+    for (i, item) in items.iter().enumerate() {
+        let section = format!("model.groups.{i}");
+        let t = item.as_table().ok_or_else(|| {
+            Error::config(
+                &section,
+                format!("expected a table with `use` and `share` or `clients`, found {}", item.type_str()),
+            )
+        })?;
+        let share = match t.get("share") {
+            None => None,
+            Some(v) => {
+                let x = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)).unwrap_or(f64::NAN);
+                if !(x > 0.0 && x <= 1.0) {
+                    return Err(Error::config(
+                        format!("{section}.share"),
+                        format!("must be a number in (0, 1], got {v}"),
+                    ));
+                }
+                total += x;
+                Some(x)
+            }
+        };
+        let clients: Vec<u32> = match t.get("clients") {
+            None => Vec::new(),
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.iter().map(|c| c.as_integer().and_then(|c| u32::try_from(c).ok())).collect())
+                .ok_or_else(|| {
+                    Error::config(format!("{section}.clients"), format!("expected a list of client ids, got {v}"))
+                })?,
+        };
+        if share.is_some() == !clients.is_empty() {
+            return Err(Error::config(
+                &section,
+                "give exactly one of `share` (a fraction of the clients) and `clients` (a list of ids)",
+            ));
+        }
+        let (spec, r) = build_from_table(fedkit_models::models(), Kind::Model, &section, t, &["share", "clients"])?;
+        groups.push(ModelGroup { spec, share, clients });
+        resolved.push(toml::Value::Table(r));
+    }
+    if total > 1.0 + 1e-9 {
+        return Err(Error::config("model.groups", format!("the groups' shares add up to {total}, more than 1")));
+    }
+    Ok((groups, resolved))
 }
 
 /// Parse TOML text into a table; errors carry the file name and toml's line/column report.
@@ -822,7 +888,12 @@ impl RunConfig {
         let (aggregator, g) =
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
         aggregator.check_cohort(self.sampling.per_round)?;
-        let (model, m) = build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &["init"])?;
+        let (model, mut m) =
+            build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &["init", "groups"])?;
+        let (groups, resolved_groups) = model_groups(&self.model)?;
+        if !groups.is_empty() {
+            m.insert("groups".into(), toml::Value::Array(resolved_groups));
+        }
         if let Some(v) = self.model.get("init").filter(|v| !v.is_str()) {
             return bad(
                 "model.init",
@@ -865,7 +936,7 @@ impl RunConfig {
         self.model = m;
         self.local = l;
         self.loss = ls;
-        Ok(Built { algorithm, aggregator, stages, model, local, loss })
+        Ok(Built { algorithm, aggregator, stages, model, local, loss, groups })
     }
 
     /// The resolved configuration as TOML text.

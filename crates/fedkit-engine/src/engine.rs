@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use fedkit_core::{
-    AdjustedPrediction, Aggregate, AggregatorView, AnyState, ClientCtx, ClientData, ClientFailure, DynAlgorithm, Error,
-    EvalStats, Extras, GradHook, LocalStep, Loss, LossData, Metrics, Model, Params, Result, RngStream, RoundCtx,
-    SampleCtx, ServerView, StragglerPolicy, Update, Weighting, balanced_accuracy, class_accuracy, evaluate_in_domain,
-    evaluate_range,
+    AdjustedPrediction, Aggregate, AggregatorView, AnyState, Architecture, ClientCtx, ClientData, ClientFailure,
+    DynAlgorithm, Error, EvalStats, Extras, GradHook, LocalStep, Loss, LossData, Metrics, Model, Params, Result,
+    RngStream, RoundCtx, SampleCtx, ServerView, StragglerPolicy, Update, Weighting, balanced_accuracy, class_accuracy,
+    evaluate_in_domain, evaluate_range,
 };
 use fedkit_data::Federation;
 
@@ -114,6 +114,10 @@ pub struct Engine {
     stage_evals: Vec<(String, ClientData)>,
     /// A model object for server rules that evaluate parameters (FedLAW).
     server_model: Box<dyn Model>,
+    /// `[[model.groups]]`: each group's architecture (server-side objects) and initial
+    /// parameters, and every client's architecture (0: `[model]`, g: group g - 1).
+    groups: Vec<Architecture>,
+    arch_of: Vec<u16>,
     /// The pooled training data (aggregators' root and probe sets; simulation only).
     server_data: ClientData,
 }
@@ -164,7 +168,8 @@ impl Engine {
     pub fn new(mut cfg: RunConfig) -> Result<Engine> {
         let source = cfg.source.clone();
         let in_file = |e: Error| if source.is_empty() { e } else { e.in_file(&source) };
-        let Built { algorithm, aggregator, mut stages, model, local, mut loss } = cfg.build().map_err(in_file)?;
+        let Built { algorithm, aggregator, mut stages, model, local, mut loss, groups } =
+            cfg.build().map_err(in_file)?;
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
@@ -186,9 +191,29 @@ impl Engine {
             let msg = format!("client {c} is not in the federation of {} clients", fed.clients.len());
             return Err(in_file(Error::config("output.keep_clients", msg)));
         }
-        let workers = Workers::new(cfg.threads, model.as_ref())?;
-        let model = model.clone_box();
         let n = fed.clients.len();
+        let group_models = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                g.spec
+                    .instantiate(&fed.train.feature_shape, fed.train.classes)
+                    .map_err(|e| in_file(e.under(&format!("model.groups.{i}"))))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let arch_of = assign_architectures(&groups, n, cfg.seed).map_err(in_file)?;
+        let mut archs: Vec<&dyn Model> = vec![model.as_ref()];
+        archs.extend(group_models.iter().map(|m| m.as_ref()));
+        let groups: Vec<Architecture> = group_models
+            .iter()
+            .enumerate()
+            .map(|(g, m)| Architecture {
+                model: m.clone_box(),
+                init: m.init(&mut RngStream::derive(cfg.seed, "init", 0, g as u64 + 1)),
+            })
+            .collect();
+        let workers = Workers::with_architectures(cfg.threads, &archs)?;
+        let model = model.clone_box();
         let mut malicious = vec![false; n];
         if cfg.threat.ids.is_empty() {
             let n_bad = (cfg.threat.malicious_fraction * n as f64).round() as usize;
@@ -285,13 +310,21 @@ impl Engine {
             )));
         }
         algorithm.check_setup(model.as_ref(), loss.is_cross_entropy()).map_err(in_file)?;
+        if !group_models.is_empty() {
+            check_groups(&cfg, algorithm.as_ref(), &info.algorithm).map_err(in_file)?;
+            for (i, m) in group_models.iter().enumerate() {
+                algorithm
+                    .check_setup(m.as_ref(), loss.is_cross_entropy())
+                    .map_err(|e| in_file(e.under(&format!("model.groups.{i}"))))?;
+            }
+        }
         let server_data = ClientData::whole(fed.train.clone());
         let unlabeled = unheld(&fed);
         if unlabeled.is_empty() && algorithm.needs_unlabeled_data() {
             return Err(in_file(Error::config(
                 "data.subsample",
                 format!(
-                    "`{}` distils on the training samples no client holds, and there are none: set data.subsample below 1 (e.g. 0.8) to leave the rest to the server",
+                    "`{}` uses the training samples no client holds (its distillation or proxy set), and there are none: set data.subsample below 1 (e.g. 0.8) to leave the rest to the server",
                     info.algorithm
                 ),
             )));
@@ -326,7 +359,26 @@ impl Engine {
             stage_evals,
             server_data,
             server_model: model,
+            groups,
+            arch_of,
         })
+    }
+
+    /// The architecture client `c` trains: 0 for `[model]`, g for the group g - 1 of
+    /// `[[model.groups]]`.
+    pub fn architecture_of(&self, c: u32) -> usize {
+        self.arch_of.get(c as usize).map_or(0, |&a| a as usize)
+    }
+
+    /// The parameters a client of architecture `a` starts from: the global model, or its
+    /// group's initial model.
+    fn start_of(&self, a: usize) -> &Params {
+        if a == 0 { &self.global } else { &self.groups[a - 1].init }
+    }
+
+    /// The model object of architecture `a` (server side).
+    fn model_of(&self, a: usize) -> &dyn Model {
+        if a == 0 { self.server_model.as_ref() } else { self.groups[a - 1].model.as_ref() }
     }
 
     /// A fresh copy of the run's model architecture (parameters are `global`).
@@ -449,7 +501,7 @@ impl Engine {
             // Nothing but the masked update leaves a client.
             ups.iter_mut().for_each(|u| u.metrics.clear());
         }
-        let bytes_up = crate::receive::receive(&self.global, &mut ups, secure)?;
+        let bytes_up = crate::receive::receive(&|c| self.start_of(self.architecture_of(c)).layout(), &mut ups, secure)?;
         self.kept_updates = ups.iter().filter(|u| self.cfg.output.keep_clients.contains(&u.client)).cloned().collect();
         let mut rec = self.client_metrics(&plan, &broadcast, &personal, &ups, &failed)?;
         rec.set("bytes_up", bytes_up as f64);
@@ -526,13 +578,19 @@ impl Engine {
         let r = self.round_ctx(plan);
         let mut out = Vec::with_capacity(plan.run_ids.len());
         for &c in &plan.run_ids {
-            out.push(self.algorithm.personal_downlink(&r, self.server.as_ref(), c, self.server_model.as_ref())?.map(
-                |p| {
+            let a = self.architecture_of(c);
+            let size = self.start_of(a).len();
+            let own = self.algorithm.personal_downlink(&r, self.server.as_ref(), c, self.model_of(a))?;
+            out.push(match own {
+                Some(p) => {
                     let mut extras = broadcast.clone();
                     extras.0.extend(p.extras.0);
-                    (extras, p.model_values.unwrap_or(self.global.len()))
-                },
-            ));
+                    Some((extras, p.model_values.unwrap_or(size)))
+                }
+                // A group's client receives its architecture's model.
+                None if a != 0 => Some((broadcast.clone(), size)),
+                None => None,
+            });
         }
         Ok(out)
     }
@@ -557,14 +615,20 @@ impl Engine {
             self.local.as_ref(),
             self.loss.as_ref(),
         );
+        let (arch_of, inits) = (&self.arch_of, self.groups.iter().map(|g| &g.init).collect::<Vec<_>>());
+        let inits = &inits;
+        let arch = move |j: usize| arch_of.get(plan.running[j].0 as usize).map_or(0, |&a| a as usize);
         let (round, seed, running, slots_ref) = (plan.round, cfg.seed, &plan.running, &slots);
-        let results = self.workers.map(running.len(), move |model, j| {
+        let results = self.workers.map_on(running.len(), arch, move |model, j| {
             let (client, epochs) = running[j];
             let cx = ClientCtx {
                 round,
                 client,
                 seed,
-                global,
+                global: match arch(j) {
+                    0 => global,
+                    a => inits[a - 1],
+                },
                 broadcast: personal[j].as_ref().map_or(broadcast, |p| &p.0),
                 train: &cfg.client,
                 epochs,
@@ -657,7 +721,11 @@ impl Engine {
     fn server_round(&mut self, plan: &RoundPlan, ups: &mut Vec<Update>, rec: &mut Record) -> Result<()> {
         let round = plan.round;
         let noised = self.stages.iter().any(|s| s.stage.noises_every_round());
-        if ups.is_empty() && !(noised && self.last_failures.is_empty()) {
+        // Updates of other architectures go to the server rule alone.
+        let (mut same, others): (Vec<Update>, Vec<Update>) =
+            std::mem::take(ups).into_iter().partition(|u| self.architecture_of(u.client) == 0);
+        std::mem::swap(ups, &mut same);
+        if ups.is_empty() && others.is_empty() && !(noised && self.last_failures.is_empty()) {
             return match self.last_failures.first() {
                 Some(f) => Err(Error::Method(format!(
                     "round {round}: every client failed; first: client {}: {}",
@@ -704,6 +772,8 @@ impl Engine {
         } else {
             ups.iter().filter(|u| agg.accepted.contains(&u.client)).cloned().collect()
         };
+        let n_others = others.len();
+        accepted.extend(others);
         accepted.sort_by_key(|u| u.client);
         let mut global = self.global.clone();
         let mut view = ServerView {
@@ -711,6 +781,7 @@ impl Engine {
             model: self.server_model.as_mut(),
             clients: &self.fed.clients,
             unlabeled: Some(&self.unlabeled),
+            architectures: &mut self.groups,
         };
         let m = self.algorithm.server_step(&r, &mut global, self.server.as_mut(), &agg, &mut view)?;
         if !global.is_finite() {
@@ -719,7 +790,7 @@ impl Engine {
             )));
         }
         self.global = global;
-        rec.set("accepted", agg.accepted.len() as f64);
+        rec.set("accepted", (agg.accepted.len() + n_others) as f64);
         for (k, v) in agg.metrics.iter().chain(m.iter()) {
             if crate::record::STANDARD_COLUMNS.contains(&k.as_str()) {
                 return Err(Error::Method(format!("metric `{k}` of a method collides with a standard column")));
@@ -831,6 +902,15 @@ impl Engine {
             )?;
             rec.set("critical_ratio", ratio);
         }
+        for g in 0..self.groups.len() {
+            let layout = self.groups[g].init.layout().clone();
+            if let Some(p) = self.algorithm.architecture_model(self.server.as_ref(), &layout)? {
+                let s =
+                    evaluate_parallel_on(&mut self.workers, g + 1, &p, std::slice::from_ref(&self.test), bs, predict)?;
+                rec.set(&format!("test_acc_group{g}"), s.accuracy());
+                rec.set(&format!("test_loss_group{g}"), s.loss());
+            }
+        }
         let zeros = self.global.as_slice().iter().filter(|v| **v == 0.0).count();
         rec.set("model_zeros", zeros as f64 / self.global.len().max(1) as f64);
         if !self.local_test.is_empty() {
@@ -842,11 +922,18 @@ impl Engine {
     /// Every client's model (personalised where the algorithm has one) on its local test split.
     fn evaluate_clients_into(&mut self, rec: &mut Record) -> Result<()> {
         let (bs, seed, round) = (self.cfg.eval.batch_size, self.cfg.seed, self.round);
-        let (algo, global, clients, tests) = (self.algorithm.as_ref(), &self.global, &self.clients, &self.local_test);
+        let (algo, clients, tests) = (self.algorithm.as_ref(), &self.clients, &self.local_test);
         let (server, train, data) = (self.server.as_ref(), &self.cfg.client, &self.fed.clients);
         let finetune = self.cfg.eval.finetune_steps;
         let predict = self.loss.adjusts_predictions().then_some(self.loss.as_ref());
-        let stats = self.workers.map(tests.len(), |model, c| {
+        let (arch_of, global0) = (&self.arch_of, &self.global);
+        let inits: Vec<&Params> = self.groups.iter().map(|g| &g.init).collect();
+        let arch = |c: usize| arch_of.get(c).map_or(0, |&a| a as usize);
+        let stats = self.workers.map_on(tests.len(), arch, |model, c| {
+            let global = match arch(c) {
+                0 => global0,
+                a => inits[a - 1],
+            };
             let a = fedkit_core::AdaptCtx { round, client: c as u32, seed, global, train };
             let mut own = algo.adapt(&a, server, clients[c].state.as_deref(), model, &data[c])?;
             if finetune > 0 {
@@ -898,6 +985,78 @@ impl Engine {
         rec.set("local_loss_max", losses.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         Ok(())
     }
+}
+
+/// Every client's architecture under `[[model.groups]]` (0: `[model]`, g: group g - 1): first
+/// the listed clients, then each `share` group takes round(share n) of the unlisted clients in
+/// a seeded random order (stream `model_groups`).
+fn assign_architectures(groups: &[crate::config::ModelGroup], n: usize, seed: u64) -> Result<Vec<u16>> {
+    let mut arch = vec![0u16; n];
+    let mut listed = vec![false; n];
+    for (g, group) in groups.iter().enumerate() {
+        for &c in &group.clients {
+            let key = format!("model.groups.{g}.clients");
+            let slot = listed
+                .get_mut(c as usize)
+                .ok_or_else(|| Error::config(&key, format!("client {c} is not in the federation of {n} clients")))?;
+            if *slot {
+                return Err(Error::config(&key, format!("client {c} is in two groups")));
+            }
+            *slot = true;
+            arch[c as usize] = g as u16 + 1;
+        }
+    }
+    let free: Vec<usize> =
+        RngStream::derive(seed, "model_groups", 0, 0).permutation(n).into_iter().filter(|&c| !listed[c]).collect();
+    let mut at = 0;
+    for (g, group) in groups.iter().enumerate() {
+        let Some(share) = group.share else { continue };
+        let k = ((share * n as f64).round() as usize).min(free.len() - at);
+        if k == 0 {
+            return Err(Error::config(
+                format!("model.groups.{g}.share"),
+                format!("{share} of {n} clients rounds to no client that another group does not hold"),
+            ));
+        }
+        free[at..at + k].iter().for_each(|&c| arch[c] = g as u16 + 1);
+        at += k;
+    }
+    Ok(arch)
+}
+
+/// Refuse `[[model.groups]]` with what averages or masks one layout: an algorithm that does not
+/// support several architectures (naming those that do), secure aggregation, downlink
+/// compression.
+fn check_groups(cfg: &RunConfig, algorithm: &dyn DynAlgorithm, name: &str) -> Result<()> {
+    if !algorithm.supports_architectures() {
+        let able: Vec<&str> = fedkit_methods::algorithms()
+            .iter()
+            .filter(|e| {
+                (e.build)(&toml::Table::new(), &mut toml::Table::new()).is_ok_and(|a| a.supports_architectures())
+            })
+            .map(|e| e.name)
+            .collect();
+        return Err(Error::config(
+            "model.groups",
+            format!(
+                "`{name}` combines models of one architecture; clients of several architectures run with: {}",
+                able.join(", ")
+            ),
+        ));
+    }
+    if cfg.secure_aggregation.protocol != SecAggProtocol::None {
+        return Err(Error::config(
+            "model.groups",
+            "secure aggregation sums masked updates of one layout: drop the model groups or secure aggregation",
+        ));
+    }
+    if cfg.downlink.kind != crate::config::DownlinkKind::None {
+        return Err(Error::config(
+            "model.groups",
+            "downlink compression tracks one global model: use downlink.use = \"none\" with model groups",
+        ));
+    }
+    Ok(())
 }
 
 /// The final model of the run in `dir`, checked to have the layout of `fresh` (names and shapes).
@@ -1017,6 +1176,30 @@ pub fn evaluate_parallel(
     batch: usize,
     predict: Option<&dyn Loss>,
 ) -> Result<EvalStats> {
+    evaluate_sets(workers, 0, params, sets, limit, batch, predict)
+}
+
+/// [`evaluate_parallel`] of the whole sets on the workers' models of architecture `arch`.
+fn evaluate_parallel_on(
+    workers: &mut Workers,
+    arch: usize,
+    params: &Params,
+    sets: &[ClientData],
+    batch: usize,
+    predict: Option<&dyn Loss>,
+) -> Result<EvalStats> {
+    evaluate_sets(workers, arch, params, sets, usize::MAX, batch, predict)
+}
+
+fn evaluate_sets(
+    workers: &mut Workers,
+    arch: usize,
+    params: &Params,
+    sets: &[ClientData],
+    limit: usize,
+    batch: usize,
+    predict: Option<&dyn Loss>,
+) -> Result<EvalStats> {
     const CHUNK: usize = 1024;
     let jobs: Vec<(usize, std::ops::Range<usize>)> = sets
         .iter()
@@ -1026,13 +1209,19 @@ pub fn evaluate_parallel(
             (0..n).step_by(CHUNK).map(move |a| (s, a..(a + CHUNK).min(n)))
         })
         .collect();
-    let parts = workers.map(jobs.len(), |model, j| {
-        let (s, r) = jobs[j].clone();
-        match predict {
-            Some(loss) => evaluate_range(&mut AdjustedPrediction { inner: model, loss }, params, &sets[s], r, batch),
-            None => evaluate_range(model, params, &sets[s], r, batch),
-        }
-    });
+    let parts = workers.map_on(
+        jobs.len(),
+        |_| arch,
+        |model, j| {
+            let (s, r) = jobs[j].clone();
+            match predict {
+                Some(loss) => {
+                    evaluate_range(&mut AdjustedPrediction { inner: model, loss }, params, &sets[s], r, batch)
+                }
+                None => evaluate_range(model, params, &sets[s], r, batch),
+            }
+        },
+    );
     parts.into_iter().try_fold(EvalStats::default(), |acc, p| Ok(acc.merge(p?)))
 }
 

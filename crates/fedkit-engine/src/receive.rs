@@ -2,7 +2,7 @@
 //! bytes it was.
 
 use fedkit_core::wire::{self, EXTRA_KEY};
-use fedkit_core::{Error, Extra, Params, Result, Update};
+use fedkit_core::{ClientId, Error, Extra, Layout, Result, Update};
 
 /// Turn each update into what the server receives and return the bytes they took.
 /// - A compressed update carries its encoded message in the extra `wire`
@@ -14,8 +14,11 @@ use fedkit_core::{Error, Extra, Params, Result, Update};
 ///
 /// Under secure aggregation a compressed update is refused: none of the compressors is linear
 /// over the ring.
-pub(crate) fn receive(global: &Params, ups: &mut [Update], secure: bool) -> Result<usize> {
-    let id = wire::layout_id(global.layout());
+pub(crate) fn receive<'a>(
+    layout_of: &dyn Fn(ClientId) -> &'a Layout,
+    ups: &mut [Update],
+    secure: bool,
+) -> Result<usize> {
     let mut total = 0;
     for u in ups.iter_mut() {
         let Some(Extra::Bytes(bytes)) = u.extras.0.remove(EXTRA_KEY) else {
@@ -28,7 +31,8 @@ pub(crate) fn receive(global: &Params, ups: &mut [Update], secure: bool) -> Resu
                 "a compressed update cannot be summed in the ring (no fedkit compressor is linear over it): drop the compressor or secure aggregation",
             ));
         }
-        let m = wire::decode(&bytes, Some((id, global.len())))
+        let layout = layout_of(u.client);
+        let m = wire::decode(&bytes, Some((wire::layout_id(layout), layout.total())))
             .map_err(|e| Error::Method(format!("client {}: its update: {e}", u.client)))?;
         let (values, extras) = m.values();
         let same = values.iter().zip(u.delta.as_slice()).all(|(a, b)| a.to_bits() == b.to_bits());

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fedkit_core::{Error, Model, ModelPool, Result};
 
-/// Worker threads with their models.
+/// Worker threads with their models: one object per architecture (the run's model, then the
+/// `[[model.groups]]` ones) on each worker.
 pub struct Workers {
     pools: Vec<rayon::ThreadPool>,
-    models: Vec<Box<dyn Model>>,
+    models: Vec<Vec<Box<dyn Model>>>,
 }
 
 /// The worker threads `threads` asks for: 0 = RAYON_NUM_THREADS, else all cores.
@@ -28,6 +29,12 @@ pub fn thread_count(threads: usize) -> usize {
 impl Workers {
     /// `threads` workers (0 = RAYON_NUM_THREADS, else all cores), each with a copy of `model`.
     pub fn new(threads: usize, model: &dyn Model) -> Result<Self> {
+        Self::with_architectures(threads, &[model])
+    }
+
+    /// `threads` workers, each with a copy of every model of `architectures` (index = the
+    /// architecture [`Workers::map_on`] selects).
+    pub fn with_architectures(threads: usize, architectures: &[&dyn Model]) -> Result<Self> {
         let n = thread_count(threads);
         let pools = (0..n)
             .map(|i| {
@@ -38,7 +45,7 @@ impl Workers {
                     .map_err(|e| Error::Method(format!("cannot start worker thread: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let models = (0..n).map(|_| model.clone_box()).collect();
+        let models = (0..n).map(|_| architectures.iter().map(|m| m.clone_box()).collect()).collect();
         Ok(Workers { pools, models })
     }
 
@@ -52,8 +59,19 @@ impl Workers {
         self.pools.is_empty()
     }
 
-    /// Run `job(model, i)` for i in 0..n across the workers; results in job order.
+    /// Run `job(model, i)` for i in 0..n across the workers, on the first architecture; results
+    /// in job order.
     pub fn map<T: Send>(&mut self, n: usize, job: impl Fn(&mut dyn Model, usize) -> T + Sync) -> Vec<T> {
+        self.map_on(n, |_| 0, job)
+    }
+
+    /// [`Workers::map`] with job i on the model of architecture `arch(i)`.
+    pub fn map_on<T: Send>(
+        &mut self,
+        n: usize,
+        arch: impl Fn(usize) -> usize + Sync,
+        job: impl Fn(&mut dyn Model, usize) -> T + Sync,
+    ) -> Vec<T> {
         if n == 0 {
             return Vec::new();
         }
@@ -66,8 +84,8 @@ impl Workers {
                 .iter()
                 .zip(self.models.iter_mut())
                 .take(used)
-                .map(|(pool, model)| {
-                    let (next, job) = (&next, &job);
+                .map(|(pool, models)| {
+                    let (next, job, arch) = (&next, &job, &arch);
                     s.spawn(move || {
                         pool.install(|| {
                             let mut out = Vec::new();
@@ -76,7 +94,7 @@ impl Workers {
                                 if i >= n {
                                     break out;
                                 }
-                                out.push((i, job(model.as_mut(), i)));
+                                out.push((i, job(models[arch(i)].as_mut(), i)));
                             }
                         })
                     })

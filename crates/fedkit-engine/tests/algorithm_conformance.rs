@@ -38,7 +38,7 @@ fn heterogeneous(algorithm: &str, rounds: u32) -> RunConfig {
 fn algorithm_sets(algorithm: &str) -> Vec<String> {
     let mut sets = vec![
         format!("algorithm.use=\"{algorithm}\""),
-        format!("data.subsample={}", if ["feddf", "fedbe"].contains(&algorithm) { 0.8 } else { 1.0 }),
+        format!("data.subsample={}", if ["feddf", "fedbe", "fedhenn"].contains(&algorithm) { 0.8 } else { 1.0 }),
     ];
     if algorithm == "heterofl" {
         sets.extend(["algorithm.rates=[1.0]".into(), "algorithm.masked_labels=false".into()]);
@@ -73,9 +73,9 @@ const ONE_CLUSTER_OF_K: &[&str] = &["ifca"];
 /// Algorithms whose clients train models of their own, so the global model is a by-product
 /// that only must not end worse than the untrained model: RFFL's is the running sum of clipped aggregates (slow by design,
 /// Gamma bounds every step), FedFomo's the mean of the personal models, and standalone training
-/// (`local`) never moves it. Their personal models are measured in their own tests and in
-/// docs/results.md.
-const OWN_MODELS: &[&str] = &["rffl", "fedfomo", "local"];
+/// (`local`) and FedHeNN (which shares representations, not parameters) never move it. Their
+/// personal models are measured in their own tests and in docs/results.md.
+const OWN_MODELS: &[&str] = &["rffl", "fedfomo", "local", "fedhenn"];
 
 /// FedBE distils into the Bayesian model average of probabilities (the clients, their mean and
 /// models sampled around them). On this very heterogeneous federation those averaged

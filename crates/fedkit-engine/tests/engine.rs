@@ -91,26 +91,30 @@ fn resume_continues_bit_identically() {
 // ends, local evaluation (which reads them) included, with the model store and TensorBoard on.
 #[test]
 fn personalised_states_survive_resume_bit_for_bit() {
+    const GROUP: &str = "model.groups=[{use=\"mlp\", hidden=[8], share=0.5}]";
     for algo in [
-        "algorithm.use=\"pfedme\"",
-        "algorithm.use=\"ifca\"",
-        "algorithm.use=\"perfedavg\"",
-        "algorithm.use=\"rffl\"",
-        "algorithm.use=\"fedfomo\"",
-        "algorithm.use=\"local\"",
-        "algorithm.use=\"feddf\"",
-        "algorithm.use=\"fedbe\"",
-        "algorithm.use=\"fedgen\"",
+        &["algorithm.use=\"pfedme\""][..],
+        &["algorithm.use=\"ifca\""],
+        &["algorithm.use=\"perfedavg\""],
+        &["algorithm.use=\"rffl\""],
+        &["algorithm.use=\"fedfomo\""],
+        &["algorithm.use=\"local\""],
+        &["algorithm.use=\"local\"", GROUP],
+        &["algorithm.use=\"feddf\""],
+        &["algorithm.use=\"feddf\"", "algorithm.steps=20", GROUP],
+        &["algorithm.use=\"fedbe\""],
+        &["algorithm.use=\"fedgen\""],
+        &["algorithm.use=\"fedhenn\"", "algorithm.proxy_samples=16", GROUP],
     ] {
-        let sets = [
+        let base = [
             "rounds=4",
             "checkpoint_every=1",
             "data.subsample=0.8",
-            algo,
             "eval.clients=true",
             "output.keep_models=\"every:1\"",
             "output.tensorboard=true",
         ];
+        let sets = [&base[..], algo].concat();
         let (a, b) = (tmp("pers-full"), tmp("pers-split"));
         let (mut e, mut out) = start(cfg(&sets), &a).unwrap();
         drive(&mut e, &mut out, None, &mut |_| {}).unwrap();
@@ -119,9 +123,9 @@ fn personalised_states_survive_resume_bit_for_bit() {
         drop((e1, out1));
         let (mut e2, mut out2) = resume(&b, None).unwrap();
         drive(&mut e2, &mut out2, None, &mut |_| {}).unwrap();
-        assert_eq!(e2.global, e.global, "{algo}");
+        assert_eq!(e2.global, e.global, "{algo:?}");
         for f in ["metrics.jsonl", "local_eval.jsonl", "models/global-r00004.safetensors"] {
-            assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{algo}: {f}");
+            assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{algo:?}: {f}");
         }
     }
 }

@@ -79,8 +79,13 @@ impl Fed {
         let ids: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
         let agg = weighted_mean(ups, true).expect("mean of the toy updates");
         let global = self.global.clone();
-        let mut view =
-            ServerView { updates: ups, model: self.model.as_mut(), clients: &self.data, unlabeled: self.data.first() };
+        let mut view = ServerView {
+            updates: ups,
+            model: self.model.as_mut(),
+            clients: &self.data,
+            unlabeled: self.data.first(),
+            architectures: &mut [],
+        };
         self.algo
             .server_step(&round_ctx(round, &ids, &global), &mut self.global, self.server.as_mut(), &agg, &mut view)
             .unwrap_or_else(|e| panic!("algorithm `{name}`: server_step failed: {e}"))

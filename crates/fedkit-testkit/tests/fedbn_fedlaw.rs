@@ -36,7 +36,7 @@ fn server_step(
     let ids: Vec<ClientId> = ups.iter().map(|u| u.client).collect();
     let agg = weighted_mean(ups, true).expect("mean of the updates");
     let before = global.clone();
-    let mut view = ServerView { updates: ups, model, clients: data, unlabeled: None };
+    let mut view = ServerView { updates: ups, model, clients: data, unlabeled: None, architectures: &mut [] };
     algo.server_step(&round_ctx(round, &ids, &before), global, server, &agg, &mut view).expect("server step")
 }
 

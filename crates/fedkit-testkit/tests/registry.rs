@@ -41,8 +41,11 @@ const CUSTOM_SERVER_RULE: &[&str] = &[
 /// trains the lowest-loss of k cluster models, not necessarily the global one (its k = 1 case is
 /// tested to be FedAvg bit for bit); `fedfomo`: a client trains on its data minus the
 /// validation split it weighs its peers on; `fedaws`: a client descends the positive cosine
-/// loss, not the cross-entropy, and the server spreads the class embeddings apart.
-const NOT_PLAIN_SGD: &[&str] = &["fedmid", "ef21_sgdm", "diana", "perfedavg", "pfedme", "ifca", "fedfomo", "fedaws"];
+/// loss, not the cross-entropy, and the server spreads the class embeddings apart; `fedhenn`:
+/// a client sends its representation kernel, never a model change (its eta = 0 case is tested
+/// to be standalone training bit for bit).
+const NOT_PLAIN_SGD: &[&str] =
+    &["fedmid", "ef21_sgdm", "diana", "perfedavg", "pfedme", "ifca", "fedfomo", "fedaws", "fedhenn"];
 
 /// Aggregators whose defaults change every update on purpose, checked with parameters under
 /// which they do not (their binding behaviour is tested in their own files): `norm_bound` clips

@@ -227,7 +227,8 @@ mod tests {
         };
         let agg = crate::aggregators::mean::weighted_mean(updates, true).unwrap();
         let data = labelled_clients(&[0; N], 2);
-        let mut view = ServerView { updates, model: &mut LinReg::new(2), clients: &data, unlabeled: None };
+        let mut view =
+            ServerView { updates, model: &mut LinReg::new(2), clients: &data, unlabeled: None, architectures: &mut [] };
         afl.server_step(&r, w, s, &agg, &mut view).unwrap()
     }
 

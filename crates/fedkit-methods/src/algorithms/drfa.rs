@@ -298,7 +298,13 @@ mod tests {
             draws: &draws,
         };
         let agg = crate::aggregators::mean::weighted_mean(&updates, true).unwrap();
-        let mut view = ServerView { updates: &updates, model: &mut LinReg::new(2), clients: data, unlabeled: None };
+        let mut view = ServerView {
+            updates: &updates,
+            model: &mut LinReg::new(2),
+            clients: data,
+            unlabeled: None,
+            architectures: &mut [],
+        };
         drfa.server_step(&r, w, s, &agg, &mut view).unwrap()
     }
 

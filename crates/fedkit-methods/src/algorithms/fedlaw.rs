@@ -372,7 +372,8 @@ mod tests {
         let ids: Vec<u32> = (0..ups.len() as u32).collect();
         let r = RoundCtx { round: 1, cohort: &ids, global, seed: 5, population: 2, malicious: &[false; 2], draws: &[] };
         let (mut model, data) = (Quadratic { target: target.clone() }, clients());
-        let mut view = ServerView { updates: &ups, model: &mut model, clients: &data, unlabeled: None };
+        let mut view =
+            ServerView { updates: &ups, model: &mut model, clients: &data, unlabeled: None, architectures: &mut [] };
         let mut w = global.clone();
         let m = f.server_step(&r, &mut w, &mut (), &agg, &mut view).unwrap();
         (w, m)

@@ -96,6 +96,13 @@ pub fn algorithms() -> &'static [Entry<dyn DynAlgorithm>] {
             },
         },
         Entry {
+            name: "fedhenn",
+            source: include_str!("../personalization/fedhenn.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::personalization::fedhenn::FedHenn>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
             name: "fedbe",
             source: include_str!("../personalization/fedbe.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<crate::personalization::fedbe::FedBe>(t, "", r)?.validated()?)),

@@ -310,7 +310,13 @@ impl<A: Algorithm, M: Model> Fed<A, M> {
         let agg = weighted_mean(ups, self.weighted).unwrap();
         let old = self.global.clone();
         let r = self.round_ctx(round, &cohort, &old, &bad);
-        let mut view = ServerView { updates: ups, model: &mut self.model, clients: &self.data, unlabeled: None };
+        let mut view = ServerView {
+            updates: ups,
+            model: &mut self.model,
+            clients: &self.data,
+            unlabeled: None,
+            architectures: &mut [],
+        };
         self.algo.server_step(&r, &mut self.global, &mut self.server, &agg, &mut view).unwrap()
     }
 

@@ -15,6 +15,17 @@
 //! `feddf_kl_end` (the mean KL of the first and last ten steps). Clients whose updates the
 //! aggregator rejected are not in the ensemble.
 //!
+//! Across architectures (the paper's section 3, one prototype per architecture): with
+//! `[[model.groups]]`, the server keeps a prototype of every group's architecture beside the
+//! global model (`[model]`'s prototype). A client trains its architecture's prototype (a group's
+//! starts as its initial model); the server averages each architecture's client models into
+//! its prototype, then distils every prototype from the ensemble of all the round's client
+//! models, whatever their architecture (the teacher averages the logits of models of every
+//! architecture). Without groups this is the one-prototype algorithm above, unchanged. Each
+//! group's prototype is evaluated on the test set (`test_acc_group<g>`); its distillation's KL
+//! is `feddf_kl_start_group<g>` / `feddf_kl_end_group<g>`. With `steps = 0` the server only
+//! averages within each architecture: the "FedAvg per architecture" baseline.
+//!
 //! Parameters: `steps` (distillation steps per round, default 200; the paper's up to 10^4 with
 //! early stopping), `batch_size` (default 64), `lr` (Adam's, default 1e-3 as the paper),
 //! `temperature` (T, default 1).
@@ -26,12 +37,21 @@
 //! batch_size = 64
 //! lr = 0.001
 //! temperature = 1.0
+//!
+//! # Optional: a second architecture for half of the clients.
+//! [[model.groups]]
+//! use = "lenet"
+//! share = 0.5
 //! ```
 
+use std::collections::BTreeMap;
+
 use fedkit_core::optim::Optimizer;
+use fedkit_core::wire::layout_id;
 use fedkit_core::{
-    Aggregate, Algorithm, Batch, ClientData, Error, LocalTrain, Metrics, Mode, Model, OptimizerKind, OutputGrads,
-    Outputs, Params, Result, RngStream, RoundCtx, ServerView,
+    AdaptCtx, Aggregate, Algorithm, Batch, ClientCtx, ClientData, ClientId, Error, Extra, Extras, Layout, LocalTrain,
+    Metrics, Mode, Model, NoHook, OptimizerKind, OutputGrads, Outputs, Params, PersonalDownlink, Result, RngStream,
+    RoundCtx, ServerView, Update, local_update,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,10 +107,32 @@ pub(crate) fn softmax_rows(z: &[f32], classes: usize, t: f64) -> Vec<f64> {
 
 /// The teacher of a batch: softmax of the teachers' averaged logits over `t`.
 fn teacher(m: &mut dyn Model, teachers: &[&Params], batch: &Batch, t: f64) -> Result<(Vec<f64>, usize)> {
+    mixed_teacher(&mut [m], teachers, batch, t)
+}
+
+/// [`teacher`] over models of several architectures: each teacher is evaluated by the model
+/// of `models` with its layout.
+fn mixed_teacher(
+    models: &mut [&mut dyn Model],
+    teachers: &[&Params],
+    batch: &Batch,
+    t: f64,
+) -> Result<(Vec<f64>, usize)> {
     let mut out = Outputs::default();
     let mut sum: Vec<f64> = Vec::new();
     for p in teachers {
+        let m = models
+            .iter_mut()
+            .find(|m| m.layout() == *p.layout())
+            .ok_or_else(|| Error::Method("feddf: a client model of an architecture the run does not have".into()))?;
         m.forward(p, batch, Mode::Eval, &mut out)?;
+        if !sum.is_empty() && sum.len() != out.logits.len() {
+            return Err(Error::Shape(format!(
+                "feddf: teachers give {} and {} logits for one batch",
+                sum.len(),
+                out.logits.len()
+            )));
+        }
         sum.resize(out.logits.len(), 0.0);
         sum.iter_mut().zip(&out.logits).for_each(|(s, &z)| *s += z as f64);
     }
@@ -205,12 +247,168 @@ pub(crate) fn distillation_inputs<'a>(
     Ok(Some((data, models)))
 }
 
+/// The prototypes of the `[[model.groups]]` architectures, by layout id (the global model is
+/// `[model]`'s); a group's is absent until its clients first trained.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prototypes(pub BTreeMap<u64, Params>);
+
+const PROTOTYPE: &str = "feddf_prototype";
+
+/// Each group architecture's prototype after the round: its start (the kept prototype, or the
+/// architecture's initial model) plus the sample-weighted mean of its clients' deltas. Returns
+/// (layout id, start, new prototype) in the groups' order, for the groups with updates or a
+/// prototype.
+fn group_prototypes(s: &Prototypes, view: &ServerView) -> Result<Vec<(u64, Params, Params)>> {
+    let mut out = Vec::new();
+    for a in view.architectures.iter() {
+        let id = layout_id(a.init.layout());
+        let start = s.0.get(&id).cloned().unwrap_or_else(|| a.init.clone());
+        let ups: Vec<&Update> = view.updates.iter().filter(|u| *u.delta.layout() == *a.init.layout()).collect();
+        let total: f64 = ups.iter().map(|u| u.weight as f64).sum();
+        if ups.is_empty() && !s.0.contains_key(&id) {
+            continue;
+        }
+        let mut next = start.clone();
+        if total > 0.0 {
+            let mut acc = vec![0.0f64; start.len()];
+            for u in &ups {
+                let w = u.weight as f64 / total;
+                acc.iter_mut().zip(u.delta.as_slice()).for_each(|(a, &d)| *a += w * d as f64);
+            }
+            next.as_mut_slice().iter_mut().zip(&acc).for_each(|(p, a)| *p += *a as f32);
+        }
+        out.push((id, start, next));
+    }
+    Ok(out)
+}
+
+impl FedDf {
+    /// The server rule across architectures: average within each, then distil every prototype
+    /// from the ensemble of all the round's client models.
+    fn server_step_groups(
+        &self,
+        r: &RoundCtx,
+        w: &mut Params,
+        s: &mut Prototypes,
+        agg: &Aggregate,
+        view: &mut ServerView,
+    ) -> Result<Metrics> {
+        w.axpy(1.0, &agg.delta);
+        let protos = group_prototypes(s, view)?;
+        let mut metrics = Metrics::new();
+        // Every client model: its architecture's start plus its delta.
+        let teachers: Vec<Params> = view
+            .updates
+            .iter()
+            .map(|u| {
+                let start = if *u.delta.layout() == *r.global.layout() {
+                    r.global
+                } else {
+                    protos.iter().find(|p| *p.1.layout() == *u.delta.layout()).map(|p| &p.1).ok_or_else(|| {
+                        Error::Method(format!("feddf: client {}'s update has no architecture of the run", u.client))
+                    })?
+                };
+                let mut p = start.clone();
+                p.axpy(1.0, &u.delta);
+                Ok(p)
+            })
+            .collect::<Result<_>>()?;
+        let mut students: Vec<(Option<usize>, Params)> = vec![(None, w.clone())];
+        for (i, p) in protos.iter().enumerate() {
+            students.push((Some(i), p.2.clone()));
+        }
+        if self.steps > 0 && !teachers.is_empty() {
+            let data = view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
+                Error::config(
+                    "data.subsample",
+                    "feddf distils on the training samples no client holds, and there are none: set data.subsample < 1",
+                )
+            })?;
+            let refs: Vec<&Params> = teachers.iter().collect();
+            // The teachers' model objects: copies, so that the student's stays free.
+            let mut objects: Vec<Box<dyn Model>> = vec![view.model.clone_box()];
+            objects.extend(view.architectures.iter().map(|a| a.model.clone_box()));
+            for (g, student) in students.iter_mut() {
+                let m = view
+                    .model_for(&student.layout().clone())
+                    .ok_or_else(|| Error::Method("feddf: a prototype of no architecture".into()))?;
+                let t = self.temperature;
+                let mut teach = |_: &mut dyn Model, b: &Batch| {
+                    let mut of: Vec<&mut dyn Model> =
+                        objects.iter_mut().map(|o| o.as_mut() as &mut dyn Model).collect();
+                    mixed_teacher(&mut of, &refs, b, t)
+                };
+                let purpose = match g {
+                    None => "feddf_batch".to_string(),
+                    Some(i) => format!("feddf_batch_group{i}"),
+                };
+                let (start, end) = distil_with(m, student, data, self, None, &mut r.rng(&purpose), &mut teach)?;
+                let suffix = g.map_or(String::new(), |i| format!("_group{i}"));
+                metrics.insert(format!("feddf_kl_start{suffix}"), start);
+                metrics.insert(format!("feddf_kl_end{suffix}"), end);
+            }
+        }
+        let mut it = students.into_iter();
+        if let Some((_, g0)) = it.next() {
+            *w = g0;
+        }
+        for ((_, p), (id, _, _)) in it.zip(&protos) {
+            s.0.insert(*id, p);
+        }
+        Ok(metrics)
+    }
+}
+
 impl Algorithm for FedDf {
     type Client = ();
-    type Server = ();
+    type Server = Prototypes;
 
     fn reads_updates(&self) -> bool {
         true
+    }
+
+    fn supports_architectures(&self) -> bool {
+        true
+    }
+
+    fn personal_downlink(
+        &self,
+        r: &RoundCtx,
+        s: &Prototypes,
+        _client: ClientId,
+        m: &dyn Model,
+    ) -> Result<Option<PersonalDownlink>> {
+        if m.layout() == *r.global.layout() {
+            return Ok(None);
+        }
+        // A group's client: its architecture's prototype (before its first: the initial model).
+        Ok(s.0.get(&layout_id(&m.layout())).map(|p| {
+            let mut extras = Extras::default();
+            extras.insert(PROTOTYPE, Extra::Params(p.clone()));
+            PersonalDownlink { extras, model_values: Some(0) }
+        }))
+    }
+
+    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut ()) -> Result<Update> {
+        let start = cx.broadcast.params(PROTOTYPE).filter(|p| *p.layout() == m.layout());
+        let cx = ClientCtx { global: start.unwrap_or(cx.global), ..*cx };
+        Ok(local_update(&cx, m, d, &mut NoHook)?.0)
+    }
+
+    fn architecture_model(&self, s: &Prototypes, layout: &Layout) -> Option<Params> {
+        s.0.get(&layout_id(layout)).cloned()
+    }
+
+    fn adapt(
+        &self,
+        a: &AdaptCtx,
+        s: &Prototypes,
+        _st: Option<&()>,
+        m: &mut dyn Model,
+        _d: &ClientData,
+    ) -> Result<Option<Params>> {
+        // A group's client uses its architecture's prototype.
+        Ok((m.layout() != *a.global.layout()).then(|| s.0.get(&layout_id(&m.layout())).cloned()).flatten())
     }
 
     fn combines_updates_itself(&self) -> bool {
@@ -225,10 +423,13 @@ impl Algorithm for FedDf {
         &self,
         r: &RoundCtx,
         w: &mut Params,
-        _s: &mut (),
+        s: &mut Prototypes,
         agg: &Aggregate,
         view: &mut ServerView,
     ) -> Result<Metrics> {
+        if !view.architectures.is_empty() {
+            return self.server_step_groups(r, w, s, agg, view);
+        }
         w.axpy(1.0, &agg.delta);
         let mut metrics = Metrics::new();
         let Some((data, teachers)) = distillation_inputs("feddf", self.steps, r, view)? else { return Ok(metrics) };
@@ -306,8 +507,14 @@ mod tests {
         let agg = crate::aggregators::mean::weighted_mean(&ups, true).unwrap();
         let g = f.global.clone();
         let r = RoundCtx { round: 1, cohort: &[0, 1], global: &g, seed: 7, population: 2, malicious: &[], draws: &[] };
-        let mut view = ServerView { updates: &ups, model: &mut f.model, clients: &f.data, unlabeled: None };
-        let e = f.algo.server_step(&r, &mut f.global, &mut (), &agg, &mut view).unwrap_err();
+        let mut view = ServerView {
+            updates: &ups,
+            model: &mut f.model,
+            clients: &f.data,
+            unlabeled: None,
+            architectures: &mut [],
+        };
+        let e = f.algo.server_step(&r, &mut f.global, &mut Prototypes::default(), &agg, &mut view).unwrap_err();
         assert!(e.to_string().contains("data.subsample"), "{e}");
     }
 }

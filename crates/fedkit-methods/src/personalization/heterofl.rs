@@ -492,7 +492,8 @@ mod tests {
         let mut w = Params::zeros(layout);
         let r =
             RoundCtx { round: 1, cohort: &[0, 1], global: &w.clone(), seed, population: 2, malicious: &[], draws: &[] };
-        let mut view = ServerView { updates: &ups, model: &mut model, clients: &[], unlabeled: None };
+        let mut view =
+            ServerView { updates: &ups, model: &mut model, clients: &[], unlabeled: None, architectures: &mut [] };
         let m = algo.server_step(&r, &mut w, &mut (), &agg, &mut view).unwrap();
         // w rows [c0 c1 c2 c3] x 2, then b [c0..c3]: columns 0-1 are shared.
         let shared = (1.0 + 3.0 * 5.0) / 4.0;
@@ -542,7 +543,7 @@ mod tests {
                 malicious: &[],
                 draws: &[],
             };
-            let mut view = ServerView { updates: &ups, model, clients: &[], unlabeled: None };
+            let mut view = ServerView { updates: &ups, model, clients: &[], unlabeled: None, architectures: &mut [] };
             algo.server_step(&r, &mut w, &mut (), &agg, &mut view).unwrap();
             w
         };

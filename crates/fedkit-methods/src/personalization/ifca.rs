@@ -299,7 +299,13 @@ mod tests {
             malicious: &[false; 3],
             draws: &[],
         };
-        let mut view = ServerView { updates: &ups, model: &mut f.model, clients: &f.data, unlabeled: None };
+        let mut view = ServerView {
+            updates: &ups,
+            model: &mut f.model,
+            clients: &f.data,
+            unlabeled: None,
+            architectures: &mut [],
+        };
         let e = f.algo.server_step(&r, &mut f.global, &mut f.server, &agg, &mut view).unwrap_err().to_string();
         assert!(e.contains("no `cluster` metric") && e.contains("DP stages"), "{e}");
     }

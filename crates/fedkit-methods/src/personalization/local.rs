@@ -8,7 +8,8 @@
 //! its first round (`bytes_down` counts only that first download). Each client still reports
 //! its change as its update, which `bytes_up` counts and the server ignores. A client's
 //! personalised model (per-client evaluation) is its own model; one that never trained is
-//! evaluated with the initial model.
+//! evaluated with the initial model. Clients may train different architectures
+//! (`[[model.groups]]`): each starts from its architecture's initial model.
 //!
 //! No parameters.
 //!
@@ -39,6 +40,10 @@ impl Algorithm for Local {
     type Server = Trained;
 
     fn keeps_client_models(&self) -> bool {
+        true
+    }
+
+    fn supports_architectures(&self) -> bool {
         true
     }
 

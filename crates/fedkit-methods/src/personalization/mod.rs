@@ -8,6 +8,7 @@ pub mod fedbe;
 pub mod feddf;
 pub mod fedfomo;
 pub mod fedgen;
+pub mod fedhenn;
 pub mod heterofl;
 pub mod ifca;
 pub mod local;
