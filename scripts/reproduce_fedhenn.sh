@@ -20,7 +20,7 @@ CFG=configs/papers/fedhenn_fmnist.toml
 ETA=${ETA:-$(python3 - "$OUT/tune/comparison.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-col = next(c for c in rows[0] if c.startswith("last"))
+col = "mean_last3"
 best = max(rows, key=lambda r: float(r[col].split()[0]))
 print(best["variant"].removeprefix("eta"))
 PY
@@ -28,7 +28,7 @@ PY
 echo "eta = $ETA (tuned on seed 10)"
 for arch in hetero mlp; do
   groups=()
-  [ "$arch" = mlp ] && groups=(--set 'model.groups=[]')
+  [ "$arch" = mlp ] && groups=(--set 'model.per_client=[]')
   "$BIN" compare "$CFG" "${groups[@]}" --at 20,40 --last 3 --metric local_acc_mean \
     --extra local_acc_min,local_acc_p10,fedhenn_cka_to_mean \
     --variant "local=algorithm.use=\"local\"" \

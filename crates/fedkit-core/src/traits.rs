@@ -120,12 +120,12 @@ pub struct ServerView<'a> {
     /// Training samples that no client holds (with `data.subsample < 1`): the server's
     /// unlabeled data for distillation (FedDF); `None` outside the engine.
     pub unlabeled: Option<&'a ClientData>,
-    /// The model groups' architectures (`[[model.groups]]`, empty without them); `model` is the
+    /// The model groups' architectures (`[[model.per_client]]`, empty without them); `model` is the
     /// `[model]` one.
     pub architectures: &'a mut [Architecture],
 }
 
-/// One architecture of `[[model.groups]]`: a model object and the initial parameters its
+/// One architecture of `[[model.per_client]]`: a model object and the initial parameters its
 /// clients start from (`ClientCtx::global`) unless the algorithm sends them a model.
 pub struct Architecture {
     pub model: Box<dyn Model>,
@@ -276,7 +276,7 @@ pub trait Algorithm: Send + Sync + 'static {
     fn check_setup(&self, _m: &dyn Model, _loss_is_cross_entropy: bool) -> Result<()> {
         Ok(())
     }
-    /// True when clients may train models of different architectures (`[[model.groups]]`):
+    /// True when clients may train models of different architectures (`[[model.per_client]]`):
     /// a group's clients get that architecture's model object in [`Algorithm::client_update`]
     /// and, as `ClientCtx::global`, its initial parameters (unless the algorithm sends a model of
     /// its own); their updates have that layout. The engine refuses model groups for the other
@@ -294,7 +294,7 @@ pub trait Algorithm: Send + Sync + 'static {
     /// reputation-sized reward, FedFomo's peer models, HeteroFL's sub-model. The client sees its
     /// payloads merged over the broadcast's in `ClientCtx::broadcast`, and `bytes_down` counts
     /// each client's own message; `m` is the client's architecture: the global model's
-    /// (HeteroFL sizes a sub-model by it), or its group's under `[[model.groups]]`. `None` (the
+    /// (HeteroFL sizes a sub-model by it), or its group's under `[[model.per_client]]`. `None` (the
     /// default): the broadcast alone.
     fn personal_downlink(
         &self,
@@ -452,6 +452,10 @@ fn downcast_mut<T: 'static>(s: &mut dyn AnyState) -> Result<&mut T> {
     s.as_any_mut().downcast_mut::<T>().ok_or_else(|| Error::Method("algorithm state of the wrong type".into()))
 }
 fn from_bytes<T: State>(b: &[u8]) -> Result<Box<dyn AnyState>> {
+    if b.is_empty() {
+        // A stateless rule's saved state (e.g. a checkpoint from before the rule kept one).
+        return Ok(Box::new(T::default()));
+    }
     let v: T = crate::codec::from_bytes(b, "saved state")?;
     Ok(Box::new(v))
 }

@@ -496,11 +496,11 @@ pub struct Built {
     pub loss: Box<dyn fedkit_core::Loss>,
     pub stages: Vec<StageSlot>,
     pub model: Box<dyn ModelSpec>,
-    /// `[[model.groups]]`: other architectures for some of the clients (empty: one model).
+    /// `[[model.per_client]]`: other architectures for some of the clients (empty: one model).
     pub groups: Vec<ModelGroup>,
 }
 
-/// One `[[model.groups]]` entry: an architecture (`use` and its parameters, as in `[model]`)
+/// One `[[model.per_client]]` entry: an architecture (`use` and its parameters, as in `[model]`)
 /// for a share of the clients or for listed ones; the other clients train `[model]`.
 pub struct ModelGroup {
     pub spec: Box<dyn ModelSpec>,
@@ -510,15 +510,18 @@ pub struct ModelGroup {
     pub clients: Vec<u32>,
 }
 
-/// The `[[model.groups]]` entries of the `[model]` table, built, with their resolved tables.
+/// The `[[model.per_client]]` entries of the `[model]` table, built, with their resolved tables.
 fn model_groups(model: &toml::Table) -> Result<(Vec<ModelGroup>, Vec<toml::Value>)> {
-    let Some(v) = model.get("groups") else { return Ok((Vec::new(), Vec::new())) };
+    let Some(v) = model.get("per_client") else { return Ok((Vec::new(), Vec::new())) };
     let items = v.as_array().ok_or_else(|| {
-        Error::config("model.groups", format!("expected an array of tables ([[model.groups]]), found {}", v.type_str()))
+        Error::config(
+            "model.per_client",
+            format!("expected an array of tables ([[model.per_client]]), found {}", v.type_str()),
+        )
     })?;
     let (mut groups, mut resolved, mut total) = (Vec::new(), Vec::new(), 0.0);
     for (i, item) in items.iter().enumerate() {
-        let section = format!("model.groups.{i}");
+        let section = format!("model.per_client.{i}");
         let t = item.as_table().ok_or_else(|| {
             Error::config(
                 &section,
@@ -559,7 +562,7 @@ fn model_groups(model: &toml::Table) -> Result<(Vec<ModelGroup>, Vec<toml::Value
         resolved.push(toml::Value::Table(r));
     }
     if total > 1.0 + 1e-9 {
-        return Err(Error::config("model.groups", format!("the groups' shares add up to {total}, more than 1")));
+        return Err(Error::config("model.per_client", format!("the groups' shares add up to {total}, more than 1")));
     }
     Ok((groups, resolved))
 }
@@ -889,10 +892,10 @@ impl RunConfig {
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
         aggregator.check_cohort(self.sampling.per_round)?;
         let (model, mut m) =
-            build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &["init", "groups"])?;
+            build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &["init", "per_client"])?;
         let (groups, resolved_groups) = model_groups(&self.model)?;
         if !groups.is_empty() {
-            m.insert("groups".into(), toml::Value::Array(resolved_groups));
+            m.insert("per_client".into(), toml::Value::Array(resolved_groups));
         }
         if let Some(v) = self.model.get("init").filter(|v| !v.is_str()) {
             return bad(

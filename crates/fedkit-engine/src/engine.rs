@@ -114,7 +114,7 @@ pub struct Engine {
     stage_evals: Vec<(String, ClientData)>,
     /// A model object for server rules that evaluate parameters (FedLAW).
     server_model: Box<dyn Model>,
-    /// `[[model.groups]]`: each group's architecture (server-side objects) and initial
+    /// `[[model.per_client]]`: each group's architecture (server-side objects) and initial
     /// parameters, and every client's architecture (0: `[model]`, g: group g - 1).
     groups: Vec<Architecture>,
     arch_of: Vec<u16>,
@@ -196,11 +196,21 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                g.spec
-                    .instantiate(&fed.train.feature_shape, fed.train.classes)
-                    .map_err(|e| in_file(e.under(&format!("model.groups.{i}"))))
+                g.spec.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(|e| in_file(in_group(e, i)))
             })
             .collect::<Result<Vec<_>>>()?;
+        for (i, m) in group_models.iter().enumerate() {
+            let same = std::iter::once(&model).chain(&group_models[..i]).position(|o| o.layout() == m.layout());
+            if let Some(j) = same {
+                let other = if j == 0 { "[model]".to_string() } else { format!("model.per_client.{}", j - 1) };
+                return Err(in_file(Error::config(
+                    format!("model.per_client.{i}"),
+                    format!(
+                        "the same architecture as {other}: merge them (clients of one architecture share one model)"
+                    ),
+                )));
+            }
+        }
         let arch_of = assign_architectures(&groups, n, cfg.seed).map_err(in_file)?;
         let mut archs: Vec<&dyn Model> = vec![model.as_ref()];
         archs.extend(group_models.iter().map(|m| m.as_ref()));
@@ -313,9 +323,7 @@ impl Engine {
         if !group_models.is_empty() {
             check_groups(&cfg, algorithm.as_ref(), &info.algorithm).map_err(in_file)?;
             for (i, m) in group_models.iter().enumerate() {
-                algorithm
-                    .check_setup(m.as_ref(), loss.is_cross_entropy())
-                    .map_err(|e| in_file(e.under(&format!("model.groups.{i}"))))?;
+                algorithm.check_setup(m.as_ref(), loss.is_cross_entropy()).map_err(|e| in_file(in_group(e, i)))?;
             }
         }
         let server_data = ClientData::whole(fed.train.clone());
@@ -365,15 +373,27 @@ impl Engine {
     }
 
     /// The architecture client `c` trains: 0 for `[model]`, g for the group g - 1 of
-    /// `[[model.groups]]`.
+    /// `[[model.per_client]]`.
     pub fn architecture_of(&self, c: u32) -> usize {
         self.arch_of.get(c as usize).map_or(0, |&a| a as usize)
     }
 
-    /// The parameters a client of architecture `a` starts from: the global model, or its
-    /// group's initial model.
+    /// A parameter vector of architecture `a`'s layout: the global model, or the group's
+    /// initial model.
     fn start_of(&self, a: usize) -> &Params {
         if a == 0 { &self.global } else { &self.groups[a - 1].init }
+    }
+
+    /// What each group's clients start from this round: the algorithm's model of that
+    /// architecture (FedDF's prototype), else its initial parameters.
+    fn group_starts(&self) -> Result<Vec<Params>> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let own = self.algorithm.architecture_model(self.server.as_ref(), g.init.layout())?;
+                Ok(own.filter(|p| p.layout() == g.init.layout()).unwrap_or_else(|| g.init.clone()))
+            })
+            .collect()
     }
 
     /// The model object of architecture `a` (server side).
@@ -494,7 +514,8 @@ impl Engine {
             self.downlink = Some(dl);
             self.downlink_bytes = Some(bytes);
         }
-        let results = self.run_clients(&plan, &broadcast, &personal);
+        let starts = self.group_starts()?;
+        let results = self.run_clients(&plan, &broadcast, &personal, &starts);
         let t_clients = t0.elapsed().as_secs_f64();
         let (mut ups, failed) = split(results);
         if secure {
@@ -602,6 +623,7 @@ impl Engine {
         plan: &RoundPlan,
         broadcast: &Extras,
         personal: &[Option<(Extras, usize)>],
+        starts: &[Params],
     ) -> Vec<std::result::Result<Update, ClientFailure>> {
         let slots: Vec<Mutex<ClientSlot>> =
             plan.run_ids.iter().map(|&c| Mutex::new(std::mem::take(&mut self.clients[c as usize]))).collect();
@@ -615,8 +637,7 @@ impl Engine {
             self.local.as_ref(),
             self.loss.as_ref(),
         );
-        let (arch_of, inits) = (&self.arch_of, self.groups.iter().map(|g| &g.init).collect::<Vec<_>>());
-        let inits = &inits;
+        let arch_of = &self.arch_of;
         let arch = move |j: usize| arch_of.get(plan.running[j].0 as usize).map_or(0, |&a| a as usize);
         let (round, seed, running, slots_ref) = (plan.round, cfg.seed, &plan.running, &slots);
         let results = self.workers.map_on(running.len(), arch, move |model, j| {
@@ -627,7 +648,7 @@ impl Engine {
                 seed,
                 global: match arch(j) {
                     0 => global,
-                    a => inits[a - 1],
+                    a => &starts[a - 1],
                 },
                 broadcast: personal[j].as_ref().map_or(broadcast, |p| &p.0),
                 train: &cfg.client,
@@ -927,12 +948,12 @@ impl Engine {
         let finetune = self.cfg.eval.finetune_steps;
         let predict = self.loss.adjusts_predictions().then_some(self.loss.as_ref());
         let (arch_of, global0) = (&self.arch_of, &self.global);
-        let inits: Vec<&Params> = self.groups.iter().map(|g| &g.init).collect();
+        let starts = self.group_starts()?;
         let arch = |c: usize| arch_of.get(c).map_or(0, |&a| a as usize);
         let stats = self.workers.map_on(tests.len(), arch, |model, c| {
             let global = match arch(c) {
                 0 => global0,
-                a => inits[a - 1],
+                a => &starts[a - 1],
             };
             let a = fedkit_core::AdaptCtx { round, client: c as u32, seed, global, train };
             let mut own = algo.adapt(&a, server, clients[c].state.as_deref(), model, &data[c])?;
@@ -987,7 +1008,7 @@ impl Engine {
     }
 }
 
-/// Every client's architecture under `[[model.groups]]` (0: `[model]`, g: group g - 1): first
+/// Every client's architecture under `[[model.per_client]]` (0: `[model]`, g: group g - 1): first
 /// the listed clients, then each `share` group takes round(share n) of the unlisted clients in
 /// a seeded random order (stream `model_groups`).
 fn assign_architectures(groups: &[crate::config::ModelGroup], n: usize, seed: u64) -> Result<Vec<u16>> {
@@ -995,12 +1016,15 @@ fn assign_architectures(groups: &[crate::config::ModelGroup], n: usize, seed: u6
     let mut listed = vec![false; n];
     for (g, group) in groups.iter().enumerate() {
         for &c in &group.clients {
-            let key = format!("model.groups.{g}.clients");
+            let key = format!("model.per_client.{g}.clients");
             let slot = listed
                 .get_mut(c as usize)
                 .ok_or_else(|| Error::config(&key, format!("client {c} is not in the federation of {n} clients")))?;
             if *slot {
-                return Err(Error::config(&key, format!("client {c} is in two groups")));
+                return Err(Error::config(
+                    &key,
+                    format!("client {c} is listed twice (in this group or an earlier one)"),
+                ));
             }
             *slot = true;
             arch[c as usize] = g as u16 + 1;
@@ -1014,7 +1038,7 @@ fn assign_architectures(groups: &[crate::config::ModelGroup], n: usize, seed: u6
         let k = ((share * n as f64).round() as usize).min(free.len() - at);
         if k == 0 {
             return Err(Error::config(
-                format!("model.groups.{g}.share"),
+                format!("model.per_client.{g}.share"),
                 format!("{share} of {n} clients rounds to no client that another group does not hold"),
             ));
         }
@@ -1024,7 +1048,23 @@ fn assign_architectures(groups: &[crate::config::ModelGroup], n: usize, seed: u6
     Ok(arch)
 }
 
-/// Refuse `[[model.groups]]` with what averages or masks one layout: an algorithm that does not
+/// A group's model error with its key under `model.per_client.<i>` (models name `model.*`).
+fn in_group(e: Error, i: usize) -> Error {
+    match e {
+        Error::Config { file, key, msg } => {
+            let rest = key.strip_prefix("model").filter(|r| r.is_empty() || r.starts_with('.'));
+            let key = match rest {
+                Some(r) => format!("model.per_client.{i}{r}"),
+                None if key.contains('.') => key,
+                None => format!("model.per_client.{i}.{key}"),
+            };
+            Error::Config { file, key, msg }
+        }
+        other => other,
+    }
+}
+
+/// Refuse `[[model.per_client]]` with what averages or masks one layout: an algorithm that does not
 /// support several architectures (naming those that do), secure aggregation, downlink
 /// compression.
 fn check_groups(cfg: &RunConfig, algorithm: &dyn DynAlgorithm, name: &str) -> Result<()> {
@@ -1037,22 +1077,28 @@ fn check_groups(cfg: &RunConfig, algorithm: &dyn DynAlgorithm, name: &str) -> Re
             .map(|e| e.name)
             .collect();
         return Err(Error::config(
-            "model.groups",
+            "model.per_client",
             format!(
                 "`{name}` combines models of one architecture; clients of several architectures run with: {}",
                 able.join(", ")
             ),
         ));
     }
+    if cfg.aggregator.get("use").and_then(|v| v.as_str()) != Some("mean") {
+        return Err(Error::config(
+            "model.per_client",
+            "the aggregator compares updates of one layout and would see only the [model] clients': use aggregator.use = \"mean\" with clients of several architectures",
+        ));
+    }
     if cfg.secure_aggregation.protocol != SecAggProtocol::None {
         return Err(Error::config(
-            "model.groups",
+            "model.per_client",
             "secure aggregation sums masked updates of one layout: drop the model groups or secure aggregation",
         ));
     }
     if cfg.downlink.kind != crate::config::DownlinkKind::None {
         return Err(Error::config(
-            "model.groups",
+            "model.per_client",
             "downlink compression tracks one global model: use downlink.use = \"none\" with model groups",
         ));
     }

@@ -31,7 +31,8 @@ pub(crate) fn receive<'a>(
                 "a compressed update cannot be summed in the ring (no fedkit compressor is linear over it): drop the compressor or secure aggregation",
             ));
         }
-        let layout = layout_of(u.client);
+        // An update without model values (FedHeNN sends extras only) has the empty layout.
+        let layout = if u.delta.is_empty() { &**u.delta.layout() } else { layout_of(u.client) };
         let m = wire::decode(&bytes, Some((wire::layout_id(layout), layout.total())))
             .map_err(|e| Error::Method(format!("client {}: its update: {e}", u.client)))?;
         let (values, extras) = m.values();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use fedkit_core::{Error, Model, ModelPool, Result};
 
 /// Worker threads with their models: one object per architecture (the run's model, then the
-/// `[[model.groups]]` ones) on each worker.
+/// `[[model.per_client]]` ones) on each worker.
 pub struct Workers {
     pools: Vec<rayon::ThreadPool>,
     models: Vec<Vec<Box<dyn Model>>>,

@@ -30,7 +30,8 @@ fn heterogeneous(algorithm: &str, rounds: u32) -> RunConfig {
     RunConfig::load(None, &sets).unwrap()
 }
 
-/// `algorithm.use` and what an algorithm needs on the suite's logreg federation: FedDF and
+/// `algorithm.use` and what an algorithm needs on the suite's logreg federation: FedHeNN
+/// aligns hidden representations, so it trains an mlp; FedDF and
 /// FedBE distil on the samples no client holds; HeteroFL's sub-models need hidden widths,
 /// which logreg lacks, so it runs its full-width level (the mixed widths run on the mlp in
 /// tests/engine.rs), without the masked label loss: masking trains each client on its own
@@ -42,6 +43,10 @@ fn algorithm_sets(algorithm: &str) -> Vec<String> {
     ];
     if algorithm == "heterofl" {
         sets.extend(["algorithm.rates=[1.0]".into(), "algorithm.masked_labels=false".into()]);
+    }
+    if algorithm == "fedhenn" {
+        // It aligns hidden representations, which logreg has none of.
+        sets.extend(["model.use=\"mlp\"".into(), "model.hidden=[16]".into()]);
     }
     sets
 }

@@ -91,7 +91,7 @@ fn resume_continues_bit_identically() {
 // ends, local evaluation (which reads them) included, with the model store and TensorBoard on.
 #[test]
 fn personalised_states_survive_resume_bit_for_bit() {
-    const GROUP: &str = "model.groups=[{use=\"mlp\", hidden=[8], share=0.5}]";
+    const GROUP: &str = "model.per_client=[{use=\"mlp\", hidden=[8], share=0.5}]";
     for algo in [
         &["algorithm.use=\"pfedme\""][..],
         &["algorithm.use=\"ifca\""],
@@ -104,7 +104,7 @@ fn personalised_states_survive_resume_bit_for_bit() {
         &["algorithm.use=\"feddf\"", "algorithm.steps=20", GROUP],
         &["algorithm.use=\"fedbe\""],
         &["algorithm.use=\"fedgen\""],
-        &["algorithm.use=\"fedhenn\"", "algorithm.proxy_samples=16", GROUP],
+        &["algorithm.use=\"fedhenn\"", "algorithm.proxy_samples=16", "model.use=\"mlp\"", "model.hidden=[16]", GROUP],
     ] {
         let base = [
             "rounds=4",

@@ -1,4 +1,4 @@
-//! Clients of several architectures (`[[model.groups]]`): how clients are assigned, what the
+//! Clients of several architectures (`[[model.per_client]]`): how clients are assigned, what the
 //! engine refuses, and the defining properties of the algorithms that support them (`local`,
 //! FedHeNN, FedDF across architectures).
 
@@ -15,7 +15,7 @@ const BASE: &[&str] = &[
     "client.lr=0.05",
     "eval.clients=true",
 ];
-const GROUP: &str = "model.groups=[{use=\"mlp\", hidden=[8], share=0.5}]";
+const GROUP: &str = "model.per_client=[{use=\"mlp\", hidden=[8], share=0.5}]";
 
 fn cfg(sets: &[&str]) -> RunConfig {
     common::config(BASE, sets).unwrap()
@@ -37,7 +37,7 @@ fn groups_take_their_share_or_their_listed_clients() {
     let e = Engine::new(cfg(&["algorithm.use=\"local\"", GROUP])).unwrap();
     let archs: Vec<usize> = (0..10).map(|c| e.architecture_of(c)).collect();
     assert_eq!(archs.iter().filter(|&&a| a == 1).count(), 5, "{archs:?}");
-    let listed = "model.groups=[{use=\"mlp\", hidden=[8], clients=[0, 3]}, {use=\"mlp\", hidden=[4], share=0.2}]";
+    let listed = "model.per_client=[{use=\"mlp\", hidden=[8], clients=[0, 3]}, {use=\"mlp\", hidden=[4], share=0.2}]";
     let e = Engine::new(cfg(&["algorithm.use=\"local\"", listed])).unwrap();
     let archs: Vec<usize> = (0..10).map(|c| e.architecture_of(c)).collect();
     assert_eq!((archs[0], archs[3]), (1, 1), "{archs:?}");
@@ -48,21 +48,25 @@ fn groups_take_their_share_or_their_listed_clients() {
 #[test]
 fn what_cannot_mix_architectures_is_refused_by_key() {
     let e = refused(&["algorithm.use=\"fedavg\"", GROUP]);
-    assert!(e.contains("model.groups") && e.contains("fedhenn") && e.contains("feddf") && e.contains("local"), "{e}");
-    let e = refused(&["algorithm.use=\"local\"", "model.groups=[{use=\"mlp\", share=0.7}, {use=\"mlp\", share=0.5}]"]);
-    assert!(e.contains("model.groups") && e.contains("more than 1"), "{e}");
-    let e = refused(&["algorithm.use=\"local\"", "model.groups=[{use=\"mlp\", share=0.5, clients=[1]}]"]);
-    assert!(e.contains("model.groups.0") && e.contains("exactly one"), "{e}");
-    let e = refused(&["algorithm.use=\"local\"", "model.groups=[{use=\"mlp\", clients=[99]}]"]);
-    assert!(e.contains("model.groups.0.clients") && e.contains("99"), "{e}");
-    let e = refused(&["algorithm.use=\"local\"", "model.groups=[{use=\"mlp\", share=1.5}]"]);
-    assert!(e.contains("model.groups.0.share"), "{e}");
-    let e = refused(&["algorithm.use=\"local\"", "model.groups=[{use=\"mlpp\", share=0.5}]"]);
-    assert!(e.contains("model.groups.0.use") && e.contains("mlp"), "{e}");
-    let e = refused(&["algorithm.use=\"local\"", "model.groups=[{use=\"mlp\", hidden=[8], share=0.5, depth=3}]"]);
-    assert!(e.contains("model.groups.0") && e.contains("depth"), "{e}");
+    assert!(
+        e.contains("model.per_client") && e.contains("fedhenn") && e.contains("feddf") && e.contains("local"),
+        "{e}"
+    );
+    let e =
+        refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"mlp\", share=0.7}, {use=\"mlp\", share=0.5}]"]);
+    assert!(e.contains("model.per_client") && e.contains("more than 1"), "{e}");
+    let e = refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"mlp\", share=0.5, clients=[1]}]"]);
+    assert!(e.contains("model.per_client.0") && e.contains("exactly one"), "{e}");
+    let e = refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"mlp\", clients=[99]}]"]);
+    assert!(e.contains("model.per_client.0.clients") && e.contains("99"), "{e}");
+    let e = refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"mlp\", share=1.5}]"]);
+    assert!(e.contains("model.per_client.0.share"), "{e}");
+    let e = refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"mlpp\", share=0.5}]"]);
+    assert!(e.contains("model.per_client.0.use") && e.contains("mlp"), "{e}");
+    let e = refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"mlp\", hidden=[8], share=0.5, depth=3}]"]);
+    assert!(e.contains("model.per_client.0") && e.contains("depth"), "{e}");
     let e = refused(&["algorithm.use=\"local\"", GROUP, "secure_aggregation.use=\"secagg\""]);
-    assert!(e.contains("model.groups") && e.contains("secure aggregation"), "{e}");
+    assert!(e.contains("model.per_client") && e.contains("secure aggregation"), "{e}");
 }
 
 // Each client trains its own architecture, and the thread count changes nothing.
@@ -83,8 +87,9 @@ fn local_clients_train_their_own_architecture_on_any_thread_count() {
 // clients' representations of the proxy set agree more than without.
 #[test]
 fn fedhenn_aligns_representations_and_without_eta_is_standalone_training() {
-    let rounds = ["rounds=6", "algorithm.proxy_samples=16"];
-    let local = common::run(cfg(&["algorithm.use=\"local\"", GROUP, "rounds=6"]));
+    let rounds = ["rounds=6", "algorithm.proxy_samples=16", "model.use=\"mlp\"", "model.hidden=[16]"];
+    let local =
+        common::run(cfg(&["algorithm.use=\"local\"", GROUP, "rounds=6", "model.use=\"mlp\"", "model.hidden=[16]"]));
     let none = common::run(cfg(&[&rounds[..], &["algorithm.use=\"fedhenn\"", "algorithm.eta=0.0", GROUP]].concat()));
     let personal = |e: &Engine, c: usize| -> Vec<u32> {
         let st = e.clients[c].state.as_ref().unwrap();
@@ -144,4 +149,58 @@ fn feddf_keeps_one_prototype_per_architecture() {
     assert_ne!(distilled.global, e.global, "distillation changes the global model");
     let r = distilled.records.last().unwrap();
     assert!(r.get("feddf_kl_end_group0").unwrap() < r.get("feddf_kl_start_group0").unwrap(), "{}", r.to_json());
+}
+
+// `init` and `per_client` belong to `[model]`, `share` and `clients` to a group entry: no model
+// may have a parameter of those names (ResNet's `groups`, group norm's group count, stays its own).
+#[test]
+fn no_model_parameter_uses_a_reserved_key() {
+    for e in fedkit_models::models() {
+        let mut resolved = toml::Table::new();
+        (e.build)(&toml::Table::new(), &mut resolved).unwrap();
+        for k in ["init", "per_client", "share", "clients"] {
+            assert!(!resolved.contains_key(k), "model `{}` has a parameter `{k}`", e.name);
+        }
+    }
+    let mut c = cfg(&["model.use=\"resnet\"", "model.norm=\"group\"", "model.groups=4"]);
+    c.build().unwrap();
+    assert_eq!(c.model["groups"].as_integer(), Some(4));
+}
+
+#[test]
+fn groups_refuse_duplicates_robust_aggregators_and_name_their_own_keys() {
+    let e = refused(&["algorithm.use=\"local\"", "model.use=\"mlp\"", "model.hidden=[8]", GROUP]);
+    assert!(e.contains("model.per_client.0") && e.contains("[model]"), "{e}");
+    let e =
+        refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"mlp\", share=0.2}, {use=\"mlp\", share=0.2}]"]);
+    assert!(e.contains("model.per_client.1") && e.contains("model.per_client.0"), "{e}");
+    let e = refused(&["algorithm.use=\"local\"", GROUP, "aggregator.use=\"median\""]);
+    assert!(e.contains("model.per_client") && e.contains("mean"), "{e}");
+    let e = refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"lenet\", share=0.5}]"]);
+    assert!(e.contains("model.per_client.0"), "{e}");
+    let e = refused(&["algorithm.use=\"local\"", "model.per_client=[{use=\"mlp\", clients=[1, 1]}]"]);
+    assert!(e.contains("model.per_client.0.clients") && e.contains("twice"), "{e}");
+    let e = refused(&["algorithm.use=\"fedhenn\"", "model.use=\"logreg\""]);
+    assert!(e.contains("model.use") && e.contains("hidden layer"), "{e}");
+    let e = refused(&["algorithm.use=\"fedhenn\"", GROUP, "pipeline=[{use=\"dp_fixed_clip\", noise_multiplier=1.0}]"]);
+    assert!(e.contains("pipeline") && e.contains("DP"), "{e}");
+}
+
+// Stages compose with mixed architectures: a compressor on FedHeNN's kernel-only updates, and
+// Neurotoxin's mask (in `[model]`'s layout) leaves other architectures' clients alone.
+#[test]
+fn stages_run_beside_mixed_architectures() {
+    let topk = [
+        "algorithm.use=\"fedhenn\"",
+        "algorithm.proxy_samples=8",
+        "model.use=\"mlp\"",
+        "model.hidden=[16]",
+        GROUP,
+        "pipeline=[{use=\"topk\", fraction=0.1}]",
+    ];
+    let e = common::run(cfg(&topk));
+    assert_eq!(e.records.len(), 3);
+    let toxin = ["algorithm.use=\"local\"", GROUP, "pipeline=[{use=\"neurotoxin\", fraction=0.1}]"];
+    let e = common::run(cfg(&toxin));
+    assert_eq!(e.records.len(), 3);
 }

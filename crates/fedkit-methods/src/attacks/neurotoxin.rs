@@ -8,7 +8,9 @@
 //! stops. The previous global update is the aggregate the server applied last round (the stage
 //! records it on the server side, `on_aggregate`: the attacker is assumed to observe consecutive
 //! global models, as in the paper; simulation-side bookkeeping, saved in checkpoints). In the
-//! first round there is none and nothing is masked. Pair it with `backdoor`.
+//! first round there is none and nothing is masked. Pair it with `backdoor`. Under
+//! `[[model.per_client]]` the mask is in `[model]`'s layout: clients of another architecture
+//! train unprojected.
 //!
 //! Parameters: `fraction` (the top-k share of coordinates masked, in (0, 1), default 0.01, the
 //! paper's 1%).
@@ -20,9 +22,9 @@
 //! fraction = 0.01
 //! ```
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use fedkit_core::{Aggregate, ClientCtx, Error, Extras, GradHook, Params, Result, RoundCtx, Stage};
+use fedkit_core::{Aggregate, ClientCtx, Error, Extras, GradHook, Layout, Params, Result, RoundCtx, Stage};
 use serde::{Deserialize, Serialize};
 
 use crate::sparse::top_k;
@@ -35,11 +37,14 @@ pub struct Neurotoxin {
     /// The coordinates masked this round (the top-k of the last global update), sorted.
     #[serde(skip)]
     mask: Mutex<Vec<u32>>,
+    /// The layout the mask indexes (`None` after a resume, until the next aggregate).
+    #[serde(skip)]
+    layout: Mutex<Option<Arc<Layout>>>,
 }
 
 impl Default for Neurotoxin {
     fn default() -> Self {
-        Neurotoxin { fraction: 0.01, mask: Mutex::new(Vec::new()) }
+        Neurotoxin { fraction: 0.01, mask: Mutex::new(Vec::new()), layout: Mutex::new(None) }
     }
 }
 
@@ -61,12 +66,21 @@ struct Projection {
 impl GradHook for Projection {
     fn on_grad(&mut self, _: usize, _: &Params, g: &mut Params) {
         let gs = g.as_mut_slice();
-        self.mask.iter().for_each(|&j| gs[j as usize] = 0.0);
+        self.mask.iter().for_each(|&j| {
+            if let Some(v) = gs.get_mut(j as usize) {
+                *v = 0.0;
+            }
+        });
     }
 }
 
 impl Stage for Neurotoxin {
-    fn train_hook<'a>(&'a self, _cx: &ClientCtx<'a>, _mem: &'a Extras) -> Result<Option<Box<dyn GradHook + 'a>>> {
+    fn train_hook<'a>(&'a self, cx: &ClientCtx<'a>, _mem: &'a Extras) -> Result<Option<Box<dyn GradHook + 'a>>> {
+        let layout = self.layout.lock().map_err(|_| Error::Method("neurotoxin: layout lock poisoned".into()))?;
+        if layout.as_ref().is_some_and(|l| **l != **cx.global.layout()) {
+            // A client of another architecture: the mask does not index its model.
+            return Ok(None);
+        }
         let mask = self.mask.lock().map_err(|_| Error::Method("neurotoxin: mask lock poisoned".into()))?.clone();
         Ok(Some(Box::new(Projection { mask })))
     }
@@ -74,6 +88,8 @@ impl Stage for Neurotoxin {
         let k = (self.fraction * a.delta.len() as f64).ceil() as usize;
         *self.mask.get_mut().map_err(|_| Error::Method("neurotoxin: mask lock poisoned".into()))? =
             top_k(a.delta.as_slice(), k);
+        *self.layout.get_mut().map_err(|_| Error::Method("neurotoxin: layout lock poisoned".into()))? =
+            Some(a.delta.layout().clone());
         Ok(())
     }
     fn state(&self) -> Result<Vec<u8>> {
@@ -99,7 +115,8 @@ mod tests {
     fn gradients_lose_the_top_k_coordinates_of_the_last_global_update() {
         let mut n = Neurotoxin { fraction: 0.4, ..Neurotoxin::default() }.validated().unwrap();
         let e = Extras::default();
-        let c = cx(1, 0, &e);
+        let five = update(0, &[0.0; 5], 1.0).delta;
+        let c = ClientCtx { global: &five, ..cx(1, 0, &e) };
         // Nothing masked before a global update exists.
         let mut g = update(0, &[1.0; 5], 1.0).delta;
         n.train_hook(&c, &e).unwrap().unwrap().on_grad(0, &g.clone(), &mut g);
@@ -110,6 +127,8 @@ mod tests {
         let mut g = update(0, &[1.0; 5], 1.0).delta;
         n.train_hook(&c, &e).unwrap().unwrap().on_grad(0, &g.clone(), &mut g);
         assert_eq!(g.as_slice(), &[1.0, 0.0, 1.0, 1.0, 0.0], "the top 40% (2 of 5) are masked");
+        // A client of another architecture (`[[model.per_client]]`) is not projected.
+        assert!(n.train_hook(&cx(1, 0, &e), &e).unwrap().is_none());
         let mut back = Neurotoxin::default();
         back.load_state(&n.state().unwrap()).unwrap();
         assert_eq!(*back.mask.lock().unwrap(), vec![1, 4]);

@@ -16,9 +16,10 @@
 //! aggregator rejected are not in the ensemble.
 //!
 //! Across architectures (the paper's section 3, one prototype per architecture): with
-//! `[[model.groups]]`, the server keeps a prototype of every group's architecture beside the
-//! global model (`[model]`'s prototype). A client trains its architecture's prototype (a group's
-//! starts as its initial model); the server averages each architecture's client models into
+//! `[[model.per_client]]`, the server keeps a prototype of every group's architecture beside the
+//! global model (`[model]`'s prototype). A client trains its architecture's prototype (the
+//! engine sends it `architecture_model`, a group's initial model before the group's first
+//! round; `bytes_down` counts it); the server averages each architecture's client models into
 //! its prototype, then distils every prototype from the ensemble of all the round's client
 //! models, whatever their architecture (the teacher averages the logits of models of every
 //! architecture). Without groups this is the one-prototype algorithm above, unchanged. Each
@@ -39,7 +40,7 @@
 //! temperature = 1.0
 //!
 //! # Optional: a second architecture for half of the clients.
-//! [[model.groups]]
+//! [[model.per_client]]
 //! use = "lenet"
 //! share = 0.5
 //! ```
@@ -49,9 +50,8 @@ use std::collections::BTreeMap;
 use fedkit_core::optim::Optimizer;
 use fedkit_core::wire::layout_id;
 use fedkit_core::{
-    AdaptCtx, Aggregate, Algorithm, Batch, ClientCtx, ClientData, ClientId, Error, Extra, Extras, Layout, LocalTrain,
-    Metrics, Mode, Model, NoHook, OptimizerKind, OutputGrads, Outputs, Params, PersonalDownlink, Result, RngStream,
-    RoundCtx, ServerView, Update, local_update,
+    Aggregate, Algorithm, Batch, ClientData, Error, Layout, LocalTrain, Metrics, Mode, Model, OptimizerKind,
+    OutputGrads, Outputs, Params, Result, RngStream, RoundCtx, ServerView, Update,
 };
 use serde::{Deserialize, Serialize};
 
@@ -247,20 +247,18 @@ pub(crate) fn distillation_inputs<'a>(
     Ok(Some((data, models)))
 }
 
-/// The prototypes of the `[[model.groups]]` architectures, by layout id (the global model is
+/// The prototypes of the `[[model.per_client]]` architectures, by layout id (the global model is
 /// `[model]`'s); a group's is absent until its clients first trained.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prototypes(pub BTreeMap<u64, Params>);
 
-const PROTOTYPE: &str = "feddf_prototype";
-
 /// Each group architecture's prototype after the round: its start (the kept prototype, or the
-/// architecture's initial model) plus the sample-weighted mean of its clients' deltas. Returns
-/// (layout id, start, new prototype) in the groups' order, for the groups with updates or a
-/// prototype.
-fn group_prototypes(s: &Prototypes, view: &ServerView) -> Result<Vec<(u64, Params, Params)>> {
+/// architecture's initial model: what the engine sent its clients) plus the sample-weighted
+/// mean of its clients' deltas. Returns (group index, layout id, start, new prototype) for the
+/// groups with updates or a prototype.
+fn group_prototypes(s: &Prototypes, view: &ServerView) -> Result<Vec<(usize, u64, Params, Params)>> {
     let mut out = Vec::new();
-    for a in view.architectures.iter() {
+    for (g, a) in view.architectures.iter().enumerate() {
         let id = layout_id(a.init.layout());
         let start = s.0.get(&id).cloned().unwrap_or_else(|| a.init.clone());
         let ups: Vec<&Update> = view.updates.iter().filter(|u| *u.delta.layout() == *a.init.layout()).collect();
@@ -277,7 +275,7 @@ fn group_prototypes(s: &Prototypes, view: &ServerView) -> Result<Vec<(u64, Param
             }
             next.as_mut_slice().iter_mut().zip(&acc).for_each(|(p, a)| *p += *a as f32);
         }
-        out.push((id, start, next));
+        out.push((g, id, start, next));
     }
     Ok(out)
 }
@@ -304,7 +302,7 @@ impl FedDf {
                 let start = if *u.delta.layout() == *r.global.layout() {
                     r.global
                 } else {
-                    protos.iter().find(|p| *p.1.layout() == *u.delta.layout()).map(|p| &p.1).ok_or_else(|| {
+                    protos.iter().find(|p| *p.2.layout() == *u.delta.layout()).map(|p| &p.2).ok_or_else(|| {
                         Error::Method(format!("feddf: client {}'s update has no architecture of the run", u.client))
                     })?
                 };
@@ -314,8 +312,8 @@ impl FedDf {
             })
             .collect::<Result<_>>()?;
         let mut students: Vec<(Option<usize>, Params)> = vec![(None, w.clone())];
-        for (i, p) in protos.iter().enumerate() {
-            students.push((Some(i), p.2.clone()));
+        for p in &protos {
+            students.push((Some(p.0), p.3.clone()));
         }
         if self.steps > 0 && !teachers.is_empty() {
             let data = view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
@@ -352,7 +350,7 @@ impl FedDf {
         if let Some((_, g0)) = it.next() {
             *w = g0;
         }
-        for ((_, p), (id, _, _)) in it.zip(&protos) {
+        for ((_, p), (_, id, _, _)) in it.zip(&protos) {
             s.0.insert(*id, p);
         }
         Ok(metrics)
@@ -371,44 +369,8 @@ impl Algorithm for FedDf {
         true
     }
 
-    fn personal_downlink(
-        &self,
-        r: &RoundCtx,
-        s: &Prototypes,
-        _client: ClientId,
-        m: &dyn Model,
-    ) -> Result<Option<PersonalDownlink>> {
-        if m.layout() == *r.global.layout() {
-            return Ok(None);
-        }
-        // A group's client: its architecture's prototype (before its first: the initial model).
-        Ok(s.0.get(&layout_id(&m.layout())).map(|p| {
-            let mut extras = Extras::default();
-            extras.insert(PROTOTYPE, Extra::Params(p.clone()));
-            PersonalDownlink { extras, model_values: Some(0) }
-        }))
-    }
-
-    fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut ()) -> Result<Update> {
-        let start = cx.broadcast.params(PROTOTYPE).filter(|p| *p.layout() == m.layout());
-        let cx = ClientCtx { global: start.unwrap_or(cx.global), ..*cx };
-        Ok(local_update(&cx, m, d, &mut NoHook)?.0)
-    }
-
     fn architecture_model(&self, s: &Prototypes, layout: &Layout) -> Option<Params> {
         s.0.get(&layout_id(layout)).cloned()
-    }
-
-    fn adapt(
-        &self,
-        a: &AdaptCtx,
-        s: &Prototypes,
-        _st: Option<&()>,
-        m: &mut dyn Model,
-        _d: &ClientData,
-    ) -> Result<Option<Params>> {
-        // A group's client uses its architecture's prototype.
-        Ok((m.layout() != *a.global.layout()).then(|| s.0.get(&layout_id(&m.layout())).cloned()).flatten())
     }
 
     fn combines_updates_itself(&self) -> bool {

@@ -2,7 +2,7 @@
 //! Networks", ICML 2022.
 //!
 //! Every client keeps a model of its own, whose architecture may differ from the other
-//! clients' (`[[model.groups]]`): mlp, cnn and lenet in one federation. No parameters are
+//! clients' (`[[model.per_client]]`): mlp, cnn and lenet in one federation. No parameters are
 //! shared. What travels is each model's representation of a common proxy set X_p: the server
 //! holds `proxy_samples` unlabeled samples (drawn once, in round 1, from the training samples no
 //! client holds: `data.subsample < 1`) and sends them once to every client (which keeps them),
@@ -39,7 +39,7 @@
 //! [model]
 //! use = "mlp"
 //!
-//! [[model.groups]]
+//! [[model.per_client]]
 //! use = "lenet"
 //! share = 0.5
 //! ```
@@ -231,6 +231,18 @@ impl Model for AlignedModel<'_> {
     fn forward(&mut self, params: &Params, batch: &Batch, mode: Mode, out: &mut Outputs) -> Result<()> {
         self.inner.forward(params, batch, mode, out)
     }
+    fn vjp(
+        &mut self,
+        params: &mut Params,
+        batch: &Batch,
+        mode: Mode,
+        head: &mut dyn fedkit_core::Head,
+        grad: Option<&mut Params>,
+        gx: Option<&mut Vec<f32>>,
+        rng: &mut RngStream,
+    ) -> Result<f32> {
+        self.inner.vjp(params, batch, mode, head, grad, gx, rng)
+    }
     fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params, rng: &mut RngStream) -> Result<f32> {
         let value = self.inner.loss_grad(params, batch, grad, rng)?;
         let scratch = self.scratch.get_or_insert_with(|| grad.zeros_like());
@@ -297,7 +309,19 @@ impl Algorithm for FedHenn {
                 "fedhenn adds its alignment term to the cross-entropy: use loss.use = \"cross_entropy\"",
             ));
         }
-        m.layout().output_layer().map(|_| ()).map_err(|e| Error::config("model.use", format!("fedhenn: {e}")))
+        let layout = m.layout();
+        let (w, b, _) = layout.output_layer().map_err(|e| Error::config("model.use", format!("fedhenn: {e}")))?;
+        if w.len() + b.len() == layout.trainable() {
+            return Err(Error::config(
+                "model.use",
+                "fedhenn aligns the representation the output layer reads, and this model has none to train (its features are its inputs): use a model with a hidden layer (mlp, lenet, cnn)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn combines_updates_itself(&self) -> bool {
+        true
     }
 
     fn broadcast(&self, _r: &RoundCtx, s: &ProxyState) -> Extras {

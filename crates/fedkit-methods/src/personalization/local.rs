@@ -9,7 +9,7 @@
 //! its change as its update, which `bytes_up` counts and the server ignores. A client's
 //! personalised model (per-client evaluation) is its own model; one that never trained is
 //! evaluated with the initial model. Clients may train different architectures
-//! (`[[model.groups]]`): each starts from its architecture's initial model.
+//! (`[[model.per_client]]`): each starts from its architecture's initial model.
 //!
 //! No parameters.
 //!
