@@ -22,6 +22,7 @@ fn all() -> Vec<Item> {
     v.extend(items_of("local step", fedkit_methods::local_steps()));
     v.extend(items_of("loss", fedkit_methods::losses()));
     v.extend(items_of("model", fedkit_models::models()));
+    v.extend(items_of("model compression method", fedkit_methods::model_compression()));
     v.extend(items_of("partitioner", fedkit_data::partitioners()));
     v.extend(fedkit_data::datasets().iter().map(|(name, src)| Item { kind: "dataset", name, doc: module_doc(src) }));
     v.extend(fedkit_data::transforms().iter().map(|(name, src)| Item {

@@ -547,3 +547,22 @@ fn plot_draws_a_curve_per_variant_with_a_seed_band_as_svg_and_png() {
         &["neither a run directory"],
     );
 }
+
+// `fedkit train`: one client holding every training sample, the config's model and [compress].
+#[test]
+fn train_runs_centrally_with_the_compression_method() {
+    let d = tmp("train");
+    let cfg = d.join("lt.toml");
+    std::fs::write(
+        &cfg,
+        "rounds = 3\n[data.synthetic]\nusers = 6\n[model]\nuse = \"mlp\"\nhidden = [8]\n[compress]\nuse = \"lottery_ticket\"\nevery = 1\n",
+    )
+    .unwrap();
+    let out = d.join("run");
+    let o = fedkit(&["train", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let resolved = std::fs::read_to_string(out.join("resolved.toml")).unwrap();
+    assert!(resolved.contains("clients = 1") && resolved.contains("lottery_ticket"), "{resolved}");
+    let last = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().last().unwrap().to_string();
+    assert!(last.contains("\"participants\":1") && last.contains("\"density\":0.64"), "{last}");
+}

@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod hessian;
 pub mod loss;
+pub mod mask;
 pub mod model;
 pub mod npy;
 pub mod optim;
@@ -29,6 +30,7 @@ pub use hessian::hessian_top_eigenvalue;
 pub use loss::{
     AdjustedPrediction, CrossEntropyLoss, Loss, LossData, LossRun, WithHead, balanced_accuracy, class_accuracy,
 };
+pub use mask::{Compress, CompressCtx, Mask, MaskHook, PruneScope};
 pub use model::{
     CrossEntropy, EvalStats, GradHook, Head, LocalStep, Mode, Model, ModelSpec, NoHook, OutputGrads, Outputs,
     PlainStep, StepCtx, TrainStats, argmax, evaluate_in_domain, evaluate_range, forward_head, local_train,

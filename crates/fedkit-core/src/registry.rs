@@ -17,6 +17,7 @@ pub enum Kind {
     Partitioner,
     Dataset,
     Model,
+    Compress,
 }
 
 impl Kind {
@@ -31,6 +32,7 @@ impl Kind {
             Kind::Partitioner => "data.partition",
             Kind::Dataset => "data",
             Kind::Model => "model",
+            Kind::Compress => "compress",
         }
     }
 }

@@ -88,6 +88,7 @@ mod client {
                 client_step(
                     e.algorithm.as_ref(),
                     &e.stages,
+                    None,
                     s.model.as_mut(),
                     &cx,
                     &e.fed.clients[s.client],

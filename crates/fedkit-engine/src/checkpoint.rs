@@ -115,7 +115,13 @@ impl Engine {
             server: self.server.to_bytes()?,
             clients: ClientsOut(&self.clients),
             aggregator: self.aggregator.state()?,
-            stages: self.stages.iter().map(|s| s.stage.state()).collect::<Result<_>>()?,
+            // `[compress]`'s state rides after the stages' (older checkpoints have none).
+            stages: self
+                .stages
+                .iter()
+                .map(|s| s.stage.state())
+                .chain(self.compress.iter().map(|c| c.state()))
+                .collect::<Result<_>>()?,
             records: &self.records,
             downlink: &self.downlink,
         };
@@ -131,7 +137,8 @@ impl Engine {
         let path = dir.join(CHECKPOINT_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let ck = decode(&bytes, &path)?;
-        if ck.global.len() != self.global.len() || ck.stages.len() != self.stages.len() {
+        let slots = self.stages.len() + self.compress.is_some() as usize;
+        if ck.global.len() != self.global.len() || ck.stages.len() != slots {
             return Err(Error::Data(format!("{}: checkpoint does not match this run's model", path.display())));
         }
         self.round = ck.round;
@@ -150,6 +157,9 @@ impl Engine {
         self.aggregator.load_state(&ck.aggregator)?;
         for (s, b) in self.stages.iter_mut().zip(&ck.stages) {
             s.stage.load_state(b)?;
+        }
+        if let (Some(c), Some(b)) = (self.compress.as_mut(), ck.stages.get(self.stages.len())) {
+            c.load_state(b)?;
         }
         self.records = ck.records;
         self.downlink = ck.downlink;

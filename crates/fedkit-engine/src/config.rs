@@ -45,6 +45,10 @@ pub struct RunConfig {
     pub loss: toml::Table,
     /// Stages, each `use = "<stage>"`, optional `on = "all" | "malicious" | "benign"`, parameters.
     pub pipeline: Vec<toml::Table>,
+    /// Model compression (`[compress] use = "lottery_ticket" | ...`): pruning or quantisation of
+    /// the model itself; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<toml::Table>,
     /// Secure aggregation of the updates (`use = "none" | "secagg" | "secagg_plus"`).
     pub secure_aggregation: SecureAggregation,
     /// Compression of the broadcast (`use = "none" | "fp16" | "bf16" | "topk" | "qsgd"`).
@@ -81,6 +85,7 @@ impl Default for RunConfig {
             local: table("plain"),
             loss: table("cross_entropy"),
             pipeline: Vec::new(),
+            compress: None,
             secure_aggregation: SecureAggregation::default(),
             downlink: Downlink::default(),
             output: Output::default(),
@@ -496,6 +501,8 @@ pub struct Built {
     pub loss: Box<dyn fedkit_core::Loss>,
     pub stages: Vec<StageSlot>,
     pub model: Box<dyn ModelSpec>,
+    /// `[compress]`: the model-compression method, if any.
+    pub compress: Option<Box<dyn fedkit_core::Compress>>,
     /// `[[model.per_client]]`: other architectures for some of the clients (empty: one model).
     pub groups: Vec<ModelGroup>,
 }
@@ -911,6 +918,15 @@ impl RunConfig {
             );
         }
         let (local, l) = build_from_table(fedkit_methods::local_steps(), Kind::LocalStep, "local", &self.local, &[])?;
+        let compress = match &self.compress {
+            None => None,
+            Some(t) => {
+                let (c, resolved) =
+                    build_from_table(fedkit_methods::model_compression(), Kind::Compress, "compress", t, &[])?;
+                self.compress = Some(resolved);
+                Some(c)
+            }
+        };
         let (loss, ls) = build_from_table(fedkit_methods::losses(), Kind::Loss, "loss", &self.loss, &[])?;
         let mut stages = Vec::new();
         for (i, st) in self.pipeline.iter_mut().enumerate() {
@@ -939,7 +955,7 @@ impl RunConfig {
         self.model = m;
         self.local = l;
         self.loss = ls;
-        Ok(Built { algorithm, aggregator, stages, model, local, loss, groups })
+        Ok(Built { algorithm, aggregator, stages, model, local, loss, groups, compress })
     }
 
     /// The resolved configuration as TOML text.

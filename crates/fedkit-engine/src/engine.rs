@@ -120,6 +120,8 @@ pub struct Engine {
     arch_of: Vec<u16>,
     /// The pooled training data (aggregators' root and probe sets; simulation only).
     server_data: ClientData,
+    /// `[compress]`: the model-compression method (its mask holds clients' pruned weights at 0).
+    pub compress: Option<Box<dyn fedkit_core::Compress>>,
 }
 
 /// How well (chosen cluster, true group) pairs agree, up to renaming the clusters: the best
@@ -168,7 +170,7 @@ impl Engine {
     pub fn new(mut cfg: RunConfig) -> Result<Engine> {
         let source = cfg.source.clone();
         let in_file = |e: Error| if source.is_empty() { e } else { e.in_file(&source) };
-        let Built { algorithm, aggregator, mut stages, model, local, mut loss, groups } =
+        let Built { algorithm, aggregator, mut stages, model, local, mut loss, groups, mut compress } =
             cfg.build().map_err(in_file)?;
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
@@ -186,6 +188,9 @@ impl Engine {
                     .map_err(|e| Error::config("model.init", e.to_string()))
             }
             .map_err(in_file)?;
+        }
+        if let Some(c) = compress.as_mut() {
+            c.start(&global).map_err(|e| in_file(e.under("compress")))?;
         }
         if let Some(&c) = cfg.output.keep_clients.iter().find(|&&c| c as usize >= fed.clients.len()) {
             let msg = format!("client {c} is not in the federation of {} clients", fed.clients.len());
@@ -369,6 +374,7 @@ impl Engine {
             server_model: model,
             groups,
             arch_of,
+            compress,
         })
     }
 
@@ -382,6 +388,22 @@ impl Engine {
     /// initial model.
     fn start_of(&self, a: usize) -> &Params {
         if a == 0 { &self.global } else { &self.groups[a - 1].init }
+    }
+
+    /// `[compress]` before `round`: prune or rewind the global model, then apply the mask.
+    fn compress_before(&mut self, round: u32) -> Result<fedkit_core::Metrics> {
+        let Some(c) = self.compress.as_mut() else { return Ok(fedkit_core::Metrics::new()) };
+        let cx = fedkit_core::CompressCtx {
+            round,
+            rounds: self.cfg.rounds,
+            seed: self.cfg.seed,
+            model: self.server_model.as_ref(),
+        };
+        let m = c.before_round(&cx, &mut self.global).map_err(|e| e.under("compress"))?;
+        if let Some(mask) = c.mask() {
+            mask.apply(&mut self.global);
+        }
+        Ok(m)
     }
 
     /// What each group's clients start from this round: the algorithm's model of that
@@ -497,6 +519,7 @@ impl Engine {
     /// aggregate, server stages, server rule, evaluate; returns its metrics and timings.
     pub fn run_round(&mut self) -> Result<(Record, Timings)> {
         let t0 = Instant::now();
+        let compressed = self.compress_before(self.round + 1)?;
         let plan = self.plan(self.round + 1)?;
         let broadcast = self.algorithm.broadcast(&self.round_ctx(&plan), self.server.as_ref())?;
         let personal = self.personal_downlinks(&plan, &broadcast)?;
@@ -525,6 +548,9 @@ impl Engine {
         let bytes_up = crate::receive::receive(&|c| self.start_of(self.architecture_of(c)).layout(), &mut ups, secure)?;
         self.kept_updates = ups.iter().filter(|u| self.cfg.output.keep_clients.contains(&u.client)).cloned().collect();
         let mut rec = self.client_metrics(&plan, &broadcast, &personal, &ups, &failed)?;
+        for (k, v) in &compressed {
+            rec.set(k, *v);
+        }
         rec.set("bytes_up", bytes_up as f64);
         self.last_failures = failed;
         let t1 = Instant::now();
@@ -640,6 +666,7 @@ impl Engine {
         let arch_of = &self.arch_of;
         let arch = move |j: usize| arch_of.get(plan.running[j].0 as usize).map_or(0, |&a| a as usize);
         let (round, seed, running, slots_ref) = (plan.round, cfg.seed, &plan.running, &slots);
+        let mask = self.compress.as_ref().and_then(|c| c.mask());
         let results = self.workers.map_on(running.len(), arch, move |model, j| {
             let (client, epochs) = running[j];
             let cx = ClientCtx {
@@ -659,7 +686,9 @@ impl Engine {
                 train_hook: None,
             };
             let mut slot = slots_ref[j].lock().unwrap_or_else(|p| p.into_inner());
-            client_step(algo, stages, model, &cx, &fed.clients[client as usize], &mut slot)
+            // The mask indexes `[model]`'s layout (clients of other architectures train unmasked).
+            let mask = mask.filter(|m| m.len() == cx.global.len());
+            client_step(algo, stages, mask, model, &cx, &fed.clients[client as usize], &mut slot)
                 .map_err(|e| ClientFailure { client, reason: e.to_string() })
         });
         for (&c, slot) in plan.run_ids.iter().zip(slots) {
@@ -805,6 +834,10 @@ impl Engine {
             architectures: &mut self.groups,
         };
         let m = self.algorithm.server_step(&r, &mut global, self.server.as_mut(), &agg, &mut view)?;
+        if let Some(mask) = self.compress.as_ref().and_then(|c| c.mask()) {
+            // Pruned weights stay zero whatever the server rule did.
+            mask.apply(&mut global);
+        }
         if !global.is_finite() {
             return Err(Error::Method(format!(
                 "round {round}: the global model diverged (non-finite values); lower client.lr"
@@ -1277,6 +1310,7 @@ fn evaluate_sets(
 pub fn client_step(
     algo: &dyn DynAlgorithm,
     stages: &[StageSlot],
+    mask: Option<&fedkit_core::Mask>,
     model: &mut dyn Model,
     cx: &ClientCtx,
     data: &ClientData,
@@ -1294,6 +1328,9 @@ pub fn client_step(
     let state = slot.state.get_or_insert_with(|| algo.new_client_state());
     let mut u = {
         let mut hooks: Vec<Box<dyn GradHook + '_>> = Vec::new();
+        if let Some(m) = mask {
+            hooks.push(Box::new(fedkit_core::MaskHook(m)));
+        }
         let mut step: Option<Box<dyn LocalStep + '_>> = None;
         for (s, mem) in stages.iter().zip(&slot.stage_mem) {
             if s.applies(cx.malicious) {
