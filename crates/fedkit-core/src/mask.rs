@@ -100,6 +100,25 @@ impl Mask {
     }
 }
 
+impl Mask {
+    /// Keep the `target` share of `layout`'s prunable coordinates with the highest `scores`
+    /// (over all of them; ties by index), pruning every other one; coordinates already pruned
+    /// stay pruned (their score is ignored).
+    pub fn keep_top(&mut self, layout: &Layout, scores: &[f64], target: f64) -> Result<()> {
+        if scores.len() != self.keep.len() {
+            return Err(Error::Shape(format!("{} scores for a mask of {} values", scores.len(), self.keep.len())));
+        }
+        let all: Vec<usize> = prunable(layout).into_iter().flatten().collect();
+        let want = (target.clamp(0.0, 1.0) * all.len() as f64).round() as usize;
+        let mut alive: Vec<usize> = all.into_iter().filter(|&i| self.keep[i]).collect();
+        alive.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        for &i in alive.iter().skip(want) {
+            self.keep[i] = false;
+        }
+        Ok(())
+    }
+}
+
 /// The prunable coordinate ranges of `layout`: its weight tensors.
 pub fn prunable(layout: &Layout) -> Vec<std::ops::Range<usize>> {
     layout.entries().iter().filter(|e| e.kind == ParamKind::Weight).map(|e| e.range()).collect()
@@ -124,8 +143,12 @@ pub struct CompressCtx<'a> {
     pub round: u32,
     pub rounds: u32,
     pub seed: u64,
-    /// The run's model architecture (a fresh initialisation for re-initialisation controls).
+    /// The run's model architecture (a fresh initialisation for re-initialisation controls; a
+    /// copy of it evaluates scores).
     pub model: &'a dyn Model,
+    /// The shape of one sample and the class count (data-free scores feed an input of ones).
+    pub feature_shape: &'a [usize],
+    pub classes: usize,
 }
 
 impl CompressCtx<'_> {

@@ -398,6 +398,8 @@ impl Engine {
             rounds: self.cfg.rounds,
             seed: self.cfg.seed,
             model: self.server_model.as_ref(),
+            feature_shape: &self.fed.train.feature_shape,
+            classes: self.fed.train.classes,
         };
         let m = c.before_round(&cx, &mut self.global).map_err(|e| e.under("compress"))?;
         if let Some(mask) = c.mask() {

@@ -95,3 +95,57 @@ fn a_wrong_compress_table_names_the_key() {
         .to_string();
     assert!(e.contains("compress.rewind_round"), "{e}");
 }
+
+// SynFlow's scores obey the paper's conservation law: with zero biases, the synaptic flow
+// through every weight layer of a ReLU network sums to the same R (the sum of the logits at
+// the absolute weights on an input of ones).
+#[test]
+fn synflow_scores_conserve_the_flow_layer_by_layer() {
+    use fedkit_core::{Batch, Mask, Mode, Outputs, ParamKind, RngStream};
+    let entry = fedkit_models::models().iter().find(|e| e.name == "mlp").unwrap();
+    let mut t = toml::Table::new();
+    t.insert("hidden".into(), toml::Value::Array(vec![toml::Value::Integer(16), toml::Value::Integer(8)]));
+    let mut m = (entry.build)(&t, &mut toml::Table::new()).unwrap().instantiate(&[12], 3).unwrap();
+    let mut w = m.init(&mut RngStream::new(4));
+    let layout = w.layout().clone();
+    for e in layout.entries().iter().filter(|e| e.kind == ParamKind::Bias) {
+        w.as_mut_slice()[e.range()].fill(0.0);
+    }
+    let scores =
+        fedkit_methods::model_compression::synflow::synaptic_flow(m.as_mut(), &w, &Mask::dense(w.len()), &[12], 3)
+            .unwrap();
+    let mut abs = w.clone();
+    abs.as_mut_slice().iter_mut().for_each(|v| *v = v.abs());
+    let mut out = Outputs::default();
+    let batch = Batch { x: vec![1.0; 12], y: vec![0], feature_shape: vec![12], classes: 3 };
+    m.forward(&abs, &batch, Mode::Eval, &mut out).unwrap();
+    let r: f64 = out.logits.iter().map(|&v| v as f64).sum();
+    let weights: Vec<_> = layout.entries().iter().filter(|e| e.kind == ParamKind::Weight).collect();
+    assert_eq!(weights.len(), 3);
+    for e in weights {
+        let flow: f64 = scores[e.range()].iter().sum();
+        assert!((flow - r).abs() <= 1e-4 * r, "{}: flow {flow} vs R {r}", e.name);
+    }
+}
+
+// Iterative SynFlow keeps every layer alive at a density where one-shot magnitude pruning at
+// initialisation removes a whole layer (layer collapse).
+#[test]
+fn synflow_avoids_the_layer_collapse_of_magnitude_pruning() {
+    let alive = |compress: &str| -> Vec<usize> {
+        let mut e = Engine::new(cfg(&["model.hidden=[64]", "rounds=1", compress])).unwrap();
+        e.run_round().unwrap();
+        let mask = e.compress.as_ref().and_then(|c| c.mask()).unwrap().clone();
+        let layout = e.global.layout().clone();
+        layout
+            .entries()
+            .iter()
+            .filter(|en| en.kind == fedkit_core::ParamKind::Weight)
+            .map(|en| en.range().filter(|&i| mask.keeps(i)).count())
+            .collect()
+    };
+    let flow = alive("compress={use=\"synflow\", density=0.01, iterations=50}");
+    let magnitude = alive("compress={use=\"synflow\", density=0.01, iterations=1, score=\"magnitude\"}");
+    assert!(flow.iter().all(|&k| k > 0), "synflow keeps every layer: {flow:?}");
+    assert!(magnitude.contains(&0), "magnitude at init collapses a layer: {magnitude:?}");
+}

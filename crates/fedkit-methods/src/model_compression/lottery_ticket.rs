@@ -151,7 +151,7 @@ mod tests {
 
     /// The context before the round after `done` rounds.
     fn ctx<'a>(done: u32, rounds: u32, m: &'a dyn Model) -> CompressCtx<'a> {
-        CompressCtx { round: done + 1, rounds, seed: 3, model: m }
+        CompressCtx { round: done + 1, rounds, seed: 3, model: m, feature_shape: &[4], classes: 3 }
     }
 
     // After a pruning step the survivors hold exactly the rewind round's values and the pruned
