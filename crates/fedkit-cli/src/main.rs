@@ -57,7 +57,9 @@ enum Command {
         quiet: bool,
     },
     /// Centralised training: CONFIG's model, data, loss and `[compress]` with one client that
-    /// holds all the training data (each round is `client.epochs` epochs over it)
+    /// holds all the training data (each round is `client.epochs` epochs over it). It sets
+    /// data.clients = 1 (IID), sampling.per_round = 1, algorithm = fedavg and aggregator = mean
+    /// before the --set overrides
     Train {
         /// The TOML config.
         config: PathBuf,
@@ -520,6 +522,7 @@ fn centralised(sets: Vec<String>) -> Vec<String> {
         "sampling.scheme=\"uniform\"",
         "sampling.drop_percent=0.0",
         "algorithm={use=\"fedavg\"}",
+        "aggregator={use=\"mean\"}",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -59,7 +59,7 @@ impl Mask {
         let (mut kept, mut all) = (0usize, 0usize);
         for r in prunable(layout) {
             all += r.len();
-            kept += self.keep[r].iter().filter(|k| **k).count();
+            kept += self.keep.get(r).map_or(0, |k| k.iter().filter(|k| **k).count());
         }
         if all == 0 { 1.0 } else { kept as f64 / all as f64 }
     }
@@ -108,7 +108,7 @@ impl Mask {
         if scores.len() != self.keep.len() {
             return Err(Error::Shape(format!("{} scores for a mask of {} values", scores.len(), self.keep.len())));
         }
-        let all: Vec<usize> = prunable(layout).into_iter().flatten().collect();
+        let all: Vec<usize> = prunable(layout).into_iter().flatten().filter(|&i| i < self.keep.len()).collect();
         let want = (target.clamp(0.0, 1.0) * all.len() as f64).round() as usize;
         let mut alive: Vec<usize> = all.into_iter().filter(|&i| self.keep[i]).collect();
         alive.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));

@@ -284,6 +284,13 @@ pub trait Algorithm: Send + Sync + 'static {
     fn supports_architectures(&self) -> bool {
         false
     }
+    /// False when the client rule cannot train under a `[compress]` mask: its own hook tracks an
+    /// iterate the mask would contradict (FedMid's and FedDualAvg's proximal points), or it
+    /// trains sub-models the mask does not index (HeteroFL). The engine refuses `[compress]`
+    /// for those. Default: true.
+    fn supports_masks(&self) -> bool {
+        true
+    }
     /// The server's model of the group architecture `layout` (FedDF's prototype of it), which
     /// the engine evaluates on the test set as `test_acc_group<g>` and `test_loss_group<g>`;
     /// `None` (the default): the server keeps no model of it.
@@ -421,6 +428,7 @@ pub trait DynAlgorithm: Send + Sync {
     fn combines_updates_itself(&self) -> bool;
     fn check_setup(&self, m: &dyn Model, loss_is_cross_entropy: bool) -> Result<()>;
     fn supports_architectures(&self) -> bool;
+    fn supports_masks(&self) -> bool;
     fn architecture_model(&self, s: &dyn AnyState, layout: &crate::Layout) -> Result<Option<Params>>;
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, st: &mut dyn AnyState)
     -> Result<Update>;
@@ -508,6 +516,9 @@ impl<A: Algorithm> DynAlgorithm for A {
     }
     fn supports_architectures(&self) -> bool {
         Algorithm::supports_architectures(self)
+    }
+    fn supports_masks(&self) -> bool {
+        Algorithm::supports_masks(self)
     }
     fn architecture_model(&self, s: &dyn AnyState, layout: &crate::Layout) -> Result<Option<Params>> {
         Ok(Algorithm::architecture_model(self, downcast::<A::Server>(s)?, layout))

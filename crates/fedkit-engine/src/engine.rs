@@ -190,6 +190,21 @@ impl Engine {
             .map_err(in_file)?;
         }
         if let Some(c) = compress.as_mut() {
+            if !algorithm.supports_masks() {
+                let name = cfg.algorithm.get("use").and_then(|v| v.as_str()).unwrap_or_default();
+                return Err(in_file(Error::config(
+                    "compress",
+                    format!(
+                        "`{name}` cannot train under a pruning mask (its client rule tracks its own iterate or sub-models): drop [compress] or use another algorithm"
+                    ),
+                )));
+            }
+            if cfg.downlink.kind != crate::config::DownlinkKind::None {
+                return Err(in_file(Error::config(
+                    "compress",
+                    "downlink compression sends model changes that do not keep pruned weights at zero: use downlink.use = \"none\" with [compress]",
+                )));
+            }
             c.start(&global).map_err(|e| in_file(e.under("compress")))?;
         }
         if let Some(&c) = cfg.output.keep_clients.iter().find(|&&c| c as usize >= fed.clients.len()) {
@@ -689,7 +704,7 @@ impl Engine {
             };
             let mut slot = slots_ref[j].lock().unwrap_or_else(|p| p.into_inner());
             // The mask indexes `[model]`'s layout (clients of other architectures train unmasked).
-            let mask = mask.filter(|m| m.len() == cx.global.len());
+            let mask = mask.filter(|_| arch(j) == 0);
             client_step(algo, stages, mask, model, &cx, &fed.clients[client as usize], &mut slot)
                 .map_err(|e| ClientFailure { client, reason: e.to_string() })
         });

@@ -149,3 +149,13 @@ fn synflow_avoids_the_layer_collapse_of_magnitude_pruning() {
     assert!(flow.iter().all(|&k| k > 0), "synflow keeps every layer: {flow:?}");
     assert!(magnitude.contains(&0), "magnitude at init collapses a layer: {magnitude:?}");
 }
+
+#[test]
+fn what_cannot_train_under_a_mask_is_refused() {
+    let refused = |sets: &[&str]| common::config(BASE, sets).and_then(Engine::new).err().unwrap().to_string();
+    let lt = "compress={use=\"lottery_ticket\"}";
+    let e = refused(&[lt, "algorithm.use=\"fedmid\""]);
+    assert!(e.contains("compress") && e.contains("fedmid"), "{e}");
+    let e = refused(&[lt, "downlink.use=\"fp16\""]);
+    assert!(e.contains("compress") && e.contains("downlink"), "{e}");
+}

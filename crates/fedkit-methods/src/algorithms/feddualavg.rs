@@ -129,6 +129,10 @@ impl Algorithm for FedDualAvg {
         true
     }
 
+    fn supports_masks(&self) -> bool {
+        false
+    }
+
     fn broadcast(&self, r: &RoundCtx, s: &FedDualAvgState) -> Extras {
         let mut e = Extras::default();
         e.insert(DUAL, Extra::Params(s.dual.clone().unwrap_or_else(|| r.global.clone())));

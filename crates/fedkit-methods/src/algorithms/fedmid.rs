@@ -89,6 +89,10 @@ impl Algorithm for FedMid {
         true
     }
 
+    fn supports_masks(&self) -> bool {
+        false
+    }
+
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _: &mut ()) -> Result<Update> {
         check_plain_sgd("fedmid", cx.train)?;
         let lr = cx.train.lr as f32;

@@ -14,8 +14,16 @@
 //! steps the density is (1 - p)^n. Biases and normalisation parameters are never pruned
 //! (rewound, though). The clients keep pruned weights at exactly zero. With `reinit = true`
 //! the surviving weights are drawn afresh instead of rewound (stream `lottery_reinit`): the
-//! paper's random re-initialisation control, which should train worse at low density.
+//! paper's random re-initialisation control, which should train worse at low density. One
+//! departure: the paper's control keeps the winning ticket's mask; here the control's masks
+//! come from pruning its own re-initialised networks (same schedule, same densities). Density
+//! is (1 - p)^n up to rounding per tensor.
 //! Round metric: `density` (kept share of the weights the round trains).
+//!
+//! What a rewind does not reset: the state of a stateful server rule or client rule (FedAvgM's
+//! momentum, FedAdam's moments, SCAFFOLD's control variates) carries over into the next
+//! cycle; with `fedavg` (and centrally) there is none. Personal models (pFedMe's, Per-FedAvg's
+//! adaptation, `[eval] finetune_steps`) are not masked.
 //!
 //! Parameters: `fraction` (p, default 0.2), `every` (rounds per pruning iteration, default
 //! 10), `steps` (pruning steps, default 0: as many as the rounds allow), `rewind_round` (k,

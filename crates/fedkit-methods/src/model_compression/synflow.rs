@@ -105,8 +105,21 @@ pub fn synaptic_flow(m: &mut dyn Model, w: &Params, mask: &Mask, shape: &[usize]
     };
     let mut grad = abs.zeros_like();
     let mut p = abs.clone();
-    m.vjp(&mut p, &batch, Mode::TrainFrozen, &mut head, Some(&mut grad), None, &mut RngStream::new(0))?;
-    Ok(abs.as_slice().iter().zip(grad.as_slice()).map(|(&t, &g)| t as f64 * g as f64).collect())
+    // Evaluation mode: normalisation layers use their running statistics (one sample has no
+    // batch statistics), as the reference code scores with model.eval().
+    let r = m.vjp(&mut p, &batch, Mode::Eval, &mut head, Some(&mut grad), None, &mut RngStream::new(0))?;
+    let scores: Vec<f64> = abs.as_slice().iter().zip(grad.as_slice()).map(|(&t, &g)| t as f64 * g as f64).collect();
+    if !r.is_finite() || scores.iter().any(|s| !s.is_finite()) {
+        return Err(Error::Method(format!(
+            "synflow: the synaptic flow R = {r} overflows f32 for this model; use a shallower model or score = \"magnitude\""
+        )));
+    }
+    if scores.iter().all(|&s| s == 0.0) && mask.density(w.layout()) > 0.0 {
+        return Err(Error::Method(
+            "synflow: every score is zero (the flow is cut): lower the iterations or raise the density".into(),
+        ));
+    }
+    Ok(scores)
 }
 
 impl Compress for SynFlow {

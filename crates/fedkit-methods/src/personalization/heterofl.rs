@@ -279,6 +279,10 @@ impl Algorithm for HeteroFl {
         true
     }
 
+    fn supports_masks(&self) -> bool {
+        false
+    }
+
     fn combines_updates_itself(&self) -> bool {
         true
     }
