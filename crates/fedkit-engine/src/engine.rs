@@ -684,6 +684,7 @@ impl Engine {
         let arch = move |j: usize| arch_of.get(plan.running[j].0 as usize).map_or(0, |&a| a as usize);
         let (round, seed, running, slots_ref) = (plan.round, cfg.seed, &plan.running, &slots);
         let mask = self.compress.as_ref().and_then(|c| c.mask());
+        let secure = cfg.secure_aggregation.protocol != SecAggProtocol::None;
         let results = self.workers.map_on(running.len(), arch, move |model, j| {
             let (client, epochs) = running[j];
             let cx = ClientCtx {
@@ -706,6 +707,12 @@ impl Engine {
             // The mask indexes `[model]`'s layout (clients of other architectures train unmasked).
             let mask = mask.filter(|_| arch(j) == 0);
             client_step(algo, stages, mask, model, &cx, &fed.clients[client as usize], &mut slot)
+                .and_then(|mut u| {
+                    if mask.is_some() && !secure {
+                        send_sparse(&mut u)?;
+                    }
+                    Ok(u)
+                })
                 .map_err(|e| ClientFailure { client, reason: e.to_string() })
         });
         for (&c, slot) in plan.run_ids.iter().zip(slots) {
@@ -759,6 +766,22 @@ impl Engine {
     /// personal downlink's own payloads and model size for the clients that have one.
     fn bytes_down(&self, broadcast: &Extras, personal: &[Option<(Extras, usize)>]) -> Result<usize> {
         let mut total = self.downlink_bytes.unwrap_or(0);
+        // A pruned global model goes down as a sparse message when that is shorter.
+        let masked = self.compress.as_ref().and_then(|c| c.mask()).is_some();
+        let model_len = |extras: &Extras| -> Result<usize> {
+            use fedkit_core::wire;
+            let dense = wire::dense_len(self.global.len(), extras)?;
+            if !masked {
+                return Ok(dense);
+            }
+            let m = wire::sparse_message(
+                wire::Kind::Broadcast,
+                wire::layout_id(self.global.layout()),
+                self.global.as_slice(),
+                extras,
+            );
+            Ok(wire::encode(&m)?.len().min(dense))
+        };
         for p in personal {
             let (extras, values) = p.as_ref().map_or((broadcast, self.global.len()), |(e, v)| (e, *v));
             total += match self.downlink_bytes {
@@ -777,6 +800,7 @@ impl Engine {
                 Some(_) => fedkit_core::wire::dense_len(0, extras)?,
                 // Nothing to send: a client that keeps its own model and gets no payload.
                 None if values == 0 && extras.0.is_empty() => 0,
+                None if values == self.global.len() => model_len(extras)?,
                 None => fedkit_core::wire::dense_len(values, extras)?,
             };
         }
@@ -1379,6 +1403,21 @@ pub fn client_step(
     }
     algo.commit(cx, &u, state.as_mut())?;
     Ok(u)
+}
+
+/// A pruned model's update as a sparse message of its non-zero coordinates, when that is
+/// shorter than the dense one and no compressor encoded it already (`receive` then counts it).
+fn send_sparse(u: &mut Update) -> Result<()> {
+    use fedkit_core::wire;
+    if u.extras.0.contains_key(wire::EXTRA_KEY) {
+        return Ok(());
+    }
+    let m = wire::sparse_message(wire::Kind::Update, wire::layout_id(u.delta.layout()), u.delta.as_slice(), &u.extras);
+    let bytes = wire::encode(&m)?;
+    if bytes.len() < wire::dense_len(u.delta.len(), &u.extras)? {
+        u.extras.insert(wire::EXTRA_KEY, fedkit_core::Extra::Bytes(bytes));
+    }
+    Ok(())
 }
 
 /// Several stages' training-time hooks, in the pipeline's order.

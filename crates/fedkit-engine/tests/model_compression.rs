@@ -159,3 +159,18 @@ fn what_cannot_train_under_a_mask_is_refused() {
     let e = refused(&[lt, "downlink.use=\"fp16\""]);
     assert!(e.contains("compress") && e.contains("downlink"), "{e}");
 }
+
+// A pruned model and its updates travel as sparse messages: at a quarter of the weights both
+// byte counts fall well below the dense round's, and the decoded updates are the same values.
+#[test]
+fn pruned_models_travel_sparse() {
+    let e = common::run(cfg(&["compress={use=\"lottery_ticket\", every=1, fraction=0.5}", "rounds=3"]));
+    let (r1, r3) = (&e.records[0], &e.records[2]);
+    assert_eq!(r3.get("density"), Some(0.25));
+    for key in ["bytes_up", "bytes_down"] {
+        let (dense, sparse) = (r1.get(key).unwrap(), r3.get(key).unwrap());
+        assert!(sparse < 0.6 * dense, "{key}: {sparse} vs {dense}");
+    }
+    let plain = common::run(cfg(&["rounds=1"]));
+    assert_eq!(plain.records[0].get("bytes_up"), r1.get("bytes_up"), "round 1 is dense");
+}

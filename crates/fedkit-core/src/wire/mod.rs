@@ -555,6 +555,18 @@ fn decode_block(tag: u8, p: &mut Cursor, room: usize) -> Result<Block> {
     })
 }
 
+/// A message carrying `values` as one sparse block of their non-zero coordinates (a pruned
+/// model or its update: `[compress]`), then `extras` when there are some.
+pub fn sparse_message(kind: Kind, layout_id: u64, values: &[f32], extras: &Extras) -> Message {
+    let indices: Vec<u32> = (0..values.len() as u32).filter(|&i| values[i as usize] != 0.0).collect();
+    let nonzero = indices.iter().map(|&i| values[i as usize]).collect();
+    let mut blocks = vec![Block::Sparse { len: values.len() as u32, indices, values: nonzero }];
+    if !extras.0.is_empty() {
+        blocks.push(Block::Extras(extras.clone()));
+    }
+    Message { kind, layout_id, blocks }
+}
+
 /// The wire length of a dense f32 message of `len` values (the default when no compressor
 /// runs), the same as `encode(...).len()`.
 pub fn dense_len(len: usize, extras: &Extras) -> Result<usize> {
