@@ -503,6 +503,8 @@ pub struct Built {
     pub model: Box<dyn ModelSpec>,
     /// `[compress]`: the model-compression method, if any.
     pub compress: Option<Box<dyn fedkit_core::Compress>>,
+    /// `[model] quant`: binary or k-bit weights in the forward pass, if any.
+    pub quant: Option<fedkit_models::quantized::QuantConfig>,
     /// `[[model.per_client]]`: other architectures for some of the clients (empty: one model).
     pub groups: Vec<ModelGroup>,
 }
@@ -898,8 +900,14 @@ impl RunConfig {
         let (aggregator, g) =
             build_from_table(fedkit_methods::aggregators(), Kind::Aggregator, "aggregator", &self.aggregator, &[])?;
         aggregator.check_cohort(self.sampling.per_round)?;
-        let (model, mut m) =
-            build_from_table(fedkit_models::models(), Kind::Model, "model", &self.model, &["init", "per_client"])?;
+        let (model, mut m) = build_from_table(
+            fedkit_models::models(),
+            Kind::Model,
+            "model",
+            &self.model,
+            &["init", "per_client", "quant"],
+        )?;
+        let quant = self.model.get("quant").map(fedkit_models::quantized::QuantConfig::from_value).transpose()?;
         let (groups, resolved_groups) = model_groups(&self.model)?;
         if !groups.is_empty() {
             m.insert("per_client".into(), toml::Value::Array(resolved_groups));
@@ -955,7 +963,7 @@ impl RunConfig {
         self.model = m;
         self.local = l;
         self.loss = ls;
-        Ok(Built { algorithm, aggregator, stages, model, local, loss, groups, compress })
+        Ok(Built { algorithm, aggregator, stages, model, local, loss, groups, compress, quant })
     }
 
     /// The resolved configuration as TOML text.

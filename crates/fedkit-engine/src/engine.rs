@@ -170,11 +170,15 @@ impl Engine {
     pub fn new(mut cfg: RunConfig) -> Result<Engine> {
         let source = cfg.source.clone();
         let in_file = |e: Error| if source.is_empty() { e } else { e.in_file(&source) };
-        let Built { algorithm, aggregator, mut stages, model, local, mut loss, groups, mut compress } =
+        let Built { algorithm, aggregator, mut stages, model, local, mut loss, groups, mut compress, quant } =
             cfg.build().map_err(in_file)?;
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
+        let model: Box<dyn Model> = match quant {
+            Some(q) => Box::new(fedkit_models::quantized::QuantizedModel::new(model, q)),
+            None => model,
+        };
         let mut global = model.init(&mut RngStream::derive(cfg.seed, "init", 0, 0));
         if let Some(dir) = &cfg.init_from {
             global = initial_model(std::path::Path::new(dir), &global, "init_from").map_err(in_file)?;

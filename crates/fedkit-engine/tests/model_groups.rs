@@ -158,7 +158,7 @@ fn no_model_parameter_uses_a_reserved_key() {
     for e in fedkit_models::models() {
         let mut resolved = toml::Table::new();
         (e.build)(&toml::Table::new(), &mut resolved).unwrap();
-        for k in ["init", "per_client", "share", "clients"] {
+        for k in ["init", "per_client", "quant", "share", "clients"] {
             assert!(!resolved.contains_key(k), "model `{}` has a parameter `{k}`", e.name);
         }
     }

@@ -12,6 +12,7 @@ pub mod lenet;
 pub mod logreg;
 pub mod mlp;
 mod nets;
+pub mod quantized;
 pub mod resnet;
 
 pub use nets::Norm;
