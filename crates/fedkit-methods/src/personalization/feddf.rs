@@ -215,6 +215,18 @@ pub fn distil_with(
     Ok((mean(&kls[..k.min(kls.len())]), mean(&kls[kls.len().saturating_sub(k)..])))
 }
 
+/// The server's unlabeled data, or an error naming `data.subsample` when there is none.
+fn unlabeled<'a>(name: &str, view: &ServerView<'a>) -> Result<&'a ClientData> {
+    view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
+        Error::config(
+            "data.subsample",
+            format!(
+                "{name} distils on the training samples no client holds, and there are none: set data.subsample < 1"
+            ),
+        )
+    })
+}
+
 /// What a distilling server rule starts from: the unlabeled data and the round's client models
 /// (global + delta of every accepted update); `None` when there is nothing to distil (no
 /// steps, no updates).
@@ -227,14 +239,7 @@ pub(crate) fn distillation_inputs<'a>(
     if steps == 0 || view.updates.is_empty() {
         return Ok(None);
     }
-    let data = view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
-        Error::config(
-            "algorithm.use",
-            format!(
-                "{name} distils on the training samples no client holds, and there are none: set data.subsample < 1"
-            ),
-        )
-    })?;
+    let data = unlabeled(name, view)?;
     let models = view
         .updates
         .iter()
@@ -316,12 +321,7 @@ impl FedDf {
             students.push((Some(p.0), p.3.clone()));
         }
         if self.steps > 0 && !teachers.is_empty() {
-            let data = view.unlabeled.filter(|d| !d.is_empty()).ok_or_else(|| {
-                Error::config(
-                    "data.subsample",
-                    "feddf distils on the training samples no client holds, and there are none: set data.subsample < 1",
-                )
-            })?;
+            let data = unlabeled("feddf", view)?;
             let refs: Vec<&Params> = teachers.iter().collect();
             // The teachers' model objects: copies, so that the student's stays free.
             let mut objects: Vec<Box<dyn Model>> = vec![view.model.clone_box()];
