@@ -20,6 +20,7 @@ fn random_images(n: usize, shape: &[usize], classes: usize) -> Arc<Dataset> {
         feature_shape: shape.to_vec(),
         classes,
         users: None,
+        targets: Vec::new(),
     })
 }
 

@@ -106,8 +106,15 @@ mod tests {
     fn points_within_the_radius_of_the_boundary_are_critical() {
         let n = 1000;
         let x: Vec<f32> = (0..n).map(|i| (i as f32 + 0.5) / n as f32).collect();
-        let data =
-            Arc::new(Dataset { name: "t".into(), x, y: vec![0; n], feature_shape: vec![1], classes: 2, users: None });
+        let data = Arc::new(Dataset {
+            name: "t".into(),
+            x,
+            y: vec![0; n],
+            feature_shape: vec![1],
+            classes: 2,
+            users: None,
+            targets: Vec::new(),
+        });
         let mut l = Layout::new();
         l.push("w", &[1], ParamKind::Weight);
         let mut m = Threshold { layout: Arc::new(l) };

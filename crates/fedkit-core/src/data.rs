@@ -19,6 +19,11 @@ pub struct Dataset {
     pub classes: usize,
     /// The natural owner of each sample (e.g. the user of FedProx's synthetic data), if any.
     pub users: Option<Vec<u32>>,
+    /// Per-position targets of sequence data, `len() * positions()` class indices (a language
+    /// model's next tokens: sample i's targets are `targets[i * T..(i + 1) * T]`); empty for
+    /// data with one label per sample. `y` keeps one label per sample either way (for
+    /// partitioners and label histograms).
+    pub targets: Vec<u32>,
 }
 
 impl Dataset {
@@ -33,6 +38,11 @@ impl Dataset {
     /// Number of f32 values per sample.
     pub fn feature_len(&self) -> usize {
         self.feature_shape.iter().product()
+    }
+    /// Targets per sample: T for sequence data with per-position targets, 0 for one label per
+    /// sample.
+    pub fn positions(&self) -> usize {
+        if self.targets.is_empty() { 0 } else { self.targets.len() / self.len().max(1) }
     }
     /// Features of sample `i`.
     pub fn features(&self, i: usize) -> &[f32] {
@@ -53,6 +63,20 @@ impl Dataset {
         }
         if let Some(&bad) = self.y.iter().find(|&&c| c as usize >= self.classes) {
             return Err(Error::Data(format!("{}: label {bad} outside 0..{}", self.name, self.classes)));
+        }
+        if !self.targets.is_empty() {
+            let t = self.positions();
+            if t == 0 || self.targets.len() != self.len() * t {
+                return Err(Error::Data(format!(
+                    "{}: {} per-position targets for {} samples (a whole number per sample expected)",
+                    self.name,
+                    self.targets.len(),
+                    self.len()
+                )));
+            }
+            if let Some(&bad) = self.targets.iter().find(|&&c| c as usize >= self.classes) {
+                return Err(Error::Data(format!("{}: target {bad} outside 0..{}", self.name, self.classes)));
+            }
         }
         if let Some(u) = &self.users {
             if u.len() != self.y.len() {
@@ -188,6 +212,12 @@ impl ClientData {
             }
         }
         if let Some(l) = &self.labels {
+            if self.data.positions() > 0 {
+                return Err(Error::Data(format!(
+                    "{} has per-position targets (sequence data): per-client labels (label noise, label flipping) need one label per sample",
+                    self.data.name
+                )));
+            }
             if l.len() != self.idx.len() {
                 return Err(Error::Data(format!("{} labels for {} samples", l.len(), self.idx.len())));
             }
@@ -206,6 +236,9 @@ pub struct Batch {
     pub x: Vec<f32>,
     /// `n` labels.
     pub y: Vec<u32>,
+    /// `n * T` per-position targets of sequence data (see [`Dataset::targets`]); empty for one
+    /// label per sample.
+    pub targets: Vec<u32>,
     /// Shape of one sample.
     pub feature_shape: Vec<usize>,
     /// Number of classes.
@@ -221,16 +254,28 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.y.is_empty()
     }
+    /// What a loss is measured against: the per-position targets of sequence data, else the
+    /// per-sample labels.
+    pub fn labels(&self) -> &[u32] {
+        if self.targets.is_empty() { &self.y } else { &self.targets }
+    }
+    /// Targets per sample: T for sequence data, 0 for one label per sample.
+    pub fn positions(&self) -> usize {
+        if self.targets.is_empty() { 0 } else { self.targets.len() / self.len().max(1) }
+    }
     /// Refill with the samples `ids` (positions in `cd.idx`), applying the client's affine
     /// transform and then adding its feature noise drawn from `rng`.
     pub fn fill(&mut self, cd: &ClientData, ids: &[usize], rng: &mut crate::RngStream) {
         let d = cd.data.feature_len();
+        let t = cd.data.positions();
         self.x.clear();
         self.y.clear();
+        self.targets.clear();
         self.feature_shape.clone_from(&cd.data.feature_shape);
         self.classes = cd.data.classes;
         for &p in ids {
             let i = cd.idx[p] as usize;
+            self.targets.extend_from_slice(&cd.data.targets[i * t..(i + 1) * t]);
             let start = self.x.len();
             self.x.extend_from_slice(&cd.data.x[i * d..(i + 1) * d]);
             if let Some(s) = cd.stamp.as_ref().filter(|s| s.positions[p]) {
@@ -260,7 +305,8 @@ mod tests {
     fn client(noise_std: f32, affine: FeatureAffine) -> ClientData {
         let x = (0..6).flat_map(|i| [i as f32, -(i as f32) / 2.0]).collect();
         let y = (0..6).map(|i| i % 3).collect();
-        let data = Dataset { name: "t".into(), x, y, feature_shape: vec![2], classes: 3, users: None };
+        let data =
+            Dataset { name: "t".into(), x, y, feature_shape: vec![2], classes: 3, users: None, targets: Vec::new() };
         ClientData { data: Arc::new(data), idx: [1, 3, 4].into(), noise_std, affine, labels: None, stamp: None }
     }
 
@@ -281,6 +327,29 @@ mod tests {
         // The identity leaves the features bit for bit, and the clean view drops the transform.
         assert_eq!(filled(&client(0.0, FeatureAffine::IDENTITY), &[2, 0], 1).x, [4.0, -2.0, 1.0, -0.5]);
         assert_eq!(filled(&cd.without_transforms(), &[2, 0], 1).x, [4.0, -2.0, 1.0, -0.5]);
+    }
+
+    #[test]
+    fn sequence_targets_travel_with_their_samples_and_are_checked() {
+        let mut cd = client(0.0, FeatureAffine::IDENTITY);
+        let mut data = (*cd.data).clone();
+        // Two targets per sample: sample i's are [i, (i + 1) % 3].
+        data.targets = (0..6).flat_map(|i| [i % 3, (i + 1) % 3]).collect();
+        data.validate().unwrap();
+        assert_eq!(data.positions(), 2);
+        cd.data = Arc::new(data.clone());
+        let b = filled(&cd, &[2, 0], 1);
+        assert_eq!((b.positions(), b.labels()), (2, &[1u32, 2, 1, 2][..]), "samples 4 and 1, in order");
+        assert_eq!(b.y, [1, 1], "one label per sample stays");
+        let mut bad = data.clone();
+        bad.targets.pop();
+        assert!(bad.validate().is_err(), "11 targets for 6 samples");
+        bad.targets = vec![3; 12];
+        assert!(bad.validate().is_err(), "target 3 of 3 classes");
+        // Per-client labels cannot relabel sequence data.
+        cd.labels = Some([0u32, 0, 0].into());
+        let e = cd.validate_labels().unwrap_err().to_string();
+        assert!(e.contains("per-position targets"), "{e}");
     }
 
     #[test]

@@ -175,7 +175,8 @@ mod tests {
             })
             .collect();
         let y: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
-        let data = Dataset { name: "ls".into(), x, y, feature_shape: vec![d], classes: 3, users: None };
+        let data =
+            Dataset { name: "ls".into(), x, y, feature_shape: vec![d], classes: 3, users: None, targets: Vec::new() };
         let data = ClientData::whole(Arc::new(data));
         let mut h = vec![vec![0.0f64; d + 1]; d + 1];
         for i in 0..n {

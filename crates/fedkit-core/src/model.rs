@@ -80,21 +80,22 @@ impl<F: FnMut(&Outputs, &Batch, &mut OutputGrads) -> Result<f32>> Head for F {
     }
 }
 
-/// The mean softmax cross-entropy of the logits against `batch.y`, the models' default loss.
-/// Its gradient is `(softmax(z_i) - onehot(y_i)) / n`, computed in the same order as the native
-/// models' fused path (so both give the same bits).
+/// The mean softmax cross-entropy of the logits against `batch.labels()` (the per-sample labels,
+/// or every position's target of sequence data), the models' default loss. Its gradient is
+/// `(softmax(z_i) - onehot(y_i)) / n`, computed in the same order as the native models' fused
+/// path (so both give the same bits).
 pub struct CrossEntropy;
 
 impl Head for CrossEntropy {
     fn value_grad(&mut self, out: &Outputs, batch: &Batch, g: &mut OutputGrads) -> Result<f32> {
-        let (c, n) = (out.classes, batch.len());
-        check_labels(batch, c)?;
+        let (c, y) = (out.classes, batch.labels());
+        check_targets(batch, out)?;
         g.logits.clear();
         g.logits.extend_from_slice(&out.logits);
         g.features.clear();
-        let (loss, _) = softmax_cross_entropy(&mut g.logits, &batch.y, c);
-        logits_to_grad(&mut g.logits, &batch.y, c);
-        Ok((loss / n.max(1) as f64) as f32)
+        let (loss, _) = softmax_cross_entropy(&mut g.logits, y, c);
+        logits_to_grad(&mut g.logits, y, c);
+        Ok((loss / y.len().max(1) as f64) as f32)
     }
 }
 
@@ -130,9 +131,35 @@ pub fn check_output_grads(out: &Outputs, g: &OutputGrads) -> Result<()> {
     Ok(())
 }
 
-/// An error when a label of `batch` is not below `classes`.
+/// An error when a label of `batch` is not below `classes`, or when the batch is sequence data
+/// (per-position targets): the losses that call this read one label per sample.
 pub fn check_labels(batch: &Batch, classes: usize) -> Result<()> {
-    match batch.y.iter().find(|&&y| y as usize >= classes) {
+    if batch.positions() > 0 {
+        return Err(crate::Error::Method(
+            "this loss needs one label per sample; the data has a target per position (sequence data): use a method with the default cross-entropy".into(),
+        ));
+    }
+    in_range(&batch.y, classes)
+}
+
+/// An error unless `out` has one row of logits per entry of `batch.labels()` and every label is
+/// below the number of classes: the check of the cross-entropy, which also serves sequence data
+/// (one row per position).
+pub fn check_targets(batch: &Batch, out: &Outputs) -> Result<()> {
+    let y = batch.labels();
+    if out.len() != y.len() {
+        return Err(crate::Error::Shape(format!(
+            "the model gave {} rows of logits for {} targets ({} samples)",
+            out.len(),
+            y.len(),
+            batch.len()
+        )));
+    }
+    in_range(y, out.classes)
+}
+
+fn in_range(y: &[u32], classes: usize) -> Result<()> {
+    match y.iter().find(|&&y| y as usize >= classes) {
         Some(y) => Err(crate::Error::Shape(format!("label {y} out of range for {classes} classes"))),
         None => Ok(()),
     }
@@ -221,17 +248,23 @@ pub trait Model: Send {
     fn width_scaled(&self, rate: f64) -> Result<Box<dyn Model>> {
         Err(no_hidden_widths(rate))
     }
+    /// True for a sequence model that returns one row of outputs per position when a batch has
+    /// per-position targets (`transformer`); the others predict one label per sample and refuse
+    /// such data ([`check_fits`]).
+    fn per_position(&self) -> bool {
+        false
+    }
     /// Mean cross-entropy loss over `batch` (training mode) and its gradient into `grad`.
     fn loss_grad(&mut self, params: &mut Params, batch: &Batch, grad: &mut Params, rng: &mut RngStream) -> Result<f32> {
         self.vjp(params, batch, Mode::Train, &mut CrossEntropy, Some(grad), None, rng)
     }
-    /// Summed cross-entropy loss and number of correct top-1 predictions over `batch`
-    /// (evaluation mode).
+    /// Summed cross-entropy loss and number of correct top-1 predictions over `batch.labels()`
+    /// (evaluation mode; sequence data counts every position).
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
         let mut out = Outputs::default();
         self.forward(params, batch, Mode::Eval, &mut out)?;
-        check_labels(batch, out.classes)?;
-        Ok(softmax_cross_entropy(&mut out.logits, &batch.y, out.classes))
+        check_targets(batch, &out)?;
+        Ok(softmax_cross_entropy(&mut out.logits, batch.labels(), out.classes))
     }
     /// Mean cross-entropy over `batch` (training mode, buffers untouched) and its gradient with
     /// respect to the inputs, into `gx`: adversarial training (WRM) and input-space attacks.
@@ -239,19 +272,36 @@ pub trait Model: Send {
         let mut p = params.clone();
         self.vjp(&mut p, batch, Mode::TrainFrozen, &mut CrossEntropy, None, Some(gx), &mut RngStream::new(0))
     }
-    /// Each sample's cross-entropy loss (evaluation mode), into `out`.
+    /// Each sample's cross-entropy loss (evaluation mode), into `out`; for sequence data the
+    /// mean over the sample's positions.
     fn per_example_loss(&mut self, params: &Params, batch: &Batch, out: &mut Vec<f32>) -> Result<()> {
         let mut o = Outputs::default();
         self.forward(params, batch, Mode::Eval, &mut o)?;
-        check_labels(batch, o.classes)?;
+        check_targets(batch, &o)?;
+        let t = batch.positions().max(1);
         out.clear();
-        for (i, &y) in batch.y.iter().enumerate() {
-            let mut row = o.logits_of(i).to_vec();
-            let (l, _) = softmax_cross_entropy(&mut row, &[y], o.classes);
-            out.push(l as f32);
+        for (s, ys) in batch.labels().chunks(t).enumerate() {
+            let mut rows = o.logits[s * t * o.classes..(s + 1) * t * o.classes].to_vec();
+            let (l, _) = softmax_cross_entropy(&mut rows, ys, o.classes);
+            out.push((l / t as f64) as f32);
         }
         Ok(())
     }
+}
+
+/// An error, under `key`, when `data` has per-position targets (sequence data) and `model`
+/// predicts one label per sample.
+pub fn check_fits(model: &dyn Model, data: &crate::Dataset, key: &str) -> Result<()> {
+    if data.positions() > 0 && !model.per_position() {
+        return Err(crate::Error::config(
+            key,
+            format!(
+                "{} has a target per position (sequence data) and this model predicts one label per sample: use \"transformer\"",
+                data.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The error of a model without [`Model::width_scaled`].
@@ -466,7 +516,7 @@ pub fn evaluate_in_domain(
     for chunk in ids.chunks(batch_size.max(1)) {
         batch.fill(data, chunk, rng);
         let (l, c) = model.eval_batch(params, &batch)?;
-        out = out.merge(EvalStats { loss_sum: l, correct: c, count: chunk.len() });
+        out = out.merge(EvalStats { loss_sum: l, correct: c, count: batch.labels().len() });
     }
     Ok(out)
 }
@@ -505,7 +555,15 @@ mod tests {
     #[test]
     fn evaluate_range_is_clean_and_evaluate_in_domain_keeps_the_domain() {
         let x: Vec<f32> = (0..5).map(|i| i as f32 * 0.5).collect(); // 0, 0.5, 1, 1.5, 2
-        let data = Dataset { name: "t".into(), x, y: vec![0; 5], feature_shape: vec![1], classes: 2, users: None };
+        let data = Dataset {
+            name: "t".into(),
+            x,
+            y: vec![0; 5],
+            feature_shape: vec![1],
+            classes: 2,
+            users: None,
+            targets: Vec::new(),
+        };
         let mut l = Layout::new();
         l.push("w", &[1], ParamKind::Weight);
         let mut model = FeatureSum { layout: Arc::new(l) };
@@ -561,7 +619,15 @@ mod tests {
     fn each_epoch_visits_the_samples_in_the_streams_next_permutation() {
         let n = 23;
         let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let data = Dataset { name: "t".into(), x, y: vec![0; n], feature_shape: vec![1], classes: 2, users: None };
+        let data = Dataset {
+            name: "t".into(),
+            x,
+            y: vec![0; n],
+            feature_shape: vec![1],
+            classes: 2,
+            users: None,
+            targets: Vec::new(),
+        };
         let cd = ClientData::whole(Arc::new(data));
         let mut l = Layout::new();
         l.push("w", &[1], ParamKind::Weight);

@@ -70,7 +70,15 @@ fn dataset(dir: &Path, files: &[String], part: &str) -> Result<Dataset> {
     for f in files {
         read_batch(&dir.join(f), &mut x, &mut y)?;
     }
-    Ok(Dataset { name: format!("cifar10/{part}"), x, y, feature_shape: vec![3, 32, 32], classes: 10, users: None })
+    Ok(Dataset {
+        name: format!("cifar10/{part}"),
+        x,
+        y,
+        feature_shape: vec![3, 32, 32],
+        classes: 10,
+        users: None,
+        targets: Vec::new(),
+    })
 }
 
 /// Load (train, test) from `data_dir`.

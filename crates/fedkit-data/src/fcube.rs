@@ -30,7 +30,7 @@ pub const TRAIN_PER_LOCATION: usize = 1000;
 pub const TEST_POINTS: usize = 1000;
 
 fn dataset(name: &str, x: Vec<f32>, y: Vec<u32>) -> Dataset {
-    Dataset { name: name.into(), x, y, feature_shape: vec![3], classes: 2, users: None }
+    Dataset { name: name.into(), x, y, feature_shape: vec![3], classes: 2, users: None, targets: Vec::new() }
 }
 
 /// Generate (train, test) as NIID-Bench does.

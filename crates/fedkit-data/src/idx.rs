@@ -107,6 +107,7 @@ pub fn load_idx_pair(images: &Path, labels: &Path, classes: usize, name: &str) -
         feature_shape: vec![1, dims[1], dims[2]],
         classes,
         users: None,
+        targets: Vec::new(),
     })
 }
 

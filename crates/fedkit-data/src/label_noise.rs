@@ -106,6 +106,7 @@ mod tests {
             feature_shape: vec![1],
             classes: 5,
             users: None,
+            targets: Vec::new(),
         });
         (0..2)
             .map(|c| ClientData {

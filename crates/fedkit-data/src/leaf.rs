@@ -296,6 +296,7 @@ pub fn load(kind: LeafKind, data_dir: Option<&str>) -> Result<(Dataset, Dataset)
             y: split.y,
             feature_shape: kind.feature_shape(),
             classes: kind.classes(),
+            targets: Vec::new(),
         }
     };
     Ok((dataset(train, "train"), dataset(test, "test")))

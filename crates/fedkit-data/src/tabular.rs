@@ -421,6 +421,7 @@ fn load_csv(p: &TabularParams) -> Result<(Dataset, Dataset)> {
         feature_shape: vec![part.d],
         classes,
         users,
+        targets: Vec::new(),
     };
     Ok((dataset(train, y_train, u_train, "train"), dataset(test, y_test, u_test, "test")))
 }
@@ -466,7 +467,15 @@ fn read_npy_pair(features: &str, labels: &str, part: &str) -> Result<Dataset> {
             x[i]
         )));
     }
-    Ok(Dataset { name: format!("tabular/{part}"), x, y, feature_shape: a.shape[1..].to_vec(), classes: 0, users: None })
+    Ok(Dataset {
+        name: format!("tabular/{part}"),
+        x,
+        y,
+        feature_shape: a.shape[1..].to_vec(),
+        classes: 0,
+        users: None,
+        targets: Vec::new(),
+    })
 }
 
 /// Both NPY splits.

@@ -85,6 +85,7 @@ fn cohort(spec: &str, n: usize) -> Cohort {
         feature_shape: vec![1, 28, 28],
         classes: 10,
         users: None,
+        targets: Vec::new(),
     };
     Cohort {
         updates,

@@ -143,6 +143,7 @@ mod model {
             y: (0..32).map(|i| i % 10).collect(),
             feature_shape: shape.to_vec(),
             classes: 10,
+            targets: Vec::new(),
         };
         b.bench_local(|| {
             black_box(m.loss_grad(&mut w, &batch, &mut g, &mut rng).expect("loss"));

@@ -175,6 +175,7 @@ impl Engine {
         let fed = fedkit_data::build_federation(&cfg.data, cfg.seed).map_err(in_file)?;
         cfg.data.partition = fed.partition.clone();
         let model = model.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(in_file)?;
+        fedkit_core::model::check_fits(&*model, &fed.train, "model.use").map_err(in_file)?;
         let model: Box<dyn Model> = match quant {
             Some(q) => Box::new(fedkit_models::quantized::QuantizedModel::new(model, q)),
             None => model,
@@ -220,7 +221,9 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                g.spec.instantiate(&fed.train.feature_shape, fed.train.classes).map_err(|e| in_file(in_group(e, i)))
+                let m = g.spec.instantiate(&fed.train.feature_shape, fed.train.classes);
+                let m = m.and_then(|m| fedkit_core::model::check_fits(&*m, &fed.train, "model.use").map(|_| m));
+                m.map_err(|e| in_file(in_group(e, i)))
             })
             .collect::<Result<Vec<_>>>()?;
         for (i, m) in group_models.iter().enumerate() {

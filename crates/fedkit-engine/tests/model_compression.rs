@@ -117,7 +117,7 @@ fn synflow_scores_conserve_the_flow_layer_by_layer() {
     let mut abs = w.clone();
     abs.as_mut_slice().iter_mut().for_each(|v| *v = v.abs());
     let mut out = Outputs::default();
-    let batch = Batch { x: vec![1.0; 12], y: vec![0], feature_shape: vec![12], classes: 3 };
+    let batch = Batch { x: vec![1.0; 12], y: vec![0], feature_shape: vec![12], classes: 3, targets: Vec::new() };
     m.forward(&abs, &batch, Mode::Eval, &mut out).unwrap();
     let r: f64 = out.logits.iter().map(|&v| v as f64).sum();
     let weights: Vec<_> = layout.entries().iter().filter(|e| e.kind == ParamKind::Weight).collect();

@@ -34,6 +34,7 @@ pub struct Leaves<'a> {
     device: Device,
     track: bool,
     training: bool,
+    per_position: bool,
     made: Vec<(usize, Leaf)>,
     buffer_writes: Vec<(usize, Tensor<1>)>,
 }
@@ -48,7 +49,21 @@ impl<'a> Leaves<'a> {
     /// Leaves over `data` (laid out as `layout`) on `device`; `track`: record gradients;
     /// `training`: training-mode forward (batch statistics, running-statistic updates).
     fn new(layout: &'a Layout, data: &'a [f32], device: &Device, track: bool, training: bool) -> Self {
-        Leaves { layout, data, device: device.clone(), track, training, made: Vec::new(), buffer_writes: Vec::new() }
+        Leaves {
+            layout,
+            data,
+            device: device.clone(),
+            track,
+            training,
+            per_position: false,
+            made: Vec::new(),
+            buffer_writes: Vec::new(),
+        }
+    }
+    /// The same leaves for a batch of `batch`'s kind (per-position targets or not).
+    fn for_batch(mut self, batch: &Batch) -> Self {
+        self.per_position = batch.positions() > 0;
+        self
     }
     fn constant<const D: usize>(&self, i: usize) -> Tensor<D> {
         let e = &self.layout.entries()[i];
@@ -62,6 +77,15 @@ impl<'a> Leaves<'a> {
     /// True in a training-mode forward pass (`loss_grad`), false in evaluation.
     pub fn training(&self) -> bool {
         self.training
+    }
+    /// True when the batch has a target per position (sequence data): a sequence model then
+    /// returns one row of features and logits per position, `[n * T, ..]`, sample-major.
+    pub fn per_position(&self) -> bool {
+        self.per_position
+    }
+    /// The device the leaves live on (for constants a network builds, e.g. attention masks).
+    pub fn device(&self) -> &Device {
+        &self.device
     }
     /// Buffer entry `i` (running statistics) as a rank-1 tensor that is not trained.
     pub fn buffer(&self, i: usize) -> Tensor<1> {
@@ -98,14 +122,23 @@ pub trait Net: Clone + Send + 'static {
     fn layout(&self) -> Arc<Layout>;
     /// Fresh parameters.
     fn init(&self, rng: &mut RngStream) -> Params;
-    /// The features `[batch, width]` (the output layer's input) and the logits
-    /// `[batch, classes]` for input `x` of shape `[batch, ...sample shape]` flattened to rank 4
-    /// `[batch, c, h, w]` (vector data arrives as `[batch, 1, 1, d]`).
+    /// The features `[rows, width]` (the output layer's input) and the logits `[rows, classes]`
+    /// for input `x` of shape `[batch, ...sample shape]` flattened to rank 4 `[batch, c, h, w]`
+    /// (vector data arrives as `[batch, 1, 1, d]`); rows is the batch size, or batch * T for a
+    /// sequence model on data with per-position targets ([`Leaves::per_position`]).
     fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>);
     /// This network with its hidden widths scaled by `rate` ([`Model::width_scaled`]); default:
     /// `None`, not supported.
     fn width_scaled(&self, _rate: f64) -> Option<Result<Self>> {
         None
+    }
+    /// Check a batch's inputs beyond their shape (e.g. that token ids are in the vocabulary).
+    fn check_input(&self, _batch: &Batch) -> Result<()> {
+        Ok(())
+    }
+    /// True for a sequence network ([`Model::per_position`]).
+    fn per_position(&self) -> bool {
+        false
     }
 }
 
@@ -135,12 +168,25 @@ impl<N: Net> BurnModel<N> {
                 batch.x.len()
             )));
         }
+        self.net.check_input(batch)?;
         Ok((Tensor::<4>::from_data(TensorData::new(batch.x.clone(), [n, c, h, w]), device), n))
     }
 
-    fn labels(&self, batch: &Batch, device: &Device) -> Tensor<1, Int> {
-        let y: Vec<i64> = batch.y.iter().map(|&v| v as i64).collect();
-        Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), device)
+    /// The targets of the loss ([`Batch::labels`]) and their number, checked against the rows
+    /// of logits the network returned.
+    fn labels(&self, batch: &Batch, rows: usize, device: &Device) -> Result<Tensor<1, Int>> {
+        let y: Vec<i64> = batch.labels().iter().map(|&v| v as i64).collect();
+        if y.len() != rows {
+            return Err(Error::Shape(format!(
+                "the model gave {rows} rows of logits for {} targets ({} samples)",
+                y.len(),
+                batch.len()
+            )));
+        }
+        if let Some(&bad) = y.iter().find(|&&v| v as usize >= self.classes) {
+            return Err(Error::Shape(format!("label {bad} out of range for {} classes", self.classes)));
+        }
+        Ok(Tensor::<1, Int>::from_data(TensorData::new(y, [rows]), device))
     }
 }
 
@@ -197,6 +243,9 @@ impl<N: Net> Model for BurnModel<N> {
     fn init(&self, rng: &mut RngStream) -> Params {
         self.net.init(rng)
     }
+    fn per_position(&self) -> bool {
+        self.net.per_position()
+    }
     fn width_scaled(&self, rate: f64) -> Result<Box<dyn Model>> {
         match self.net.width_scaled(rate) {
             Some(net) => Ok(Box::new(BurnModel::new(net?, self.sample_shape, self.classes))),
@@ -211,12 +260,13 @@ impl<N: Net> Model for BurnModel<N> {
         _rng: &mut RngStream,
     ) -> Result<f32> {
         let device = device().autodiff();
-        let (x, n) = self.input(batch, &device)?;
-        let y = self.labels(batch, &device);
-        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, true, true);
+        let (x, _) = self.input(batch, &device)?;
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, true, true).for_batch(batch);
         let (_, logits) = self.net.forward(&mut leaves, x);
         let Leaves { made, buffer_writes, .. } = leaves;
-        let loss = mean_cross_entropy(logits, y, n);
+        let rows = logits.dims()[0];
+        let y = self.labels(batch, rows, &device)?;
+        let loss = mean_cross_entropy(logits, y, rows);
         let grads = loss.backward();
         self.read_grads(&made, &grads, grad.as_mut_slice())?;
         // The new running statistics, written only now: the forward pass read the old ones.
@@ -227,7 +277,8 @@ impl<N: Net> Model for BurnModel<N> {
     fn forward(&mut self, params: &Params, batch: &Batch, mode: Mode, out: &mut Outputs) -> Result<()> {
         let device = device();
         let (x, _) = self.input(batch, &device)?;
-        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, mode != Mode::Eval);
+        let mut leaves =
+            Leaves::new(&self.layout, params.as_slice(), &device, false, mode != Mode::Eval).for_batch(batch);
         let (features, logits) = self.net.forward(&mut leaves, x);
         out.feature_dim = features.dims()[1];
         out.classes = self.classes;
@@ -248,12 +299,13 @@ impl<N: Net> Model for BurnModel<N> {
         _rng: &mut RngStream,
     ) -> Result<f32> {
         let device = device().autodiff();
-        let (x, n) = self.input(batch, &device)?;
+        let (x, _) = self.input(batch, &device)?;
         let x = if gx.is_some() { x.require_grad() } else { x };
-        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, grad.is_some(), mode != Mode::Eval);
+        let mut leaves =
+            Leaves::new(&self.layout, params.as_slice(), &device, grad.is_some(), mode != Mode::Eval).for_batch(batch);
         let (features, logits) = self.net.forward(&mut leaves, x.clone());
         let Leaves { made, buffer_writes, .. } = leaves;
-        let f_dim = features.dims()[1];
+        let [n, f_dim] = features.dims();
         let out = Outputs {
             logits: to_vec(logits.clone())?,
             classes: self.classes,
@@ -296,11 +348,13 @@ impl<N: Net> Model for BurnModel<N> {
     /// statistics not written back).
     fn input_grad(&mut self, params: &Params, batch: &Batch, gx: &mut Vec<f32>) -> Result<f32> {
         let device = device().autodiff();
-        let (x, n) = self.input(batch, &device)?;
+        let (x, _) = self.input(batch, &device)?;
         let x = x.require_grad();
-        let y = self.labels(batch, &device);
-        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, true);
-        let loss = mean_cross_entropy(self.net.forward(&mut leaves, x.clone()).1, y, n);
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, true).for_batch(batch);
+        let logits = self.net.forward(&mut leaves, x.clone()).1;
+        let rows = logits.dims()[0];
+        let y = self.labels(batch, rows, &device)?;
+        let loss = mean_cross_entropy(logits, y, rows);
         let grads = loss.backward();
         gx.clear();
         match x.grad(&grads) {
@@ -312,14 +366,16 @@ impl<N: Net> Model for BurnModel<N> {
     }
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
         let device = device();
-        let (x, n) = self.input(batch, &device)?;
-        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, false);
+        let (x, _) = self.input(batch, &device)?;
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, false).for_batch(batch);
         let (_, logits) = self.net.forward(&mut leaves, x);
+        let rows = logits.dims()[0];
+        self.labels(batch, rows, &device)?;
         let logp = to_vec(activation::log_softmax(logits, 1))?;
         let c = self.classes;
         let (mut loss, mut correct) = (0.0f64, 0usize);
-        for (i, row) in logp.chunks(c).enumerate().take(n) {
-            let y = batch.y[i] as usize;
+        for (row, &y) in logp.chunks(c).zip(batch.labels()) {
+            let y = y as usize;
             loss -= row[y] as f64;
             let arg = row.iter().enumerate().fold(0, |a, (k, &v)| if v > row[a] { k } else { a });
             correct += (arg == y) as usize;

@@ -271,6 +271,7 @@ mod tests {
             y: (0..n).map(|_| rng.below(3) as u32).collect(),
             feature_shape: vec![8],
             classes: 3,
+            targets: Vec::new(),
         }
     }
 

@@ -154,6 +154,9 @@ impl Model for QuantizedModel {
     fn init(&self, rng: &mut RngStream) -> Params {
         self.inner.init(rng)
     }
+    fn per_position(&self) -> bool {
+        self.inner.per_position()
+    }
     fn forward(&mut self, params: &Params, batch: &Batch, mode: Mode, out: &mut Outputs) -> Result<()> {
         let (wq, _) = self.quantise(params, None);
         self.inner.forward(&wq, batch, mode, out)
@@ -209,6 +212,7 @@ mod tests {
             y: vec![0, 1, 2, 1],
             feature_shape: vec![5],
             classes: 3,
+            targets: Vec::new(),
         }
     }
 

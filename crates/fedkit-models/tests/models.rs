@@ -37,6 +37,7 @@ fn random_batch(shape: &[usize], classes: usize, n: usize, rng: &mut RngStream) 
         y: (0..n).map(|_| rng.below(classes as u64) as u32).collect(),
         feature_shape: shape.to_vec(),
         classes,
+        targets: Vec::new(),
     }
 }
 
@@ -48,7 +49,15 @@ fn separable(shape: &[usize], classes: usize, n: usize, rng: &mut RngStream) -> 
     let x = y
         .iter()
         .flat_map(|&c| (0..d).map(|j| (means[c as usize * d + j] + 0.2 * rng.normal()) as f32).collect::<Vec<_>>());
-    let data = Dataset { name: "toy".into(), x: x.collect(), y, feature_shape: shape.to_vec(), classes, users: None };
+    let data = Dataset {
+        name: "toy".into(),
+        x: x.collect(),
+        y,
+        feature_shape: shape.to_vec(),
+        classes,
+        users: None,
+        targets: Vec::new(),
+    };
     data.validate().unwrap();
     Arc::new(data)
 }

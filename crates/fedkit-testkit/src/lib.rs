@@ -94,7 +94,15 @@ pub fn toy_dataset() -> Arc<Dataset> {
             x.push(rng.gaussian(mean, 0.5) as f32);
         }
     }
-    let d = Dataset { name: "toy".into(), x, y, feature_shape: vec![FEATURES], classes: CLASSES, users: None };
+    let d = Dataset {
+        name: "toy".into(),
+        x,
+        y,
+        feature_shape: vec![FEATURES],
+        classes: CLASSES,
+        users: None,
+        targets: Vec::new(),
+    };
     d.validate().expect("the toy data set is consistent");
     Arc::new(d)
 }
@@ -116,6 +124,7 @@ pub fn toy_images() -> ClientData {
         feature_shape: vec![1, 12, 12],
         classes: CLASSES,
         users: None,
+        targets: Vec::new(),
     };
     ClientData::whole(Arc::new(d))
 }

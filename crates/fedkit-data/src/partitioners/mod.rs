@@ -196,6 +196,7 @@ pub(crate) mod testutil {
             feature_shape: vec![1],
             classes,
             users: None,
+            targets: Vec::new(),
         }
     }
 

@@ -244,7 +244,8 @@ fn proxy_set(seed: u64, clients: &[ClientData], samples: usize) -> Result<Client
         x.extend_from_slice(d.features(i));
         y.push(d.y[i]);
     }
-    let data = Dataset { name: "fedlaw proxy".into(), x, y, feature_shape: shape, classes, users: None };
+    let data =
+        Dataset { name: "fedlaw proxy".into(), x, y, feature_shape: shape, classes, users: None, targets: Vec::new() };
     Ok(ClientData::whole(Arc::new(data)))
 }
 
@@ -349,7 +350,15 @@ mod tests {
     fn clients() -> Vec<ClientData> {
         let y: Vec<u32> = (0..30).map(|i| i % 3).collect();
         let x = (0..30).map(|i| i as f32).collect();
-        let d = Arc::new(Dataset { name: "toy".into(), x, y, feature_shape: vec![1], classes: 3, users: None });
+        let d = Arc::new(Dataset {
+            name: "toy".into(),
+            x,
+            y,
+            feature_shape: vec![1],
+            classes: 3,
+            users: None,
+            targets: Vec::new(),
+        });
         (0..2).map(|k| ClientData { idx: (k..30).step_by(2).collect(), ..ClientData::whole(d.clone()) }).collect()
     }
 

@@ -182,6 +182,7 @@ pub fn dataset(x: &[Vec<f32>], y: &[u32]) -> Arc<Dataset> {
         feature_shape: vec![x[0].len()],
         classes,
         users: None,
+        targets: Vec::new(),
     };
     d.validate().unwrap();
     Arc::new(d)

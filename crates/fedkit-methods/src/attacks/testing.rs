@@ -13,6 +13,7 @@ pub fn images(n: usize) -> ClientData {
         feature_shape: vec![1, 8, 8],
         classes: 3,
         users: None,
+        targets: Vec::new(),
     };
     ClientData::whole(Arc::new(d))
 }

@@ -214,6 +214,7 @@ impl Aggregator for DeepSight {
                     y: vec![0; self.probe_samples],
                     feature_shape: shape.clone(),
                     classes: view.server_data.data.classes,
+                    targets: Vec::new(),
                 }
             })
             .collect();
@@ -379,6 +380,7 @@ mod tests {
             feature_shape: vec![4],
             classes: 3,
             users: None,
+            targets: Vec::new(),
         }));
         let train = LocalTrain::default();
         let mut model = Linear;

@@ -159,7 +159,15 @@ mod tests {
 
     fn toy_data() -> ClientData {
         let b = batch(20, 3, 9);
-        let d = Dataset { name: "toy".into(), x: b.x, y: b.y, feature_shape: vec![3], classes: 3, users: None };
+        let d = Dataset {
+            name: "toy".into(),
+            x: b.x,
+            y: b.y,
+            feature_shape: vec![3],
+            classes: 3,
+            users: None,
+            targets: Vec::new(),
+        };
         ClientData::whole(std::sync::Arc::new(d))
     }
 

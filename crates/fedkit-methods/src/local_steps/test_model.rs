@@ -116,6 +116,7 @@ pub fn batch(n: usize, d: usize, seed: u64) -> Batch {
         y: (0..n).map(|_| rng.below(3) as u32).collect(),
         feature_shape: vec![d],
         classes: 3,
+        targets: Vec::new(),
     }
 }
 

@@ -102,7 +102,7 @@ mod tests {
     fn well_classified_samples_are_down_weighted() {
         // One confident correct sample: focal loss is (1 - p)^2 times its cross-entropy.
         let out = Outputs { logits: vec![4.0, 0.0], classes: 2, features: vec![0.0], feature_dim: 1 };
-        let batch = Batch { x: vec![0.0], y: vec![0], feature_shape: vec![1], classes: 2 };
+        let batch = Batch { x: vec![0.0], y: vec![0], feature_shape: vec![1], classes: 2, targets: Vec::new() };
         let mut g = OutputGrads::default();
         let fl = Focal { gamma: 2.0 }.value_grad(&out, &batch, &mut g).unwrap() as f64;
         let p = 1.0 / (1.0 + (-4.0f64).exp());

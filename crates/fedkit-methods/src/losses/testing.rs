@@ -17,6 +17,7 @@ pub fn outputs(n: usize, classes: usize, seed: u64) -> (Outputs, Batch) {
         y: (0..n).map(|_| rng.below(classes as u64) as u32).collect(),
         feature_shape: vec![1],
         classes,
+        targets: Vec::new(),
     };
     (out, batch)
 }

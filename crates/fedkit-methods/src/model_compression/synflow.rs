@@ -97,7 +97,7 @@ pub fn synaptic_flow(m: &mut dyn Model, w: &Params, mask: &Mask, shape: &[usize]
     abs.as_mut_slice().iter_mut().for_each(|v| *v = v.abs());
     mask.apply(&mut abs);
     let n: usize = shape.iter().product();
-    let batch = Batch { x: vec![1.0; n], y: vec![0], feature_shape: shape.to_vec(), classes };
+    let batch = Batch { x: vec![1.0; n], y: vec![0], feature_shape: shape.to_vec(), classes, targets: Vec::new() };
     let mut head = |out: &Outputs, _b: &Batch, g: &mut OutputGrads| -> Result<f32> {
         g.logits = vec![1.0; out.logits.len()];
         g.features.clear();

@@ -350,7 +350,7 @@ mod tests {
         let mut rng = RngStream::new(8);
         let feats: Vec<f32> = (0..2 * dim).map(|_| rng.normal() as f32).collect();
         let w: Vec<f32> = (0..dim * c).map(|_| rng.normal() as f32).collect();
-        let batch = Batch { x: vec![0.0; 2], y: vec![2, 0], feature_shape: vec![1], classes: c };
+        let batch = Batch { x: vec![0.0; 2], y: vec![2, 0], feature_shape: vec![1], classes: c, targets: Vec::new() };
         let value = |feats: &[f32], w: &[f32], g: &mut OutputGrads| -> (f64, Vec<f32>) {
             let mut head = PositiveHead { nu_pos: 1.0, classes: c, w: w.to_vec(), grad_w: Vec::new() };
             let out = Outputs { logits: vec![0.0; 2 * c], classes: c, features: feats.to_vec(), feature_dim: dim };

@@ -254,7 +254,7 @@ mod tests {
     fn the_ensemble_averages_probabilities() {
         let mut m = SoftmaxReg::new(2, 3);
         let (a, b) = (m.params(&[0.0; 6], &[4.0, 0.0, 0.0]), m.params(&[0.0; 6], &[0.0, 4.0, 0.0]));
-        let batch = Batch { x: vec![0.0, 0.0], y: vec![0], feature_shape: vec![2], classes: 3 };
+        let batch = Batch { x: vec![0.0, 0.0], y: vec![0], feature_shape: vec![2], classes: 3, targets: Vec::new() };
         let (p, _) = ensemble(&mut m, &[&a, &b], &batch).unwrap();
         let e4 = 4f64.exp();
         let (hi, lo) = (e4 / (e4 + 2.0), 1.0 / (e4 + 2.0));

@@ -263,7 +263,13 @@ fn proxy_batch(x: &[f32], d: &ClientData) -> Result<Batch> {
         return Err(Error::Shape(format!("fedhenn: a proxy set of {} values for samples of {len}", x.len())));
     }
     let n = x.len() / len;
-    Ok(Batch { x: x.to_vec(), y: vec![0; n], feature_shape: d.data.feature_shape.clone(), classes: d.data.classes })
+    Ok(Batch {
+        x: x.to_vec(),
+        y: vec![0; n],
+        feature_shape: d.data.feature_shape.clone(),
+        classes: d.data.classes,
+        targets: Vec::new(),
+    })
 }
 
 /// K(W; X_p) / ||K||_F of the model `w` (evaluation mode), in f32 for the wire.

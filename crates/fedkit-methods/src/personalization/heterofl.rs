@@ -591,7 +591,7 @@ mod tests {
         let present = vec![true, false, true];
         let mut head = MaskedHead { inner: Box::new(CrossEntropy), present: &present, masked: Outputs::default() };
         let out = Outputs { logits: vec![1.0, 9.0, -1.0, 0.5, -3.0, 2.0], classes: 3, ..Outputs::default() };
-        let batch = Batch { x: vec![0.0; 2], y: vec![0, 2], feature_shape: vec![1], classes: 3 };
+        let batch = Batch { x: vec![0.0; 2], y: vec![0, 2], feature_shape: vec![1], classes: 3, targets: Vec::new() };
         let mut g = OutputGrads::default();
         let v = head.value_grad(&out, &batch, &mut g).unwrap();
         assert_eq!((g.logits[1], g.logits[4]), (0.0, 0.0));

@@ -180,6 +180,7 @@ impl LocalStep for DpSgdStep<'_> {
             y: vec![0],
             feature_shape: batch.feature_shape.clone(),
             classes: batch.classes,
+            targets: Vec::new(),
         };
         let mut g = params.zeros_like();
         let mut loss = 0.0f64;
