@@ -14,6 +14,7 @@ pub mod mlp;
 mod nets;
 pub mod quantized;
 pub mod resnet;
+pub mod transformer;
 
 pub use nets::Norm;
 
@@ -52,6 +53,11 @@ pub fn models() -> &'static [Entry<dyn ModelSpec>] {
             name: "resnet",
             source: include_str!("resnet.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<resnet::ResNetSpec>(t, "", r)?)),
+        },
+        Entry {
+            name: "transformer",
+            source: include_str!("transformer.rs"),
+            build: |t, r| Ok(Box::new(params_resolved::<transformer::TransformerSpec>(t, "", r)?)),
         },
     ];
     MODELS
