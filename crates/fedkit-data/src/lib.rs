@@ -6,7 +6,9 @@
 //! - `fashion_mnist`, `mnist`: the IDX files in `data_dir`;
 //! - `cifar10`: CIFAR-10's binary batches in `data_dir`;
 //! - `femnist`, `shakespeare`: LEAF's JSON files in `data_dir`, one client per writer or role;
-//! - `tabular`: features and labels from CSV or NPY files (`[data.tabular]`).
+//! - `tabular`: features and labels from CSV or NPY files (`[data.tabular]`);
+//! - `fortunes`: word-level language modelling on Debian's fortune files, one client per topic,
+//!   a target per position (`[data.fortunes]`; the `transformer` model).
 //!
 //! `clients = 0` (the default) means the dataset's natural number of clients: one per user for
 //! `synthetic` (`data.synthetic.users`), and 10 (NIID-Bench's usual number of parties) for the
@@ -26,6 +28,7 @@
 pub mod cifar10;
 pub mod fashion_mnist;
 pub mod fcube;
+pub mod fortunes;
 pub mod idx;
 pub mod label_noise;
 pub mod leaf;
@@ -52,7 +55,7 @@ pub const DEFAULT_CLIENTS: usize = 10;
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// "synthetic" (default) | "fashion_mnist" | "mnist" | "cifar10" | "femnist" | "shakespeare" |
-    /// "tabular" | "fcube".
+    /// "tabular" | "fcube" | "fortunes".
     pub name: String,
     /// Number of clients; 0 = the dataset's natural number (synthetic: its users; others: 10).
     pub clients: usize,
@@ -64,6 +67,8 @@ pub struct DataConfig {
     pub synthetic: SyntheticParams,
     /// The files of the `tabular` dataset (CSV or NPY).
     pub tabular: tabular::TabularParams,
+    /// Context length and vocabulary of the `fortunes` corpus.
+    pub fortunes: fortunes::FortunesParams,
     /// Relabel a fraction of every client's samples (`label_noise.rs`).
     pub label_noise: LabelNoise,
     /// Keep this fraction of every client's training samples (a seeded random subset, at least
@@ -80,6 +85,7 @@ impl Default for DataConfig {
             data_dir: None,
             synthetic: SyntheticParams::default(),
             tabular: tabular::TabularParams::default(),
+            fortunes: fortunes::FortunesParams::default(),
             label_noise: LabelNoise::default(),
             subsample: 1.0,
         }
@@ -110,6 +116,7 @@ static DATASETS: &[(&str, &str)] = &[
     ("femnist", include_str!("leaf.rs")),
     ("shakespeare", include_str!("leaf.rs")),
     ("tabular", include_str!("tabular.rs")),
+    ("fortunes", include_str!("fortunes.rs")),
 ];
 
 /// Every dataset name with its module source (its `//!` docs are the documentation).
@@ -130,6 +137,7 @@ fn load_datasets(cfg: &DataConfig, seed: u64) -> Result<(Dataset, Dataset)> {
         "femnist" => leaf::load(leaf::LeafKind::Femnist, dir),
         "shakespeare" => leaf::load(leaf::LeafKind::Shakespeare, dir),
         "tabular" => tabular::load(&cfg.tabular),
+        "fortunes" => fortunes::load(&cfg.fortunes, dir),
         other => {
             let names: Vec<&str> = DATASETS.iter().map(|d| d.0).collect();
             Err(Error::config("data.name", format!("unknown dataset `{other}`; allowed: {}", names.join(", "))))
@@ -197,6 +205,9 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
         }
     }
     cfg.label_noise.apply(&mut clients, seed)?;
+    if clients.iter().any(|d| d.labels.is_some()) {
+        clients.iter().try_for_each(ClientData::validate_labels)?;
+    }
     Ok(Federation { train, test: Arc::new(test), clients, partition, groups })
 }
 
