@@ -191,6 +191,35 @@ fn fashion_mnist_end_to_end_when_installed() {
     assert!(acc > 0.4, "2 short rounds of an MLP should beat chance clearly: {last}");
 }
 
+// The transformer as a language model on the fortune files, federated by topic: the run
+// completes, every topic is a client, and training lowers the next-token loss below the
+// uniform guess's ln(vocab). A per-sample model is refused with the model to use.
+#[test]
+fn a_transformer_language_model_trains_on_the_fortune_files_when_installed() {
+    if !Path::new("/usr/share/games/fortunes/computers").exists() {
+        eprintln!("skipped: the fortune files are not installed (apt-get install fortunes)");
+        return;
+    }
+    let d = tmp("fortunes");
+    let cfg = write(
+        &d,
+        "lm.toml",
+        "rounds = 2\n[data]\nname = \"fortunes\"\nsubsample = 0.1\nfortunes = { seq_len = 8, vocab = 300 }\n\
+         [model]\nuse = \"transformer\"\ndim = 16\nlayers = 1\nheads = 2\n\
+         [client]\noptimizer = \"adam\"\nlr = 0.005\nbatch_size = 16\n[sampling]\nper_round = 4\n\
+         [eval]\ntest_samples = 500\ntrain_loss = false\n",
+    );
+    let out = d.join("run");
+    let o = fedkit(&["run", &cfg, "--out", out.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last = metrics.lines().last().unwrap();
+    let loss: f64 = last.split("\"test_loss\":").nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap();
+    assert!(loss < (300f64).ln() - 1.0, "two rounds should beat the uniform guess clearly: {last}");
+    let o = fedkit(&["run", &cfg, "--set", "model.use=\"mlp\"", "--out", d.join("mlp").to_str().unwrap(), "-q"], &[]);
+    fails_with(o, &["per position", "transformer", "model.use"]);
+}
+
 #[test]
 fn compare_writes_one_table_and_resumes() {
     let d = tmp("compare");
