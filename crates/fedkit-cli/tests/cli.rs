@@ -204,7 +204,7 @@ fn a_transformer_language_model_trains_on_the_fortune_files_when_installed() {
     let cfg = write(
         &d,
         "lm.toml",
-        "rounds = 2\n[data]\nname = \"fortunes\"\nsubsample = 0.1\nfortunes = { seq_len = 8, vocab = 300 }\n\
+        "rounds = 3\n[data]\nname = \"fortunes\"\nsubsample = 0.2\nfortunes = { seq_len = 8, vocab = 300 }\n\
          [model]\nuse = \"transformer\"\ndim = 16\nlayers = 1\nheads = 2\n\
          [client]\noptimizer = \"adam\"\nlr = 0.005\nbatch_size = 16\n[sampling]\nper_round = 4\n\
          [eval]\ntest_samples = 500\ntrain_loss = false\n",
@@ -215,8 +215,12 @@ fn a_transformer_language_model_trains_on_the_fortune_files_when_installed() {
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last = metrics.lines().last().unwrap();
     let loss: f64 = last.split("\"test_loss\":").nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap();
-    assert!(loss < (300f64).ln() - 1.0, "two rounds should beat the uniform guess clearly: {last}");
-    let o = fedkit(&["run", &cfg, "--set", "model.use=\"mlp\"", "--out", d.join("mlp").to_str().unwrap(), "-q"], &[]);
+    assert!(loss < (300f64).ln() - 1.0, "three rounds should beat the uniform guess clearly: {last}");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("use = \"transformer\"\ndim = 16\nlayers = 1\nheads = 2", "use = \"mlp\"");
+    let mlp = write(&d, "mlp.toml", &text);
+    let o = fedkit(&["run", &mlp, "--out", d.join("mlp").to_str().unwrap(), "-q"], &[]);
     fails_with(o, &["per position", "transformer", "model.use"]);
 }
 
