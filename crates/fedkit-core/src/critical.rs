@@ -26,6 +26,12 @@ pub fn critical_sample_ratio(
     if data.is_empty() || samples == 0 || !(radius > 0.0) || steps == 0 {
         return Err(Error::Method("critical_sample_ratio needs data, samples > 0, radius > 0 and steps > 0".into()));
     }
+    if data.data.positions() > 0 {
+        return Err(Error::Method(format!(
+            "critical_sample_ratio flips one class per sample; {} has a target per position (sequence data)",
+            data.data.name
+        )));
+    }
     let clean = data.without_transforms();
     let mut pick = rng.choose(clean.len(), samples.min(clean.len()));
     pick.sort_unstable();

@@ -263,6 +263,20 @@ impl Batch {
     pub fn positions(&self) -> usize {
         if self.targets.is_empty() { 0 } else { self.targets.len() / self.len().max(1) }
     }
+    /// Make `one` the single sample `k` of this batch (features, label and per-position targets),
+    /// reusing its buffers.
+    pub fn copy_sample(&self, k: usize, one: &mut Batch) {
+        let d = if self.is_empty() { 0 } else { self.x.len() / self.len() };
+        let t = self.positions();
+        one.x.clear();
+        one.x.extend_from_slice(&self.x[k * d..(k + 1) * d]);
+        one.y.clear();
+        one.y.push(self.y[k]);
+        one.targets.clear();
+        one.targets.extend_from_slice(&self.targets[k * t..(k + 1) * t]);
+        one.feature_shape.clone_from(&self.feature_shape);
+        one.classes = self.classes;
+    }
     /// Refill with the samples `ids` (positions in `cd.idx`), applying the client's affine
     /// transform and then adding its feature noise drawn from `rng`.
     pub fn fill(&mut self, cd: &ClientData, ids: &[usize], rng: &mut crate::RngStream) {
@@ -314,6 +328,27 @@ mod tests {
         let mut b = Batch::default();
         b.fill(cd, ids, &mut RngStream::new(seed));
         b
+    }
+
+    #[test]
+    fn copy_sample_takes_one_sample_with_its_targets() {
+        let b = Batch {
+            x: vec![0.0, 1.0, 2.0, 3.0],
+            y: vec![5, 6],
+            targets: vec![1, 2, 3, 4],
+            feature_shape: vec![2],
+            classes: 7,
+        };
+        let mut one = Batch::default();
+        b.copy_sample(1, &mut one);
+        assert_eq!(
+            (one.x.as_slice(), one.y.as_slice(), one.targets.as_slice()),
+            (&[2.0, 3.0][..], &[6][..], &[3, 4][..])
+        );
+        assert_eq!((one.positions(), one.classes, one.feature_shape.as_slice()), (2, 7, &[2][..]));
+        let flat = Batch { targets: Vec::new(), ..b };
+        flat.copy_sample(0, &mut one);
+        assert!(one.targets.is_empty() && one.y == [5]);
     }
 
     #[test]

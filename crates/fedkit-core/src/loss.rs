@@ -126,7 +126,7 @@ pub fn class_accuracy(
     for chunk in ids.chunks(batch.max(1)) {
         b.fill(&clean, chunk, &mut RngStream::new(0));
         model.forward(params, &b, Mode::Eval, &mut out)?;
-        check_labels(&b, out.classes)?;
+        check_labels(&b, out.classes, "per-class accuracy (eval.balanced)")?;
         if let Some(loss) = predict {
             loss.adjust_logits(&mut out.logits, out.classes);
         }
@@ -169,7 +169,7 @@ impl Model for AdjustedPrediction<'_> {
     fn eval_batch(&mut self, params: &Params, batch: &Batch) -> Result<(f64, usize)> {
         let mut out = Outputs::default();
         self.inner.forward(params, batch, Mode::Eval, &mut out)?;
-        check_labels(batch, out.classes)?;
+        check_labels(batch, out.classes, "a loss that adjusts logits per class (use the default cross-entropy)")?;
         let c = out.classes;
         let mut adjusted = out.logits.clone();
         self.loss.adjust_logits(&mut adjusted, c);

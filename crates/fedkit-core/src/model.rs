@@ -132,12 +132,12 @@ pub fn check_output_grads(out: &Outputs, g: &OutputGrads) -> Result<()> {
 }
 
 /// An error when a label of `batch` is not below `classes`, or when the batch is sequence data
-/// (per-position targets): the losses that call this read one label per sample.
-pub fn check_labels(batch: &Batch, classes: usize) -> Result<()> {
+/// (per-position targets): `what` (e.g. "the focal loss") reads one label per sample.
+pub fn check_labels(batch: &Batch, classes: usize, what: &str) -> Result<()> {
     if batch.positions() > 0 {
-        return Err(crate::Error::Method(
-            "this loss needs one label per sample; the data has a target per position (sequence data): use a method with the default cross-entropy".into(),
-        ));
+        return Err(crate::Error::Method(format!(
+            "{what} needs one label per sample; the data has a target per position (sequence data)"
+        )));
     }
     in_range(&batch.y, classes)
 }

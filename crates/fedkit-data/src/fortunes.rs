@@ -14,7 +14,7 @@
 //! windows of `seq_len + 1` tokens overlapping by one: a sample's features are the first
 //! `seq_len` token ids (shape `[seq_len]`), its targets the next token at every position (a
 //! target per position: `test_loss` is the mean next-token cross-entropy, exp of it the
-//! perplexity), and its label `y` the token that follows the window.
+//! perplexity), and its label `y` the last target (the token that follows the features).
 //!
 //! Parameters (`[data.fortunes]`): `seq_len` (32), `vocab` (2000, at least 3).
 //!

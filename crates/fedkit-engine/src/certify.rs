@@ -77,6 +77,12 @@ impl Engine {
             return Err(Error::config("--alpha", format!("must be in (0, 1), got {}", s.alpha)));
         }
         let test = self.test.without_transforms();
+        if test.data.positions() > 0 {
+            return Err(Error::Method(format!(
+                "certify predicts one class per sample; {} has a target per position (sequence data)",
+                test.data.name
+            )));
+        }
         let n = test.len().min(s.limit);
         let classes = test.data.classes;
         let (global, seed, batch) = (self.global.clone(), self.cfg.seed, self.cfg.eval.batch_size.max(1));

@@ -140,6 +140,19 @@ pub trait Net: Clone + Send + 'static {
     fn per_position(&self) -> bool {
         false
     }
+    /// `Ok` when the loss has a gradient with respect to the inputs; otherwise which network
+    /// has none (e.g. token ids looked up in an embedding), and `vjp` / `input_grad` refuse
+    /// to return zeros in its place.
+    fn input_gradient(&self) -> std::result::Result<(), &'static str> {
+        Ok(())
+    }
+}
+
+/// The refusal of an input gradient by a network with discrete inputs.
+fn no_input_gradient(net: &str) -> Error {
+    Error::Method(format!(
+        "{net} has no gradient with respect to its inputs: input-space methods (WRM, critical samples, gradient inversion) need continuous inputs"
+    ))
 }
 
 /// A [`Net`] as a fedkit [`Model`].
@@ -298,6 +311,9 @@ impl<N: Net> Model for BurnModel<N> {
         gx: Option<&mut Vec<f32>>,
         _rng: &mut RngStream,
     ) -> Result<f32> {
+        if gx.is_some() {
+            self.net.input_gradient().map_err(no_input_gradient)?;
+        }
         let device = device().autodiff();
         let (x, _) = self.input(batch, &device)?;
         let x = if gx.is_some() { x.require_grad() } else { x };
@@ -347,6 +363,7 @@ impl<N: Net> Model for BurnModel<N> {
     /// The input tensor requires gradients; the parameters are constants (training mode, running
     /// statistics not written back).
     fn input_grad(&mut self, params: &Params, batch: &Batch, gx: &mut Vec<f32>) -> Result<f32> {
+        self.net.input_gradient().map_err(no_input_gradient)?;
         let device = device().autodiff();
         let (x, _) = self.input(batch, &device)?;
         let x = x.require_grad();

@@ -245,7 +245,7 @@ impl Model for Dae {
         if self.spec.phase == Phase::Pretrain {
             return Ok(self.reconstruction(params.as_slice(), batch, grad.as_mut_slice(), rng));
         }
-        check_labels(batch, self.c)?;
+        check_labels(batch, self.c, "the dae model")?;
         let n = batch.len();
         self.encode(params.as_slice(), &batch.x, n);
         let mut z = Vec::new();

@@ -55,7 +55,7 @@ impl LogReg {
         if batch.x.len() != n * d {
             return Err(Error::Shape(format!("logreg expects {d} features, batch has {}", batch.x.len() / n.max(1))));
         }
-        check_labels(batch, c)?;
+        check_labels(batch, c, "logreg")?;
         let (wm, b) = w.split_at(d * c);
         self.logits.clear();
         self.logits.resize(n * c, 0.0);

@@ -240,6 +240,14 @@ impl Net for Transformer {
     fn per_position(&self) -> bool {
         true
     }
+    fn input_gradient(&self) -> std::result::Result<(), &'static str> {
+        match self.spec.input {
+            Input::Continuous => Ok(()),
+            Input::Tokens => {
+                Err("the transformer with input = \"tokens\" (token ids are discrete; use input = \"continuous\")")
+            }
+        }
+    }
     fn check_input(&self, batch: &Batch) -> Result<()> {
         if self.spec.input == Input::Continuous {
             return Ok(());

@@ -168,3 +168,30 @@ fn bad_inputs_are_clear_errors() {
         fedkit_core::model::check_fits(spec.instantiate(&[T], V).unwrap().as_ref(), &data, "model.use").unwrap_err();
     assert!(e.to_string().contains("transformer"), "{e}");
 }
+
+#[test]
+fn token_inputs_refuse_input_gradients_and_continuous_inputs_have_them() {
+    let mut m = transformer("");
+    let mut rng = RngStream::new(4);
+    let p = m.init(&mut rng);
+    let b = tokens(2, true, &mut rng);
+    let mut gx = Vec::new();
+    let e = m.input_grad(&p, &b, &mut gx).unwrap_err().to_string();
+    assert!(e.contains("no gradient with respect to its inputs") && e.contains("continuous"), "{e}");
+    let mut q = p.clone();
+    let e = m
+        .vjp(&mut q, &b, Mode::Eval, &mut CrossEntropy, None, Some(&mut gx), &mut RngStream::new(0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tokens"), "{e}");
+    // Continuous inputs back-propagate to the inputs.
+    let table: toml::Table = "use = 'transformer'\ndim = 8\nheads = 2\ninput = 'continuous'".parse().unwrap();
+    let (spec, _) = build_from_table(models(), Kind::Model, "model", &table, &[]).unwrap();
+    let mut c = spec.instantiate(&[T, 3], V).unwrap();
+    let pc = c.init(&mut rng);
+    let x: Vec<f32> = (0..2 * T * 3).map(|_| rng.normal() as f32).collect();
+    let bc = Batch { x, feature_shape: vec![T, 3], ..b };
+    c.input_grad(&pc, &bc, &mut gx).unwrap();
+    assert_eq!(gx.len(), 2 * T * 3);
+    assert!(gx.iter().any(|&g| g != 0.0));
+}

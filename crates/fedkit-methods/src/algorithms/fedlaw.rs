@@ -203,7 +203,9 @@ fn proxy_set(seed: u64, clients: &[ClientData], samples: usize) -> Result<Client
         .first()
         .ok_or_else(|| Error::Method("fedlaw needs the clients' data for its proxy set (simulation only)".into()))?;
     let (shape, classes) = (first.data.feature_shape.clone(), first.data.classes);
-    if let Some(c) = clients.iter().find(|c| c.data.feature_shape != shape || c.data.classes != classes) {
+    if let Some(c) = clients.iter().find(|c| {
+        c.data.feature_shape != shape || c.data.classes != classes || c.data.positions() != first.data.positions()
+    }) {
         return Err(Error::Data(format!("fedlaw: client data sets differ in shape ({})", c.data.name)));
     }
     // Pooled position p is sample idx[p - offsets[c]] of client c, for offsets[c] <= p < offsets[c + 1].
@@ -237,15 +239,15 @@ fn proxy_set(seed: u64, clients: &[ClientData], samples: usize) -> Result<Client
             picked.push(p);
         }
     }
-    let mut x = Vec::new();
-    let mut y = Vec::new();
+    let (mut x, mut y, mut targets) = (Vec::new(), Vec::new(), Vec::new());
     for &p in &picked {
         let (d, i) = sample_of(p);
+        let t = d.positions();
         x.extend_from_slice(d.features(i));
         y.push(d.y[i]);
+        targets.extend_from_slice(&d.targets[i * t..(i + 1) * t]);
     }
-    let data =
-        Dataset { name: "fedlaw proxy".into(), x, y, feature_shape: shape, classes, users: None, targets: Vec::new() };
+    let data = Dataset { name: "fedlaw proxy".into(), x, y, feature_shape: shape, classes, users: None, targets };
     Ok(ClientData::whole(Arc::new(data)))
 }
 

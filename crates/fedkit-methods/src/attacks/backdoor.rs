@@ -93,12 +93,13 @@ pub fn poison(
 
 /// The backdoor evaluation set: the test samples not of class `target`, all stamped, labelled
 /// `target`.
-pub fn backdoor_set(test: &ClientData, pixels: Vec<(u32, f32)>, target: u32) -> ClientData {
+pub fn backdoor_set(test: &ClientData, pixels: Vec<(u32, f32)>, target: u32) -> Result<ClientData> {
     let keep: Vec<usize> = (0..test.len()).filter(|&p| test.label(p) != target).collect();
     let mut set = test.subset(&keep);
     set.labels = Some(vec![target; keep.len()].into());
     set.stamp = Some(Stamp { pixels: pixels.into(), positions: vec![true; keep.len()].into() });
-    set
+    set.validate_labels()?;
+    Ok(set)
 }
 
 impl Stage for Backdoor {
@@ -111,7 +112,7 @@ impl Stage for Backdoor {
         if self.target as usize >= test.data.classes {
             return Err(Error::config("target", format!("class {} of {}", self.target, test.data.classes)));
         }
-        Ok(vec![("backdoor_acc".into(), backdoor_set(test, pixels, self.target))])
+        Ok(vec![("backdoor_acc".into(), backdoor_set(test, pixels, self.target)?)])
     }
 }
 

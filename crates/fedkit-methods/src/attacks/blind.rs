@@ -128,7 +128,7 @@ impl Stage for Blind {
             return Err(Error::config("target", format!("class {} of {}", self.target, test.data.classes)));
         }
         let pixels = self.trigger().pixels(test.feature_shape(), None)?;
-        Ok(vec![("backdoor_acc".into(), backdoor_set(test, pixels, self.target))])
+        Ok(vec![("backdoor_acc".into(), backdoor_set(test, pixels, self.target)?)])
     }
 }
 

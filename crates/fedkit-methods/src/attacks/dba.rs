@@ -77,10 +77,10 @@ impl Stage for Dba {
         }
         let t = self.trigger();
         let mut sets =
-            vec![("backdoor_acc".to_string(), backdoor_set(test, t.pixels(test.feature_shape(), None)?, self.target))];
+            vec![("backdoor_acc".to_string(), backdoor_set(test, t.pixels(test.feature_shape(), None)?, self.target)?)];
         for k in 0..PIECES {
             let pixels = t.pixels(test.feature_shape(), Some(k))?;
-            sets.push((format!("backdoor_acc_piece{k}"), backdoor_set(test, pixels, self.target)));
+            sets.push((format!("backdoor_acc_piece{k}"), backdoor_set(test, pixels, self.target)?));
         }
         Ok(sets)
     }

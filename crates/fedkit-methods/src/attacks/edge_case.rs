@@ -174,6 +174,7 @@ impl Stage for EdgeCase {
         let positions: Vec<usize> = (0..test.len()).filter(|&p| edges.binary_search(&test.idx[p]).is_ok()).collect();
         let mut set = test.subset(&positions);
         set.labels = Some(vec![self.target; positions.len()].into());
+        set.validate_labels()?;
         Ok(vec![("backdoor_acc".into(), set)])
     }
 }

@@ -65,7 +65,7 @@ impl Stage for LabelFlip {
             })
             .collect();
         d.labels = Some(labels);
-        Ok(())
+        d.validate_labels()
     }
 }
 

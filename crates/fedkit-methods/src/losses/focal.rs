@@ -43,7 +43,7 @@ impl Focal {
 impl Head for Focal {
     fn value_grad(&mut self, out: &Outputs, batch: &Batch, g: &mut OutputGrads) -> Result<f32> {
         let (c, n) = (out.classes, batch.len().max(1) as f64);
-        check_labels(batch, c)?;
+        check_labels(batch, c, "the focal loss (use the default cross-entropy)")?;
         g.features.clear();
         g.logits.clear();
         g.logits.resize(out.logits.len(), 0.0);

@@ -105,7 +105,7 @@ pub struct MarginCrossEntropy {
 impl Head for MarginCrossEntropy {
     fn value_grad(&mut self, out: &Outputs, batch: &Batch, g: &mut OutputGrads) -> Result<f32> {
         let c = out.classes;
-        check_labels(batch, c)?;
+        check_labels(batch, c, "the ldam loss (use the default cross-entropy)")?;
         if self.margins.len() != c || self.weights.len() != c {
             return Err(Error::Shape(format!("margins for {} classes, {c} logits", self.margins.len())));
         }

@@ -99,7 +99,7 @@ pub struct ShiftedCrossEntropy {
 impl Head for ShiftedCrossEntropy {
     fn value_grad(&mut self, out: &Outputs, batch: &Batch, g: &mut OutputGrads) -> Result<f32> {
         let c = out.classes;
-        check_labels(batch, c)?;
+        check_labels(batch, c, "the logit-adjusted loss (use the default cross-entropy)")?;
         if self.offsets.len() != c {
             return Err(Error::Shape(format!("a prior over {} classes for {c} logits", self.offsets.len())));
         }

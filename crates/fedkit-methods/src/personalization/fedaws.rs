@@ -174,7 +174,7 @@ impl Head for PositiveHead {
                 self.w.len()
             )));
         }
-        fedkit_core::model::check_labels(batch, c)?;
+        fedkit_core::model::check_labels(batch, c, "fedaws (its spreadout regulariser)")?;
         g.logits.clear();
         g.logits.resize(out.logits.len(), 0.0);
         g.features.clear();

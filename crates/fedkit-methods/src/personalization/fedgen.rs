@@ -364,6 +364,12 @@ impl Algorithm for FedGen {
     }
 
     fn client_update(&self, cx: &ClientCtx, m: &mut dyn Model, d: &ClientData, _st: &mut ()) -> Result<Update> {
+        if d.data.positions() > 0 {
+            return Err(Error::Method(format!(
+                "fedgen generates features for one label per sample; {} has a target per position (sequence data)",
+                d.data.name
+            )));
+        }
         let (weight, bias, classes) = cx.global.layout().output_layer()?;
         let mut counts = vec![0.0f32; classes];
         for p in 0..d.len() {

@@ -173,21 +173,12 @@ impl LocalStep for DpSgdStep<'_> {
         let _ = sc;
         let (c, z) = (self.stage.clip, self.stage.noise_multiplier);
         let m = batch.y.len();
-        let d = if m > 0 { batch.x.len() / m } else { 0 };
         grad.as_mut_slice().fill(0.0);
-        let mut one = Batch {
-            x: Vec::with_capacity(d),
-            y: vec![0],
-            feature_shape: batch.feature_shape.clone(),
-            classes: batch.classes,
-            targets: Vec::new(),
-        };
+        let mut one = Batch::default();
         let mut g = params.zeros_like();
         let mut loss = 0.0f64;
         for k in 0..m {
-            one.x.clear();
-            one.x.extend_from_slice(&batch.x[k * d..(k + 1) * d]);
-            one.y[0] = batch.y[k];
+            batch.copy_sample(k, &mut one);
             loss += model.loss_grad(params, &one, &mut g, rng)? as f64;
             let norm = crate::local_steps::trainable_norm(&g);
             let s = if norm > c { (c / norm) as f32 } else { 1.0 };
