@@ -24,6 +24,11 @@ fn all() -> Vec<Item> {
     v.extend(items_of("model", fedkit_models::models()));
     v.extend(items_of("model compression method", fedkit_methods::model_compression()));
     v.extend(items_of("partitioner", fedkit_data::partitioners()));
+    v.extend(fedkit_methods::privacy_attacks().iter().map(|(name, src)| Item {
+        kind: "privacy attack",
+        name,
+        doc: module_doc(src),
+    }));
     v.extend(fedkit_data::datasets().iter().map(|(name, src)| Item { kind: "dataset", name, doc: module_doc(src) }));
     v.extend(fedkit_data::transforms().iter().map(|(name, src)| Item {
         kind: "data transform",

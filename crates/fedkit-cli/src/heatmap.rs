@@ -119,14 +119,7 @@ impl HeatMap<'_> {
         std::fs::write(&svg, self.svg()).with_context(|| format!("cannot write {}", svg.display()))?;
         let png = stem.with_extension("png");
         let (w, h, px) = self.pixels();
-        let file = std::fs::File::create(&png).with_context(|| format!("cannot write {}", png.display()))?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().with_context(|| format!("cannot write {}", png.display()))?;
-        writer.write_image_data(&px).with_context(|| format!("cannot write {}", png.display()))?;
-        writer.finish().with_context(|| format!("cannot write {}", png.display()))?;
-        Ok(())
+        crate::png_out::write_rgb(&png, w, h, &px)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `fedkit`: run federated-learning experiments from one config file.
 
+mod attack;
 mod bench;
 mod catalog;
 mod compare;
@@ -11,6 +12,7 @@ mod html;
 mod matrix;
 mod model;
 mod plot;
+mod png_out;
 mod privacy;
 mod progress;
 mod report;
@@ -198,6 +200,12 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         radii: Vec<f64>,
     },
+    /// Privacy attacks on a finished run's kept models and updates (report.json, report.md,
+    /// pictures); `fedkit explain invert_gradients` documents each.
+    Attack {
+        #[command(subcommand)]
+        command: attack::AttackCommand,
+    },
     /// List every registered method, model, dataset and partitioner.
     List {
         /// One markdown line per kind (the README's "What exists" block is this output).
@@ -382,6 +390,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             println!("{}", model::export(&run, round, client, &out)?);
             Ok(())
         }
+        Command::Attack { command } => attack::run(command),
         Command::Certify { run, sigma, samples, alpha, limit, radii } => {
             let (mut engine, _out) = fedkit_engine::resume(&run, None)?;
             let s = fedkit_engine::certify::Smoothing { sigma, samples, alpha, limit };

@@ -602,3 +602,67 @@ fn train_runs_centrally_with_the_compression_method() {
     let density: f64 = last.split("\"density\":").nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap();
     assert!((density - 0.64).abs() < 0.005, "{last}");
 }
+
+// `fedkit attack invert` on a kept FedSGD update writes its report and picture; bad inputs (no
+// run directory, a round or client the run lacks, an update not kept, mini-batch training, an
+// attack for another kind of data) are clear errors.
+#[test]
+fn attack_invert_reports_and_refuses_what_it_cannot_attack() {
+    let d = tmp("attack");
+    let base = "rounds = 1\n[data.synthetic]\nusers = 8\n[model]\nuse = \"mlp\"\nhidden = [16]\n[sampling]\nper_round = 8\n\
+                [output]\nkeep_models = \"every:1\"\nkeep_clients = [0]\n";
+    let cfg = write(&d, "fedsgd.toml", &format!("{base}[client]\nbatch_size = 100000\n"));
+    let run = d.join("run");
+    let run_s = run.to_str().unwrap();
+    let o = fedkit(&["run", &cfg, "--out", run_s, "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = d.join("attack");
+    let o = fedkit(
+        &[
+            "attack",
+            "invert",
+            "--run",
+            run_s,
+            "--round",
+            "1",
+            "--client",
+            "0",
+            "--iterations",
+            "50",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["attack"], "invert_gradients");
+    assert!(report["mean_psnr"].as_f64().unwrap().is_finite() && report["baseline_psnr"].as_f64().is_some());
+    assert!(report["label_accuracy"].as_f64().unwrap() > 0.0);
+    assert!(out.join("reconstructions.png").metadata().unwrap().len() > 100);
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("mean-image baseline"));
+    let attack = |extra: &[&str]| {
+        let mut a = vec!["attack", "invert", "--iterations", "5"];
+        a.extend_from_slice(extra);
+        fedkit(&a, &[])
+    };
+    fails_with(
+        attack(&["--run", d.to_str().unwrap(), "--round", "1", "--client", "0"]),
+        &["not a fedkit run directory"],
+    );
+    fails_with(attack(&["--run", run_s, "--round", "2", "--client", "0"]), &["--round 2", "1..=1"]);
+    fails_with(attack(&["--run", run_s, "--round", "1", "--client", "99"]), &["--client 99", "0..8"]);
+    fails_with(attack(&["--run", run_s, "--round", "1", "--client", "3"]), &["no update of client 3", "keep_clients"]);
+    fails_with(
+        fedkit(&["attack", "film", "--run", run_s, "--round", "1", "--client", "0"], &[]),
+        &["film", "one label per sample", "fortunes"],
+    );
+    let mini = write(&d, "minibatch.toml", &format!("{base}[client]\nbatch_size = 2\n"));
+    let run2 = d.join("mini");
+    assert!(fedkit(&["run", &mini, "--out", run2.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(
+        attack(&["--run", run2.to_str().unwrap(), "--round", "1", "--client", "0"]),
+        &["mini-batches of 2", "client.batch_size >="],
+    );
+}

@@ -124,19 +124,7 @@ pub fn load(p: &FortunesParams, dir: Option<&str>) -> Result<(Dataset, Dataset)>
         ));
     }
     let dir = Path::new(dir.unwrap_or(DEFAULT_DIR));
-    // Per file: the training and the test token streams.
-    let mut streams: Vec<[Vec<String>; 2]> = Vec::new();
-    for path in topic_files(dir)? {
-        let bytes = std::fs::read(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let mut parts: [Vec<String>; 2] = Default::default();
-        for (k, fortune) in split_fortunes(&text).into_iter().enumerate() {
-            let part = &mut parts[(k % 10 == 9) as usize];
-            part.extend(tokenize(fortune));
-            part.push("<eos>".into());
-        }
-        streams.push(parts);
-    }
+    let streams = token_streams(dir)?;
     let ids = vocabulary(streams.iter().flat_map(|s| &s[0]), p.vocab);
     let encode = |s: &[String]| -> Vec<u32> {
         s.iter().map(|t| if t == "<eos>" { EOS } else { ids.get(t.as_str()).copied().unwrap_or(UNK) }).collect()
@@ -164,6 +152,38 @@ pub fn load(p: &FortunesParams, dir: Option<&str>) -> Result<(Dataset, Dataset)>
     }
     train.users = Some(users);
     Ok((train, test))
+}
+
+/// Per topic file of `dir`: its training and its test token streams (every 10th fortune is
+/// test), each fortune followed by `<eos>`.
+fn token_streams(dir: &Path) -> Result<Vec<[Vec<String>; 2]>> {
+    let mut streams = Vec::new();
+    for path in topic_files(dir)? {
+        let bytes = std::fs::read(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut parts: [Vec<String>; 2] = Default::default();
+        for (k, fortune) in split_fortunes(&text).into_iter().enumerate() {
+            let part = &mut parts[(k % 10 == 9) as usize];
+            part.extend(tokenize(fortune));
+            part.push("<eos>".into());
+        }
+        streams.push(parts);
+    }
+    Ok(streams)
+}
+
+/// The vocabulary of [`load`] with the same parameters: the token of every id, `<unk>` and
+/// `<eos>` first (to print what a language model or an attack produces).
+pub fn words(p: &FortunesParams, dir: Option<&str>) -> Result<Vec<String>> {
+    let streams = token_streams(Path::new(dir.unwrap_or(DEFAULT_DIR)))?;
+    let ids = vocabulary(streams.iter().flat_map(|s| &s[0]), p.vocab);
+    let mut words = vec![String::new(); ids.values().map(|&i| i as usize + 1).max().unwrap_or(2).max(2)];
+    words[UNK as usize] = "<unk>".into();
+    words[EOS as usize] = "<eos>".into();
+    for (w, &i) in &ids {
+        words[i as usize] = (*w).to_string();
+    }
+    Ok(words)
 }
 
 /// Token ids of the `vocab - 2` most frequent tokens (from 2; ties alphabetical).
@@ -241,6 +261,8 @@ mod tests {
         assert!(train.targets.contains(&UNK) && train.targets.contains(&EOS));
         // The test set has the tenth fortune of each file ("cat cat the 9", "dog dog the 9").
         assert_eq!(test.len(), 2);
+        // words() names every id: the most frequent tokens alphabetically, from id 2.
+        assert_eq!(words(&p, dir.to_str()).unwrap(), ["<unk>", "<eos>", "cat", "dog", "the", "0"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -84,6 +84,33 @@ pub fn keep(engine: &Engine, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Read client `client`'s update of `round` from `dir`'s store; the error says which updates
+/// of that client it has and how to keep them.
+pub fn read_update(
+    dir: &Path,
+    client: u32,
+    round: u32,
+    layout: &std::sync::Arc<fedkit_core::Layout>,
+) -> Result<Params> {
+    let p = update_path(dir, client, round);
+    if !p.exists() {
+        let have = stored_updates(dir, client);
+        let msg = if have.is_empty() {
+            format!(
+                "{} keeps no update of client {client}; run it with [output] keep_models = \"every:1\" and keep_clients = [{client}]",
+                dir.display()
+            )
+        } else {
+            format!(
+                "{} has no update of client {client} in round {round} (not sampled that round, or it failed); it has rounds {have:?}",
+                dir.display()
+            )
+        };
+        return Err(Error::config("--round", msg));
+    }
+    tensor_file::read(&p, layout)
+}
+
 /// Read the global model of `round` from `dir`'s store; the error lists the rounds it has.
 pub fn read_global(dir: &Path, round: u32, layout: &std::sync::Arc<fedkit_core::Layout>) -> Result<Params> {
     let p = global_path(dir, round);

@@ -17,6 +17,7 @@ pub mod minimax;
 pub mod model_compression;
 pub mod personalization;
 pub mod privacy;
+pub mod privacy_attacks;
 pub mod sparse;
 pub mod stages;
 
@@ -25,4 +26,5 @@ pub use algorithms::algorithms;
 pub use local_steps::local_steps;
 pub use losses::losses;
 pub use model_compression::model_compression;
+pub use privacy_attacks::privacy_attacks;
 pub use stages::stages;

@@ -1,0 +1,494 @@
+//! `fedkit attack NAME --run DIR ...`: privacy attacks on what a real run sent. The run must keep
+//! its models (`[output] keep_models = "every:1"`, `keep_clients = [ids]`); the attack rebuilds
+//! the run's federation from `resolved.toml` to score itself against the client's true data,
+//! which the attacker never reads. Each writes `report.json`, `report.md` and its pictures into
+//! `--out` (default `RUN/attack-<name>-r<round>-c<client>`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use fedkit_core::{Batch, RngStream};
+use fedkit_engine::{Engine, model_store};
+use fedkit_methods::privacy_attacks::film::{EMBEDDING, bag_of_words, beam_search};
+use fedkit_methods::privacy_attacks::image_metrics::{image_shape, match_by_mse, mse, psnr, ssim};
+use fedkit_methods::privacy_attacks::invert_gradients::{
+    InvertGradients, LabelSource, Observed, analytic_first_layer, recover_labels,
+};
+use fedkit_methods::privacy_attacks::text_metrics::{bag_precision_recall, rouge_l, rouge_n};
+
+/// The attacks.
+#[derive(clap::Subcommand)]
+pub enum AttackCommand {
+    /// Reconstruct a client's training images from the update it sent (invert_gradients:
+    /// cosine gradient matching with a TV prior, iDLG labels, analytic FC inversion).
+    Invert(InvertArgs),
+    /// Recover the text of a client's batch from its language-model update (film: the bag of
+    /// words from the embedding rows that moved, ordered by beam search under the model).
+    Film(FilmArgs),
+}
+
+/// `fedkit attack film`.
+#[derive(clap::Args)]
+pub struct FilmArgs {
+    /// The run directory (with its model store).
+    #[arg(long)]
+    run: PathBuf,
+    /// The round whose update is attacked (1 = the first round).
+    #[arg(long)]
+    round: u32,
+    /// The client whose update is attacked.
+    #[arg(long)]
+    client: u32,
+    /// Beam width of the search.
+    #[arg(long, default_value_t = 16)]
+    beam: usize,
+    /// No beam repeats an n-gram of this length (0: repeats allowed).
+    #[arg(long, default_value_t = 2)]
+    no_repeat: usize,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `fedkit attack invert`.
+#[derive(clap::Args)]
+pub struct InvertArgs {
+    /// The run directory (with its model store).
+    #[arg(long)]
+    run: PathBuf,
+    /// The round whose update is attacked (1 = the first round).
+    #[arg(long)]
+    round: u32,
+    /// The client whose update is attacked.
+    #[arg(long)]
+    client: u32,
+    /// Dummy images to fit (the attacker's guess of the samples behind the update); default:
+    /// the client's number of samples.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Optimisation steps per restart.
+    #[arg(long, default_value_t = 10000)]
+    iterations: usize,
+    /// Adam's step size on the signed gradient.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// Weight alpha of the total-variation prior.
+    #[arg(long, default_value_t = 1e-2)]
+    tv: f64,
+    /// Random starts; the one with the lowest final matching loss is reported.
+    #[arg(long, default_value_t = 1)]
+    restarts: usize,
+    /// Step h (relative to the parameters' norm) of the central difference that gives the
+    /// gradient of the gradient.
+    #[arg(long, default_value_t = 1e-5)]
+    fd_step: f64,
+    /// Where the dummy labels come from: "idlg" (recovered from the update) or "known".
+    #[arg(long, default_value = "idlg", value_parser = ["idlg", "known"])]
+    labels: String,
+    /// Seed of the random starts (default: the run's seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Dispatch one attack.
+pub fn run(cmd: AttackCommand) -> Result<()> {
+    match cmd {
+        AttackCommand::Invert(a) => invert(&a),
+        AttackCommand::Film(a) => film(&a),
+    }
+}
+
+/// What an attack on client `client`'s update of `round` works with: the rebuilt run (its
+/// federation and architecture), the global model the client started from, the update it sent,
+/// and, to score the attack only, the client's data and the number of local steps it took.
+struct Victim {
+    engine: Engine,
+    global: fedkit_core::Params,
+    update: fedkit_core::Params,
+    /// The client's samples (without its feature transforms): all of them are behind the update.
+    truth: Batch,
+    steps: usize,
+}
+
+/// Load the [`Victim`] of `run`; the update must come from full-batch local training, so that
+/// the client's samples are the ones behind it.
+fn victim(run: &Path, round: u32, client: u32) -> Result<Victim> {
+    if !run.join("resolved.toml").is_file() {
+        bail!("{}: not a fedkit run directory (no resolved.toml)", run.display());
+    }
+    let cfg = fedkit_engine::run::resolved_config(run)?;
+    if round == 0 || round > cfg.rounds {
+        bail!(
+            "--round {round}: the run has rounds 1..={} (round R's update starts from the global model of R - 1)",
+            cfg.rounds
+        );
+    }
+    let engine = Engine::new(cfg)?;
+    if client as usize >= engine.population() {
+        bail!("--client {client}: the run has clients 0..{}", engine.population());
+    }
+    let layout = engine.global.layout().clone();
+    let global = model_store::read_global(run, round - 1, &layout)?;
+    let update = model_store::read_update(run, client, round, &layout)?;
+    let data = engine.fed.clients[client as usize].without_transforms();
+    let (n, train) = (data.len(), &engine.cfg.client);
+    if train.batch_size < n {
+        bail!(
+            "client {client}'s update of round {round} came from mini-batches of {} of its {n} samples, so which samples are behind it is not known; \
+             the attack scores itself against them and needs full-batch local training (client.batch_size >= {n})",
+            train.batch_size
+        );
+    }
+    let steps = if train.max_steps > 0 { train.max_steps.min(train.epochs) } else { train.epochs };
+    let mut truth = Batch::default();
+    truth.fill(&data, &(0..n).collect::<Vec<_>>(), &mut RngStream::new(0));
+    Ok(Victim { engine, global, update, truth, steps })
+}
+
+fn invert(a: &InvertArgs) -> Result<()> {
+    let Victim { engine, global, update, truth, steps } = victim(&a.run, a.round, a.client)?;
+    let cfg = &engine.cfg;
+    let data = &engine.fed.clients[a.client as usize];
+    let n = truth.len();
+    if truth.positions() > 0 {
+        bail!(
+            "invert reconstructs images with one label each; {} is sequence data (see `fedkit attack film`)",
+            data.data.name
+        );
+    }
+    let samples = a.batch_size.unwrap_or(n);
+    if samples == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let attack = InvertGradients {
+        iterations: a.iterations,
+        lr: a.lr,
+        tv: a.tv,
+        restarts: a.restarts,
+        fd_step: a.fd_step,
+        labels: if a.labels == "known" { LabelSource::Known } else { LabelSource::Idlg },
+        range: pixel_range(&engine),
+    };
+    attack.validate()?;
+    let labels = match attack.labels {
+        LabelSource::Known if samples != n => {
+            bail!("--labels known gives the client's {n} labels; --batch-size {samples} differs")
+        }
+        LabelSource::Known => truth.y.clone(),
+        LabelSource::Idlg => recover_labels(&update, samples)?,
+    };
+    let shape = data.data.feature_shape.clone();
+    let d: usize = shape.iter().product();
+    let obs = Observed { global: &global, update: &update, samples, shape: shape.clone(), classes: data.data.classes };
+    let seed = a.seed.unwrap_or(cfg.seed);
+    let mut rng = RngStream::derive(seed, "invert_gradients", a.round as u64, a.client as u64);
+    let mut model = engine.architecture();
+    eprintln!(
+        "inverting client {}'s update of round {} ({n} samples, {steps} local step{}): {} iterations x {} restart(s)",
+        a.client,
+        a.round,
+        if steps == 1 { "" } else { "s" },
+        a.iterations,
+        a.restarts
+    );
+    let t0 = Instant::now();
+    let rec = attack.invert(model.as_mut(), &obs, &labels, &mut rng)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let analytic = if samples == 1 { analytic_first_layer(&update, d) } else { None };
+
+    let peak = (attack.range.1 - attack.range.0) as f64;
+    let img = image_shape(&shape);
+    let of = match_by_mse(&truth.x, &rec.x, d);
+    let mean_image = train_mean(&engine);
+    let row = |i: usize| &truth.x[i * d..(i + 1) * d];
+    let per_image: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let r = &rec.x[of[i] * d..(of[i] + 1) * d];
+            serde_json::json!({
+                "sample": data.idx[i], "label": truth.y[i], "matched": of[i],
+                "mse": mse(row(i), r), "psnr": finite(psnr(row(i), r, peak)), "ssim": ssim(row(i), r, img, peak),
+                "baseline_psnr": finite(psnr(row(i), &mean_image, peak)), "baseline_ssim": ssim(row(i), &mean_image, img, peak),
+            })
+        })
+        .collect();
+    let mean_of = |key: &str| -> f64 {
+        per_image.iter().filter_map(|v| v[key].as_f64()).sum::<f64>() / per_image.len().max(1) as f64
+    };
+    let mut true_sorted = truth.y.clone();
+    true_sorted.sort_unstable();
+    let mut got_sorted = labels.clone();
+    got_sorted.sort_unstable();
+    let label_acc = multiset_overlap(&true_sorted, &got_sorted) as f64 / n.max(samples) as f64;
+    let analytic_psnr = analytic.as_ref().map(|x| finite(psnr(row(0), x, peak)));
+    let setting = if steps == 1 {
+        "FedSGD (one local step): the update is one gradient"
+    } else {
+        "multi-step FedAvg, naive attack: the update treated as one gradient"
+    };
+    let report = serde_json::json!({
+        "attack": "invert_gradients",
+        "run": a.run.display().to_string(), "round": a.round, "client": a.client,
+        "model": cfg.model.get("use").and_then(|v| v.as_str()).unwrap_or("?"),
+        "dataset": cfg.data.name,
+        "samples": n, "dummy_samples": samples, "local_steps": steps, "setting": setting,
+        "labels": a.labels, "true_labels": truth.y, "recovered_labels": labels, "label_accuracy": label_acc,
+        "iterations": a.iterations, "restarts": a.restarts, "lr": a.lr, "tv": a.tv, "fd_step": a.fd_step, "seed": seed,
+        "seconds": seconds, "iterations_per_second": (a.iterations * a.restarts) as f64 / seconds.max(1e-9),
+        "matching_loss": rec.loss, "curve": rec.curve,
+        "mean_psnr": mean_of("psnr"), "mean_ssim": mean_of("ssim"), "mean_mse": mean_of("mse"),
+        "baseline": "the training set's mean image",
+        "baseline_psnr": mean_of("baseline_psnr"), "baseline_ssim": mean_of("baseline_ssim"),
+        "analytic_psnr": analytic_psnr,
+        "per_image": per_image,
+    });
+    let out = a.out.clone().unwrap_or_else(|| a.run.join(format!("attack-invert-r{}-c{}", a.round, a.client)));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let json = out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    // Up to 16 images a row: originals, then their reconstructions, chunk by chunk.
+    let mut rows: Vec<Vec<&[f32]>> = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        rows.push(chunk.iter().map(|&i| row(i)).collect());
+        rows.push(chunk.iter().map(|&i| &rec.x[of[i] * d..(of[i] + 1) * d]).collect());
+    }
+    if let Some(x) = &analytic {
+        rows.push(vec![x.as_slice()]);
+    }
+    rows.push(vec![mean_image.as_slice()]);
+    let png = out.join("reconstructions.png");
+    write_grid(&png, &rows, img, attack.range)?;
+    let md = format!(
+        "# invert_gradients: client {} of round {} of {}\n\n{setting}; {} model on {}, {n} sample(s), labels {} ({:.0}% right).\n\n\
+         | | PSNR (dB) | SSIM |\n|---|---|---|\n| reconstruction | {:.2} | {:.3} |\n| mean-image baseline | {:.2} | {:.3} |\n{}\n\
+         {} iterations x {} restart(s) in {seconds:.1} s ({:.0} iterations/s), alpha = {}, lr = {}, final matching loss {:.4}.\n\n\
+         ![reconstructions](reconstructions.png)\n\nRows: the client's images and under them their reconstructions (the one each original matches best), 16 a row{}; the mean image.\n",
+        a.client,
+        a.round,
+        a.run.display(),
+        report["model"].as_str().unwrap_or("?"),
+        cfg.data.name,
+        a.labels,
+        100.0 * label_acc,
+        mean_of("psnr"),
+        mean_of("ssim"),
+        mean_of("baseline_psnr"),
+        mean_of("baseline_ssim"),
+        analytic_psnr.map(|p| format!("| analytic first layer | {p:.2} | |\n")).unwrap_or_default(),
+        a.iterations,
+        a.restarts,
+        (a.iterations * a.restarts) as f64 / seconds.max(1e-9),
+        a.tv,
+        a.lr,
+        rec.loss,
+        if analytic.is_some() { "; the analytic first-layer inversion" } else { "" },
+    );
+    std::fs::write(out.join("report.md"), &md).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "mean PSNR {:.2} dB (mean-image baseline {:.2} dB), SSIM {:.3}, labels {:.0}% right; wrote {}",
+        mean_of("psnr"),
+        mean_of("baseline_psnr"),
+        mean_of("ssim"),
+        100.0 * label_acc,
+        out.display()
+    );
+    Ok(())
+}
+
+fn film(a: &FilmArgs) -> Result<()> {
+    let Victim { engine, global, update, truth, steps } = victim(&a.run, a.round, a.client)?;
+    let cfg = &engine.cfg;
+    let t = truth.positions();
+    if t == 0 {
+        bail!(
+            "film recovers the text of a language model's batch; {} has one label per sample (use data.name = \"fortunes\" and model.use = \"transformer\")",
+            cfg.data.name
+        );
+    }
+    if a.beam == 0 {
+        bail!("--beam must be at least 1");
+    }
+    let vocab = truth.classes;
+    let bag = bag_of_words(&update, EMBEDDING)?;
+    let sequences: Vec<Vec<u32>> = truth.x.chunks(t).map(|s| s.iter().map(|&v| v as u32).collect()).collect();
+    let true_bag: std::collections::BTreeSet<u32> = sequences.iter().flatten().copied().collect();
+    let (precision, recall) = bag_precision_recall(&bag, &true_bag);
+    if bag.len() * 10 > vocab * 9 {
+        eprintln!(
+            "note: {} of {vocab} embedding rows moved: weight decay or noise moves every row, and the bag is then no evidence",
+            bag.len()
+        );
+    }
+    eprintln!(
+        "film on client {}'s update of round {} ({} sequences of {t} tokens, {steps} local step(s)): {} tokens in the bag, beam {}",
+        a.client,
+        a.round,
+        sequences.len(),
+        bag.len(),
+        a.beam
+    );
+    let t0 = Instant::now();
+    let mut model = engine.architecture();
+    let beams = if bag.is_empty() {
+        Vec::new()
+    } else {
+        beam_search(model.as_mut(), &global, &bag, t, vocab, a.beam, a.no_repeat)?
+    };
+    let seconds = t0.elapsed().as_secs_f64();
+    // Each beam against the batch's sequence it matches best (by ROUGE-L).
+    let scored: Vec<(usize, [f64; 3])> = beams
+        .iter()
+        .map(|b| {
+            let (k, l) = sequences
+                .iter()
+                .enumerate()
+                .map(|(k, s)| (k, rouge_l(&b.tokens, s)))
+                .fold((0, -1.0), |best, x| if x.1 > best.1 { x } else { best });
+            (k, [rouge_n(&b.tokens, &sequences[k], 1), rouge_n(&b.tokens, &sequences[k], 2), l])
+        })
+        .collect();
+    let top = scored.first().map(|s| s.1).unwrap_or_default();
+    let first_b = &scored[..scored.len().min(sequences.len())];
+    let mean_b = |j: usize| first_b.iter().map(|s| s.1[j]).sum::<f64>() / first_b.len().max(1) as f64;
+    let words = if cfg.data.name == "fortunes" {
+        fedkit_data::fortunes::words(&cfg.data.fortunes, cfg.data.data_dir.as_deref()).ok()
+    } else {
+        None
+    };
+    let text = |s: &[u32]| -> String {
+        match &words {
+            Some(w) => s.iter().map(|&i| w.get(i as usize).map_or("?", String::as_str)).collect::<Vec<_>>().join(" "),
+            None => s.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+        }
+    };
+    let report = serde_json::json!({
+        "attack": "film",
+        "run": a.run.display().to_string(), "round": a.round, "client": a.client,
+        "dataset": cfg.data.name, "sequences": sequences.len(), "seq_len": t, "local_steps": steps, "beam": a.beam, "no_repeat": a.no_repeat,
+        "bag_size": bag.len(), "true_bag_size": true_bag.len(), "bag_precision": precision, "bag_recall": recall,
+        "best_rouge1": top[0], "best_rouge2": top[1], "best_rougeL": top[2],
+        "top_b_rouge1": mean_b(0), "top_b_rouge2": mean_b(1), "top_b_rougeL": mean_b(2),
+        "seconds": seconds,
+        "beams": beams.iter().zip(&scored).map(|(b, s)| serde_json::json!({
+            "text": text(&b.tokens), "log_likelihood": b.log_likelihood, "matched": s.0,
+            "rouge1": s.1[0], "rouge2": s.1[1], "rougeL": s.1[2],
+        })).collect::<Vec<_>>(),
+        "truth": sequences.iter().map(|s| text(s)).collect::<Vec<_>>(),
+    });
+    let out = a.out.clone().unwrap_or_else(|| a.run.join(format!("attack-film-r{}-c{}", a.round, a.client)));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let mut md = format!(
+        "# film: client {} of round {} of {}\n\n{} sequences of {t} tokens, {steps} local step(s).\n\n\
+         Bag of words: {} tokens recovered, precision {precision:.3}, recall {recall:.3} against the batch's {} distinct input tokens.\n\n\
+         | | ROUGE-1 | ROUGE-2 | ROUGE-L |\n|---|---|---|---|\n| best beam | {:.3} | {:.3} | {:.3} |\n| best {} beams (mean) | {:.3} | {:.3} | {:.3} |\n\n",
+        a.client,
+        a.round,
+        a.run.display(),
+        sequences.len(),
+        bag.len(),
+        true_bag.len(),
+        top[0],
+        top[1],
+        top[2],
+        first_b.len(),
+        mean_b(0),
+        mean_b(1),
+        mean_b(2)
+    );
+    md.push_str("Best beams (log-likelihood, ROUGE-L against the closest sequence):\n\n");
+    for (b, s) in beams.iter().zip(&scored).take(5) {
+        md.push_str(&format!(
+            "- {:.1}, {:.3}: `{}`\n  - closest: `{}`\n",
+            b.log_likelihood,
+            s.1[2],
+            text(&b.tokens),
+            text(&sequences[s.0])
+        ));
+    }
+    std::fs::write(out.join("report.md"), &md).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "bag precision {precision:.3}, recall {recall:.3}; best beam ROUGE-1 {:.3}, ROUGE-2 {:.3}, ROUGE-L {:.3}; wrote {}",
+        top[0],
+        top[1],
+        top[2],
+        out.display()
+    );
+    Ok(())
+}
+
+/// JSON has no infinity: an exact reconstruction's PSNR is written as 999.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() { v } else { 999.0 }
+}
+
+/// Number of common elements of two sorted lists (as multisets).
+fn multiset_overlap(a: &[u32], b: &[u32]) -> usize {
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Equal => {
+                k += 1;
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+        }
+    }
+    k
+}
+
+/// The box the pixels live in: [min, max] of the training features (the attacker knows the
+/// data's range, e.g. [0, 1] for Fashion-MNIST).
+fn pixel_range(engine: &Engine) -> (f32, f32) {
+    let x = &engine.fed.train.x;
+    let lo = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if lo < hi { (lo, hi) } else { (0.0, 1.0) }
+}
+
+/// The mean training sample.
+fn train_mean(engine: &Engine) -> Vec<f32> {
+    let t = &engine.fed.train;
+    let d = t.feature_len();
+    let mut m = vec![0.0f64; d];
+    for row in t.x.chunks(d) {
+        m.iter_mut().zip(row).for_each(|(a, &b)| *a += b as f64);
+    }
+    m.into_iter().map(|v| (v / t.len().max(1) as f64) as f32).collect()
+}
+
+/// A PNG of image rows (each image `[c, h, w]`, grey for one channel, RGB for three), scaled 3x
+/// with white gaps; values mapped from `range` to 0..255.
+fn write_grid(path: &Path, rows: &[Vec<&[f32]>], [c, h, w]: [usize; 3], range: (f32, f32)) -> Result<()> {
+    const S: usize = 3;
+    const GAP: usize = 4;
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let (cw, ch) = (w * S + GAP, h * S + GAP);
+    let (width, height) = (cols * cw + GAP, rows.len() * ch + GAP);
+    let mut px = vec![255u8; width * height * 3];
+    let span = (range.1 - range.0).max(f32::MIN_POSITIVE);
+    for (r, images) in rows.iter().enumerate() {
+        for (k, image) in images.iter().enumerate() {
+            for y in 0..h * S {
+                for x in 0..w * S {
+                    let (iy, ix) = (y / S, x / S);
+                    let at = |ch: usize| {
+                        let v = (image[(ch * h + iy) * w + ix] - range.0) / span;
+                        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+                    };
+                    let rgb = if c >= 3 { [at(0), at(1), at(2)] } else { [at(0); 3] };
+                    let (py, pxx) = (GAP + r * ch + y, GAP + k * cw + x);
+                    px[(py * width + pxx) * 3..(py * width + pxx) * 3 + 3].copy_from_slice(&rgb);
+                }
+            }
+        }
+    }
+    crate::png_out::write_rgb(path, width, height, &px)
+}

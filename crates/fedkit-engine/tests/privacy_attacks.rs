@@ -1,0 +1,163 @@
+//! The privacy attacks' defining properties on the real models.
+//! - invert_gradients: the gradient of the gradient by central differences of input gradients
+//!   matches finite differences in input space; the analytic inversion of a fully connected
+//!   first layer recovers a batch-1 input exactly; iDLG recovers the label of a batch-1 update;
+//!   the optimisation recovers an image from a FedSGD update far better than the mean image.
+//! - film: the embedding rows that moved are exactly the batch's tokens, and beam search under
+//!   a model that learned the text puts the batch's sequence first.
+
+use fedkit_core::registry::{Kind, build_from_table};
+use fedkit_core::{Batch, Model, Params, RngStream};
+use fedkit_methods::privacy_attacks::film::{EMBEDDING, bag_of_words, beam_search};
+use fedkit_methods::privacy_attacks::image_metrics::psnr;
+use fedkit_methods::privacy_attacks::invert_gradients::{
+    InvertGradients, LabelSource, Observed, analytic_first_layer, cosine_loss_grad, param_gradient, recover_labels,
+};
+use fedkit_models::models;
+
+fn model(spec: &str, shape: &[usize], classes: usize) -> Box<dyn Model> {
+    let table: toml::Table = spec.parse().unwrap();
+    let (spec, _) = build_from_table(models(), Kind::Model, "model", &table, &[]).unwrap();
+    spec.instantiate(shape, classes).unwrap()
+}
+
+/// A smooth blob image of `h x w` in [0, 1] (so TV priors have something to keep).
+fn blob(h: usize, w: usize, cy: f32, cx: f32) -> Vec<f32> {
+    (0..h * w)
+        .map(|i| {
+            let (y, x) = ((i / w) as f32, (i % w) as f32);
+            (-((y - cy).powi(2) + (x - cx).powi(2)) / 8.0).exp()
+        })
+        .collect()
+}
+
+fn batch(x: Vec<f32>, y: Vec<u32>, shape: &[usize], classes: usize) -> Batch {
+    Batch { x, y, targets: Vec::new(), feature_shape: shape.to_vec(), classes }
+}
+
+/// The FedSGD update of one step with learning rate 0.1 on `b`.
+fn fedsgd_update(m: &mut dyn Model, p: &Params, b: &Batch) -> Params {
+    let mut g = param_gradient(m, p, b).unwrap();
+    g.scale(-0.1);
+    g
+}
+
+// The gradient of the gradient by central differences of input gradients (relative step
+// h = 1e-5, the default) against central differences of the cosine loss along random input
+// directions (step 3e-3): within 0.5% on the lenet and the mlp. Larger steps cross ReLU and
+// max-pool switches (the input gradient jumps there) and are wrong by up to 10x, which is why
+// the default step is small.
+#[test]
+fn the_gradient_of_the_cosine_loss_matches_input_space_finite_differences() {
+    for (spec, shape) in [("use = 'lenet'", vec![1, 28, 28]), ("use = 'mlp'\nhidden = [32]", vec![1, 8, 8])] {
+        let mut m = model(spec, &shape, 10);
+        let mut rng = RngStream::new(5);
+        let p = m.init(&mut rng);
+        let d: usize = shape.iter().product();
+        let truth = batch(blob(shape[1], shape[2], 3.0, 4.0), vec![3], &shape, 10);
+        let mut target = fedsgd_update(m.as_mut(), &p, &truth);
+        target.scale(-1.0);
+        let x0: Vec<f32> = (0..d).map(|_| rng.uniform() as f32).collect();
+        let h = InvertGradients::default().fd_step;
+        let mut gx = Vec::new();
+        cosine_loss_grad(m.as_mut(), &p, &batch(x0.clone(), vec![3], &shape, 10), &target, h, &mut gx).unwrap();
+        for k in 0..4 {
+            let v: Vec<f32> = (0..d).map(|_| rng.normal() as f32).collect();
+            let vn = v.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
+            let dir: Vec<f32> = v.iter().map(|a| (*a as f64 / vn) as f32).collect();
+            let at = |m: &mut dyn Model, s: f32| {
+                let x: Vec<f32> = x0.iter().zip(&dir).map(|(a, b)| a + s * b).collect();
+                let mut g = Vec::new();
+                cosine_loss_grad(m, &p, &batch(x, vec![3], &shape, 10), &target, h, &mut g).unwrap()
+            };
+            let eps = 3e-3f32;
+            let fd = (at(m.as_mut(), eps) - at(m.as_mut(), -eps)) / (2.0 * eps as f64);
+            let est: f64 = gx.iter().zip(&dir).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+            let rel = (est - fd).abs() / fd.abs().max(1e-12);
+            assert!(rel < 0.02, "{spec}, direction {k}: {est:.6e} vs finite differences {fd:.6e} (rel {rel:.4})");
+        }
+    }
+}
+
+#[test]
+fn the_analytic_first_layer_inversion_is_exact_for_one_sample() {
+    let shape = [1, 8, 8];
+    let mut m = model("use = 'mlp'\nhidden = [32]", &shape, 10);
+    let p = m.init(&mut RngStream::new(1));
+    let x = blob(8, 8, 4.0, 2.0);
+    let update = fedsgd_update(m.as_mut(), &p, &batch(x.clone(), vec![7], &shape, 10));
+    let rec = analytic_first_layer(&update, 64).expect("the mlp starts with a fully connected layer");
+    let err = x.iter().zip(&rec).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(err < 1e-4, "max error {err}");
+    // The lenet starts with a convolution: no analytic inversion.
+    let lenet = model("use = 'lenet'", &[1, 28, 28], 10);
+    let pl = lenet.init(&mut RngStream::new(1));
+    assert!(analytic_first_layer(&pl, 784).is_none());
+}
+
+#[test]
+fn idlg_recovers_the_label_of_a_one_sample_update_and_counts_a_batch() {
+    let shape = [1, 28, 28];
+    let mut m = model("use = 'lenet'", &shape, 10);
+    let mut rng = RngStream::new(2);
+    let p = m.init(&mut rng);
+    for y in 0..10u32 {
+        let x: Vec<f32> = (0..784).map(|_| rng.uniform() as f32).collect();
+        let u = fedsgd_update(m.as_mut(), &p, &batch(x, vec![y], &shape, 10));
+        assert_eq!(recover_labels(&u, 1).unwrap(), [y]);
+    }
+    // Four samples of labels {1, 1, 4, 8} on an untrained model: the counting estimate.
+    let x: Vec<f32> = (0..4 * 784).map(|_| rng.uniform() as f32).collect();
+    let u = fedsgd_update(m.as_mut(), &p, &batch(x, vec![1, 4, 1, 8], &shape, 10));
+    assert_eq!(recover_labels(&u, 4).unwrap(), [1, 1, 4, 8]);
+}
+
+#[test]
+fn inversion_recovers_a_one_sample_image_far_above_the_mean_image() {
+    let shape = [1, 8, 8];
+    let mut m = model("use = 'mlp'\nhidden = [64]", &shape, 10);
+    let p = m.init(&mut RngStream::new(3));
+    let x = blob(8, 8, 3.0, 5.0);
+    let update = fedsgd_update(m.as_mut(), &p, &batch(x.clone(), vec![2], &shape, 10));
+    let obs = Observed { global: &p, update: &update, samples: 1, shape: shape.to_vec(), classes: 10 };
+    let attack = InvertGradients { iterations: 400, tv: 1e-3, labels: LabelSource::Idlg, ..Default::default() };
+    let labels = recover_labels(&update, 1).unwrap();
+    let rec = attack.invert(m.as_mut(), &obs, &labels, &mut RngStream::new(4)).unwrap();
+    let mean = vec![x.iter().sum::<f32>() / 64.0; 64];
+    let (got, base) = (psnr(&x, &rec.x, 1.0), psnr(&x, &mean, 1.0));
+    assert!(got > base + 10.0, "PSNR {got:.2} dB vs the mean image's {base:.2} dB");
+}
+
+#[test]
+fn film_recovers_the_bag_exactly_and_a_memorised_sequence_in_order() {
+    // A transformer language model trained on next token = current + 1 (mod V).
+    const V: usize = 12;
+    const T: usize = 6;
+    let mut m = model("use = 'transformer'\ndim = 16\nheads = 2", &[T], V);
+    let mut rng = RngStream::new(9);
+    let mut p = m.init(&mut rng);
+    let chains = |starts: &[usize]| {
+        let mut b = batch(Vec::new(), vec![0; starts.len()], &[T], V);
+        for &s in starts {
+            b.x.extend((0..T).map(|t| ((s + t) % V) as f32));
+            b.targets.extend((0..T).map(|t| ((s + t + 1) % V) as u32));
+        }
+        b
+    };
+    let train =
+        fedkit_core::optim::LocalTrain { optimizer: fedkit_core::optim::OptimizerKind::Adam, ..Default::default() };
+    let mut opt = fedkit_core::optim::Optimizer::new(&train, &p.layout());
+    let mut g = p.zeros_like();
+    for _ in 0..200 {
+        let starts: Vec<usize> = (0..8).map(|_| rng.below(V as u64) as usize).collect();
+        m.loss_grad(&mut p, &chains(&starts), &mut g, &mut rng).unwrap();
+        opt.step(p.as_mut_slice(), g.as_slice(), 0.01);
+    }
+    // A client's FedSGD update on the sequence 3 4 5 6 7 8.
+    let client = chains(&[3]);
+    let update = fedsgd_update(m.as_mut(), &p, &client);
+    let bag = bag_of_words(&update, EMBEDDING).unwrap();
+    assert_eq!(bag, (3..9).collect(), "the rows that moved are the input tokens");
+    let beams = beam_search(m.as_mut(), &p, &bag, T, V, 8, 2).unwrap();
+    assert_eq!(beams[0].tokens, [3, 4, 5, 6, 7, 8], "{beams:?}");
+}

@@ -1,0 +1,13 @@
+//! Privacy attacks: what a server (or an insider) learns about a client's data from what a real
+//! run sent. Each reads a run directory's model store (`[output] keep_models`, `keep_clients`)
+//! through `fedkit attack NAME --run DIR`, and writes `report.json`, `report.md` and pictures.
+
+pub mod film;
+pub mod image_metrics;
+pub mod invert_gradients;
+pub mod text_metrics;
+
+/// Every privacy attack: its `fedkit attack` name and its source file (for `fedkit explain`).
+pub fn privacy_attacks() -> &'static [(&'static str, &'static str)] {
+    &[("invert_gradients", include_str!("invert_gradients.rs")), ("film", include_str!("film.rs"))]
+}
