@@ -30,7 +30,7 @@ for seed in 0 1 2; do
       [ -f "$dir/resolved.toml" ] || "$BIN" run "$CFG" "${sets[@]}" --out "$dir" -q >/dev/null
       for c in 0 1 2 3 4; do
         [ -f "$dir/attack-c$c/report.json" ] ||
-          "$BIN" attack film --run "$dir" --round 1 --client "$c" --out "$dir/attack-c$c" >/dev/null 2>&1
+          "$BIN" attack film --run "$dir" --round 1 --client "$c" --out "$dir/attack-c$c" >/dev/null
       done
     done
   done

@@ -120,13 +120,27 @@ fn victim(run: &Path, round: u32, client: u32) -> Result<Victim> {
     if !run.join("resolved.toml").is_file() {
         bail!("{}: not a fedkit run directory (no resolved.toml)", run.display());
     }
-    let cfg = fedkit_engine::run::resolved_config(run)?;
+    let mut cfg = fedkit_engine::run::resolved_config(run)?;
     if round == 0 || round > cfg.rounds {
         bail!(
             "--round {round}: the run has rounds 1..={} (round R's update starts from the global model of R - 1)",
             cfg.rounds
         );
     }
+    if cfg.algorithm.get("use").and_then(|v| v.as_str()) == Some("ifca") {
+        bail!(
+            "ifca clients start from the cluster model they chose, not the global model; the attacks read only global starts"
+        );
+    }
+    if cfg.downlink.kind != fedkit_engine::config::DownlinkKind::None {
+        bail!(
+            "with [downlink] compression clients start from their decoded copy of the global model, which the store does not keep"
+        );
+    }
+    // The store holds the models: the starting point (`init_from`, `[model] init`) is not read
+    // again, so a moved file cannot stop the attack.
+    cfg.init_from = None;
+    cfg.model.remove("init");
     let engine = Engine::new(cfg)?;
     if client as usize >= engine.population() {
         bail!("--client {client}: the run has clients 0..{}", engine.population());
@@ -161,6 +175,9 @@ fn invert(a: &InvertArgs) -> Result<()> {
         );
     }
     let samples = a.batch_size.unwrap_or(n);
+    if n == 0 {
+        bail!("client {} holds no samples: there is nothing behind its update", a.client);
+    }
     if samples == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -198,20 +215,22 @@ fn invert(a: &InvertArgs) -> Result<()> {
     let t0 = Instant::now();
     let rec = attack.invert(model.as_mut(), &obs, &labels, &mut rng)?;
     let seconds = t0.elapsed().as_secs_f64();
-    let analytic = if samples == 1 { analytic_first_layer(&update, d) } else { None };
+    let analytic = if n == 1 { analytic_first_layer(&update, d) } else { None };
 
     let peak = (attack.range.1 - attack.range.0) as f64;
     let img = image_shape(&shape);
     let of = match_by_mse(&truth.x, &rec.x, d);
     let mean_image = train_mean(&engine);
     let row = |i: usize| &truth.x[i * d..(i + 1) * d];
+    // SSIM compares local image structure: none for data that is not an image.
+    let similarity = |a: &[f32], b: &[f32]| (img[1] > 1 && img[2] > 1).then(|| ssim(a, b, img, peak));
     let per_image: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             let r = &rec.x[of[i] * d..(of[i] + 1) * d];
             serde_json::json!({
                 "sample": data.idx[i], "label": truth.y[i], "matched": of[i],
-                "mse": mse(row(i), r), "psnr": finite(psnr(row(i), r, peak)), "ssim": ssim(row(i), r, img, peak),
-                "baseline_psnr": finite(psnr(row(i), &mean_image, peak)), "baseline_ssim": ssim(row(i), &mean_image, img, peak),
+                "mse": mse(row(i), r), "psnr": finite(psnr(row(i), r, peak)), "ssim": similarity(row(i), r),
+                "baseline_psnr": finite(psnr(row(i), &mean_image, peak)), "baseline_ssim": similarity(row(i), &mean_image),
             })
         })
         .collect();
@@ -422,9 +441,9 @@ fn film(a: &FilmArgs) -> Result<()> {
     Ok(())
 }
 
-/// JSON has no infinity: an exact reconstruction's PSNR is written as 999.
+/// JSON has no infinity: an exact reconstruction's PSNR (+inf) is written as 999 dB.
 fn finite(v: f64) -> f64 {
-    if v.is_finite() { v } else { 999.0 }
+    if v == f64::INFINITY { 999.0 } else { v }
 }
 
 /// Number of common elements of two sorted lists (as multisets).

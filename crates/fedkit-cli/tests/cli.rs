@@ -666,3 +666,49 @@ fn attack_invert_reports_and_refuses_what_it_cannot_attack() {
         &["mini-batches of 2", "client.batch_size >="],
     );
 }
+
+// `fedkit attack film` on a kept one-step update of the transformer recovers the batch's input
+// tokens exactly (bag precision and recall 1) and writes beams as words.
+#[test]
+fn attack_film_recovers_the_bag_of_words_when_the_fortunes_are_installed() {
+    if !Path::new("/usr/share/games/fortunes/computers").exists() {
+        eprintln!("skipped: the fortune files are not installed (apt-get install fortunes)");
+        return;
+    }
+    let d = tmp("film");
+    let cfg = write(
+        &d,
+        "lm.toml",
+        "rounds = 1\n[data]\nname = \"fortunes\"\nclients = 200\npartition = { use = \"iid\" }\nsubsample = 0.02\n\
+         fortunes = { seq_len = 8, vocab = 300 }\n[model]\nuse = \"transformer\"\ndim = 16\nlayers = 1\nheads = 2\n\
+         [client]\noptimizer = \"adam\"\nlr = 0.005\nbatch_size = 1000\n[sampling]\nper_round = 200\n\
+         [eval]\ntest_samples = 100\ntrain_loss = false\n[output]\nkeep_models = \"every:1\"\nkeep_clients = [0]\n",
+    );
+    let run = d.join("run");
+    let o = fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = d.join("film");
+    let o = fedkit(
+        &[
+            "attack",
+            "film",
+            "--run",
+            run.to_str().unwrap(),
+            "--round",
+            "1",
+            "--client",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!((r["bag_precision"].as_f64(), r["bag_recall"].as_f64()), (Some(1.0), Some(1.0)), "{r}");
+    let beams = r["beams"].as_array().unwrap();
+    assert_eq!(beams.len(), 16);
+    assert_eq!(beams[0]["text"].as_str().unwrap().split(' ').count(), 8, "a beam is one window of words");
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("ROUGE-L"));
+}

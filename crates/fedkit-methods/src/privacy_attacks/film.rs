@@ -112,6 +112,12 @@ pub fn beam_search(
             );
         }
         next.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        if next.is_empty() {
+            return Err(Error::Method(format!(
+                "film: no sequence of {len} tokens over the bag of {} without repeating an n-gram of {no_repeat}; lower --no-repeat",
+                bag.len()
+            )));
+        }
         beams = next
             .into_iter()
             .take(beam)

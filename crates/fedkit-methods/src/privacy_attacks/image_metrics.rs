@@ -74,8 +74,8 @@ pub fn image_shape(shape: &[usize]) -> [usize; 3] {
 }
 
 /// For each original (rows of `truth`, `d` values each), the reconstruction (a row of `recon`)
-/// it is matched to: greedily, the pair of smallest MSE first, each reconstruction used once
-/// while any is left (then the closest again).
+/// it is matched to: greedily one to one, the pair of smallest MSE first; originals left over
+/// (more originals than reconstructions) get their closest reconstruction.
 pub fn match_by_mse(truth: &[f32], recon: &[f32], d: usize) -> Vec<usize> {
     let (n, m) = (truth.len() / d.max(1), recon.len() / d.max(1));
     let mut pairs: Vec<(f64, usize, usize)> = (0..n)
@@ -86,9 +86,14 @@ pub fn match_by_mse(truth: &[f32], recon: &[f32], d: usize) -> Vec<usize> {
     let mut of = vec![usize::MAX; n];
     let mut used = vec![false; m];
     for &(_, i, j) in &pairs {
-        if of[i] == usize::MAX && (!used[j] || used.iter().all(|&u| u)) {
+        if of[i] == usize::MAX && !used[j] {
             of[i] = j;
             used[j] = true;
+        }
+    }
+    for &(_, i, j) in &pairs {
+        if of[i] == usize::MAX {
+            of[i] = j;
         }
     }
     of
@@ -138,5 +143,9 @@ mod tests {
         assert_eq!(match_by_mse(&truth, &recon, 2), [2, 0, 1]);
         // One reconstruction for two originals: both get it.
         assert_eq!(match_by_mse(&truth[..4], &recon[..2], 2), [0, 0]);
+        // Two reconstructions for three originals: the one left over gets its closest.
+        let truth = [0.0f32, 0.0, 0.1, 0.0, 1.0, 1.0];
+        let recon = [0.0f32, 0.0, 0.8, 0.8];
+        assert_eq!(match_by_mse(&truth, &recon, 2), [0, 0, 1]);
     }
 }
