@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use fedkit_core::{Batch, RngStream};
+use fedkit_core::{Batch, ClientData, RngStream};
 use fedkit_engine::{Engine, model_store};
 use fedkit_methods::privacy_attacks::film::{EMBEDDING, bag_of_words, beam_search};
 use fedkit_methods::privacy_attacks::image_metrics::{image_shape, match_by_mse, mse, psnr, ssim};
 use fedkit_methods::privacy_attacks::invert_gradients::{
     InvertGradients, LabelSource, Observed, analytic_first_layer, recover_labels,
 };
+use fedkit_methods::privacy_attacks::membership::{auc, lira_online, logit_confidence, roc, tpr_at};
 use fedkit_methods::privacy_attacks::text_metrics::{bag_precision_recall, rouge_l, rouge_n};
 
 /// The attacks.
@@ -26,6 +27,30 @@ pub enum AttackCommand {
     /// Recover the text of a client's batch from its language-model update (film: the bag of
     /// words from the embedding rows that moved, ordered by beam search under the model).
     Film(FilmArgs),
+    /// Membership inference on a run's final model: the loss threshold and LiRA with shadow
+    /// models trained by the run's own federated training (ROC, AUC, TPR at low FPR).
+    Membership(MembershipArgs),
+}
+
+/// `fedkit attack membership`.
+#[derive(clap::Args)]
+pub struct MembershipArgs {
+    /// The finished run directory (its checkpoint holds the attacked model).
+    #[arg(long)]
+    run: PathBuf,
+    /// Shadow models (each a full re-run of the run's training on a random half of the
+    /// population).
+    #[arg(long, default_value_t = 16)]
+    shadows: usize,
+    /// Score at most this many members and as many non-members (default: every member).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seed of the population's halves (default: the run's seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `fedkit attack film`.
@@ -99,6 +124,7 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
     match cmd {
         AttackCommand::Invert(a) => invert(&a),
         AttackCommand::Film(a) => film(&a),
+        AttackCommand::Membership(a) => membership(&a),
     }
 }
 
@@ -436,6 +462,242 @@ fn film(a: &FilmArgs) -> Result<()> {
         top[0],
         top[1],
         top[2],
+        out.display()
+    );
+    Ok(())
+}
+
+/// phi (the logit-scaled confidence of the label) and the cross-entropy loss of each sample of
+/// `data` (positions `ids`) under `params`.
+fn confidences(
+    model: &mut dyn fedkit_core::Model,
+    params: &fedkit_core::Params,
+    data: &ClientData,
+    ids: &[usize],
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut phi, mut loss) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+    let (mut b, mut out) = (Batch::default(), fedkit_core::Outputs::default());
+    for chunk in ids.chunks(256) {
+        b.fill(data, chunk, &mut RngStream::new(0));
+        model.forward(params, &b, fedkit_core::Mode::Eval, &mut out)?;
+        for (i, &y) in b.y.iter().enumerate() {
+            let row = out.logits_of(i);
+            phi.push(logit_confidence(row, y as usize));
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max + row.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>().ln();
+            loss.push(lse - row[y as usize] as f64);
+        }
+    }
+    Ok((phi, loss))
+}
+
+fn membership(a: &MembershipArgs) -> Result<()> {
+    if !a.run.join("resolved.toml").is_file() {
+        bail!("{}: not a fedkit run directory (no resolved.toml)", a.run.display());
+    }
+    if a.shadows < 2 {
+        bail!("--shadows {}: LiRA needs at least 2 shadow models (the paper uses 16 to 256)", a.shadows);
+    }
+    let cfg = fedkit_engine::run::resolved_config(&a.run)?;
+    if cfg.algorithm.get("use").and_then(|v| v.as_str()) == Some("ifca") {
+        bail!("ifca ends with one model per cluster; the attack reads the single global model");
+    }
+    let (round, target) = fedkit_engine::checkpoint::checkpoint_global(&a.run)?;
+    if round < cfg.rounds {
+        bail!("{} stopped at round {round} of {}: finish it first (fedkit run --resume)", a.run.display(), cfg.rounds);
+    }
+    let engine = Engine::new(cfg.clone())?;
+    let fed = &engine.fed;
+    if fed.train.positions() > 0 {
+        bail!("membership scores one label per sample; {} is sequence data", fed.train.name);
+    }
+    if let Some(c) = fed.clients.iter().position(|c| c.labels.is_some() || c.stamp.is_some()) {
+        bail!(
+            "client {c}'s labels or features are changed (label noise, an attack): its samples are not the dataset's, so membership is not defined"
+        );
+    }
+    // Samples are (dataset, index) pairs: clients may hold their own datasets (synthetic's
+    // users). Members: every sample a client trains on; non-members: samples of the clients'
+    // datasets that no client holds.
+    let mut sets: Vec<std::sync::Arc<fedkit_core::Dataset>> = Vec::new();
+    let set_of: Vec<usize> = fed
+        .clients
+        .iter()
+        .map(|c| match sets.iter().position(|s| std::sync::Arc::ptr_eq(s, &c.data)) {
+            Some(j) => j,
+            None => {
+                sets.push(c.data.clone());
+                sets.len() - 1
+            }
+        })
+        .collect();
+    let mut owner: Vec<Vec<u32>> = sets.iter().map(|s| vec![u32::MAX; s.len()]).collect();
+    for (c, d) in fed.clients.iter().enumerate() {
+        d.idx.iter().for_each(|&i| owner[set_of[c]][i as usize] = c as u32);
+    }
+    type Sample = (usize, u32);
+    let members: Vec<Sample> = owner
+        .iter()
+        .enumerate()
+        .flat_map(|(j, o)| (0..o.len() as u32).filter(move |&i| o[i as usize] != u32::MAX).map(move |i| (j, i)))
+        .collect();
+    let pool: Vec<Sample> = owner
+        .iter()
+        .enumerate()
+        .flat_map(|(j, o)| (0..o.len() as u32).filter(move |&i| o[i as usize] == u32::MAX).map(move |i| (j, i)))
+        .collect();
+    if pool.is_empty() {
+        bail!(
+            "every training sample is a member: set data.subsample < 1 so that samples no client holds serve as non-members"
+        );
+    }
+    let seed = a.seed.unwrap_or(cfg.seed);
+    let m = members.len().min(pool.len()).min(a.samples.unwrap_or(usize::MAX)).max(1);
+    let pick = |from: &[Sample], purpose: &str| -> Vec<Sample> {
+        let mut k: Vec<Sample> =
+            RngStream::derive(seed, purpose, 0, 0).choose(from.len(), m).into_iter().map(|j| from[j]).collect();
+        k.sort_unstable();
+        k
+    };
+    let (scored_in, scored_out) = (pick(&members, "membership.members"), pick(&pool, "membership.non_members"));
+    // The population: every member (with its client) and the scored non-members, each given to
+    // a client of its dataset drawn uniformly; the targets are the scored ones.
+    let clients_of: Vec<Vec<u32>> =
+        (0..sets.len()).map(|j| (0..fed.clients.len() as u32).filter(|&c| set_of[c as usize] == j).collect()).collect();
+    let mut assign = RngStream::derive(seed, "membership.assign", 0, 0);
+    let mut population: Vec<(Sample, u32)> = members.iter().map(|&(j, i)| ((j, i), owner[j][i as usize])).collect();
+    population.extend(scored_out.iter().map(|&(j, i)| {
+        let cs = &clients_of[j];
+        ((j, i), cs[assign.below(cs.len() as u64) as usize])
+    }));
+    let targets: Vec<Sample> = scored_in.iter().chain(&scored_out).copied().collect();
+    let is_member: Vec<bool> = (0..targets.len()).map(|k| k < scored_in.len()).collect();
+    let target_pos: std::collections::HashMap<Sample, usize> =
+        targets.iter().enumerate().map(|(k, &t)| (t, k)).collect();
+    let mut model = engine.architecture();
+    // phi and loss of every target under `params`, dataset by dataset.
+    let score = |model: &mut dyn fedkit_core::Model, params: &fedkit_core::Params| -> Result<(Vec<f64>, Vec<f64>)> {
+        let (mut phi, mut loss) = (vec![0.0; targets.len()], vec![0.0; targets.len()]);
+        for (j, set) in sets.iter().enumerate() {
+            let at: Vec<usize> = (0..targets.len()).filter(|&k| targets[k].0 == j).collect();
+            let ids: Vec<usize> = at.iter().map(|&k| targets[k].1 as usize).collect();
+            let (p, l) = confidences(model, params, &ClientData::whole(set.clone()), &ids)?;
+            for (n, &k) in at.iter().enumerate() {
+                (phi[k], loss[k]) = (p[n], l[n]);
+            }
+        }
+        Ok((phi, loss))
+    };
+    let (phi_target, loss_target) = score(model.as_mut(), &target)?;
+    let mut shadow_phi = Vec::with_capacity(a.shadows);
+    let mut shadow_in = Vec::with_capacity(a.shadows);
+    let t0 = Instant::now();
+    for k in 0..a.shadows {
+        let mut half = RngStream::derive(seed, "membership.half", k as u64, 0);
+        let keep: Vec<bool> = population.iter().map(|_| half.uniform() < 0.5).collect();
+        let mut c_k = cfg.clone();
+        c_k.seed = cfg.seed.wrapping_add(1 + k as u64);
+        c_k.eval.every = cfg.rounds.max(1);
+        c_k.output = Default::default();
+        let mut shadow = Engine::new(c_k)?;
+        let mut idx: Vec<Vec<u32>> = vec![Vec::new(); shadow.fed.clients.len()];
+        for (&((_, i), c), &kept) in population.iter().zip(&keep) {
+            if kept {
+                idx[c as usize].push(i);
+            }
+        }
+        for (c, ids) in idx.iter_mut().enumerate() {
+            if ids.is_empty() {
+                // A client left without data keeps its first sample.
+                if let Some(&((_, i), _)) = population.iter().find(|p| p.1 == c as u32) {
+                    ids.push(i);
+                }
+            }
+            ids.sort_unstable();
+            // The run's own data (a dataset generated from the seed, as synthetic's, would
+            // differ under the shadow's seed), with the client's transforms.
+            let d = &mut shadow.fed.clients[c];
+            *d = ClientData { data: sets[set_of[c]].clone(), idx: ids.clone().into(), ..fed.clients[c].clone() };
+        }
+        let mut inside = vec![false; targets.len()];
+        for (c, ids) in idx.iter().enumerate() {
+            for &i in ids {
+                if let Some(&t) = target_pos.get(&(set_of[c], i)) {
+                    inside[t] = true;
+                }
+            }
+        }
+        while shadow.round < shadow.cfg.rounds {
+            shadow.run_round()?;
+        }
+        let (phi, _) = score(model.as_mut(), &shadow.global)?;
+        shadow_phi.push(phi);
+        shadow_in.push(inside);
+        eprintln!("shadow {}/{} trained ({:.0} s so far)", k + 1, a.shadows, t0.elapsed().as_secs_f64());
+    }
+    let lira = lira_online(&phi_target, &shadow_phi, &shadow_in);
+    let threshold: Vec<f64> = loss_target.iter().map(|l| -l).collect();
+    let curves = [("loss threshold", roc(&threshold, &is_member)), ("LiRA (online)", roc(&lira, &is_member))];
+    let metrics: Vec<serde_json::Value> = curves
+        .iter()
+        .map(|(name, c)| {
+            serde_json::json!({
+                "attack": name, "auc": auc(c), "tpr_at_0.1%_fpr": tpr_at(c, 0.001), "tpr_at_1%_fpr": tpr_at(c, 0.01),
+            })
+        })
+        .collect();
+    let mean = |v: &[f64], want: bool| {
+        let s: Vec<f64> = v.iter().zip(&is_member).filter(|(_, m)| **m == want).map(|(x, _)| *x).collect();
+        s.iter().sum::<f64>() / s.len().max(1) as f64
+    };
+    let report = serde_json::json!({
+        "attack": "membership", "run": a.run.display().to_string(), "round": round,
+        "members_scored": scored_in.len(), "non_members_scored": scored_out.len(), "members": members.len(),
+        "shadows": a.shadows, "seed": seed, "shadow_seconds": t0.elapsed().as_secs_f64(),
+        "mean_loss_members": mean(&loss_target, true), "mean_loss_non_members": mean(&loss_target, false),
+        "results": metrics,
+    });
+    let out = a.out.clone().unwrap_or_else(|| a.run.join("attack-membership"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let mut plot: Vec<crate::plot::Curve> = curves
+        .iter()
+        .map(|(name, c)| crate::plot::Curve {
+            label: name.to_string(),
+            points: c.iter().map(|&(x, y)| (x, y, 0.0)).collect(),
+        })
+        .collect();
+    plot.push(crate::plot::Curve { label: "chance".into(), points: vec![(0.0, 0.0, 0.0), (1.0, 1.0, 0.0)] });
+    crate::plot::write(
+        &out.join("roc.png"),
+        &plot,
+        "membership inference: ROC",
+        "false-positive rate",
+        "true-positive rate",
+    )?;
+    let mut md = format!(
+        "# membership inference on {} (round {round})\n\n{} members and {} non-members scored (of {} members); {} shadow models.\n\
+         Mean loss: members {:.4}, non-members {:.4}.\n\n| attack | AUC | TPR at 0.1% FPR | TPR at 1% FPR |\n|---|---|---|---|\n",
+        a.run.display(),
+        scored_in.len(),
+        scored_out.len(),
+        members.len(),
+        a.shadows,
+        mean(&loss_target, true),
+        mean(&loss_target, false)
+    );
+    for (name, c) in &curves {
+        md.push_str(&format!("| {name} | {:.3} | {:.3} | {:.3} |\n", auc(c), tpr_at(c, 0.001), tpr_at(c, 0.01)));
+    }
+    md.push_str("\n![ROC](roc.png)\n");
+    std::fs::write(out.join("report.md"), &md).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "AUC: loss threshold {:.3}, LiRA {:.3}; TPR at 1% FPR: {:.3}, {:.3}; wrote {}",
+        auc(&curves[0].1),
+        auc(&curves[1].1),
+        tpr_at(&curves[0].1, 0.01),
+        tpr_at(&curves[1].1, 0.01),
         out.display()
     );
     Ok(())

@@ -712,3 +712,64 @@ fn attack_film_recovers_the_bag_of_words_when_the_fortunes_are_installed() {
     assert_eq!(beams[0]["text"].as_str().unwrap().split(' ').count(), 8, "a beam is one window of words");
     assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("ROUGE-L"));
 }
+
+// `fedkit attack membership` writes its report and ROC; a run where every sample is a member (no
+// non-members left) and too few shadows are clear errors. On Fashion-MNIST (when installed) the
+// overfitted FedAvg mlp of configs/papers/membership_fmnist.toml: members lose less than
+// non-members, and LiRA separates them clearly better than the loss threshold does.
+#[test]
+fn attack_membership_reports_roc_and_lira_beats_the_loss_threshold() {
+    let d = tmp("membership");
+    let base = "rounds = 3\n[data]\nclients = 4\nsubsample = 0.2\n[data.synthetic]\nusers = 4\n[model]\nuse = \"mlp\"\nhidden = [16]\n\
+                [sampling]\nper_round = 4\n[eval]\nevery = 3\n";
+    let cfg = write(&d, "mia.toml", base);
+    let run = d.join("run");
+    assert!(fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
+    let attack = |run: &Path, shadows: &str, out: &Path| {
+        fedkit(
+            &[
+                "attack",
+                "membership",
+                "--run",
+                run.to_str().unwrap(),
+                "--shadows",
+                shadows,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let report = |out: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    };
+    let o = attack(&run, "2", &d.join("mia"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&d.join("mia"));
+    assert_eq!(
+        (r["results"][0]["attack"].as_str(), r["results"][1]["attack"].as_str()),
+        (Some("loss threshold"), Some("LiRA (online)"))
+    );
+    assert!(d.join("mia/roc.png").metadata().unwrap().len() > 1000);
+    let all = write(&d, "all.toml", &base.replace("subsample = 0.2\n", ""));
+    let run2 = d.join("all");
+    assert!(fedkit(&["run", &all, "--out", run2.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(attack(&run2, "2", &d.join("x")), &["data.subsample < 1", "non-members"]);
+    fails_with(attack(&run, "1", &d.join("x")), &["at least 2"]);
+    if !Path::new("/usr/share/datasets/fashion-mnist").exists() {
+        eprintln!("skipped the Fashion-MNIST part: apt-get install dataset-fashion-mnist");
+        return;
+    }
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/papers/membership_fmnist.toml");
+    let fm = d.join("fmnist");
+    let o = fedkit(&["run", cfg, "--set", "rounds=20", "--out", fm.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = attack(&fm, "8", &d.join("fm-mia"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&d.join("fm-mia"));
+    assert!(r["mean_loss_members"].as_f64() < r["mean_loss_non_members"].as_f64(), "{r}");
+    let (loss, lira) = (&r["results"][0], &r["results"][1]);
+    let at = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert!(at(lira, "auc") > 0.55 && at(lira, "auc") > at(loss, "auc") + 0.03, "{r}");
+    assert!(at(lira, "tpr_at_1%_fpr") > 2.0 * at(loss, "tpr_at_1%_fpr"), "{r}");
+}

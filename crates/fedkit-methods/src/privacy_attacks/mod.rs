@@ -5,9 +5,14 @@
 pub mod film;
 pub mod image_metrics;
 pub mod invert_gradients;
+pub mod membership;
 pub mod text_metrics;
 
 /// Every privacy attack: its `fedkit attack` name and its source file (for `fedkit explain`).
 pub fn privacy_attacks() -> &'static [(&'static str, &'static str)] {
-    &[("invert_gradients", include_str!("invert_gradients.rs")), ("film", include_str!("film.rs"))]
+    &[
+        ("invert_gradients", include_str!("invert_gradients.rs")),
+        ("film", include_str!("film.rs")),
+        ("membership", include_str!("membership.rs")),
+    ]
 }
