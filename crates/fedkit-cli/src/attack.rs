@@ -30,6 +30,26 @@ pub enum AttackCommand {
     /// Membership inference on a run's final model: the loss threshold and LiRA with shadow
     /// models trained by the run's own federated training (ROC, AUC, TPR at low FPR).
     Membership(MembershipArgs),
+    /// A lower bound on the run's epsilon from its canary clients (audit: one-run auditing with
+    /// the `audit_canary` stage), beside the accountant's epsilon.
+    Audit(AuditArgs),
+}
+
+/// `fedkit attack audit`.
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// The finished run directory (with an `audit_canary` stage on its `[threat]` clients).
+    #[arg(long)]
+    run: PathBuf,
+    /// Confidence of the bound (split over the numbers of guesses).
+    #[arg(long, default_value_t = 0.95)]
+    confidence: f64,
+    /// Numbers of guesses k to try, comma-separated (default: m/10, m/4, m/2 and m).
+    #[arg(long, value_delimiter = ',')]
+    guesses: Vec<usize>,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `fedkit attack membership`.
@@ -125,6 +145,7 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
         AttackCommand::Invert(a) => invert(&a),
         AttackCommand::Film(a) => film(&a),
         AttackCommand::Membership(a) => membership(&a),
+        AttackCommand::Audit(a) => audit(&a),
     }
 }
 
@@ -698,6 +719,92 @@ fn membership(a: &MembershipArgs) -> Result<()> {
         auc(&curves[1].1),
         tpr_at(&curves[0].1, 0.01),
         tpr_at(&curves[1].1, 0.01),
+        out.display()
+    );
+    Ok(())
+}
+
+fn audit(a: &AuditArgs) -> Result<()> {
+    use fedkit_methods::privacy_attacks::audit::{direction, epsilon_lower_bound, guesses, included};
+    if !a.run.join("resolved.toml").is_file() {
+        bail!("{}: not a fedkit run directory (no resolved.toml)", a.run.display());
+    }
+    if !(a.confidence > 0.0 && a.confidence < 1.0) {
+        bail!("--confidence {}: must be in (0, 1)", a.confidence);
+    }
+    let cfg = fedkit_engine::run::resolved_config(&a.run)?;
+    let uses = |name: &str| cfg.pipeline.iter().find(|t| t.get("use").and_then(|v| v.as_str()) == Some(name));
+    if uses("audit_canary").is_none() {
+        bail!(
+            "{} has no canaries: add [[pipeline]] use = \"audit_canary\", on = \"malicious\" (before any DP stage) and pick the canary clients with [threat]",
+            a.run.display()
+        );
+    }
+    let (round, last) = fedkit_engine::checkpoint::checkpoint_global(&a.run)?;
+    if round < cfg.rounds {
+        bail!("{} stopped at round {round} of {}: finish it first (fedkit run --resume)", a.run.display(), cfg.rounds);
+    }
+    let engine = Engine::new(cfg.clone())?;
+    let canaries: Vec<u32> = (0..engine.population() as u32).filter(|&c| engine.malicious[c as usize]).collect();
+    let m = canaries.len();
+    if m < 2 {
+        bail!("{m} canary client(s): mark at least 2 with [threat] malicious_fraction or ids");
+    }
+    let dp = uses("dp_fixed_clip").or(uses("dp_adaptive_clip"));
+    let delta = match dp.and_then(|t| t.get("delta")).and_then(|v| v.as_float()) {
+        Some(d) if d > 0.0 => d,
+        Some(_) => (engine.population() as f64).powf(-1.1),
+        None => 0.0,
+    };
+    let moved = last.sub(&engine.global);
+    let scores: Vec<f64> = canaries.iter().map(|&c| moved.dot(&direction(cfg.seed, c, &engine.global))).collect();
+    let truth: Vec<bool> = canaries.iter().map(|&c| included(cfg.seed, c)).collect();
+    let mut ks: Vec<usize> = if a.guesses.is_empty() { vec![m / 10, m / 4, m / 2, m] } else { a.guesses.clone() };
+    ks.iter_mut().for_each(|k| *k = (*k).clamp(2, m));
+    ks.sort_unstable();
+    ks.dedup();
+    let p = (1.0 - a.confidence) / ks.len() as f64;
+    let rows: Vec<(usize, usize, usize, f64)> = ks
+        .iter()
+        .map(|&k| {
+            let (r, v) = guesses(&scores, &truth, k);
+            (k, r, v, epsilon_lower_bound(m, r, v, delta, p))
+        })
+        .collect();
+    let best = rows.iter().map(|r| r.3).fold(0.0, f64::max);
+    let metrics = std::fs::read_to_string(a.run.join("metrics.jsonl")).unwrap_or_default();
+    let accountant = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["epsilon"].as_f64())
+        .next_back();
+    let report = serde_json::json!({
+        "attack": "audit", "run": a.run.display().to_string(), "round": round, "canaries": m,
+        "included": truth.iter().filter(|&&t| t).count(), "delta": delta, "confidence": a.confidence,
+        "epsilon_lower_bound": best, "accountant_epsilon": accountant,
+        "guesses": rows.iter().map(|&(k, r, v, e)| serde_json::json!({"k": k, "guesses": r, "correct": v, "epsilon_lower_bound": e})).collect::<Vec<_>>(),
+    });
+    let out = a.out.clone().unwrap_or_else(|| a.run.join("attack-audit"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let mut md = format!(
+        "# one-run audit of {} (round {round})\n\n{m} canary clients, {} included; delta {delta:.3e}; confidence {} (split over {} numbers of guesses).\n\n\
+         Empirical lower bound: epsilon >= {best:.3}; the accountant's epsilon: {}.\n\n| guesses k | correct | bound |\n|---|---|---|\n",
+        a.run.display(),
+        report["included"],
+        a.confidence,
+        ks.len(),
+        accountant.map_or("none (no DP stage)".to_string(), |e| format!("{e:.3}"))
+    );
+    for (_, r, v, e) in &rows {
+        md.push_str(&format!("| {r} | {v} | {e:.3} |\n"));
+    }
+    std::fs::write(out.join("report.md"), &md).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "epsilon lower bound {best:.3} at {:.0}% confidence (accountant: {}); wrote {}",
+        100.0 * a.confidence,
+        accountant.map_or("-".to_string(), |e| format!("{e:.3}")),
         out.display()
     );
     Ok(())

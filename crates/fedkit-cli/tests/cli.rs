@@ -773,3 +773,33 @@ fn attack_membership_reports_roc_and_lira_beats_the_loss_threshold() {
     assert!(at(lira, "auc") > 0.55 && at(lira, "auc") > at(loss, "auc") + 0.03, "{r}");
     assert!(at(lira, "tpr_at_1%_fpr") > 2.0 * at(loss, "tpr_at_1%_fpr"), "{r}");
 }
+
+// `fedkit attack audit`: canaries that send nothing give a lower bound of 0; under DP-FedAvg the
+// bound stays below the accountant's epsilon; a run without canaries is a clear error.
+#[test]
+fn attack_audit_bounds_epsilon_below_the_accountant() {
+    let d = tmp("audit");
+    let base = "rounds = 10\n[data.synthetic]\nusers = 200\n[model]\nuse = \"logreg\"\n[sampling]\nscheme = \"poisson\"\nrate = 0.2\n\
+                [eval]\nevery = 10\n[threat]\nmalicious_fraction = 0.5\n\
+                [[pipeline]]\nuse = \"audit_canary\"\non = \"malicious\"\nnorm = NORM\n\
+                [[pipeline]]\nuse = \"dp_fixed_clip\"\nclip = 1.0\nnoise_multiplier = 0.5\ndelta = 1e-5\n";
+    let bound = |norm: &str| -> serde_json::Value {
+        let run = d.join(format!("run{norm}"));
+        let cfg = write(&d, &format!("{norm}.toml"), &base.replace("NORM", norm));
+        let o = fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = fedkit(&["attack", "audit", "--run", run.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&std::fs::read_to_string(run.join("attack-audit/report.json")).unwrap()).unwrap()
+    };
+    let null = bound("0.0");
+    assert_eq!(null["epsilon_lower_bound"].as_f64(), Some(0.0), "{null}");
+    let dp = bound("1.0");
+    let (lb, acc) = (dp["epsilon_lower_bound"].as_f64().unwrap(), dp["accountant_epsilon"].as_f64().unwrap());
+    assert!(lb > 0.0 && lb < acc, "{dp}");
+    assert_eq!(dp["canaries"].as_u64(), Some(100));
+    let plain = write(&d, "plain.toml", "rounds = 2\n[data.synthetic]\nusers = 8\n[sampling]\nper_round = 4\n");
+    let run = d.join("plain");
+    assert!(fedkit(&["run", &plain, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(fedkit(&["attack", "audit", "--run", run.to_str().unwrap()], &[]), &["no canaries", "audit_canary"]);
+}

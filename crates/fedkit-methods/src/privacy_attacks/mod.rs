@@ -2,6 +2,7 @@
 //! run sent. Each reads a run directory's model store (`[output] keep_models`, `keep_clients`)
 //! through `fedkit attack NAME --run DIR`, and writes `report.json`, `report.md` and pictures.
 
+pub mod audit;
 pub mod film;
 pub mod image_metrics;
 pub mod invert_gradients;
@@ -14,5 +15,6 @@ pub fn privacy_attacks() -> &'static [(&'static str, &'static str)] {
         ("invert_gradients", include_str!("invert_gradients.rs")),
         ("film", include_str!("film.rs")),
         ("membership", include_str!("membership.rs")),
+        ("audit", include_str!("audit.rs")),
     ]
 }

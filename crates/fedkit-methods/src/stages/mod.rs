@@ -101,6 +101,13 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             build: |t, r| Ok(Box::new(params_resolved::<attacks::sign_flip::SignFlip>(t, "", r)?.validated()?)),
         },
         Entry {
+            name: "audit_canary",
+            source: include_str!("../privacy_attacks/audit.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::privacy_attacks::audit::AuditCanary>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
             name: "gaussian",
             source: include_str!("../attacks/gaussian.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::gaussian::Gaussian>(t, "", r)?.validated()?)),

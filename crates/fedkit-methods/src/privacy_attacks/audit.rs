@@ -1,0 +1,210 @@
+//! `audit` (with its stage `audit_canary`): an empirical lower bound on a run's epsilon from one
+//! training run (Steinke, Nasr, Jagielski, "Privacy Auditing with One (1) Training Run",
+//! NeurIPS 2023; PAPERS.txt 63), with whole canary clients for user-level DP.
+//!
+//! - **Canaries** (stage `audit_canary`, `on = "malicious"`): the `[threat]` clients are the m
+//!   canaries. Each is included with probability 1/2 (a coin from the run seed and its id);
+//!   an included canary sends its own fixed random direction u_c of L2 norm `norm` (the clip
+//!   bound C, so DP clipping leaves it whole) every round it is sampled, an excluded one sends
+//!   zero, which under DP-FedAvg's fixed-denominator estimator is the same as not being there
+//!   (the paper's gradient-space "Dirac" canaries, one per user).
+//! - **Scores** (`fedkit attack audit --run DIR`): s_c = <w_T - w_0, u_c>, the final model's
+//!   movement along each canary's direction. The auditor guesses "included" for the k+ highest
+//!   scores and "excluded" for the k- lowest (k+ = k- = k/2), abstaining on the rest.
+//! - **The bound** (the paper's Theorem 5.2 and its Appendix D algorithm): if the run is
+//!   (eps, delta)-DP, the number of correct guesses W among r satisfies
+//!   P[W >= v] <= beta + 2 m delta alpha, with q = e^eps / (1 + e^eps),
+//!   beta = P[Binomial(r, q) >= v] and alpha = max_{1 <= i <= v} P[v - i <= Binomial(r, q) < v] / i.
+//!   The reported epsilon is the largest eps at which that p-value stays below 1 - confidence
+//!   (bisection): with that confidence the run is not (eps, delta)-DP for any smaller eps. Over
+//!   several numbers of guesses k the confidence is split among them (Bonferroni), so the
+//!   largest bound keeps its stated confidence.
+//!
+//! The bound is a lower bound: it stays below the accountant's epsilon (`epsilon` in
+//! metrics.jsonl) when the accounting is right, is 0 (in distribution) for a model that never saw
+//! its canaries, and rises as the noise shrinks.
+//!
+//! Parameters: stage `audit_canary`: `norm` (the canaries' L2 norm, 1.0; set it to the DP clip
+//! C); `fedkit attack audit`: `--confidence` (0.95), `--guesses` (numbers of guesses k, default
+//! m/10, m/4, m/2 and m).
+//!
+//! Example:
+//! ```toml
+//! [threat]
+//! malicious_fraction = 0.25   # the canaries
+//! [[pipeline]]
+//! use = "audit_canary"
+//! on = "malicious"
+//! norm = 0.5
+//! [[pipeline]]
+//! use = "dp_fixed_clip"
+//! clip = 0.5
+//! ```
+//! then `fedkit attack audit --run DIR`.
+
+use fedkit_core::{ClientCtx, Error, Extras, Params, Result, RngStream, Stage, Update};
+use serde::{Deserialize, Serialize};
+
+/// The canary clients' updates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditCanary {
+    pub norm: f64,
+}
+
+impl Default for AuditCanary {
+    fn default() -> Self {
+        AuditCanary { norm: 1.0 }
+    }
+}
+
+impl AuditCanary {
+    /// Check the norm.
+    pub fn validated(self) -> Result<Self> {
+        if !(self.norm >= 0.0 && self.norm.is_finite()) {
+            return Err(Error::config("norm", format!("must be a finite number >= 0, got {}", self.norm)));
+        }
+        Ok(self)
+    }
+}
+
+/// Whether canary `client` of the run with `seed` is included (probability 1/2).
+pub fn included(seed: u64, client: u32) -> bool {
+    RngStream::derive(seed, "audit.include", 0, client as u64).uniform() < 0.5
+}
+
+/// Canary `client`'s unit direction over the trained entries of `like` (zero on buffers).
+pub fn direction(seed: u64, client: u32, like: &Params) -> Params {
+    let mut rng = RngStream::derive(seed, "audit.canary", 0, client as u64);
+    let mut u = like.zeros_like();
+    let layout = like.layout().clone();
+    for r in layout.trainable_ranges() {
+        u.as_mut_slice()[r].iter_mut().for_each(|v| *v = rng.normal() as f32);
+    }
+    let n = u.l2();
+    if n > 0.0 {
+        u.scale((1.0 / n) as f32);
+    }
+    u
+}
+
+impl Stage for AuditCanary {
+    fn on_update(&self, cx: &ClientCtx, u: &mut Update, _mem: &mut Extras) -> Result<()> {
+        if included(cx.seed, cx.client) {
+            let mut d = direction(cx.seed, cx.client, &u.delta);
+            d.scale(self.norm as f32);
+            u.delta = d;
+        } else {
+            u.delta.as_mut_slice().fill(0.0);
+        }
+        u.extras = Extras::default();
+        Ok(())
+    }
+}
+
+/// ln k! for k = 0..=n.
+fn ln_factorials(n: usize) -> Vec<f64> {
+    let mut f = vec![0.0; n + 1];
+    for k in 1..=n {
+        f[k] = f[k - 1] + (k as f64).ln();
+    }
+    f
+}
+
+/// The p-value of v correct guesses among r (of m canaries) if the run were (eps, delta)-DP.
+pub fn p_value(m: usize, r: usize, v: usize, eps: f64, delta: f64) -> f64 {
+    let q = 1.0 / (1.0 + (-eps).exp());
+    let lf = ln_factorials(r);
+    let pmf = |k: usize| -> f64 {
+        let lc = lf[r] - lf[k] - lf[r - k];
+        let lq = if k > 0 { k as f64 * q.ln() } else { 0.0 };
+        let lp = if r > k { (r - k) as f64 * (1.0 - q).ln() } else { 0.0 };
+        (lc + lq + lp).exp()
+    };
+    let beta: f64 = (v..=r).map(pmf).sum();
+    let (mut alpha, mut sum) = (0.0f64, 0.0f64);
+    for i in 1..=v {
+        sum += pmf(v - i);
+        alpha = alpha.max(sum / i as f64);
+    }
+    (beta + alpha * delta * 2.0 * m as f64).min(1.0)
+}
+
+/// The largest eps at which v correct guesses among r (of m) reject (eps, delta)-DP with
+/// p-value below `p` (1 - confidence); 0 when even eps = 0 is not rejected.
+pub fn epsilon_lower_bound(m: usize, r: usize, v: usize, delta: f64, p: f64) -> f64 {
+    if p_value(m, r, v, 0.0, delta) >= p {
+        return 0.0;
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    while p_value(m, r, v, hi, delta) < p && hi < 1e3 {
+        (lo, hi) = (hi, 2.0 * hi);
+    }
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if p_value(m, r, v, mid, delta) < p { lo = mid } else { hi = mid }
+    }
+    lo
+}
+
+/// Correct guesses when the `k / 2` highest scores are guessed included and the `k / 2` lowest
+/// excluded: (guesses r, correct v).
+pub fn guesses(scores: &[f64], truth: &[bool], k: usize) -> (usize, usize) {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let half = (k / 2).min(scores.len() / 2);
+    let top = order[..half].iter().filter(|&&i| truth[i]).count();
+    let bottom = order[order.len() - half..].iter().filter(|&&i| !truth[i]).count();
+    (2 * half, top + bottom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // All r guesses right, delta = 0: P[Bin(r, q) >= r] = q^r < p gives q < p^(1/r), so the
+    // bound is ln(q / (1 - q)) at q = p^(1/r): for r = 100, p = 0.05, q = 0.970487 and the bound
+    // is 3.4930.
+    #[test]
+    fn the_bound_has_its_closed_form_when_every_guess_is_right() {
+        let q: f64 = 0.05f64.powf(0.01);
+        let want = (q / (1.0 - q)).ln();
+        let got = epsilon_lower_bound(1000, 100, 100, 0.0, 0.05);
+        assert!((got - want).abs() < 1e-6 && (got - 3.4930).abs() < 1e-3, "{got} vs {want}");
+        // delta > 0 can only lower it.
+        assert!(epsilon_lower_bound(1000, 100, 100, 1e-5, 0.05) < got);
+    }
+
+    #[test]
+    fn chance_level_guesses_bound_nothing_and_more_correct_guesses_bound_more() {
+        assert_eq!(epsilon_lower_bound(1000, 200, 100, 1e-5, 0.05), 0.0);
+        assert_eq!(epsilon_lower_bound(1000, 200, 110, 1e-5, 0.05), 0.0, "within chance");
+        let (a, b) = (epsilon_lower_bound(1000, 200, 140, 0.0, 0.05), epsilon_lower_bound(1000, 200, 170, 0.0, 0.05));
+        assert!(0.0 < a && a < b, "{a} {b}");
+        // The p-value rises with eps (a weaker claim is harder to reject).
+        assert!(p_value(1000, 200, 140, 0.2, 0.0) < p_value(1000, 200, 140, 0.6, 0.0));
+    }
+
+    #[test]
+    fn guesses_take_the_top_and_bottom_halves() {
+        let scores = [5.0, 4.0, 3.0, 2.0, 1.0, 0.0];
+        let truth = [true, false, true, false, true, false];
+        // k = 4: top two (true, false) give 1 right, bottom two (true, false) give 1 right.
+        assert_eq!(guesses(&scores, &truth, 4), (4, 2));
+        assert_eq!(guesses(&scores, &truth, 2), (2, 2));
+    }
+
+    #[test]
+    fn canaries_are_fixed_unit_directions_and_half_are_included() {
+        let mut l = fedkit_core::Layout::new();
+        l.push("w", &[50], fedkit_core::ParamKind::Weight);
+        l.push("bn.mean", &[3], fedkit_core::ParamKind::Buffer);
+        let p = Params::zeros(std::sync::Arc::new(l));
+        let u = direction(7, 3, &p);
+        assert!((u.l2() - 1.0).abs() < 1e-6 && u.as_slice()[50..].iter().all(|&v| v == 0.0));
+        assert_eq!(u, direction(7, 3, &p));
+        assert_ne!(u, direction(7, 4, &p));
+        let n = (0..2000).filter(|&c| included(1, c)).count();
+        assert!((900..1100).contains(&n), "{n}");
+    }
+}
