@@ -23,6 +23,7 @@ use fedkit_methods::privacy_attacks::text_metrics::{bag_precision_recall, rouge_
 pub enum AttackCommand {
     /// Reconstruct a client's training images from the update it sent (invert_gradients:
     /// cosine gradient matching with a TV prior, iDLG labels, analytic FC inversion).
+    #[command(alias = "invert_gradients")]
     Invert(InvertArgs),
     /// Recover the text of a client's batch from its language-model update (film: the bag of
     /// words from the embedding rows that moved, ordered by beam search under the model).
