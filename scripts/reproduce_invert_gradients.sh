@@ -79,6 +79,12 @@ for seed in 0 1 2; do
   for name in trained epochs5; do
     for c in 0 1 2 3 4; do attack "s$seed-$name" "$c" "$TV" --lr "$LR" --restarts 4; done
   done
+  # Naive against unrolled on the five-epoch updates, one restart each (the unrolled attack
+  # costs about eight times as much per iteration), clients 0-2.
+  for c in 0 1 2; do
+    attack "s$seed-epochs5" "$c" "$TV" --lr "$LR" --out "$OUT/s$seed-epochs5/attack-c$c-naive1"
+    attack "s$seed-epochs5" "$c" "$TV" --lr "$LR" --unrolled --out "$OUT/s$seed-epochs5/attack-c$c-unrolled1"
+  done
   for z in 0.001 0.01 0.1; do
     run "s$seed-dp$z" "$seed" 1 --set "pipeline=[{use=\"dp_fixed_clip\", mode=\"local\", clip=1.0, noise_multiplier=$z}]"
     for c in 0 1 2; do attack "s$seed-dp$z" "$c" "$TV" --lr "$LR" --restarts 4; done
@@ -90,6 +96,8 @@ import glob, json, os, shutil, statistics, sys
 out, data, tv, it, lr = sys.argv[1:6]
 rows = [("B = 1, untrained, FedSGD", "b1"), ("B = 4", "b4"), ("B = 16 (clients 0-2, 1 restart)", "b16"), ("B = 64 (client 0, 1 restart)", "b64"),
         ("B = 1, FedAvg-trained model", "trained"), ("B = 1, 5 local epochs (naive)", "epochs5"),
+        ("B = 1, 5 local epochs, naive, 1 restart (clients 0-2)", "epochs5:naive1"),
+        ("B = 1, 5 local epochs, unrolled, 1 restart (clients 0-2)", "epochs5:unrolled1"),
         ("B = 1, local DP z = 0.001 (clients 0-2)", "dp0.001"), ("B = 1, local DP z = 0.01", "dp0.01"), ("B = 1, local DP z = 0.1", "dp0.1")]
 def ms(v):
     return f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}"
@@ -98,7 +106,8 @@ table = ["| setting | PSNR (dB) | mean-image PSNR (dB) | gain (dB) | SSIM | labe
 for label, key in rows:
     per_seed = []
     for seed in (0, 1, 2):
-        files = sorted(glob.glob(f"{out}/s{seed}-{key}/attack-c*-tv{tv}/report.json"))
+        run, _, tag = key.partition(":")
+        files = sorted(glob.glob(f"{out}/s{seed}-{run}/attack-c*-{tag or 'tv' + tv}/report.json"))
         reps = [json.load(open(f)) for f in files]
         if not reps:
             continue
@@ -107,12 +116,12 @@ for label, key in rows:
                          "labels": m("label_accuracy"), "its": m("iterations_per_second"),
                          "attacks": [{k: r[k] for k in ("client", "mean_psnr", "baseline_psnr", "mean_ssim", "label_accuracy",
                                                         "matching_loss", "seconds")} for r in reps]})
-        metrics = [json.loads(l) for l in open(f"{out}/s{seed}-{key}/metrics.jsonl")]
+        metrics = [json.loads(l) for l in open(f"{out}/s{seed}-{run}/metrics.jsonl")]
         eps = [m["epsilon"] for m in metrics if m.get("epsilon") is not None]
         if eps:
             per_seed[-1]["epsilon"] = eps[-1]
         if seed == 0:
-            shutil.copy(os.path.join(os.path.dirname(files[0]), "reconstructions.png"), f"{data}/{key}.png")
+            shutil.copy(os.path.join(os.path.dirname(files[0]), "reconstructions.png"), f"{data}/{key.replace(':', '-')}.png")
     if not per_seed:
         continue
     col = lambda k: [p[k] for p in per_seed]

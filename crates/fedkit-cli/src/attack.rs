@@ -135,6 +135,10 @@ pub struct InvertArgs {
     /// Seed of the random starts (default: the run's seed).
     #[arg(long)]
     seed: Option<u64>,
+    /// The unrolled attack: simulate the client's local steps (plain SGD) on the dummy batch
+    /// instead of matching the update as one gradient.
+    #[arg(long)]
+    unrolled: bool,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -229,7 +233,25 @@ fn invert(a: &InvertArgs) -> Result<()> {
     if samples == 0 {
         bail!("--batch-size must be at least 1");
     }
+    let unroll = if a.unrolled {
+        let t = &cfg.client;
+        if t.optimizer != fedkit_core::optim::OptimizerKind::Sgd || t.momentum != 0.0 || t.weight_decay != 0.0 {
+            bail!(
+                "--unrolled simulates plain SGD local steps; the run's client uses {:?} with momentum {} and weight decay {}",
+                t.optimizer,
+                t.momentum,
+                t.weight_decay
+            );
+        }
+        if let Some(u) = cfg.local.get("use").and_then(|v| v.as_str()).filter(|&u| u != "plain") {
+            bail!("--unrolled simulates plain SGD local steps; the run's [local] step rule is `{u}`");
+        }
+        Some((steps, t.lr))
+    } else {
+        None
+    };
     let attack = InvertGradients {
+        unroll,
         iterations: a.iterations,
         lr: a.lr,
         tv: a.tv,
@@ -291,10 +313,10 @@ fn invert(a: &InvertArgs) -> Result<()> {
     got_sorted.sort_unstable();
     let label_acc = multiset_overlap(&true_sorted, &got_sorted) as f64 / n.max(samples) as f64;
     let analytic_psnr = analytic.as_ref().map(|x| finite(psnr(row(0), x, peak)));
-    let setting = if steps == 1 {
-        "FedSGD (one local step): the update is one gradient"
-    } else {
-        "multi-step FedAvg, naive attack: the update treated as one gradient"
+    let setting = match (steps, a.unrolled) {
+        (1, _) => "FedSGD (one local step): the update is one gradient",
+        (_, false) => "multi-step FedAvg, naive attack: the update treated as one gradient",
+        (_, true) => "multi-step FedAvg, unrolled attack: the local SGD steps simulated on the dummy batch",
     };
     let report = serde_json::json!({
         "attack": "invert_gradients",

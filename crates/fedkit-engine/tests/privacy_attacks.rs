@@ -12,6 +12,7 @@ use fedkit_methods::privacy_attacks::film::{EMBEDDING, bag_of_words, beam_search
 use fedkit_methods::privacy_attacks::image_metrics::psnr;
 use fedkit_methods::privacy_attacks::invert_gradients::{
     InvertGradients, LabelSource, Observed, analytic_first_layer, cosine_loss_grad, param_gradient, recover_labels,
+    unrolled_loss_grad,
 };
 use fedkit_models::models;
 
@@ -165,4 +166,50 @@ fn film_recovers_the_bag_exactly_and_a_memorised_sequence_in_order() {
     assert_eq!(bag, (3..9).collect(), "the rows that moved are the input tokens");
     let beams = beam_search(m.as_mut(), &p, &bag, T, V, 8, 2).unwrap();
     assert_eq!(beams[0].tokens, [3, 4, 5, 6, 7, 8], "{beams:?}");
+}
+
+// The unrolled matching loss (three SGD steps) has the gradient finite differences in input space
+// give, on the mlp; with one step it is the naive loss, since cosine ignores the scale -lr.
+#[test]
+fn the_unrolled_gradient_matches_finite_differences() {
+    let shape = [1, 8, 8];
+    let mut m = model("use = 'mlp'\nhidden = [32]", &shape, 10);
+    let mut rng = RngStream::new(6);
+    let p = m.init(&mut rng);
+    let truth = batch(blob(8, 8, 3.0, 4.0), vec![3], &shape, 10);
+    // The client's update of three steps at rate 0.1.
+    let mut theta = p.clone();
+    for _ in 0..3 {
+        let g = param_gradient(m.as_mut(), &theta, &truth).unwrap();
+        theta.axpy(-0.1, &g);
+    }
+    let update = theta.sub(&p);
+    let x0: Vec<f32> = (0..64).map(|_| rng.uniform() as f32).collect();
+    let h = InvertGradients::default().fd_step;
+    let mut gx = Vec::new();
+    unrolled_loss_grad(m.as_mut(), &p, &batch(x0.clone(), vec![3], &shape, 10), &update, 3, 0.1, h, &mut gx).unwrap();
+    for k in 0..3 {
+        let v: Vec<f32> = (0..64).map(|_| rng.normal() as f32).collect();
+        let vn = v.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
+        let dir: Vec<f32> = v.iter().map(|a| (*a as f64 / vn) as f32).collect();
+        let at = |m: &mut dyn Model, s: f32| {
+            let x: Vec<f32> = x0.iter().zip(&dir).map(|(a, b)| a + s * b).collect();
+            let mut g = Vec::new();
+            unrolled_loss_grad(m, &p, &batch(x, vec![3], &shape, 10), &update, 3, 0.1, h, &mut g).unwrap()
+        };
+        let eps = 3e-3f32;
+        let fd = (at(m.as_mut(), eps) - at(m.as_mut(), -eps)) / (2.0 * eps as f64);
+        let est: f64 = gx.iter().zip(&dir).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let rel = (est - fd).abs() / fd.abs().max(1e-12);
+        assert!(rel < 0.02, "direction {k}: {est:.6e} vs finite differences {fd:.6e} (rel {rel:.4})");
+    }
+    // One step: the same loss as the naive attack.
+    let b = batch(x0, vec![3], &shape, 10);
+    let mut g1 = Vec::new();
+    let one_step = fedsgd_update(m.as_mut(), &p, &truth);
+    let unrolled = unrolled_loss_grad(m.as_mut(), &p, &b, &one_step, 1, 0.1, h, &mut g1).unwrap();
+    let mut neg = one_step.clone();
+    neg.scale(-1.0);
+    let naive = cosine_loss_grad(m.as_mut(), &p, &b, &neg, h, &mut gx).unwrap();
+    assert!((unrolled - naive).abs() < 1e-5, "{unrolled} vs {naive}");
 }
