@@ -647,6 +647,9 @@ fn attack_invert_reports_and_refuses_what_it_cannot_attack() {
         a.extend_from_slice(extra);
         fedkit(&a, &[])
     };
+    let unrolled =
+        attack(&["--run", run_s, "--round", "1", "--client", "0", "--unrolled", "--out", out.to_str().unwrap()]);
+    assert!(unrolled.status.success(), "{}", stderr(&unrolled));
     fails_with(
         attack(&["--run", d.to_str().unwrap(), "--round", "1", "--client", "0"]),
         &["not a fedkit run directory"],
