@@ -12,7 +12,7 @@
 # restart each, for time; at B = 1 also a FedAvg-trained model, five full-batch local epochs
 # instead of one step (the naive attack), and local DP noise (dp_fixed_clip, mode = "local",
 # C = 1) of multiplier z (clients 0-2).
-# Needs `apt-get install dataset-fashion-mnist` and `cargo build --release`; ~35 minutes on 2 cores.
+# Needs `apt-get install dataset-fashion-mnist` and `cargo build --release`; about an hour on 2 cores (one attack at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release/fedkit
@@ -70,8 +70,8 @@ for seed in 0 1 2; do
     run "s$seed-b$b" "$seed" "$b"
     case $b in
       1 | 4) for c in 0 1 2 3 4; do attack "s$seed-b$b" "$c" "$TV" --lr "$LR" --restarts 4; done ;;
-      16) for c in 0 1 2; do attack "s$seed-b$b" "$c" "$TV" --lr "$LR"; done ;;
-      64) attack "s$seed-b$b" 0 "$TV" --lr "$LR" ;;
+      16) for c in 0 1 2; do attack "s$seed-b$b" "$c" "$TV" --lr "$LR" --restarts 1; done ;;
+      64) attack "s$seed-b$b" 0 "$TV" --lr "$LR" --restarts 1 ;;
     esac
   done
   run "s$seed-trained" "$seed" 1 --set init_from="\"$OUT/pretrain\""
@@ -82,8 +82,8 @@ for seed in 0 1 2; do
   # Naive against unrolled on the five-epoch updates, one restart each (the unrolled attack
   # costs about eight times as much per iteration), clients 0-2.
   for c in 0 1 2; do
-    attack "s$seed-epochs5" "$c" "$TV" --lr "$LR" --out "$OUT/s$seed-epochs5/attack-c$c-naive1"
-    attack "s$seed-epochs5" "$c" "$TV" --lr "$LR" --unrolled --out "$OUT/s$seed-epochs5/attack-c$c-unrolled1"
+    attack "s$seed-epochs5" "$c" "$TV" --lr "$LR" --restarts 1 --out "$OUT/s$seed-epochs5/attack-c$c-naive1"
+    attack "s$seed-epochs5" "$c" "$TV" --lr "$LR" --restarts 1 --unrolled --out "$OUT/s$seed-epochs5/attack-c$c-unrolled1"
   done
   for z in 0.001 0.01 0.1; do
     run "s$seed-dp$z" "$seed" 1 --set "pipeline=[{use=\"dp_fixed_clip\", mode=\"local\", clip=1.0, noise_multiplier=$z}]"

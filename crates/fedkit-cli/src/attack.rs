@@ -116,14 +116,14 @@ pub struct InvertArgs {
     /// Optimisation steps per restart.
     #[arg(long, default_value_t = 10000)]
     iterations: usize,
-    /// Adam's step size on the signed gradient.
-    #[arg(long, default_value_t = 0.1)]
+    /// Adam's step size on the signed gradient (the default chosen on validation clients).
+    #[arg(long, default_value_t = 0.03)]
     lr: f64,
     /// Weight alpha of the total-variation prior.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = 3e-3)]
     tv: f64,
     /// Random starts; the one with the lowest final matching loss is reported.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 4)]
     restarts: usize,
     /// Step h (relative to the parameters' norm) of the central difference that gives the
     /// gradient of the gradient.
