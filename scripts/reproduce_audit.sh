@@ -17,7 +17,7 @@ for seed in 0 1 2; do
   for z in 3.0 1.0 0.3 0.1 null; do
     dir="$OUT/s$seed-z$z"
     if [ "$z" = null ]; then sets=(--set pipeline.0.norm=0.0); else sets=(--set "pipeline.1.noise_multiplier=$z"); fi
-    [ -f "$dir/resolved.toml" ] || "$BIN" run "$CFG" --set seed="$seed" "${sets[@]}" --out "$dir" -q >/dev/null
+    [ -f "$dir/checkpoint.bin" ] || "$BIN" run "$CFG" --set seed="$seed" "${sets[@]}" --out "$dir" -q >/dev/null
     [ -f "$dir/attack-audit/report.json" ] || "$BIN" attack audit --run "$dir" >/dev/null
   done
 done

@@ -15,7 +15,7 @@ CFG=configs/papers/membership_fmnist.toml
 mkdir -p "$OUT" "$DATA"
 for seed in 0 1 2; do
   dir="$OUT/s$seed"
-  [ -f "$dir/resolved.toml" ] || "$BIN" run "$CFG" --set seed="$seed" --out "$dir" -q >/dev/null
+  [ -f "$dir/checkpoint.bin" ] || "$BIN" run "$CFG" --set seed="$seed" --out "$dir" -q >/dev/null
   [ -f "$dir/attack-membership/report.json" ] || "$BIN" attack membership --run "$dir" --shadows 16 >/dev/null
 done
 cp "$OUT/s0/attack-membership/roc.png" "$DATA/roc-s0.png"

@@ -233,7 +233,22 @@ fn invert(a: &InvertArgs) -> Result<()> {
     if samples == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if let Some(l) = cfg.loss.get("use").and_then(|v| v.as_str()).filter(|&l| l != "cross_entropy") {
+        bail!("invert matches cross-entropy gradients; the run trains with the `{l}` loss");
+    }
     let unroll = if a.unrolled {
+        let algorithm = cfg.algorithm.get("use").and_then(|v| v.as_str()).unwrap_or("fedavg");
+        if !["fedavg", "fedavgm", "fedopt", "fedadam", "fedyogi", "fedadagrad"].contains(&algorithm) {
+            bail!(
+                "--unrolled simulates plain local SGD; the `{algorithm}` algorithm changes the local steps (use the naive attack)"
+            );
+        }
+        if cfg.pipeline.iter().any(|t| t.get("use").and_then(|v| v.as_str()) == Some("dp_sgd")) {
+            bail!("--unrolled simulates plain local SGD; dp_sgd clips and noises every step");
+        }
+        if cfg.sampling.drop_percent > 0.0 {
+            bail!("--unrolled needs the number of local steps; stragglers (sampling.drop_percent) may take fewer");
+        }
         let t = &cfg.client;
         if t.optimizer != fedkit_core::optim::OptimizerKind::Sgd || t.momentum != 0.0 || t.weight_decay != 0.0 {
             bail!(
@@ -551,6 +566,25 @@ fn membership(a: &MembershipArgs) -> Result<()> {
         bail!("{} stopped at round {round} of {}: finish it first (fedkit run --resume)", a.run.display(), cfg.rounds);
     }
     let engine = Engine::new(cfg.clone())?;
+    if engine.algorithm.needs_unlabeled_data() {
+        bail!(
+            "the run's algorithm trains on the training samples no client holds (unlabeled data), which are the attack's non-members"
+        );
+    }
+    let aggregator = cfg.aggregator.get("use").and_then(|v| v.as_str()).unwrap_or("mean");
+    if ["fltrust", "deepsight"].contains(&aggregator) {
+        bail!("the `{aggregator}` aggregator reads server-side training samples, so the non-members are not unseen");
+    }
+    if cfg.threat.has_attackers() || (0..engine.population() as u32).any(|c| engine.architecture_of(c) != 0) {
+        bail!(
+            "membership shadows re-run a plain federation: a [threat] (attackers) or per-client models ([[model.per_client]]) are drawn per seed and are not replicated"
+        );
+    }
+    if let Some(l) = cfg.loss.get("use").and_then(|v| v.as_str()).filter(|&l| l != "cross_entropy") {
+        bail!(
+            "the `{l}` loss is prepared from the clients' data when the run starts, which the shadows do not replicate"
+        );
+    }
     let fed = &engine.fed;
     if fed.train.positions() > 0 {
         bail!("membership scores one label per sample; {} is sequence data", fed.train.name);
@@ -604,13 +638,25 @@ fn membership(a: &MembershipArgs) -> Result<()> {
         k
     };
     let (scored_in, scored_out) = (pick(&members, "membership.members"), pick(&pool, "membership.non_members"));
+    // Unscored non-members pad the population to 2N, so that a shadow's half is as large as the
+    // target's training set.
+    let padding: Vec<Sample> = {
+        let scored: std::collections::HashSet<Sample> = scored_out.iter().copied().collect();
+        let rest: Vec<Sample> = pool.iter().copied().filter(|p| !scored.contains(p)).collect();
+        let want = members.len().saturating_sub(scored_out.len()).min(rest.len());
+        RngStream::derive(seed, "membership.padding", 0, 0)
+            .choose(rest.len(), want)
+            .into_iter()
+            .map(|j| rest[j])
+            .collect()
+    };
     // The population: every member (with its client) and the scored non-members, each given to
     // a client of its dataset drawn uniformly; the targets are the scored ones.
     let clients_of: Vec<Vec<u32>> =
         (0..sets.len()).map(|j| (0..fed.clients.len() as u32).filter(|&c| set_of[c as usize] == j).collect()).collect();
     let mut assign = RngStream::derive(seed, "membership.assign", 0, 0);
     let mut population: Vec<(Sample, u32)> = members.iter().map(|&(j, i)| ((j, i), owner[j][i as usize])).collect();
-    population.extend(scored_out.iter().map(|&(j, i)| {
+    population.extend(scored_out.iter().chain(&padding).map(|&(j, i)| {
         let cs = &clients_of[j];
         ((j, i), cs[assign.below(cs.len() as u64) as usize])
     }));
@@ -652,9 +698,10 @@ fn membership(a: &MembershipArgs) -> Result<()> {
         }
         for (c, ids) in idx.iter_mut().enumerate() {
             if ids.is_empty() {
-                // A client left without data keeps its first sample.
-                if let Some(&((_, i), _)) = population.iter().find(|p| p.1 == c as u32) {
-                    ids.push(i);
+                // A client left without data keeps one of its samples, drawn at random.
+                let own: Vec<u32> = population.iter().filter(|p| p.1 == c as u32).map(|p| p.0.1).collect();
+                if !own.is_empty() {
+                    ids.push(own[half.below(own.len() as u64) as usize]);
                 }
             }
             ids.sort_unstable();
@@ -757,10 +804,29 @@ fn audit(a: &AuditArgs) -> Result<()> {
     }
     let cfg = fedkit_engine::run::resolved_config(&a.run)?;
     let uses = |name: &str| cfg.pipeline.iter().find(|t| t.get("use").and_then(|v| v.as_str()) == Some(name));
-    if uses("audit_canary").is_none() {
+    let index = |name: &str| cfg.pipeline.iter().position(|t| t.get("use").and_then(|v| v.as_str()) == Some(name));
+    let Some(canary) = index("audit_canary") else {
         bail!(
             "{} has no canaries: add [[pipeline]] use = \"audit_canary\", on = \"malicious\" (before any DP stage) and pick the canary clients with [threat]",
             a.run.display()
+        );
+    };
+    if cfg.pipeline[canary].get("on").and_then(|v| v.as_str()) != Some("malicious") {
+        bail!("the audit_canary stage must act on the canaries only: set on = \"malicious\"");
+    }
+    if let Some(dp) = ["dp_fixed_clip", "dp_adaptive_clip"].into_iter().filter_map(index).find(|&d| d < canary) {
+        bail!(
+            "pipeline stage {dp} (DP) runs before audit_canary, which would then replace the privatised update; put audit_canary first"
+        );
+    }
+    if uses("dp_sgd").is_some() {
+        bail!(
+            "dp_sgd protects samples, while the canaries are whole clients that bypass it; audit user-level DP (dp_fixed_clip, dp_adaptive_clip)"
+        );
+    }
+    if cfg.threat.per_round_min > 0 {
+        bail!(
+            "[threat] per_round_min forces canaries into cohorts beyond the accountant's sampling rate; the bound would not be comparable"
         );
     }
     let (round, last) = fedkit_engine::checkpoint::checkpoint_global(&a.run)?;
@@ -779,8 +845,10 @@ fn audit(a: &AuditArgs) -> Result<()> {
         Some(_) => (engine.population() as f64).powf(-1.1),
         None => 0.0,
     };
-    let moved = last.sub(&engine.global);
-    let scores: Vec<f64> = canaries.iter().map(|&c| moved.dot(&direction(cfg.seed, c, &engine.global))).collect();
+    // The run's own initial model when the store kept it, else the one the config builds.
+    let start = model_store::read_global(&a.run, 0, engine.global.layout()).unwrap_or_else(|_| engine.global.clone());
+    let moved = last.sub(&start);
+    let scores: Vec<f64> = canaries.iter().map(|&c| moved.dot(&direction(cfg.seed, c, &start))).collect();
     let truth: Vec<bool> = canaries.iter().map(|&c| included(cfg.seed, c)).collect();
     let mut ks: Vec<usize> = if a.guesses.is_empty() { vec![m / 10, m / 4, m / 2, m] } else { a.guesses.clone() };
     ks.iter_mut().for_each(|k| *k = (*k).clamp(2, m));
@@ -813,15 +881,15 @@ fn audit(a: &AuditArgs) -> Result<()> {
         .with_context(|| format!("cannot write {}", out.display()))?;
     let mut md = format!(
         "# one-run audit of {} (round {round})\n\n{m} canary clients, {} included; delta {delta:.3e}; confidence {} (split over {} numbers of guesses).\n\n\
-         Empirical lower bound: epsilon >= {best:.3}; the accountant's epsilon: {}.\n\n| guesses k | correct | bound |\n|---|---|---|\n",
+         Empirical lower bound: epsilon >= {best:.3}; the accountant's epsilon: {}.\n\n| k | guesses | correct | bound |\n|---|---|---|---|\n",
         a.run.display(),
         report["included"],
         a.confidence,
         ks.len(),
         accountant.map_or("none (no DP stage)".to_string(), |e| format!("{e:.3}"))
     );
-    for (_, r, v, e) in &rows {
-        md.push_str(&format!("| {r} | {v} | {e:.3} |\n"));
+    for (k, r, v, e) in &rows {
+        md.push_str(&format!("| {k} | {r} | {v} | {e:.3} |\n"));
     }
     std::fs::write(out.join("report.md"), &md).with_context(|| format!("cannot write {}", out.display()))?;
     println!(

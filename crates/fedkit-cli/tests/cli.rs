@@ -805,4 +805,13 @@ fn attack_audit_bounds_epsilon_below_the_accountant() {
     let run = d.join("plain");
     assert!(fedkit(&["run", &plain, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
     fails_with(fedkit(&["attack", "audit", "--run", run.to_str().unwrap()], &[]), &["no canaries", "audit_canary"]);
+    // DP before the canaries would let them replace the privatised update.
+    let (canary, dp) = base.split_at(base.find("[[pipeline]]\nuse = \"dp_fixed_clip\"").unwrap());
+    let swapped = canary
+        .replace("[[pipeline]]\nuse = \"audit_canary\"", &format!("{dp}[[pipeline]]\nuse = \"audit_canary\""))
+        .replace("NORM", "1.0");
+    let cfg = write(&d, "swapped.toml", &swapped);
+    let run = d.join("swapped");
+    assert!(fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(fedkit(&["attack", "audit", "--run", run.to_str().unwrap()], &[]), &["runs before audit_canary"]);
 }

@@ -10,8 +10,9 @@
 //!   N(mu_out, s^2) and score the target model's phi by the log likelihood ratio
 //!   log N(phi; mu_in, s^2) - log N(phi; mu_out, s^2). With few shadows (< 64) the paper fits
 //!   one variance for all samples ("global variance"); here s^2 is the pooled variance of IN and
-//!   OUT around their per-sample means, as there. A target without an IN (or OUT) shadow scores
-//!   with the population's mean IN (OUT) offset.
+//!   OUT around their per-sample means (the reference code uses the spread of all IN values; a
+//!   single shared s^2 does not change the ranking, so no reported metric depends on it). A
+//!   target without an IN (or OUT) shadow scores with the population's mean IN-OUT gap.
 //! - **Metrics**: the ROC curve, its AUC, and the true-positive rate at 0.1% and 1% false
 //!   positives (the paper's low-FPR regime).
 //!
@@ -19,8 +20,10 @@
 //! run's own federated training (its config with seed + 1 + k: another initialisation, cohort
 //! and batch order) on a random half of the population: the run's members plus as many training
 //! samples no client holds (the non-members), each kept with probability 1/2 by the client that
-//! holds it (a non-member by a client drawn at random). The shadows are thus trained as the
-//! target was, on the run's own data.
+//! holds it (a non-member by a client drawn at random, which makes the shadows' clients more
+//! alike than a non-iid target's). The shadows are thus trained as the target was, on the run's
+//! own data. Refused: algorithms or aggregators that read the samples no client holds (FedDF,
+//! FLTrust, DeepSight), a `[threat]`, per-client models and losses prepared from the data.
 //!
 //! Parameters (`fedkit attack membership` flags): `shadows` (K, 16).
 //!
