@@ -74,9 +74,9 @@ pub struct MembershipArgs {
     out: Option<PathBuf>,
 }
 
-/// `fedkit attack film`.
+/// Which kept update an attack reads.
 #[derive(clap::Args)]
-pub struct FilmArgs {
+pub struct UpdateArgs {
     /// The run directory (with its model store).
     #[arg(long)]
     run: PathBuf,
@@ -86,6 +86,13 @@ pub struct FilmArgs {
     /// The client whose update is attacked.
     #[arg(long)]
     client: u32,
+}
+
+/// `fedkit attack film`.
+#[derive(clap::Args)]
+pub struct FilmArgs {
+    #[command(flatten)]
+    at: UpdateArgs,
     /// Beam width of the search.
     #[arg(long, default_value_t = 16)]
     beam: usize,
@@ -100,15 +107,8 @@ pub struct FilmArgs {
 /// `fedkit attack invert`.
 #[derive(clap::Args)]
 pub struct InvertArgs {
-    /// The run directory (with its model store).
-    #[arg(long)]
-    run: PathBuf,
-    /// The round whose update is attacked (1 = the first round).
-    #[arg(long)]
-    round: u32,
-    /// The client whose update is attacked.
-    #[arg(long)]
-    client: u32,
+    #[command(flatten)]
+    at: UpdateArgs,
     /// Dummy images to fit (the attacker's guess of the samples behind the update); default:
     /// the client's number of samples.
     #[arg(long)]
@@ -216,9 +216,9 @@ fn victim(run: &Path, round: u32, client: u32) -> Result<Victim> {
 }
 
 fn invert(a: &InvertArgs) -> Result<()> {
-    let Victim { engine, global, update, truth, steps } = victim(&a.run, a.round, a.client)?;
+    let Victim { engine, global, update, truth, steps } = victim(&a.at.run, a.at.round, a.at.client)?;
     let cfg = &engine.cfg;
-    let data = &engine.fed.clients[a.client as usize];
+    let data = &engine.fed.clients[a.at.client as usize];
     let n = truth.len();
     if truth.positions() > 0 {
         bail!(
@@ -228,7 +228,7 @@ fn invert(a: &InvertArgs) -> Result<()> {
     }
     let samples = a.batch_size.unwrap_or(n);
     if n == 0 {
-        bail!("client {} holds no samples: there is nothing behind its update", a.client);
+        bail!("client {} holds no samples: there is nothing behind its update", a.at.client);
     }
     if samples == 0 {
         bail!("--batch-size must be at least 1");
@@ -287,12 +287,12 @@ fn invert(a: &InvertArgs) -> Result<()> {
     let d: usize = shape.iter().product();
     let obs = Observed { global: &global, update: &update, samples, shape: shape.clone(), classes: data.data.classes };
     let seed = a.seed.unwrap_or(cfg.seed);
-    let mut rng = RngStream::derive(seed, "invert_gradients", a.round as u64, a.client as u64);
+    let mut rng = RngStream::derive(seed, "invert_gradients", a.at.round as u64, a.at.client as u64);
     let mut model = engine.architecture();
     eprintln!(
         "inverting client {}'s update of round {} ({n} samples, {steps} local step{}): {} iterations x {} restart(s)",
-        a.client,
-        a.round,
+        a.at.client,
+        a.at.round,
         if steps == 1 { "" } else { "s" },
         a.iterations,
         a.restarts
@@ -335,7 +335,7 @@ fn invert(a: &InvertArgs) -> Result<()> {
     };
     let report = serde_json::json!({
         "attack": "invert_gradients",
-        "run": a.run.display().to_string(), "round": a.round, "client": a.client,
+        "run": a.at.run.display().to_string(), "round": a.at.round, "client": a.at.client,
         "model": cfg.model.get("use").and_then(|v| v.as_str()).unwrap_or("?"),
         "dataset": cfg.data.name,
         "samples": n, "dummy_samples": samples, "local_steps": steps, "setting": setting,
@@ -349,7 +349,7 @@ fn invert(a: &InvertArgs) -> Result<()> {
         "analytic_psnr": analytic_psnr,
         "per_image": per_image,
     });
-    let out = a.out.clone().unwrap_or_else(|| a.run.join(format!("attack-invert-r{}-c{}", a.round, a.client)));
+    let out = a.out.clone().unwrap_or_else(|| a.at.run.join(format!("attack-invert-r{}-c{}", a.at.round, a.at.client)));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let json = out.join("report.json");
     std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
@@ -371,9 +371,9 @@ fn invert(a: &InvertArgs) -> Result<()> {
          | | PSNR (dB) | SSIM |\n|---|---|---|\n| reconstruction | {:.2} | {:.3} |\n| mean-image baseline | {:.2} | {:.3} |\n{}\n\
          {} iterations x {} restart(s) in {seconds:.1} s ({:.0} iterations/s), alpha = {}, lr = {}, final matching loss {:.4}.\n\n\
          ![reconstructions](reconstructions.png)\n\nRows: the client's images and under them their reconstructions (the one each original matches best), 16 a row{}; the mean image.\n",
-        a.client,
-        a.round,
-        a.run.display(),
+        a.at.client,
+        a.at.round,
+        a.at.run.display(),
         report["model"].as_str().unwrap_or("?"),
         cfg.data.name,
         a.labels,
@@ -404,7 +404,7 @@ fn invert(a: &InvertArgs) -> Result<()> {
 }
 
 fn film(a: &FilmArgs) -> Result<()> {
-    let Victim { engine, global, update, truth, steps } = victim(&a.run, a.round, a.client)?;
+    let Victim { engine, global, update, truth, steps } = victim(&a.at.run, a.at.round, a.at.client)?;
     let cfg = &engine.cfg;
     let t = truth.positions();
     if t == 0 {
@@ -429,8 +429,8 @@ fn film(a: &FilmArgs) -> Result<()> {
     }
     eprintln!(
         "film on client {}'s update of round {} ({} sequences of {t} tokens, {steps} local step(s)): {} tokens in the bag, beam {}",
-        a.client,
-        a.round,
+        a.at.client,
+        a.at.round,
         sequences.len(),
         bag.len(),
         a.beam
@@ -471,7 +471,7 @@ fn film(a: &FilmArgs) -> Result<()> {
     };
     let report = serde_json::json!({
         "attack": "film",
-        "run": a.run.display().to_string(), "round": a.round, "client": a.client,
+        "run": a.at.run.display().to_string(), "round": a.at.round, "client": a.at.client,
         "dataset": cfg.data.name, "sequences": sequences.len(), "seq_len": t, "local_steps": steps, "beam": a.beam, "no_repeat": a.no_repeat,
         "bag_size": bag.len(), "true_bag_size": true_bag.len(), "bag_precision": precision, "bag_recall": recall,
         "best_rouge1": top[0], "best_rouge2": top[1], "best_rougeL": top[2],
@@ -483,7 +483,7 @@ fn film(a: &FilmArgs) -> Result<()> {
         })).collect::<Vec<_>>(),
         "truth": sequences.iter().map(|s| text(s)).collect::<Vec<_>>(),
     });
-    let out = a.out.clone().unwrap_or_else(|| a.run.join(format!("attack-film-r{}-c{}", a.round, a.client)));
+    let out = a.out.clone().unwrap_or_else(|| a.at.run.join(format!("attack-film-r{}-c{}", a.at.round, a.at.client)));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -491,9 +491,9 @@ fn film(a: &FilmArgs) -> Result<()> {
         "# film: client {} of round {} of {}\n\n{} sequences of {t} tokens, {steps} local step(s).\n\n\
          Bag of words: {} tokens recovered, precision {precision:.3}, recall {recall:.3} against the batch's {} distinct input tokens.\n\n\
          | | ROUGE-1 | ROUGE-2 | ROUGE-L |\n|---|---|---|---|\n| best beam | {:.3} | {:.3} | {:.3} |\n| best {} beams (mean) | {:.3} | {:.3} | {:.3} |\n\n",
-        a.client,
-        a.round,
-        a.run.display(),
+        a.at.client,
+        a.at.round,
+        a.at.run.display(),
         sequences.len(),
         bag.len(),
         true_bag.len(),
