@@ -25,6 +25,10 @@ pub enum AttackCommand {
     /// cosine gradient matching with a TV prior, iDLG labels, analytic FC inversion).
     #[command(alias = "invert_gradients")]
     Invert(InvertArgs),
+    /// Replay an insider's GAN (gan_leakage: a generator trained against the shared model to
+    /// produce a class the insider does not hold) from the run's stored global models.
+    #[command(alias = "gan_leakage")]
+    Gan(GanArgs),
     /// Recover the text of a client's batch from its language-model update (film: the bag of
     /// words from the embedding rows that moved, ordered by beam search under the model).
     Film(FilmArgs),
@@ -34,6 +38,28 @@ pub enum AttackCommand {
     /// A lower bound on the run's epsilon from its canary clients (audit: one-run auditing with
     /// the `audit_canary` stage), beside the accountant's epsilon.
     Audit(AuditArgs),
+}
+
+/// `fedkit attack gan`.
+#[derive(clap::Args)]
+pub struct GanArgs {
+    /// The run directory (a `gan_leakage` stage on its insider, `[output] keep_models =
+    /// "every:1"` and the insider in `keep_clients`).
+    #[arg(long)]
+    run: PathBuf,
+    /// The insider (default: the run's first malicious client).
+    #[arg(long)]
+    client: Option<u32>,
+    /// Generated samples shown and scored per round.
+    #[arg(long, default_value_t = 10)]
+    samples: usize,
+    /// Show every k-th round the insider took part in (default: about 10 rows); the first and
+    /// the last are always shown.
+    #[arg(long)]
+    every: Option<usize>,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `fedkit attack audit`.
@@ -149,6 +175,7 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
     match cmd {
         AttackCommand::Invert(a) => invert(&a),
         AttackCommand::Film(a) => film(&a),
+        AttackCommand::Gan(a) => gan(&a),
         AttackCommand::Membership(a) => membership(&a),
         AttackCommand::Audit(a) => audit(&a),
     }
@@ -166,19 +193,16 @@ struct Victim {
     steps: usize,
 }
 
-/// Load the [`Victim`] of `run`; the update must come from full-batch local training, so that
-/// the client's samples are the ones behind it.
-fn victim(run: &Path, round: u32, client: u32) -> Result<Victim> {
+/// The run in `run` rebuilt from its `resolved.toml` (after `check` on its config), for attacks
+/// that start from the global model: refuses IFCA and `[downlink]` compression, whose clients
+/// start elsewhere, and does not read the starting point (`init_from`, `[model] init`) again,
+/// since the store holds the models.
+fn rebuilt(run: &Path, check: impl FnOnce(&fedkit_engine::config::RunConfig) -> Result<()>) -> Result<Engine> {
     if !run.join("resolved.toml").is_file() {
         bail!("{}: not a fedkit run directory (no resolved.toml)", run.display());
     }
     let mut cfg = fedkit_engine::run::resolved_config(run)?;
-    if round == 0 || round > cfg.rounds {
-        bail!(
-            "--round {round}: the run has rounds 1..={} (round R's update starts from the global model of R - 1)",
-            cfg.rounds
-        );
-    }
+    check(&cfg)?;
     if cfg.algorithm.get("use").and_then(|v| v.as_str()) == Some("ifca") {
         bail!(
             "ifca clients start from the cluster model they chose, not the global model; the attacks read only global starts"
@@ -189,11 +213,23 @@ fn victim(run: &Path, round: u32, client: u32) -> Result<Victim> {
             "with [downlink] compression clients start from their decoded copy of the global model, which the store does not keep"
         );
     }
-    // The store holds the models: the starting point (`init_from`, `[model] init`) is not read
-    // again, so a moved file cannot stop the attack.
     cfg.init_from = None;
     cfg.model.remove("init");
-    let engine = Engine::new(cfg)?;
+    Ok(Engine::new(cfg)?)
+}
+
+/// Load the [`Victim`] of `run`; the update must come from full-batch local training, so that
+/// the client's samples are the ones behind it.
+fn victim(run: &Path, round: u32, client: u32) -> Result<Victim> {
+    let engine = rebuilt(run, |cfg| {
+        if round == 0 || round > cfg.rounds {
+            bail!(
+                "--round {round}: the run has rounds 1..={} (round R's update starts from the global model of R - 1)",
+                cfg.rounds
+            );
+        }
+        Ok(())
+    })?;
     if client as usize >= engine.population() {
         bail!("--client {client}: the run has clients 0..{}", engine.population());
     }
@@ -789,6 +825,206 @@ fn membership(a: &MembershipArgs) -> Result<()> {
         auc(&curves[1].1),
         tpr_at(&curves[0].1, 0.01),
         tpr_at(&curves[1].1, 0.01),
+        out.display()
+    );
+    Ok(())
+}
+
+/// One shown round of the GAN replay.
+struct GanRow {
+    round: u32,
+    objective: f64,
+    confidence: f64,
+    nn_target: f64,
+    ssim_target: f64,
+    images: Vec<f32>,
+}
+
+fn gan(a: &GanArgs) -> Result<()> {
+    use fedkit_methods::privacy_attacks::gan_leakage::{GanLeakage, labelled};
+    let engine = rebuilt(&a.run, |_| Ok(()))?;
+    let cfg = &engine.cfg;
+    let Some(at) = cfg.pipeline.iter().position(|t| t.get("use").and_then(|v| v.as_str()) == Some("gan_leakage"))
+    else {
+        bail!(
+            "{} has no insider: add [[pipeline]] use = \"gan_leakage\", on = \"malicious\" and pick it with [threat]",
+            a.run.display()
+        );
+    };
+    let mut table = cfg.pipeline[at].clone();
+    if table.remove("on").and_then(|v| v.as_str().map(str::to_string)).as_deref() != Some("malicious") {
+        bail!("the gan_leakage stage must act on the insider only: set on = \"malicious\"");
+    }
+    table.remove("use");
+    let stage: GanLeakage = fedkit_core::registry::params_from::<GanLeakage>(&table, "pipeline")?.validated()?;
+    let client = match a.client {
+        Some(c) if c as usize >= engine.population() => {
+            bail!("--client {c}: the run has clients 0..{}", engine.population())
+        }
+        Some(c) if !engine.malicious[c as usize] => {
+            bail!("--client {c} is not an insider: its [threat] marks it benign")
+        }
+        Some(c) => c,
+        None => engine
+            .malicious
+            .iter()
+            .position(|&m| m)
+            .map(|c| c as u32)
+            .context("the run's [threat] marks no client malicious")?,
+    };
+    if a.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let rounds = model_store::stored_updates(&a.run, client);
+    if rounds.is_empty() {
+        bail!(
+            "{} kept no update of client {client}, so the rounds it took part in are not known: run with [output] keep_models = \"every:1\", keep_clients = [{client}]",
+            a.run.display()
+        );
+    }
+    let train = &engine.fed.train;
+    if train.positions() > 0 {
+        bail!("gan_leakage generates images; {} is sequence data", train.name);
+    }
+    let (shape, classes) = (train.feature_shape.clone(), train.classes);
+    let img = image_shape(&shape);
+    if img[1] < 2 || img[2] < 2 {
+        bail!("gan_leakage generates images; {} has samples of shape {shape:?}", train.name);
+    }
+    let g = stage.generator(&shape, train);
+    let mut model = engine.architecture();
+    let layout = engine.global.layout().clone();
+    // The judge (scoring only): the test images, their labels, and those of class `target`.
+    let test = engine.test.without_transforms();
+    let mut tb = Batch::default();
+    tb.fill(&test, &(0..test.len()).collect::<Vec<_>>(), &mut RngStream::new(0));
+    let dim = g.out;
+    let of_target: Vec<&[f32]> =
+        tb.x.chunks(dim).zip(&tb.y).filter(|&(_, &y)| y == stage.target).map(|(x, _)| x).collect();
+    if of_target.is_empty() {
+        bail!("the test set holds no image of class {}: nothing to compare the generated ones with", stage.target);
+    }
+    let show = g.noise(a.samples, &mut RngStream::derive(cfg.seed, "gan.show", 0, client as u64));
+    let score = |round: u32,
+                 objective: f64,
+                 model: &mut dyn fedkit_core::Model,
+                 global: &fedkit_core::Params,
+                 phi: &[f32]|
+     -> Result<GanRow> {
+        let images = g.generate(phi, show.clone());
+        let batch = labelled(images.clone(), &shape, classes, stage.target);
+        let mut losses = Vec::new();
+        model.per_example_loss(global, &batch, &mut losses)?;
+        let confidence = losses.iter().map(|&l| (-l as f64).exp()).sum::<f64>() / losses.len() as f64;
+        let (mut nn, mut ss) = (0usize, 0.0f64);
+        for x in images.chunks(dim) {
+            let nearest =
+                tb.x.chunks(dim)
+                    .zip(&tb.y)
+                    .map(|(t, &y)| (mse(x, t), y))
+                    .fold((f64::INFINITY, 0), |b, c| if c.0 < b.0 { c } else { b });
+            nn += (nearest.1 == stage.target) as usize;
+            let twin = of_target
+                .iter()
+                .map(|t| (mse(x, t), *t))
+                .fold((f64::INFINITY, of_target[0]), |b, c| if c.0 < b.0 { c } else { b });
+            ss += ssim(x, twin.1, img, (g.hi - g.lo) as f64);
+        }
+        let n = a.samples as f64;
+        Ok(GanRow { round, objective, confidence, nn_target: nn as f64 / n, ssim_target: ss / n, images })
+    };
+    let mut st = stage.initial_state(&g, cfg.seed, client);
+    let w0 = model_store::read_global(&a.run, 0, &layout).unwrap_or_else(|_| engine.global.clone());
+    let every = a.every.unwrap_or((rounds.len() / 10).max(1)).max(1);
+    let mut rows = vec![score(0, f64::NAN, model.as_mut(), &w0, &st.phi)?];
+    let started = Instant::now();
+    for (k, &r) in rounds.iter().enumerate() {
+        let global = model_store::read_global(&a.run, r - 1, &layout)?;
+        let mut rng = RngStream::derive(cfg.seed, "gan.train", r as u64, client as u64);
+        let objective = stage.train_generator(&g, model.as_mut(), &global, &shape, classes, &mut st, &mut rng)?;
+        if k % every == 0 || k + 1 == rounds.len() {
+            let row = score(r, objective, model.as_mut(), &global, &st.phi)?;
+            eprintln!(
+                "round {r}: confidence {:.3}, nearest test image of class {} {:.0}%, SSIM {:.3} ({:.1} s)",
+                row.confidence,
+                stage.target,
+                100.0 * row.nn_target,
+                row.ssim_target,
+                started.elapsed().as_secs_f64()
+            );
+            rows.push(row);
+        }
+    }
+    // The replay is the insider's generator when the checkpoint holds the insider's memory.
+    let mut resumed = Engine::new(cfg.clone())?;
+    let matches = match resumed.load_checkpoint(&a.run) {
+        Ok(()) if resumed.round >= *rounds.last().unwrap_or(&0) => resumed
+            .clients
+            .get(client as usize)
+            .and_then(|slot| slot.stage_mem.get(at))
+            .and_then(GanLeakage::state_in)
+            .map(|kept| kept == st),
+        _ => None,
+    };
+    let out = a.out.clone().unwrap_or_else(|| a.run.join(format!("attack-gan-c{client}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let last = rows.last().expect("the initial row");
+    let twins: Vec<&[f32]> = last
+        .images
+        .chunks(dim)
+        .map(|x| {
+            of_target
+                .iter()
+                .map(|t| (mse(x, t), *t))
+                .fold((f64::INFINITY, of_target[0]), |b, c| if c.0 < b.0 { c } else { b })
+                .1
+        })
+        .collect();
+    let mut grid: Vec<Vec<&[f32]>> = rows.iter().map(|r| r.images.chunks(dim).collect()).collect();
+    grid.push(twins);
+    write_grid(&out.join("samples.png"), &grid, img, (g.lo, g.hi))?;
+    let report = serde_json::json!({
+        "attack": "gan_leakage", "run": a.run.display().to_string(), "client": client, "target": stage.target,
+        "fake": stage.fake, "inject": stage.inject, "rounds_taken_part": rounds.len(), "replay_matches_insider": matches,
+        "rows": rows.iter().map(|r| serde_json::json!({"round": r.round, "objective": if r.objective.is_finite() { Some(r.objective) } else { None },
+            "confidence": r.confidence, "nearest_is_target": r.nn_target, "ssim_nearest_target": r.ssim_target})).collect::<Vec<_>>(),
+    });
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let mut md = format!(
+        "# GAN leakage of {} (insider {client}, class {} labelled {})\n\n\
+         The insider took part in {} rounds and injected {} generated samples per round. `samples.png`: one row per \
+         round below (round 0: the untrained generator), then the real test images of class {} nearest to the last row.\n\
+         Replay equals the insider's generator in the checkpoint: {}.\n\n\
+         | round | generator loss | confidence on class {} | nearest test image is class {} | SSIM to nearest class-{} image |\n|---|---|---|---|---|\n",
+        a.run.display(),
+        stage.target,
+        stage.fake,
+        rounds.len(),
+        stage.inject,
+        stage.target,
+        matches.map_or("not checked (no checkpoint)".to_string(), |m| m.to_string()),
+        stage.target,
+        stage.target,
+        stage.target
+    );
+    for r in &rows {
+        let obj = if r.objective.is_finite() { format!("{:.3}", r.objective) } else { "-".into() };
+        md.push_str(&format!(
+            "| {} | {obj} | {:.3} | {:.0}% | {:.3} |\n",
+            r.round,
+            r.confidence,
+            100.0 * r.nn_target,
+            r.ssim_target
+        ));
+    }
+    std::fs::write(out.join("report.md"), &md).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "last round: confidence {:.3}, nearest test image of class {} {:.0}%, SSIM {:.3}; wrote {}",
+        last.confidence,
+        stage.target,
+        100.0 * last.nn_target,
+        last.ssim_target,
         out.display()
     );
     Ok(())

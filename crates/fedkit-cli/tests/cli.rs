@@ -815,3 +815,49 @@ fn attack_audit_bounds_epsilon_below_the_accountant() {
     assert!(fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
     fails_with(fedkit(&["attack", "audit", "--run", run.to_str().unwrap()], &[]), &["runs before audit_canary"]);
 }
+
+// `fedkit attack gan` replays the insider's generator from the stored global models: the
+// report says the replay equals the generator in the checkpoint, with a row per shown round and
+// the PNG; runs without an insider, a benign --client and an insider whose updates were not
+// kept are clear errors.
+#[test]
+fn attack_gan_replays_the_insiders_generator_when_fashion_mnist_is_installed() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let d = tmp("attack-gan");
+    let base = "rounds = 3\n[data]\nname = \"fashion_mnist\"\nclients = 4\nsubsample = 0.005\n[model]\nuse = \"lenet\"\n\
+                [sampling]\nper_round = 4\n[eval]\nevery = 3\n[threat]\nids = [1]\n";
+    let stage = "[[pipeline]]\nuse = \"gan_leakage\"\non = \"malicious\"\nsteps = 4\nbatch = 8\ninject = 6\n";
+    let keep = "[output]\nkeep_models = \"every:1\"\nkeep_clients = [1]\n";
+    let cfg = write(&d, "gan.toml", &format!("{base}{stage}{keep}"));
+    let run = d.join("run");
+    let run_s = run.to_str().unwrap();
+    let o = fedkit(&["run", &cfg, "--out", run_s, "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = d.join("gan");
+    let o = fedkit(&["attack", "gan", "--run", run_s, "--samples", "3", "--out", out.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["attack"], "gan_leakage");
+    assert_eq!(report["client"], 1);
+    assert_eq!(report["replay_matches_insider"], true, "{report}");
+    assert_eq!(report["rows"].as_array().unwrap().len(), 4, "round 0 and the 3 rounds: {report}");
+    assert!(out.join("samples.png").metadata().unwrap().len() > 100);
+    let attack = |extra: &[&str]| {
+        let mut a = vec!["attack", "gan"];
+        a.extend_from_slice(extra);
+        fedkit(&a, &[])
+    };
+    fails_with(attack(&["--run", run_s, "--client", "0"]), &["--client 0 is not an insider"]);
+    let plain = write(&d, "plain.toml", &format!("{base}{keep}"));
+    let run2 = d.join("plain");
+    assert!(fedkit(&["run", &plain, "--out", run2.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(attack(&["--run", run2.to_str().unwrap()]), &["has no insider", "gan_leakage"]);
+    let unkept = write(&d, "unkept.toml", &format!("{base}{stage}"));
+    let run3 = d.join("unkept");
+    assert!(fedkit(&["run", &unkept, "--out", run3.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(attack(&["--run", run3.to_str().unwrap()]), &["kept no update of client 1", "keep_clients = [1]"]);
+}

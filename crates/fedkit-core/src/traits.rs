@@ -645,6 +645,18 @@ pub trait Stage: Send + Sync {
     fn on_data(&self, _cx: &ClientCtx, _d: &mut ClientData, _mem: &mut Extras) -> Result<()> {
         Ok(())
     }
+    /// Before local training, with the client's model object (the architecture the global
+    /// model runs on): a stage that probes the shared model first (GAN leakage's generator)
+    /// overrides this. The engine calls this one; the default is [`Stage::on_data`].
+    fn on_data_with_model(
+        &self,
+        cx: &ClientCtx,
+        _model: &mut dyn Model,
+        d: &mut ClientData,
+        mem: &mut Extras,
+    ) -> Result<()> {
+        self.on_data(cx, d, mem)
+    }
     /// After local training, on the client's update.
     fn on_update(&self, _cx: &ClientCtx, _u: &mut Update, _mem: &mut Extras) -> Result<()> {
         Ok(())

@@ -1370,7 +1370,7 @@ pub fn client_step(
     let mut data = std::borrow::Cow::Borrowed(data);
     for (s, mem) in stages.iter().zip(slot.stage_mem.iter_mut()) {
         if s.applies(cx.malicious) {
-            s.stage.on_data(cx, data.to_mut(), mem)?;
+            s.stage.on_data_with_model(cx, model, data.to_mut(), mem)?;
         }
     }
     let state = slot.state.get_or_insert_with(|| algo.new_client_state());

@@ -3,6 +3,9 @@
 //!   matches finite differences in input space; the analytic inversion of a fully connected
 //!   first layer recovers a batch-1 input exactly; iDLG recovers the label of a batch-1 update;
 //!   the optimisation recovers an image from a FedSGD update far better than the mean image.
+//! - gan_leakage: the generator learns to produce what the shared model calls the target class
+//!   (here: images bright on the left), and the insider's data loses the target class and gains
+//!   the injected samples labelled `fake`, round after round from its memory.
 //! - film: the embedding rows that moved are exactly the batch's tokens, and beam search under
 //!   a model that learned the text puts the batch's sequence first.
 
@@ -219,4 +222,107 @@ fn the_unrolled_gradient_matches_finite_differences() {
     neg.scale(-1.0);
     let naive = cosine_loss_grad(m.as_mut(), &p, &b, &neg, h, &mut gx).unwrap();
     assert!((unrolled - naive).abs() < 1e-5, "{unrolled} vs {naive}");
+}
+
+/// A logreg on 8x8 images that calls an image class 1 when its left half is brighter than its
+/// right half, class 0 otherwise (and gives any further class a logit of 0).
+fn left_right_classifier(classes: usize) -> (Box<dyn Model>, Params) {
+    let m = model("use = \"logreg\"", &[1, 8, 8], classes);
+    let mut w = m.init(&mut RngStream::new(0));
+    let n = w.len();
+    let v = w.as_mut_slice();
+    v.iter_mut().for_each(|x| *x = 0.0);
+    for i in 0..64 {
+        let left = if i % 8 < 4 { 1.0 } else { -1.0 };
+        v[i * classes] = -left;
+        v[i * classes + 1] = left;
+    }
+    assert_eq!(n, (64 + 1) * classes);
+    (m, w)
+}
+
+fn images_in_unit_box(n: usize, classes: usize) -> fedkit_core::Dataset {
+    let mut rng = RngStream::new(9);
+    fedkit_core::Dataset {
+        name: "unit".into(),
+        x: (0..n * 64).map(|_| rng.uniform() as f32).collect(),
+        y: (0..n).map(|i| (i % classes) as u32).collect(),
+        feature_shape: vec![1, 8, 8],
+        classes,
+        users: None,
+        targets: Vec::new(),
+    }
+}
+
+#[test]
+fn the_gan_generator_learns_the_target_class_of_the_shared_model() {
+    use fedkit_methods::privacy_attacks::gan_leakage::{GanLeakage, labelled};
+    let (mut m, w) = left_right_classifier(2);
+    let stage =
+        GanLeakage { target: 1, fake: 0, steps: 150, batch: 16, latent: 8, hidden: 32, ..GanLeakage::default() };
+    let g = stage.generator(&[1, 8, 8], &images_in_unit_box(4, 2));
+    let mut st = stage.initial_state(&g, 5, 0);
+    let confidence = |m: &mut dyn Model, phi: &[f32]| {
+        let x = g.generate(phi, g.noise(64, &mut RngStream::new(77)));
+        let mut l = Vec::new();
+        m.per_example_loss(&w, &labelled(x.clone(), &[1, 8, 8], 2, 1), &mut l).unwrap();
+        let left: f64 = x.chunks(8).flat_map(|r| &r[..4]).map(|&v| v as f64).sum();
+        let right: f64 = x.chunks(8).flat_map(|r| &r[4..]).map(|&v| v as f64).sum();
+        (l.iter().map(|&l| (-l as f64).exp()).sum::<f64>() / 64.0, (left - right) / (64.0 * 32.0))
+    };
+    let (before, gap0) = confidence(m.as_mut(), &st.phi);
+    assert!((0.2..0.8).contains(&before) && gap0.abs() < 0.03, "an untrained generator is not yet class 1: {before}, {gap0}");
+    stage.train_generator(&g, m.as_mut(), &w, &[1, 8, 8], 2, &mut st, &mut RngStream::new(1)).unwrap();
+    let (after, gap) = confidence(m.as_mut(), &st.phi);
+    assert!(after > 0.99, "the shared model calls the generated images class 1 with confidence {after}");
+    assert!(gap > 0.05, "the generated images are brighter on the left: mean gap {gap}");
+}
+
+#[test]
+fn the_gan_insider_drops_the_target_class_and_injects_samples_labelled_fake() {
+    use fedkit_core::{ClientCtx, ClientData, Extras, LocalTrain, Stage};
+    use fedkit_methods::privacy_attacks::gan_leakage::GanLeakage;
+    let (mut m, w) = left_right_classifier(3);
+    let stage =
+        GanLeakage { target: 1, fake: 0, steps: 3, batch: 4, latent: 4, hidden: 8, inject: 5, ..GanLeakage::default() };
+    let data = std::sync::Arc::new(images_in_unit_box(12, 3));
+    let (broadcast, train) = (Extras::default(), LocalTrain::default());
+    let mut mem = Extras::default();
+    for round in 1..=2u32 {
+        let cx = ClientCtx {
+            round,
+            client: 4,
+            seed: 1,
+            global: &w,
+            broadcast: &broadcast,
+            train: &train,
+            epochs: 1,
+            malicious: true,
+            step: &fedkit_core::PlainStep,
+            loss: &fedkit_core::CrossEntropyLoss,
+            train_hook: None,
+        };
+        let mut d = ClientData::whole(data.clone());
+        stage.on_data_with_model(&cx, m.as_mut(), &mut d, &mut mem).unwrap();
+        let labels: Vec<u32> = (0..d.len()).map(|p| d.label(p)).collect();
+        assert_eq!(
+            labels,
+            [0, 2, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0],
+            "round {round}: classes 0 and 2 kept, then 5 fakes"
+        );
+        let kept = GanLeakage::state_in(&mem).unwrap();
+        assert_eq!(kept.phi.len(), stage.generator(&[1, 8, 8], &data).len());
+        assert!(stage.on_data(&cx, &mut d, &mut mem).is_err(), "without the model it refuses");
+    }
+    let st = GanLeakage::state_in(&mem).unwrap();
+    let again = {
+        let g = stage.generator(&[1, 8, 8], &data);
+        let mut s = stage.initial_state(&g, 1, 4);
+        for round in 1..=2u64 {
+            let mut rng = RngStream::derive(1, "gan.train", round, 4);
+            stage.train_generator(&g, m.as_mut(), &w, &[1, 8, 8], 3, &mut s, &mut rng).unwrap();
+        }
+        s
+    };
+    assert_eq!(st, again, "the replay from the seed gives the insider's generator bit for bit");
 }

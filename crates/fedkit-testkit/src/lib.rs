@@ -143,6 +143,12 @@ pub fn logreg() -> Box<dyn Model> {
     spec.instantiate(&[FEATURES], CLASSES).expect("logreg fits the toy data")
 }
 
+/// The registry's `logreg` model for [`toy_images`].
+pub fn image_logreg() -> Box<dyn Model> {
+    let (spec, _) = build_default(fedkit_models::models(), Kind::Model, "logreg");
+    spec.instantiate(&[1, 12, 12], CLASSES).expect("logreg fits the toy images")
+}
+
 /// A client context for `round` and `client` with the fixture seed, `train.epochs` local epochs,
 /// benign.
 pub fn client_ctx<'a>(

@@ -13,7 +13,8 @@ use fedkit_core::{
 use fedkit_methods::aggregators::mean::weighted_mean;
 
 use crate::{
-    COHORT, assert_same_bits, client_ctx, round_ctx, round_ctx_attacked, toy_cohort, toy_images, toy_layout, toy_values,
+    COHORT, assert_same_bits, client_ctx, image_logreg, round_ctx, round_ctx_attacked, toy_cohort, toy_images,
+    toy_layout, toy_values,
 };
 
 /// Values per toy update.
@@ -43,7 +44,12 @@ fn data_bits(d: &ClientData) -> DataBits {
 /// memory after.
 fn client_hooks(name: &str, stage: &dyn Stage, cx: &ClientCtx, mem: &Extras) -> (Update, Extras, DataBits) {
     let (mut mem, mut data) = (mem.clone(), toy_images());
-    stage.on_data(cx, &mut data, &mut mem).unwrap_or_else(|e| panic!("stage `{name}`: on_data failed: {e}"));
+    // The data hook sees a model of the toy images and a global model of that architecture.
+    let mut model = image_logreg();
+    let global = model.init(&mut fedkit_core::RngStream::new(crate::SEED));
+    stage
+        .on_data_with_model(&ClientCtx { global: &global, ..*cx }, model.as_mut(), &mut data, &mut mem)
+        .unwrap_or_else(|e| panic!("stage `{name}`: on_data failed: {e}"));
     let mut u = toy_cohort(cx.round, &[cx.client], N).remove(0);
     stage.on_update(cx, &mut u, &mut mem).unwrap_or_else(|e| panic!("stage `{name}`: on_update failed: {e}"));
     (u, mem, data_bits(&data))

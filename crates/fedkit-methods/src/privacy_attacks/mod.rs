@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod film;
+pub mod gan_leakage;
 pub mod image_metrics;
 pub mod invert_gradients;
 pub mod membership;
@@ -14,6 +15,7 @@ pub fn privacy_attacks() -> &'static [(&'static str, &'static str)] {
     &[
         ("invert_gradients", include_str!("invert_gradients.rs")),
         ("film", include_str!("film.rs")),
+        ("gan_leakage", include_str!("gan_leakage.rs")),
         ("membership", include_str!("membership.rs")),
         ("audit", include_str!("audit.rs")),
     ]

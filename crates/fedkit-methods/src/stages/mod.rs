@@ -108,6 +108,13 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             },
         },
         Entry {
+            name: "gan_leakage",
+            source: include_str!("../privacy_attacks/gan_leakage.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::privacy_attacks::gan_leakage::GanLeakage>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
             name: "gaussian",
             source: include_str!("../attacks/gaussian.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::gaussian::Gaussian>(t, "", r)?.validated()?)),
