@@ -842,8 +842,21 @@ struct GanRow {
 
 fn gan(a: &GanArgs) -> Result<()> {
     use fedkit_methods::privacy_attacks::gan_leakage::{GanLeakage, labelled};
-    let engine = rebuilt(&a.run, |_| Ok(()))?;
-    let cfg = &engine.cfg;
+    let mut engine = rebuilt(&a.run, |cfg| {
+        if cfg.compress.is_some() {
+            bail!(
+                "[compress] prunes or rewinds the global model after the store kept it, so the insider's discriminator is not in the store"
+            );
+        }
+        if cfg.output.keep_models != fedkit_engine::config::KeepModels::Every(1) {
+            bail!(
+                "the replay reads the global model before every round the insider took part in: run with [output] keep_models = \"every:1\" (this run has {:?})",
+                cfg.output.keep_models
+            );
+        }
+        Ok(())
+    })?;
+    let cfg = engine.cfg.clone();
     let Some(at) = cfg.pipeline.iter().position(|t| t.get("use").and_then(|v| v.as_str()) == Some("gan_leakage"))
     else {
         bail!(
@@ -856,7 +869,8 @@ fn gan(a: &GanArgs) -> Result<()> {
         bail!("the gan_leakage stage must act on the insider only: set on = \"malicious\"");
     }
     table.remove("use");
-    let stage: GanLeakage = fedkit_core::registry::params_from::<GanLeakage>(&table, "pipeline")?.validated()?;
+    let stage: GanLeakage =
+        fedkit_core::registry::params_from::<GanLeakage>(&table, &format!("pipeline.{at}"))?.validated()?;
     let client = match a.client {
         Some(c) if c as usize >= engine.population() => {
             bail!("--client {c}: the run has clients 0..{}", engine.population())
@@ -872,14 +886,41 @@ fn gan(a: &GanArgs) -> Result<()> {
             .map(|c| c as u32)
             .context("the run's [threat] marks no client malicious")?,
     };
-    if a.samples == 0 {
-        bail!("--samples must be at least 1");
+    if engine.architecture_of(client) != 0 {
+        bail!("client {client} trains another architecture ([[model.per_client]]); the replay runs the [model] one");
     }
-    let rounds = model_store::stored_updates(&a.run, client);
+    if !(1..=100).contains(&a.samples) {
+        bail!("--samples {}: must be in 1..=100", a.samples);
+    }
+    if a.every == Some(0) {
+        bail!("--every must be at least 1");
+    }
+    stage.check_classes(engine.fed.train.classes)?;
+    // The rounds the stage ran, from the insider's memory in the checkpoint; without a
+    // checkpoint, the rounds its updates were kept while the threat was active.
+    let has_checkpoint = a.run.join(fedkit_engine::checkpoint::CHECKPOINT_FILE).is_file();
+    if has_checkpoint {
+        engine.load_checkpoint(&a.run).with_context(|| format!("cannot read the checkpoint of {}", a.run.display()))?;
+    }
+    let memory = engine.clients.get(client as usize).and_then(|slot| slot.stage_mem.get(at)).cloned();
+    let kept = memory.as_ref().and_then(GanLeakage::state_in);
+    let rounds: Vec<u32> = match &memory {
+        Some(mem) if kept.is_some() => GanLeakage::rounds_in(mem),
+        _ if has_checkpoint => Vec::new(),
+        _ => model_store::stored_updates(&a.run, client)
+            .into_iter()
+            .filter(|&r| r >= 1 && r <= cfg.rounds && cfg.threat.active(r))
+            .collect(),
+    };
     if rounds.is_empty() {
         bail!(
-            "{} kept no update of client {client}, so the rounds it took part in are not known: run with [output] keep_models = \"every:1\", keep_clients = [{client}]",
-            a.run.display()
+            "the insider (client {client}) never ran its gan_leakage stage in {} (it was not sampled while the [threat] was active{})",
+            a.run.display(),
+            if has_checkpoint {
+                ""
+            } else {
+                "; without a checkpoint the rounds come from its kept updates: [output] keep_clients"
+            }
         );
     }
     let train = &engine.fed.train;
@@ -934,12 +975,13 @@ fn gan(a: &GanArgs) -> Result<()> {
         Ok(GanRow { round, objective, confidence, nn_target: nn as f64 / n, ssim_target: ss / n, images })
     };
     let mut st = stage.initial_state(&g, cfg.seed, client);
-    let w0 = model_store::read_global(&a.run, 0, &layout).unwrap_or_else(|_| engine.global.clone());
+    let w0 = model_store::read_global(&a.run, 0, &layout)?;
     let every = a.every.unwrap_or((rounds.len() / 10).max(1)).max(1);
     let mut rows = vec![score(0, f64::NAN, model.as_mut(), &w0, &st.phi)?];
     let started = Instant::now();
     for (k, &r) in rounds.iter().enumerate() {
-        let global = model_store::read_global(&a.run, r - 1, &layout)?;
+        let global =
+            model_store::read_global(&a.run, r.checked_sub(1).context("round 0 in the insider's rounds")?, &layout)?;
         let mut rng = RngStream::derive(cfg.seed, "gan.train", r as u64, client as u64);
         let objective = stage.train_generator(&g, model.as_mut(), &global, &shape, classes, &mut st, &mut rng)?;
         if k % every == 0 || k + 1 == rounds.len() {
@@ -956,16 +998,7 @@ fn gan(a: &GanArgs) -> Result<()> {
         }
     }
     // The replay is the insider's generator when the checkpoint holds the insider's memory.
-    let mut resumed = Engine::new(cfg.clone())?;
-    let matches = match resumed.load_checkpoint(&a.run) {
-        Ok(()) if resumed.round >= *rounds.last().unwrap_or(&0) => resumed
-            .clients
-            .get(client as usize)
-            .and_then(|slot| slot.stage_mem.get(at))
-            .and_then(GanLeakage::state_in)
-            .map(|kept| kept == st),
-        _ => None,
-    };
+    let matches = kept.as_ref().map(|k| *k == st);
     let out = a.out.clone().unwrap_or_else(|| a.run.join(format!("attack-gan-c{client}")));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let last = rows.last().expect("the initial row");
@@ -1003,7 +1036,8 @@ fn gan(a: &GanArgs) -> Result<()> {
         rounds.len(),
         stage.inject,
         stage.target,
-        matches.map_or("not checked (no checkpoint)".to_string(), |m| m.to_string()),
+        matches.map_or("not checked (no checkpoint; the rounds come from the kept updates)".to_string(), |m| m
+            .to_string()),
         stage.target,
         stage.target,
         stage.target
@@ -1019,6 +1053,12 @@ fn gan(a: &GanArgs) -> Result<()> {
         ));
     }
     std::fs::write(out.join("report.md"), &md).with_context(|| format!("cannot write {}", out.display()))?;
+    if matches == Some(false) {
+        bail!(
+            "the replayed generator differs from the insider's in the checkpoint, so {} does not show what the insider generated (a bug: please report it)",
+            out.display()
+        );
+    }
     println!(
         "last round: confidence {:.3}, nearest test image of class {} {:.0}%, SSIM {:.3}; wrote {}",
         last.confidence,

@@ -856,8 +856,31 @@ fn attack_gan_replays_the_insiders_generator_when_fashion_mnist_is_installed() {
     let run2 = d.join("plain");
     assert!(fedkit(&["run", &plain, "--out", run2.to_str().unwrap(), "-q"], &[]).status.success());
     fails_with(attack(&["--run", run2.to_str().unwrap()]), &["has no insider", "gan_leakage"]);
-    let unkept = write(&d, "unkept.toml", &format!("{base}{stage}"));
+    let unkept = write(&d, "unkept.toml", &format!("{base}{stage}[output]\nkeep_models = \"last\"\n"));
     let run3 = d.join("unkept");
     assert!(fedkit(&["run", &unkept, "--out", run3.to_str().unwrap(), "-q"], &[]).status.success());
-    fails_with(attack(&["--run", run3.to_str().unwrap()]), &["kept no update of client 1", "keep_clients = [1]"]);
+    fails_with(attack(&["--run", run3.to_str().unwrap()]), &["keep_models = \"every:1\""]);
+    // Partial participation and a threat active from round 3 on: the replay follows the rounds
+    // the stage ran (from the insider's memory), not every round with a kept update.
+    let partial = base
+        .replace("per_round = 4", "per_round = 2")
+        .replace("rounds = 3", "rounds = 6")
+        .replace("ids = [1]", "ids = [1]\nstart_round = 3");
+    let cfg4 = write(&d, "partial.toml", &format!("{partial}{stage}{keep}"));
+    let run4 = d.join("partial");
+    assert!(fedkit(&["run", &cfg4, "--out", run4.to_str().unwrap(), "-q"], &[]).status.success());
+    let o = attack(&["--run", run4.to_str().unwrap(), "--out", d.join("gan4").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("gan4/report.json")).unwrap()).unwrap();
+    assert_eq!(r["replay_matches_insider"], true, "{r}");
+    let shown: Vec<u64> = r["rows"].as_array().unwrap().iter().map(|row| row["round"].as_u64().unwrap()).collect();
+    assert!(shown[0] == 0 && shown[1..].iter().all(|&k| k >= 3), "{shown:?}");
+    assert!(r["rounds_taken_part"].as_u64().unwrap() < 4, "sampled in fewer than the 4 active rounds: {r}");
+    let pruned =
+        write(&d, "pruned.toml", &format!("{base}{stage}{keep}[compress]\nuse = \"lottery_ticket\"\nevery = 1\n"));
+    let run5 = d.join("pruned");
+    let o = fedkit(&["run", &pruned, "--out", run5.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    fails_with(attack(&["--run", run5.to_str().unwrap()]), &["[compress]"]);
 }

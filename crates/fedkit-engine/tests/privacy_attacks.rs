@@ -6,6 +6,8 @@
 //! - gan_leakage: the generator learns to produce what the shared model calls the target class
 //!   (here: images bright on the left), and the insider's data loses the target class and gains
 //!   the injected samples labelled `fake`, round after round from its memory.
+//! - instahide: with k = 1 and no mask its local step is the plain cross-entropy step; with the
+//!   mask on, the step differs (it trains on encoded images).
 //! - film: the embedding rows that moved are exactly the batch's tokens, and beam search under
 //!   a model that learned the text puts the batch's sequence first.
 
@@ -271,7 +273,10 @@ fn the_gan_generator_learns_the_target_class_of_the_shared_model() {
         (l.iter().map(|&l| (-l as f64).exp()).sum::<f64>() / 64.0, (left - right) / (64.0 * 32.0))
     };
     let (before, gap0) = confidence(m.as_mut(), &st.phi);
-    assert!((0.2..0.8).contains(&before) && gap0.abs() < 0.03, "an untrained generator is not yet class 1: {before}, {gap0}");
+    assert!(
+        (0.2..0.8).contains(&before) && gap0.abs() < 0.03,
+        "an untrained generator is not yet class 1: {before}, {gap0}"
+    );
     stage.train_generator(&g, m.as_mut(), &w, &[1, 8, 8], 2, &mut st, &mut RngStream::new(1)).unwrap();
     let (after, gap) = confidence(m.as_mut(), &st.phi);
     assert!(after > 0.99, "the shared model calls the generated images class 1 with confidence {after}");
@@ -282,18 +287,32 @@ fn the_gan_generator_learns_the_target_class_of_the_shared_model() {
 fn the_gan_insider_drops_the_target_class_and_injects_samples_labelled_fake() {
     use fedkit_core::{ClientCtx, ClientData, Extras, LocalTrain, Stage};
     use fedkit_methods::privacy_attacks::gan_leakage::GanLeakage;
-    let (mut m, w) = left_right_classifier(3);
+    let (mut m, w1) = left_right_classifier(3);
     let stage =
         GanLeakage { target: 1, fake: 0, steps: 3, batch: 4, latent: 4, hidden: 8, inject: 5, ..GanLeakage::default() };
     let data = std::sync::Arc::new(images_in_unit_box(12, 3));
+    let g = stage.generator(&[1, 8, 8], &data);
+    // The insider holds samples 2..10 and relabelled sample 3 (true class 0) as class 1 and
+    // sample 4 (true class 1) as class 2: both are dropped, by its label and by the true one.
+    let idx: std::sync::Arc<[u32]> = (2..10).collect();
+    let own: std::sync::Arc<[u32]> = idx
+        .iter()
+        .map(|&i| match i {
+            3 => 1,
+            4 => 2,
+            i => i % 3,
+        })
+        .collect();
+    let mut w2 = w1.clone();
+    w2.as_mut_slice().iter_mut().for_each(|v| *v *= -0.5);
     let (broadcast, train) = (Extras::default(), LocalTrain::default());
     let mut mem = Extras::default();
-    for round in 1..=2u32 {
+    for (round, w) in [(2u32, &w1), (5, &w2)] {
         let cx = ClientCtx {
             round,
             client: 4,
             seed: 1,
-            global: &w,
+            global: w,
             broadcast: &broadcast,
             train: &train,
             epochs: 1,
@@ -302,27 +321,73 @@ fn the_gan_insider_drops_the_target_class_and_injects_samples_labelled_fake() {
             loss: &fedkit_core::CrossEntropyLoss,
             train_hook: None,
         };
-        let mut d = ClientData::whole(data.clone());
+        let mut d = ClientData { idx: idx.clone(), labels: Some(own.clone()), ..ClientData::whole(data.clone()) };
         stage.on_data_with_model(&cx, m.as_mut(), &mut d, &mut mem).unwrap();
         let labels: Vec<u32> = (0..d.len()).map(|p| d.label(p)).collect();
-        assert_eq!(
-            labels,
-            [0, 2, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0],
-            "round {round}: classes 0 and 2 kept, then 5 fakes"
-        );
-        let kept = GanLeakage::state_in(&mem).unwrap();
-        assert_eq!(kept.phi.len(), stage.generator(&[1, 8, 8], &data).len());
-        assert!(stage.on_data(&cx, &mut d, &mut mem).is_err(), "without the model it refuses");
+        // Kept: samples 2 (class 2), 5 (2), 6 (0), 8 (2), 9 (0); then the 5 fakes.
+        assert_eq!(labels, [2, 2, 0, 2, 0, 0, 0, 0, 0, 0], "round {round}");
+        let kept_x: Vec<f32> = [2usize, 5, 6, 8, 9].iter().flat_map(|&i| data.features(i).to_vec()).collect();
+        assert_eq!(&d.data.x[..5 * 64], &kept_x[..], "round {round}: the insider's own features, untouched");
+        let st = GanLeakage::state_in(&mem).unwrap();
+        let fakes = g.generate(&st.phi, g.noise(5, &mut cx.rng("gan.inject")));
+        assert_eq!(&d.data.x[5 * 64..], &fakes[..], "round {round}: then the generator's samples");
+        let benign = ClientCtx { malicious: false, ..cx };
+        let mut untouched = ClientData::whole(data.clone());
+        stage.on_data_with_model(&benign, m.as_mut(), &mut untouched, &mut Extras::default()).unwrap();
+        assert_eq!(untouched.len(), 12, "a benign client's data stays");
+        assert!(stage.on_data(&cx, &mut d, &mut Extras::default()).is_err(), "without the model it refuses");
     }
-    let st = GanLeakage::state_in(&mem).unwrap();
+    assert_eq!(GanLeakage::rounds_in(&mem), [2, 5]);
     let again = {
-        let g = stage.generator(&[1, 8, 8], &data);
         let mut s = stage.initial_state(&g, 1, 4);
-        for round in 1..=2u64 {
+        for (round, w) in [(2u64, &w1), (5, &w2)] {
             let mut rng = RngStream::derive(1, "gan.train", round, 4);
-            stage.train_generator(&g, m.as_mut(), &w, &[1, 8, 8], 3, &mut s, &mut rng).unwrap();
+            stage.train_generator(&g, m.as_mut(), w, &[1, 8, 8], 3, &mut s, &mut rng).unwrap();
         }
         s
     };
-    assert_eq!(st, again, "the replay from the seed gives the insider's generator bit for bit");
+    assert_eq!(
+        GanLeakage::state_in(&mem).unwrap(),
+        again,
+        "the replay from the seed gives the insider's generator bit for bit"
+    );
+}
+
+#[test]
+fn instahide_with_one_image_and_no_mask_is_the_plain_step() {
+    use fedkit_core::{ClientCtx, Extras, LocalStep, LocalTrain, PlainStep, Stage, StepCtx};
+    use fedkit_methods::privacy_attacks::instahide::InstaHide;
+    let mut m = model("use = \"lenet\"", &[1, 28, 28], 10);
+    let mut w = m.init(&mut RngStream::new(2));
+    let mut rng = RngStream::new(3);
+    let b = batch((0..4 * 784).map(|_| rng.uniform() as f32).collect(), vec![3, 1, 4, 1], &[1, 28, 28], 10);
+    let (broadcast, train) = (Extras::default(), LocalTrain::default());
+    let cx = ClientCtx {
+        round: 1,
+        client: 0,
+        seed: 1,
+        global: &w.clone(),
+        broadcast: &broadcast,
+        train: &train,
+        epochs: 1,
+        malicious: false,
+        step: &PlainStep,
+        loss: &fedkit_core::CrossEntropyLoss,
+        train_hook: None,
+    };
+    let sc = StepCtx { round: 1, step: 0, lr: 0.1, weight_decay: 0.0 };
+    let step_grad = |ih: InstaHide, m: &mut dyn Model, w: &mut Params| {
+        let step = ih.local_step(&cx, &PlainStep).unwrap().expect("instahide replaces the step");
+        let mut g = w.zeros_like();
+        let loss = step.grad(&sc, m, w, &mut b.clone(), &mut g, &mut RngStream::new(5)).unwrap();
+        (loss, g)
+    };
+    let (loss, g) = step_grad(InstaHide { k: 1, upper: 1.0, mask: false, center: 0.5 }, m.as_mut(), &mut w);
+    let mut plain = w.zeros_like();
+    let want = m.loss_grad(&mut w, &b, &mut plain, &mut RngStream::new(5)).unwrap();
+    assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
+    let gap = g.sub(&plain).l2() / plain.l2();
+    assert!(gap < 1e-4, "relative gradient gap {gap}");
+    let (_, masked) = step_grad(InstaHide::default(), m.as_mut(), &mut w);
+    assert!(masked.sub(&plain).l2() / plain.l2() > 0.1, "the encoded step trains on other inputs");
 }

@@ -2,8 +2,9 @@
 //! Hitaj, Ateniese, Perez-Cruz, "Deep Models Under the GAN: Information Leakage from
 //! Collaborative Deep Learning", CCS 2017 (PAPERS.txt 20).
 //!
-//! The insider holds no sample of the victims' class `target` (any it was dealt are dropped).
-//! Every round it takes part in, before its local training (the paper's Algorithm 1):
+//! The insider holds no sample of the victims' class `target` (any it was dealt, by its own
+//! label or the true one, are dropped). Every round it takes part in while the `[threat]` is
+//! active, before its local training (the paper's Algorithm 1):
 //! 1. it runs its local replica of the shared model, the global model it just received, as the
 //!    discriminator D, and trains its generator G for `steps` Adam steps (learning rate `lr`,
 //!    beta_1 = 0.5 as in DCGAN) on min_phi CE(D(G_phi(z)), target), z ~ N(0, I) in `batch`es;
@@ -13,7 +14,19 @@
 //!    which forces the victims' updates to reveal more about it, and G improves round by round;
 //! 3. it trains and uploads as usual.
 //!
-//! `inject = 0` is the passive variant (G trained against the shared model, nothing sent back).
+//! `inject = 0` is the passive variant (G trained against the shared model, nothing sent back;
+//! the target class is still dropped).
+//!
+//! Departures from the paper: the federation runs FedAvg (or any algorithm whose clients start
+//! from the global model), not DSSGD's selective parameter exchange; in the paper no victim
+//! holds the `fake` class, which here depends on the partition (with an iid one every victim
+//! holds it, and its images of it pull the other way); the discriminator runs in training mode
+//! without writing statistics (`Model::input_grad`), so a batch-norm model normalises with the
+//! generated batch's statistics. The injected samples count in the insider's sample weight (its
+//! FedAvg weight and DP-SGD's sampling rate see own + `inject` samples). Put the stage after
+//! every other stage that changes the insider's data: it hands the client a dataset of its own,
+//! which a later data stage would index wrongly; a per-client affine feature transform is
+//! refused (the generator's images would not be what the insider trains on).
 //! G is a two-layer perceptron z (`latent`) -> ReLU (`hidden`) -> sigmoid, scaled to the pixel
 //! range of the training data (the attacker knows the data's format), as small a generator as fits
 //! two cores (the paper's is a DCGAN). Its weights and Adam moments live in the insider's stage
@@ -29,7 +42,7 @@
 //! Example:
 //! ```toml
 //! [threat]
-//! malicious_ids = [0]
+//! ids = [0]
 //! [[pipeline]]
 //! use = "gan_leakage"
 //! on = "malicious"
@@ -81,6 +94,8 @@ const PHI: &str = "gan.phi";
 const M: &str = "gan.adam_m";
 const V: &str = "gan.adam_v";
 const T: &str = "gan.adam_t";
+/// The rounds the stage ran, in order (what `fedkit attack gan` replays).
+pub const ROUNDS: &str = "gan.rounds";
 
 /// The generator z -> sigmoid(W2 relu(W1 z + b1) + b2), scaled to [lo, hi].
 #[derive(Clone, Copy, Debug)]
@@ -240,12 +255,12 @@ impl GanLeakage {
         GanState { phi, m: vec![0.0; n], v: vec![0.0; n], t: 0 }
     }
 
-    fn check_classes(&self, classes: usize) -> Result<()> {
-        if self.target as usize >= classes || self.fake as usize >= classes {
-            return Err(Error::config(
-                "target",
-                format!("target {} and fake {} must be classes of 0..{classes}", self.target, self.fake),
-            ));
+    /// An error naming `target` or `fake` when it is not a class of 0..classes.
+    pub fn check_classes(&self, classes: usize) -> Result<()> {
+        for (key, c) in [("target", self.target), ("fake", self.fake)] {
+            if c as usize >= classes {
+                return Err(Error::config(key, format!("class {c} is not one of the data's classes 0..{classes}")));
+            }
         }
         Ok(())
     }
@@ -264,23 +279,23 @@ impl GanLeakage {
         rng: &mut RngStream,
     ) -> Result<f64> {
         self.check_classes(classes)?;
-        let (b1, b2, eps) = (0.5f64, 0.999f64, 1e-8f64);
         let (mut total, mut gx) = (0.0f64, Vec::new());
         for _ in 0..self.steps {
             let pass = g.pass(&st.phi, g.noise(self.batch, rng));
             let batch = labelled(g.images(&pass), shape, classes, self.target);
             total += model.input_grad(global, &batch, &mut gx)? as f64;
             let grad = g.backward(&st.phi, &pass, &gx);
-            st.t += 1;
-            let (c1, c2) = (1.0 - b1.powi(st.t as i32), 1.0 - b2.powi(st.t as i32));
-            for (((w, m), v), &gr) in st.phi.iter_mut().zip(&mut st.m).zip(&mut st.v).zip(&grad) {
-                let gr = gr as f64;
-                *m = (b1 * *m as f64 + (1.0 - b1) * gr) as f32;
-                *v = (b2 * *v as f64 + (1.0 - b2) * gr * gr) as f32;
-                *w -= (self.lr * (*m as f64 / c1) / ((*v as f64 / c2).sqrt() + eps)) as f32;
-            }
+            adam_step(st, &grad, self.lr);
         }
-        Ok(total / self.steps.max(1) as f64)
+        Ok(if self.steps == 0 { f64::NAN } else { total / self.steps as f64 })
+    }
+
+    /// The rounds the stage ran in, from its memory.
+    pub fn rounds_in(mem: &Extras) -> Vec<u32> {
+        match mem.get(ROUNDS) {
+            Some(Extra::Vector(v)) => v.iter().map(|&r| r as u32).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The generator state kept in a stage memory, if any.
@@ -300,6 +315,20 @@ impl GanLeakage {
     }
 }
 
+/// One Adam step (beta_1 = 0.5 as in DCGAN, beta_2 = 0.999, eps = 1e-8, bias-corrected) of the
+/// generator's weights along `grad`.
+pub fn adam_step(st: &mut GanState, grad: &[f32], lr: f64) {
+    let (b1, b2, eps) = (0.5f64, 0.999f64, 1e-8f64);
+    st.t += 1;
+    let (c1, c2) = (1.0 - b1.powi(st.t as i32), 1.0 - b2.powi(st.t as i32));
+    for (((w, m), v), &gr) in st.phi.iter_mut().zip(&mut st.m).zip(&mut st.v).zip(grad) {
+        let gr = gr as f64;
+        *m = (b1 * *m as f64 + (1.0 - b1) * gr) as f32;
+        *v = (b2 * *v as f64 + (1.0 - b2) * gr * gr) as f32;
+        *w -= (lr * (*m as f64 / c1) / ((*v as f64 / c2).sqrt() + eps)) as f32;
+    }
+}
+
 impl Stage for GanLeakage {
     fn on_data(&self, _cx: &ClientCtx, _d: &mut ClientData, _mem: &mut Extras) -> Result<()> {
         Err(Error::Method("gan_leakage trains against the shared model: it runs with the client's model".into()))
@@ -312,6 +341,9 @@ impl Stage for GanLeakage {
         d: &mut ClientData,
         mem: &mut Extras,
     ) -> Result<()> {
+        if !cx.malicious {
+            return Ok(());
+        }
         let data = d.data.clone();
         self.check_classes(data.classes)?;
         if data.positions() > 0 {
@@ -319,6 +351,12 @@ impl Stage for GanLeakage {
         }
         if d.stamp.is_some() {
             return Err(Error::config("pipeline", "gan_leakage and a trigger stage on one client: keep one"));
+        }
+        if !d.affine.is_identity() {
+            return Err(Error::config(
+                "pipeline",
+                "gan_leakage on a client with a per-client feature transform: its generated images would be transformed before training",
+            ));
         }
         let shape = data.feature_shape.clone();
         let g = self.generator(&shape, &data);
@@ -329,7 +367,14 @@ impl Stage for GanLeakage {
         };
         self.train_generator(&g, model, cx.global, &shape, data.classes, &mut st, &mut cx.rng("gan.train"))?;
         // The insider's own samples (none of `target`), then G's samples labelled `fake`.
-        let own: Vec<usize> = (0..d.len()).filter(|&p| d.label(p) != self.target).collect();
+        let own: Vec<usize> =
+            (0..d.len()).filter(|&p| d.label(p) != self.target && data.y[d.idx[p] as usize] != self.target).collect();
+        if own.is_empty() && self.inject == 0 {
+            return Err(Error::Method(format!(
+                "gan_leakage: client {} holds only samples of the target class {} and injects none: it would train on nothing",
+                cx.client, self.target
+            )));
+        }
         let fake = g.generate(&st.phi, g.noise(self.inject, &mut cx.rng("gan.inject")));
         let dim = data.feature_len();
         let mut x = Vec::with_capacity((own.len() + self.inject) * dim);
@@ -347,6 +392,9 @@ impl Stage for GanLeakage {
         };
         *d = ClientData { noise_std: d.noise_std, affine: d.affine, ..ClientData::whole(Arc::new(mixed)) };
         Self::store(st, mem);
+        let mut rounds: Vec<f32> = Self::rounds_in(mem).into_iter().map(|r| r as f32).collect();
+        rounds.push(cx.round as f32);
+        mem.insert(ROUNDS, Extra::Vector(rounds));
         Ok(())
     }
 }
@@ -376,6 +424,21 @@ mod tests {
             let exact: f64 = grad.iter().zip(&d).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
             assert!((fd - exact).abs() <= 2e-2 * exact.abs().max(1.0), "finite difference {fd} vs gradient {exact}");
         }
+    }
+
+    #[test]
+    fn adam_takes_sign_steps_of_the_learning_rate_first_then_averages() {
+        let mut st = GanState { phi: vec![1.0, -2.0], m: vec![0.0; 2], v: vec![0.0; 2], t: 0 };
+        adam_step(&mut st, &[0.5, -4.0], 0.1);
+        // From zero moments, bias correction gives m^ = g and v^ = g^2: a step of lr * sign(g).
+        assert!((st.phi[0] - 0.9).abs() < 1e-6 && (st.phi[1] + 1.9).abs() < 1e-6, "{:?}", st.phi);
+        adam_step(&mut st, &[-0.5, -4.0], 0.1);
+        // Second step on coordinate 0: m = 0.5 * 0.25 - 0.25 = -0.125, m^ = -0.125 / 0.75;
+        // v = 0.999 * 0.00025 + 0.00025, v^ = v / (1 - 0.999^2).
+        let (m, v) = (-0.125f64 / 0.75, (0.999 * 0.00025 + 0.001 * 0.25) / (1.0 - 0.999f64.powi(2)));
+        let want = 0.9 - 0.1 * m / (v.sqrt() + 1e-8);
+        assert!((st.phi[0] as f64 - want).abs() < 1e-5, "{} vs {want}", st.phi[0]);
+        assert_eq!(st.t, 2);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod film;
 pub mod gan_leakage;
 pub mod image_metrics;
+pub mod instahide;
 pub mod invert_gradients;
 pub mod membership;
 pub mod text_metrics;
@@ -16,6 +17,7 @@ pub fn privacy_attacks() -> &'static [(&'static str, &'static str)] {
         ("invert_gradients", include_str!("invert_gradients.rs")),
         ("film", include_str!("film.rs")),
         ("gan_leakage", include_str!("gan_leakage.rs")),
+        ("instahide", include_str!("instahide.rs")),
         ("membership", include_str!("membership.rs")),
         ("audit", include_str!("audit.rs")),
     ]

@@ -115,6 +115,13 @@ pub fn stages() -> &'static [Entry<dyn Stage>] {
             },
         },
         Entry {
+            name: "instahide",
+            source: include_str!("../privacy_attacks/instahide.rs"),
+            build: |t, r| {
+                Ok(Box::new(params_resolved::<crate::privacy_attacks::instahide::InstaHide>(t, "", r)?.validated()?))
+            },
+        },
+        Entry {
             name: "gaussian",
             source: include_str!("../attacks/gaussian.rs"),
             build: |t, r| Ok(Box::new(params_resolved::<attacks::gaussian::Gaussian>(t, "", r)?.validated()?)),
