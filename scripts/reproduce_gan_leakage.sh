@@ -38,17 +38,19 @@ import json, statistics, sys
 data = sys.argv[1]
 def ms(v, f="{:.3f}"):
     return (f + " ± " + f).format(statistics.mean(v), statistics.stdev(v))
-table = ["| variant | test accuracy | confidence on class 1 | nearest test image is class 1 | SSIM to nearest class-1 image | same, untrained generator |",
-         "|---|---|---|---|---|---|"]
+table = ["| variant | test accuracy | sample-level epsilon | confidence on class 1 | nearest test image is class 1 | SSIM to nearest class-1 image | same, untrained generator |",
+         "|---|---|---|---|---|---|---|"]
 summary = []
 for variant, label in (("active", "active (inject 128, the paper's)"), ("passive", "passive (inject 0)"), ("dp", "active, DP-SGD sigma 1")):
     reps = [json.load(open(f"{data}/s{s}-{variant}/report.json")) for s in (0, 1, 2)]
-    accs = [json.load(open(f"{data}/s{s}-{variant}/last_metrics.json"))["test_acc"] for s in (0, 1, 2)]
+    last_metrics = [json.load(open(f"{data}/s{s}-{variant}/last_metrics.json")) for s in (0, 1, 2)]
+    accs = [m["test_acc"] for m in last_metrics]
+    eps = [m["sample_epsilon"] for m in last_metrics if "sample_epsilon" in m]
     last = [r["rows"][-1] for r in reps]
     first = [r["rows"][0] for r in reps]
     assert all(r["replay_matches_insider"] for r in reps), variant
     summary.append({"variant": variant, "test_acc": accs, "last": last, "untrained": first})
-    table.append(f"| {label} | {ms(accs)} | {ms([l['confidence'] for l in last])} | {ms([l['nearest_is_target'] for l in last], '{:.2f}')} | "
+    table.append(f"| {label} | {ms(accs)} | {ms(eps, '{:.2f}') if eps else '-'} | {ms([l['confidence'] for l in last])} | {ms([l['nearest_is_target'] for l in last], '{:.2f}')} | "
                  f"{ms([l['ssim_nearest_target'] for l in last])} | {ms([f['ssim_nearest_target'] for f in first])} |")
 json.dump(summary, open(f"{data}/summary.json", "w"), indent=1)
 open(f"{data}/table.md", "w").write("\n".join(table) + "\n")

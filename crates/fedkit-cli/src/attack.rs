@@ -111,7 +111,14 @@ pub struct UpdateArgs {
     round: u32,
     /// The client whose update is attacked.
     #[arg(long)]
-    client: u32,
+    client: Option<u32>,
+}
+
+impl UpdateArgs {
+    /// `--client`, which the attack needs.
+    fn client(&self) -> Result<u32> {
+        self.client.context("--client C is needed: the client whose kept update is attacked")
+    }
 }
 
 /// `fedkit attack film`.
@@ -165,6 +172,10 @@ pub struct InvertArgs {
     /// instead of matching the update as one gradient.
     #[arg(long)]
     unrolled: bool,
+    /// Attack the round's aggregate (the global model's change: all the server sees under
+    /// secure aggregation) instead of one client's update; every client must have taken part.
+    #[arg(long, conflicts_with = "client")]
+    aggregate: bool,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -190,6 +201,8 @@ struct Victim {
     update: fedkit_core::Params,
     /// The client's samples (without its feature transforms): all of them are behind the update.
     truth: Batch,
+    /// The dataset ids of the samples in `truth`.
+    ids: Vec<u32>,
     steps: usize,
 }
 
@@ -245,26 +258,95 @@ fn victim(run: &Path, round: u32, client: u32) -> Result<Victim> {
             train.batch_size
         );
     }
-    let steps = if train.max_steps > 0 { train.max_steps.min(train.epochs) } else { train.epochs };
+    let steps = local_steps(&engine.cfg.client);
     let mut truth = Batch::default();
     truth.fill(&data, &(0..n).collect::<Vec<_>>(), &mut RngStream::new(0));
-    Ok(Victim { engine, global, update, truth, steps })
+    let ids = data.idx.to_vec();
+    Ok(Victim { engine, global, update, truth, ids, steps })
+}
+
+/// Local steps of a full-batch client: one per epoch (at most `max_steps`).
+fn local_steps(train: &fedkit_core::LocalTrain) -> usize {
+    if train.max_steps > 0 { train.max_steps.min(train.epochs) } else { train.epochs }
+}
+
+/// The [`Victim`] of `run`'s round-`round` aggregate, the global model's change: under FedAvg
+/// with the mean and full-batch clients it is one FedSGD step (or the naive sum of local steps)
+/// of the union of every client's samples, all of which must have taken part.
+fn aggregate_victim(run: &Path, round: u32) -> Result<Victim> {
+    let engine = rebuilt(run, |cfg| {
+        if round == 0 || round > cfg.rounds {
+            bail!("--round {round}: the run has rounds 1..={}", cfg.rounds);
+        }
+        let algorithm = cfg.algorithm.get("use").and_then(|v| v.as_str()).unwrap_or("fedavg");
+        let aggregator = cfg.aggregator.get("use").and_then(|v| v.as_str()).unwrap_or("mean");
+        if algorithm != "fedavg" || aggregator != "mean" {
+            bail!(
+                "--aggregate reads the global model's change as the clients' weighted mean update: it needs algorithm \"fedavg\" with the \"mean\" aggregator (the run has `{algorithm}` with `{aggregator}`)"
+            );
+        }
+        Ok(())
+    })?;
+    let population = engine.population();
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .with_context(|| format!("cannot read {}", run.join("metrics.jsonl").display()))?;
+    let record = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["round"].as_u64() == Some(round as u64))
+        .with_context(|| format!("{} has no record of round {round}", run.display()))?;
+    let took_part = record["accepted"].as_u64().or(record["participants"].as_u64()).unwrap_or(0);
+    let summed = record["secagg_summed"].as_u64().unwrap_or(took_part);
+    if took_part.min(summed) != population as u64 {
+        bail!(
+            "--aggregate needs every client in the round's sum (which samples are behind it is then known); round {round} summed {} of {population}",
+            took_part.min(summed)
+        );
+    }
+    let layout = engine.global.layout().clone();
+    let global = model_store::read_global(run, round - 1, &layout)?;
+    let update = model_store::read_global(run, round, &layout)?.sub(&global);
+    let batch_size = engine.cfg.client.batch_size;
+    let (mut truth, mut ids) = (Batch::default(), Vec::new());
+    for (c, data) in engine.fed.clients.iter().enumerate() {
+        let data = data.without_transforms();
+        if batch_size < data.len() {
+            bail!(
+                "client {c} trained on mini-batches of {batch_size} of its {} samples: --aggregate needs full-batch clients",
+                data.len()
+            );
+        }
+        let mut b = Batch::default();
+        b.fill(&data, &(0..data.len()).collect::<Vec<_>>(), &mut RngStream::new(0));
+        truth.x.extend_from_slice(&b.x);
+        truth.y.extend_from_slice(&b.y);
+        truth.feature_shape = b.feature_shape;
+        truth.classes = b.classes;
+        ids.extend_from_slice(&data.idx);
+    }
+    let steps = local_steps(&engine.cfg.client);
+    Ok(Victim { engine, global, update, truth, ids, steps })
 }
 
 fn invert(a: &InvertArgs) -> Result<()> {
-    let Victim { engine, global, update, truth, steps } = victim(&a.at.run, a.at.round, a.at.client)?;
+    let who = if a.aggregate { None } else { Some(a.at.client()?) };
+    let Victim { engine, global, update, truth, ids, steps } = match who {
+        Some(c) => victim(&a.at.run, a.at.round, c)?,
+        None => aggregate_victim(&a.at.run, a.at.round)?,
+    };
     let cfg = &engine.cfg;
-    let data = &engine.fed.clients[a.at.client as usize];
+    let train = &engine.fed.train;
+    let whose = who.map_or("the aggregate".to_string(), |c| format!("client {c}'s update"));
     let n = truth.len();
-    if truth.positions() > 0 {
+    if train.positions() > 0 {
         bail!(
             "invert reconstructs images with one label each; {} is sequence data (see `fedkit attack film`)",
-            data.data.name
+            train.name
         );
     }
     let samples = a.batch_size.unwrap_or(n);
     if n == 0 {
-        bail!("client {} holds no samples: there is nothing behind its update", a.at.client);
+        bail!("no samples are behind {whose}");
     }
     if samples == 0 {
         bail!("--batch-size must be at least 1");
@@ -319,15 +401,14 @@ fn invert(a: &InvertArgs) -> Result<()> {
         LabelSource::Known => truth.y.clone(),
         LabelSource::Idlg => recover_labels(&update, samples)?,
     };
-    let shape = data.data.feature_shape.clone();
+    let shape = train.feature_shape.clone();
     let d: usize = shape.iter().product();
-    let obs = Observed { global: &global, update: &update, samples, shape: shape.clone(), classes: data.data.classes };
+    let obs = Observed { global: &global, update: &update, samples, shape: shape.clone(), classes: train.classes };
     let seed = a.seed.unwrap_or(cfg.seed);
-    let mut rng = RngStream::derive(seed, "invert_gradients", a.at.round as u64, a.at.client as u64);
+    let mut rng = RngStream::derive(seed, "invert_gradients", a.at.round as u64, who.map_or(u64::MAX, u64::from));
     let mut model = engine.architecture();
     eprintln!(
-        "inverting client {}'s update of round {} ({n} samples, {steps} local step{}): {} iterations x {} restart(s)",
-        a.at.client,
+        "inverting {whose} of round {} ({n} samples, {steps} local step{}): {} iterations x {} restart(s)",
         a.at.round,
         if steps == 1 { "" } else { "s" },
         a.iterations,
@@ -349,7 +430,7 @@ fn invert(a: &InvertArgs) -> Result<()> {
         .map(|i| {
             let r = &rec.x[of[i] * d..(of[i] + 1) * d];
             serde_json::json!({
-                "sample": data.idx[i], "label": truth.y[i], "matched": of[i],
+                "sample": ids[i], "label": truth.y[i], "matched": of[i],
                 "mse": mse(row(i), r), "psnr": finite(psnr(row(i), r, peak)), "ssim": similarity(row(i), r),
                 "baseline_psnr": finite(psnr(row(i), &mean_image, peak)), "baseline_ssim": similarity(row(i), &mean_image),
             })
@@ -371,7 +452,7 @@ fn invert(a: &InvertArgs) -> Result<()> {
     };
     let report = serde_json::json!({
         "attack": "invert_gradients",
-        "run": a.at.run.display().to_string(), "round": a.at.round, "client": a.at.client,
+        "run": a.at.run.display().to_string(), "round": a.at.round, "client": who, "aggregate": who.is_none(),
         "model": cfg.model.get("use").and_then(|v| v.as_str()).unwrap_or("?"),
         "dataset": cfg.data.name,
         "samples": n, "dummy_samples": samples, "local_steps": steps, "setting": setting,
@@ -385,7 +466,8 @@ fn invert(a: &InvertArgs) -> Result<()> {
         "analytic_psnr": analytic_psnr,
         "per_image": per_image,
     });
-    let out = a.out.clone().unwrap_or_else(|| a.at.run.join(format!("attack-invert-r{}-c{}", a.at.round, a.at.client)));
+    let tag = who.map_or("sum".to_string(), |c| format!("c{c}"));
+    let out = a.out.clone().unwrap_or_else(|| a.at.run.join(format!("attack-invert-r{}-{tag}", a.at.round)));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let json = out.join("report.json");
     std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
@@ -403,11 +485,10 @@ fn invert(a: &InvertArgs) -> Result<()> {
     let png = out.join("reconstructions.png");
     write_grid(&png, &rows, img, attack.range)?;
     let md = format!(
-        "# invert_gradients: client {} of round {} of {}\n\n{setting}; {} model on {}, {n} sample(s), labels {} ({:.0}% right).\n\n\
+        "# invert_gradients: {whose} of round {} of {}\n\n{setting}; {} model on {}, {n} sample(s), labels {} ({:.0}% right).\n\n\
          | | PSNR (dB) | SSIM |\n|---|---|---|\n| reconstruction | {:.2} | {:.3} |\n| mean-image baseline | {:.2} | {:.3} |\n{}\n\
          {} iterations x {} restart(s) in {seconds:.1} s ({:.0} iterations/s), alpha = {}, lr = {}, final matching loss {:.4}.\n\n\
-         ![reconstructions](reconstructions.png)\n\nRows: the client's images and under them their reconstructions (the one each original matches best), 16 a row{}; the mean image.\n",
-        a.at.client,
+         ![reconstructions](reconstructions.png)\n\nRows: the images behind the update and under them their reconstructions (the one each original matches best), 16 a row{}; the mean image.\n",
         a.at.round,
         a.at.run.display(),
         report["model"].as_str().unwrap_or("?"),
@@ -440,7 +521,8 @@ fn invert(a: &InvertArgs) -> Result<()> {
 }
 
 fn film(a: &FilmArgs) -> Result<()> {
-    let Victim { engine, global, update, truth, steps } = victim(&a.at.run, a.at.round, a.at.client)?;
+    let client = a.at.client()?;
+    let Victim { engine, global, update, truth, steps, .. } = victim(&a.at.run, a.at.round, client)?;
     let cfg = &engine.cfg;
     let t = truth.positions();
     if t == 0 {
@@ -465,7 +547,7 @@ fn film(a: &FilmArgs) -> Result<()> {
     }
     eprintln!(
         "film on client {}'s update of round {} ({} sequences of {t} tokens, {steps} local step(s)): {} tokens in the bag, beam {}",
-        a.at.client,
+        client,
         a.at.round,
         sequences.len(),
         bag.len(),
@@ -507,7 +589,7 @@ fn film(a: &FilmArgs) -> Result<()> {
     };
     let report = serde_json::json!({
         "attack": "film",
-        "run": a.at.run.display().to_string(), "round": a.at.round, "client": a.at.client,
+        "run": a.at.run.display().to_string(), "round": a.at.round, "client": client,
         "dataset": cfg.data.name, "sequences": sequences.len(), "seq_len": t, "local_steps": steps, "beam": a.beam, "no_repeat": a.no_repeat,
         "bag_size": bag.len(), "true_bag_size": true_bag.len(), "bag_precision": precision, "bag_recall": recall,
         "best_rouge1": top[0], "best_rouge2": top[1], "best_rougeL": top[2],
@@ -519,7 +601,7 @@ fn film(a: &FilmArgs) -> Result<()> {
         })).collect::<Vec<_>>(),
         "truth": sequences.iter().map(|s| text(s)).collect::<Vec<_>>(),
     });
-    let out = a.out.clone().unwrap_or_else(|| a.at.run.join(format!("attack-film-r{}-c{}", a.at.round, a.at.client)));
+    let out = a.out.clone().unwrap_or_else(|| a.at.run.join(format!("attack-film-r{}-c{}", a.at.round, client)));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -527,7 +609,7 @@ fn film(a: &FilmArgs) -> Result<()> {
         "# film: client {} of round {} of {}\n\n{} sequences of {t} tokens, {steps} local step(s).\n\n\
          Bag of words: {} tokens recovered, precision {precision:.3}, recall {recall:.3} against the batch's {} distinct input tokens.\n\n\
          | | ROUGE-1 | ROUGE-2 | ROUGE-L |\n|---|---|---|---|\n| best beam | {:.3} | {:.3} | {:.3} |\n| best {} beams (mean) | {:.3} | {:.3} | {:.3} |\n\n",
-        a.at.client,
+        client,
         a.at.round,
         a.at.run.display(),
         sequences.len(),

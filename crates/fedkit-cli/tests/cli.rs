@@ -661,6 +661,28 @@ fn attack_invert_reports_and_refuses_what_it_cannot_attack() {
         fedkit(&["attack", "film", "--run", run_s, "--round", "1", "--client", "0"], &[]),
         &["film", "one label per sample", "fortunes"],
     );
+    // The aggregate (what the server sees under secure aggregation): every client's samples
+    // are behind it.
+    let sum = d.join("sum");
+    let o = attack(&["--run", run_s, "--round", "1", "--aggregate", "--out", sum.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sum.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["aggregate"], true);
+    let total = r["samples"].as_u64().unwrap();
+    assert!(total > report["samples"].as_u64().unwrap(), "the sum covers more samples than client 0 holds: {r}");
+    fails_with(attack(&["--run", run_s, "--round", "1", "--aggregate", "--client", "0"]), &["--client"]);
+    let part = write(
+        &d,
+        "partial.toml",
+        &format!("{base}[client]\nbatch_size = 100000\n").replace("per_round = 8", "per_round = 3"),
+    );
+    let run_p = d.join("part");
+    assert!(fedkit(&["run", &part, "--out", run_p.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(
+        attack(&["--run", run_p.to_str().unwrap(), "--round", "1", "--aggregate"]),
+        &["needs every client", "summed 3 of 8"],
+    );
     let mini = write(&d, "minibatch.toml", &format!("{base}[client]\nbatch_size = 2\n"));
     let run2 = d.join("mini");
     assert!(fedkit(&["run", &mini, "--out", run2.to_str().unwrap(), "-q"], &[]).status.success());
