@@ -117,7 +117,8 @@ pub struct UpdateArgs {
 impl UpdateArgs {
     /// `--client`, which the attack needs.
     fn client(&self) -> Result<u32> {
-        self.client.context("--client C is needed: the client whose kept update is attacked")
+        self.client
+            .context("--client C is needed: the client whose kept update is attacked (or, for invert, --aggregate)")
     }
 }
 
@@ -282,11 +283,43 @@ fn aggregate_victim(run: &Path, round: u32) -> Result<Victim> {
         let aggregator = cfg.aggregator.get("use").and_then(|v| v.as_str()).unwrap_or("mean");
         if algorithm != "fedavg" || aggregator != "mean" {
             bail!(
-                "--aggregate reads the global model's change as the clients' weighted mean update: it needs algorithm \"fedavg\" with the \"mean\" aggregator (the run has `{algorithm}` with `{aggregator}`)"
+                "--aggregate reads the global model's change as the clients' mean update: it needs algorithm \"fedavg\" with the \"mean\" aggregator (the run has `{algorithm}` with `{aggregator}`)"
             );
+        }
+        let stages: Vec<&str> = cfg.pipeline.iter().filter_map(|t| t.get("use").and_then(|v| v.as_str())).collect();
+        if !stages.is_empty() {
+            bail!(
+                "--aggregate treats the global change as the plain mean of the clients' updates; the run's pipeline stages ({}) change it",
+                stages.join(", ")
+            );
+        }
+        if cfg.threat.has_attackers() || cfg.compress.is_some() {
+            bail!(
+                "--aggregate needs honest clients and an uncompressed model ([threat], [compress] change what is summed)"
+            );
+        }
+        if let Some(u) = cfg.local.get("use").and_then(|v| v.as_str()).filter(|&u| u != "plain") {
+            bail!("--aggregate reads a mean of plain SGD steps; the run's [local] step rule is `{u}`");
+        }
+        let t = &cfg.client;
+        if t.optimizer != fedkit_core::optim::OptimizerKind::Sgd || t.momentum != 0.0 || t.weight_decay != 0.0 {
+            bail!(
+                "--aggregate reads a mean of plain SGD steps; the run's client uses {:?} with momentum {} and weight decay {}",
+                t.optimizer,
+                t.momentum,
+                t.weight_decay
+            );
+        }
+        if cfg.secure_aggregation.dp != fedkit_engine::config::DistributedDp::None {
+            bail!("--aggregate: the run's distributed DP (secure_aggregation.dp) clips, scales and noises the sum");
         }
         Ok(())
     })?;
+    if engine.global.layout().entries().iter().any(|e| e.kind == fedkit_core::ParamKind::Buffer) {
+        bail!(
+            "--aggregate: the model normalises each client's batch by its own statistics (batch norm), which the union batch does not reproduce"
+        );
+    }
     let population = engine.population();
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl"))
         .with_context(|| format!("cannot read {}", run.join("metrics.jsonl").display()))?;
@@ -299,8 +332,23 @@ fn aggregate_victim(run: &Path, round: u32) -> Result<Victim> {
     let summed = record["secagg_summed"].as_u64().unwrap_or(took_part);
     if took_part.min(summed) != population as u64 {
         bail!(
-            "--aggregate needs every client in the round's sum (which samples are behind it is then known); round {round} summed {} of {population}",
+            "--aggregate needs every client in the round's sum (which samples are behind it is then known; sampling.per_round = the population, no dropouts); round {round} summed {} of {population}",
             took_part.min(summed)
+        );
+    }
+    if record["stragglers"].as_u64().unwrap_or(0) > 0 {
+        bail!("--aggregate: round {round} had stragglers, whose fewer local steps the attack does not know");
+    }
+    // Secure aggregation (and the unweighted mean) counts each update once: the global change is
+    // then a step on the union only when every client holds as many samples.
+    let uniform = engine.cfg.secure_aggregation.protocol != fedkit_engine::config::SecAggProtocol::None
+        || engine.cfg.aggregator.get("weighted").and_then(|v| v.as_bool()) == Some(false);
+    let sizes: Vec<usize> = engine.fed.clients.iter().map(|c| c.len()).collect();
+    if uniform && sizes.iter().any(|&n| n != sizes[0]) {
+        bail!(
+            "--aggregate: the round's mean counts every client once (secure aggregation or weighted = false), which is a step on the union of their samples only when all hold as many; client sizes range {}..={}",
+            sizes.iter().min().unwrap_or(&0),
+            sizes.iter().max().unwrap_or(&0)
         );
     }
     let layout = engine.global.layout().clone();
@@ -354,6 +402,11 @@ fn invert(a: &InvertArgs) -> Result<()> {
     if let Some(l) = cfg.loss.get("use").and_then(|v| v.as_str()).filter(|&l| l != "cross_entropy") {
         bail!("invert matches cross-entropy gradients; the run trains with the `{l}` loss");
     }
+    if a.unrolled && who.is_none() && steps > 1 {
+        bail!(
+            "--unrolled --aggregate: the aggregate is the mean of each client's own {steps} local steps, not {steps} steps on the union; attack it naively"
+        );
+    }
     let unroll = if a.unrolled {
         let algorithm = cfg.algorithm.get("use").and_then(|v| v.as_str()).unwrap_or("fedavg");
         if !["fedavg", "fedavgm", "fedopt", "fedadam", "fedyogi", "fedadagrad"].contains(&algorithm) {
@@ -396,7 +449,7 @@ fn invert(a: &InvertArgs) -> Result<()> {
     attack.validate()?;
     let labels = match attack.labels {
         LabelSource::Known if samples != n => {
-            bail!("--labels known gives the client's {n} labels; --batch-size {samples} differs")
+            bail!("--labels known gives the {n} true labels behind {whose}; --batch-size {samples} differs")
         }
         LabelSource::Known => truth.y.clone(),
         LabelSource::Idlg => recover_labels(&update, samples)?,

@@ -683,6 +683,20 @@ fn attack_invert_reports_and_refuses_what_it_cannot_attack() {
         attack(&["--run", run_p.to_str().unwrap(), "--round", "1", "--aggregate"]),
         &["needs every client", "summed 3 of 8"],
     );
+    // Under secure aggregation each update counts once: unequal clients are refused.
+    let sa = write(
+        &d,
+        "sa.toml",
+        &format!("{base}[client]\nbatch_size = 100000\n[secure_aggregation]\nuse = \"secagg\"\n")
+            .replace("keep_clients = [0]\n", ""),
+    );
+    let run_sa = d.join("sa");
+    let o = fedkit(&["run", &sa, "--out", run_sa.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    fails_with(
+        attack(&["--run", run_sa.to_str().unwrap(), "--round", "1", "--aggregate"]),
+        &["counts every client once", "client sizes"],
+    );
     let mini = write(&d, "minibatch.toml", &format!("{base}[client]\nbatch_size = 2\n"));
     let run2 = d.join("mini");
     assert!(fedkit(&["run", &mini, "--out", run2.to_str().unwrap(), "-q"], &[]).status.success());

@@ -9,18 +9,24 @@
 //! `upper` (the reference implementation's rule), and a fresh pixel-wise random sign mask
 //! sigma_i in {-1, +1}^d; its label is the mix sum_j lambda_ij onehot(y_{pi_j(i)}), trained by
 //! the cross-entropy against that distribution. The key (pi, lambda, sigma) is new at every step
-//! ("one-time secret key") and is never sent. m is the pixel value the signs flip around
-//! (`center`, the midpoint of the data's range: 0.5 for Fashion-MNIST's [0, 1]), so that the
-//! paper's scheme on zero-centred data is this one with the centring folded into the model's
-//! first layer, and the clean test images are the all-plus mask. `mask = false` is Mixup with
-//! k images (Zhang et al. 2018), the paper's insecure baseline.
+//! ("one-time secret key") and is never sent; it comes from the client's own stream
+//! `instahide_keys` of the run seed (simulation only: whoever knows the seed can regenerate the
+//! keys; an OS-entropy source is not built). m is the one pixel value the signs flip around
+//! (`center`): the paper standardises images to mean 0 and flips about 0, which is m = the
+//! training set's mean pixel here (0.286 for Fashion-MNIST; one value for every channel). The
+//! clean test images are then the all-plus mask. `mask = false` is the paper's Mixup baseline:
+//! the same k-image mix with the same weights (not Zhang et al.'s Beta-distributed pairs).
 //!
-//! The stage replaces the local step rule (use `[local] use = "plain"`) and the loss by the
-//! mixed-label cross-entropy. The cross-dataset scheme (mixing in images of a public dataset) is
-//! not built.
+//! The stage replaces the local step rule (use `[local] use = "plain"`) and needs the default
+//! cross-entropy loss (it trains the mixed-label cross-entropy); algorithms that put their own
+//! term into the model's loss (FedAwS, FedHeNN) are refused, hook-based ones (FedProx, SCAFFOLD,
+//! FedDyn, ...) compose. A batch-norm model records the running statistics of the encoded
+//! images. The cross-dataset scheme (mixing in images of a public dataset) is not built, nor
+//! are the attacks on the encodings (Carlini et al.'s).
 //!
 //! Parameters (the paper's symbols): `k` (images per encoding, 4), `upper` (the largest weight
-//! of one image, 0.65), `mask` (the random sign flip, true), `center` (m, 0.5).
+//! of one image, 0.65), `mask` (the random sign flip, true), `center` (m, 0.5: set it to the
+//! training mean).
 //!
 //! ```toml
 //! [[pipeline]]
@@ -179,9 +185,10 @@ impl Head for MixedCrossEntropy<'_> {
     }
 }
 
-/// The local step on encoded batches.
+/// The local step on encoded batches, drawing keys from its own stream.
 struct InstaHideStep<'a> {
     cfg: &'a InstaHide,
+    keys: std::sync::Mutex<RngStream>,
 }
 
 impl LocalStep for InstaHideStep<'_> {
@@ -199,7 +206,10 @@ impl LocalStep for InstaHideStep<'_> {
             return Ok(0.0);
         }
         check_labels(batch, batch.classes, "instahide")?;
-        let (encoded, keys) = self.cfg.encode(batch, rng);
+        let (encoded, keys) = {
+            let mut k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            self.cfg.encode(batch, &mut k)
+        };
         let mut head = MixedCrossEntropy { keys: &keys, labels: &batch.y };
         model.vjp(params, &encoded, Mode::Train, &mut head, Some(grad), None, rng)
     }
@@ -207,7 +217,16 @@ impl LocalStep for InstaHideStep<'_> {
 
 impl Stage for InstaHide {
     fn prepare(&mut self, run: &RunInfo) -> Result<()> {
-        if run.local_step != "plain" {
+        if ["fedaws", "fedhenn"].contains(&run.algorithm.as_str()) {
+            return Err(Error::config(
+                "algorithm.use",
+                format!(
+                    "{} adds its own term to the model's loss, which instahide's mixed-label loss would drop",
+                    run.algorithm
+                ),
+            ));
+        }
+        if !run.local_step.is_empty() && run.local_step != "plain" {
             return Err(Error::config(
                 "local.use",
                 format!(
@@ -220,10 +239,16 @@ impl Stage for InstaHide {
     }
     fn local_step<'a>(
         &'a self,
-        _cx: &ClientCtx<'a>,
+        cx: &ClientCtx<'a>,
         _inner: &'a dyn LocalStep,
     ) -> Result<Option<Box<dyn LocalStep + 'a>>> {
-        Ok(Some(Box::new(InstaHideStep { cfg: self })))
+        if !cx.loss.is_cross_entropy() {
+            return Err(Error::config(
+                "loss.use",
+                "instahide trains its own mixed-label cross-entropy and would drop the configured loss: use the default cross-entropy",
+            ));
+        }
+        Ok(Some(Box::new(InstaHideStep { cfg: self, keys: std::sync::Mutex::new(cx.rng("instahide_keys")) })))
     }
 }
 
@@ -254,6 +279,19 @@ mod tests {
             let x = ih.decode(&enc.x[i * 20..(i + 1) * 20], key, &b.x);
             let err = x.iter().zip(&b.x[i * 20..(i + 1) * 20]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(err < 1e-4, "image {i} decodes with its key: error {err}");
+        }
+        // Each pixel is the mix, or its reflection about the centre where the sign is minus.
+        for (i, key) in keys.iter().enumerate() {
+            for p in 0..20 {
+                let mix: f32 = key.parts.iter().map(|&(j, l)| l * b.x[j * 20 + p]).sum();
+                let want = if key.signs[p] { mix } else { 2.0 * ih.center - mix };
+                assert!((enc.x[i * 20 + p] - want).abs() < 1e-5, "image {i}, pixel {p}");
+            }
+        }
+        for slot in 1..ih.k {
+            let mut seen: Vec<usize> = keys.iter().map(|k| k.parts[slot].0).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..9).collect::<Vec<_>>(), "slot {slot} is a permutation of the batch");
         }
         // The masks flip about half of the pixels about the centre; without the mask, none.
         let flipped = keys.iter().flat_map(|k| &k.signs).filter(|&&s| !s).count() as f64 / (9.0 * 20.0);

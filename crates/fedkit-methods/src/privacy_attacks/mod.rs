@@ -11,7 +11,8 @@ pub mod invert_gradients;
 pub mod membership;
 pub mod text_metrics;
 
-/// Every privacy attack: its `fedkit attack` name and its source file (for `fedkit explain`).
+/// Every privacy attack and defence of this family (`fedkit attack` commands and the stages
+/// `gan_leakage`, `instahide`): its name and its source file (for `fedkit list` and `explain`).
 pub fn privacy_attacks() -> &'static [(&'static str, &'static str)] {
     &[
         ("invert_gradients", include_str!("invert_gradients.rs")),
