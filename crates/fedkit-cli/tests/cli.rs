@@ -852,6 +852,65 @@ fn attack_audit_bounds_epsilon_below_the_accountant() {
     fails_with(fedkit(&["attack", "audit", "--run", run.to_str().unwrap()], &[]), &["runs before audit_canary"]);
 }
 
+// `fedkit attack instahide` recovers a client's images from their encodings: without the key
+// (k = 2) far better than the mean image, with the mixing known almost exactly; for k = 4 only
+// the known-mixing attack runs; a run without the stage and bad counts are clear errors.
+#[test]
+fn attack_instahide_recovers_images_from_encodings_when_fashion_mnist_is_installed() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let d = tmp("attack-instahide");
+    let base = "rounds = 1\n[data]\nname = \"fashion_mnist\"\nclients = 4\nsubsample = 0.01\n[model]\nuse = \"logreg\"\n\
+                [sampling]\nper_round = 4\n[eval]\nevery = 1\n";
+    let stage = |k: usize| format!("[[pipeline]]\nuse = \"instahide\"\nk = {k}\nupper = 0.65\ncenter = 0.286\n");
+    let report = |k: usize| -> serde_json::Value {
+        let cfg = write(&d, &format!("k{k}.toml"), &format!("{base}{}", stage(k)));
+        let run = d.join(format!("run{k}"));
+        let o = fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = d.join(format!("attack{k}"));
+        let o = fedkit(
+            &[
+                "attack",
+                "instahide",
+                "--run",
+                run.to_str().unwrap(),
+                "--images",
+                "20",
+                "--epochs",
+                "15",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(out.join("reconstructions.png").metadata().unwrap().len() > 100);
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    };
+    let ssim = |r: &serde_json::Value, name: &str| {
+        r["rows"].as_array().unwrap().iter().find(|row| row["attack"] == name).map(|row| row["ssim"].as_f64().unwrap())
+    };
+    let two = report(2);
+    assert_eq!((two["encodings"].as_u64(), two["scheme"].as_str()), (Some(300), Some("InstaHide")), "{two}");
+    let (keyless, known, mean) =
+        (ssim(&two, "key-less").unwrap(), ssim(&two, "known mixing").unwrap(), ssim(&two, "mean image").unwrap());
+    assert!(keyless > mean + 0.3 && known > 0.9, "{two}");
+    let four = report(4);
+    assert!(ssim(&four, "key-less").is_none() && ssim(&four, "known mixing").unwrap() > 0.5, "{four}");
+    let plain = write(&d, "plain.toml", base);
+    let run = d.join("plain");
+    assert!(fedkit(&["run", &plain, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(fedkit(&["attack", "instahide", "--run", run.to_str().unwrap()], &[]), &["has no instahide stage"]);
+    let run2 = d.join("run2");
+    let r2 = run2.to_str().unwrap();
+    fails_with(fedkit(&["attack", "instahide", "--run", r2, "--images", "1"], &[]), &["--images 1", "must be in 2..="]);
+    fails_with(fedkit(&["attack", "instahide", "--run", r2, "--client", "9"], &[]), &["--client 9", "clients 0..4"]);
+    fails_with(fedkit(&["attack", "instahide", "--run", d.to_str().unwrap()], &[]), &["not a fedkit run directory"]);
+}
+
 // `fedkit attack gan` replays the insider's generator from the stored global models: the
 // report says the replay equals the generator in the checkpoint, with a row per shown round and
 // the PNG; runs without an insider, a benign --client and an insider whose updates were not

@@ -21,8 +21,8 @@
 //! cross-entropy loss (it trains the mixed-label cross-entropy); algorithms that put their own
 //! term into the model's loss (FedAwS, FedHeNN) are refused, hook-based ones (FedProx, SCAFFOLD,
 //! FedDyn, ...) compose. A batch-norm model records the running statistics of the encoded
-//! images. The cross-dataset scheme (mixing in images of a public dataset) is not built, nor
-//! are the attacks on the encodings (Carlini et al.'s).
+//! images. The cross-dataset scheme (mixing in images of a public dataset) is not built. The
+//! attack on the encodings (Carlini et al.'s) is `instahide_attack` (`fedkit attack instahide`).
 //!
 //! Parameters (the paper's symbols): `k` (images per encoding, 4), `upper` (the largest weight
 //! of one image, 0.65), `mask` (the random sign flip, true), `center` (m, 0.5: set it to the

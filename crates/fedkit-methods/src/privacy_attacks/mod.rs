@@ -7,6 +7,7 @@ pub mod film;
 pub mod gan_leakage;
 pub mod image_metrics;
 pub mod instahide;
+pub mod instahide_attack;
 pub mod invert_gradients;
 pub mod membership;
 pub mod text_metrics;
@@ -19,6 +20,7 @@ pub fn privacy_attacks() -> &'static [(&'static str, &'static str)] {
         ("film", include_str!("film.rs")),
         ("gan_leakage", include_str!("gan_leakage.rs")),
         ("instahide", include_str!("instahide.rs")),
+        ("instahide_attack", include_str!("instahide_attack.rs")),
         ("membership", include_str!("membership.rs")),
         ("audit", include_str!("audit.rs")),
     ]
