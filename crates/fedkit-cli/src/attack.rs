@@ -81,7 +81,8 @@ pub struct InstahideArgs {
     #[arg(long, default_value_t = 50)]
     images: usize,
     /// Epochs of encodings: each encodes every image once, in mini-batches of the run's
-    /// `client.batch_size`, as the client's stage does.
+    /// `client.batch_size` drawn from these N images only (the client's stage would mix in any of
+    /// its samples; here N is small and known, as in the InstaHide challenge).
     #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// Restarts of the key-less attack (the one explaining the encodings best is kept).
@@ -128,6 +129,11 @@ pub struct MembershipArgs {
     /// Seed of the population's halves (default: the run's seed).
     #[arg(long)]
     seed: Option<u64>,
+    /// Score each sample on the model of the client that holds it (a non-member: the client it
+    /// is given to in the population): the algorithm's personalised model (local, pfedme,
+    /// fedfomo, perfedavg, ...; the global model where it has none), in the run and its shadows.
+    #[arg(long)]
+    personalised: bool,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -755,6 +761,22 @@ fn confidences(
     Ok((phi, loss))
 }
 
+/// Top-1 accuracy of `params` on every sample of `data`.
+fn accuracy(model: &mut dyn fedkit_core::Model, params: &fedkit_core::Params, data: &ClientData) -> Result<f64> {
+    let (mut b, mut out, mut right) = (Batch::default(), fedkit_core::Outputs::default(), 0usize);
+    let ids: Vec<usize> = (0..data.len()).collect();
+    for chunk in ids.chunks(256) {
+        b.fill(data, chunk, &mut RngStream::new(0));
+        model.forward(params, &b, fedkit_core::Mode::Eval, &mut out)?;
+        for (i, &y) in b.y.iter().enumerate() {
+            let row = out.logits_of(i);
+            let top = (0..row.len()).fold(0, |m, j| if row[j] > row[m] { j } else { m });
+            right += (top == y as usize) as usize;
+        }
+    }
+    Ok(right as f64 / data.len().max(1) as f64)
+}
+
 fn membership(a: &MembershipArgs) -> Result<()> {
     if !a.run.join("resolved.toml").is_file() {
         bail!("{}: not a fedkit run directory (no resolved.toml)", a.run.display());
@@ -770,12 +792,32 @@ fn membership(a: &MembershipArgs) -> Result<()> {
     if round < cfg.rounds {
         bail!("{} stopped at round {round} of {}: finish it first (fedkit run --resume)", a.run.display(), cfg.rounds);
     }
-    let engine = Engine::new(cfg.clone())?;
-    if engine.algorithm.needs_unlabeled_data() {
+    let mut engine = Engine::new(cfg.clone())?;
+    if a.personalised {
+        if cfg.eval.finetune_steps > 0 {
+            bail!(
+                "--personalised scores the algorithm's own per-client models; eval.finetune_steps (fine-tuning at evaluation) is not replicated"
+            );
+        }
+        engine
+            .load_checkpoint(&a.run)
+            .with_context(|| format!("cannot read the clients' states from the checkpoint of {}", a.run.display()))?;
+    }
+    // A distilling server (FedDF, FedBE) reads its unlabeled pool: those samples are neither
+    // members nor non-members, and the shadows distil on the same pool.
+    // With `unlabeled_share` < 1 the server's pool is excluded whatever the algorithm, so that
+    // runs of one config by different algorithms draw the same non-members.
+    if engine.algorithm.keeps_client_models() && !a.personalised {
         bail!(
-            "the run's algorithm trains on the training samples no client holds (unlabeled data), which are the attack's non-members"
+            "the run's algorithm keeps a model per client and does not train the global model: attack the clients' models with --personalised"
         );
     }
+    let server_pool: std::collections::HashSet<u32> =
+        if engine.algorithm.needs_unlabeled_data() || cfg.data.unlabeled_share < 1.0 {
+            engine.unlabeled().idx.iter().copied().collect()
+        } else {
+            Default::default()
+        };
     let aggregator = cfg.aggregator.get("use").and_then(|v| v.as_str()).unwrap_or("mean");
     if ["fltrust", "deepsight"].contains(&aggregator) {
         bail!("the `{aggregator}` aggregator reads server-side training samples, so the non-members are not unseen");
@@ -824,11 +866,23 @@ fn membership(a: &MembershipArgs) -> Result<()> {
         .enumerate()
         .flat_map(|(j, o)| (0..o.len() as u32).filter(move |&i| o[i as usize] != u32::MAX).map(move |i| (j, i)))
         .collect();
+    let read_by_server =
+        |j: usize, i: u32| std::sync::Arc::ptr_eq(&sets[j], &engine.unlabeled().data) && server_pool.contains(&i);
     let pool: Vec<Sample> = owner
         .iter()
         .enumerate()
-        .flat_map(|(j, o)| (0..o.len() as u32).filter(move |&i| o[i as usize] == u32::MAX).map(move |i| (j, i)))
+        .flat_map(|(j, o)| {
+            (0..o.len() as u32)
+                .filter(move |&i| o[i as usize] == u32::MAX && !read_by_server(j, i))
+                .map(move |i| (j, i))
+        })
         .collect();
+    if pool.is_empty() && !server_pool.is_empty() {
+        bail!(
+            "the server's unlabeled pool holds every training sample no client holds (data.unlabeled_share = {}), so none is left as a non-member: lower data.unlabeled_share (e.g. 0.5) or data.subsample",
+            cfg.data.unlabeled_share
+        );
+    }
     if pool.is_empty() {
         bail!(
             "every training sample is a member: set data.subsample < 1 so that samples no client holds serve as non-members"
@@ -866,24 +920,49 @@ fn membership(a: &MembershipArgs) -> Result<()> {
         ((j, i), cs[assign.below(cs.len() as u64) as usize])
     }));
     let targets: Vec<Sample> = scored_in.iter().chain(&scored_out).copied().collect();
+    // Whose model scores each target: its holder (a non-member: the client it is given to);
+    // everyone the one global model without --personalised.
+    let holder: std::collections::HashMap<Sample, u32> = population.iter().copied().collect();
+    let target_client: Vec<u32> = targets.iter().map(|t| if a.personalised { holder[t] } else { 0 }).collect();
+    let n_models = if a.personalised { fed.clients.len() } else { 1 };
     let is_member: Vec<bool> = (0..targets.len()).map(|k| k < scored_in.len()).collect();
     let target_pos: std::collections::HashMap<Sample, usize> =
         targets.iter().enumerate().map(|(k, &t)| (t, k)).collect();
     let mut model = engine.architecture();
-    // phi and loss of every target under `params`, dataset by dataset.
-    let score = |model: &mut dyn fedkit_core::Model, params: &fedkit_core::Params| -> Result<(Vec<f64>, Vec<f64>)> {
+    // phi and loss of every target under its model (`params[target_client]`), dataset by dataset.
+    let score = |model: &mut dyn fedkit_core::Model, params: &[fedkit_core::Params]| -> Result<(Vec<f64>, Vec<f64>)> {
         let (mut phi, mut loss) = (vec![0.0; targets.len()], vec![0.0; targets.len()]);
         for (j, set) in sets.iter().enumerate() {
-            let at: Vec<usize> = (0..targets.len()).filter(|&k| targets[k].0 == j).collect();
-            let ids: Vec<usize> = at.iter().map(|&k| targets[k].1 as usize).collect();
-            let (p, l) = confidences(model, params, &ClientData::whole(set.clone()), &ids)?;
-            for (n, &k) in at.iter().enumerate() {
-                (phi[k], loss[k]) = (p[n], l[n]);
+            for (c, p_c) in params.iter().enumerate() {
+                let at: Vec<usize> =
+                    (0..targets.len()).filter(|&k| targets[k].0 == j && target_client[k] as usize == c).collect();
+                if at.is_empty() {
+                    continue;
+                }
+                let ids: Vec<usize> = at.iter().map(|&k| targets[k].1 as usize).collect();
+                let (p, l) = confidences(model, p_c, &ClientData::whole(set.clone()), &ids)?;
+                for (n, &k) in at.iter().enumerate() {
+                    (phi[k], loss[k]) = (p[n], l[n]);
+                }
             }
         }
         Ok((phi, loss))
     };
-    let (phi_target, loss_target) = score(model.as_mut(), &target)?;
+    let models_of = |e: &Engine| -> Result<Vec<fedkit_core::Params>> {
+        if a.personalised {
+            (0..n_models as u32).map(|c| Ok(e.client_model(c)?)).collect()
+        } else {
+            Ok(vec![e.global.clone()])
+        }
+    };
+    let target_models = if a.personalised { models_of(&engine)? } else { vec![target] };
+    let (phi_target, loss_target) = score(model.as_mut(), &target_models)?;
+    // The scored models' mean test accuracy (each client's own under --personalised).
+    let test = engine.test.without_transforms();
+    let mut scored_acc = 0.0;
+    for p in &target_models {
+        scored_acc += accuracy(model.as_mut(), p, &test)? / target_models.len() as f64;
+    }
     let mut shadow_phi = Vec::with_capacity(a.shadows);
     let mut shadow_in = Vec::with_capacity(a.shadows);
     let t0 = Instant::now();
@@ -895,6 +974,7 @@ fn membership(a: &MembershipArgs) -> Result<()> {
         c_k.eval.every = cfg.rounds.max(1);
         c_k.output = Default::default();
         let mut shadow = Engine::new(c_k)?;
+        shadow.set_unlabeled(engine.unlabeled().clone());
         let mut idx: Vec<Vec<u32>> = vec![Vec::new(); shadow.fed.clients.len()];
         for (&((_, i), c), &kept) in population.iter().zip(&keep) {
             if kept {
@@ -923,10 +1003,16 @@ fn membership(a: &MembershipArgs) -> Result<()> {
                 }
             }
         }
+        // The shadow's server reads only the target's pool, which no shadow client holds.
+        if shadow.fed.clients.iter().any(|c| {
+            std::sync::Arc::ptr_eq(&c.data, &engine.unlabeled().data) && c.idx.iter().any(|i| server_pool.contains(i))
+        }) {
+            bail!("shadow {k} gives a client a sample of the server's unlabeled pool (a bug: please report it)");
+        }
         while shadow.round < shadow.cfg.rounds {
             shadow.run_round()?;
         }
-        let (phi, _) = score(model.as_mut(), &shadow.global)?;
+        let (phi, _) = score(model.as_mut(), &models_of(&shadow)?)?;
         shadow_phi.push(phi);
         shadow_in.push(inside);
         eprintln!("shadow {}/{} trained ({:.0} s so far)", k + 1, a.shadows, t0.elapsed().as_secs_f64());
@@ -949,6 +1035,8 @@ fn membership(a: &MembershipArgs) -> Result<()> {
     let report = serde_json::json!({
         "attack": "membership", "run": a.run.display().to_string(), "round": round,
         "members_scored": scored_in.len(), "non_members_scored": scored_out.len(), "members": members.len(),
+        "non_member_pool": pool.len(), "server_unlabeled": server_pool.len(),
+        "model": if a.personalised { "personalised" } else { "global" }, "scored_models_test_acc": scored_acc,
         "shadows": a.shadows, "seed": seed, "shadow_seconds": t0.elapsed().as_secs_f64(),
         "mean_loss_members": mean(&loss_target, true), "mean_loss_non_members": mean(&loss_target, false),
         "results": metrics,
@@ -1239,7 +1327,7 @@ fn gan(a: &GanArgs) -> Result<()> {
     Ok(())
 }
 
-/// Per-image SSIM and PSNR of reconstructions (`of[i]`: the one original i is compared with).
+/// Per-image SSIM and PSNR of reconstructions (`of[i]`: the reconstruction original i is compared with).
 struct Scores {
     ssim: Vec<f64>,
     psnr: Vec<f64>,
@@ -1299,6 +1387,9 @@ fn instahide(a: &InstahideArgs) -> Result<()> {
     }
     if a.epochs == 0 || a.restarts == 0 || a.iterations == 0 {
         bail!("--epochs, --restarts and --iterations must be at least 1");
+    }
+    if a.images > 200 {
+        eprintln!("note: the key-less pair search grows with the square of --images ({}); expect minutes", a.images);
     }
     let ids: Vec<usize> = (0..a.images).collect();
     let mut truth = Batch::default();

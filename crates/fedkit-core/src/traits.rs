@@ -117,8 +117,8 @@ pub struct ServerView<'a> {
     pub updates: &'a [Update],
     pub model: &'a mut dyn Model,
     pub clients: &'a [ClientData],
-    /// Training samples that no client holds (with `data.subsample < 1`): the server's
-    /// unlabeled data for distillation (FedDF); `None` outside the engine.
+    /// Training samples that no client holds (with `data.subsample < 1`; `data.unlabeled_share`
+    /// of them): the server's unlabeled data for distillation (FedDF); `None` outside the engine.
     pub unlabeled: Option<&'a ClientData>,
     /// The model groups' architectures (`[[model.per_client]]`, empty without them); `model` is the
     /// `[model]` one.

@@ -74,6 +74,12 @@ pub struct DataConfig {
     /// Keep this fraction of every client's training samples (a seeded random subset, at least
     /// one sample; 1 = all): few-label settings, e.g. fine-tuning a pre-trained model.
     pub subsample: f64,
+    /// Of the training samples no client holds (with `subsample` < 1, or a partition that
+    /// leaves some out), the share the server may read as unlabeled data (the distillation set
+    /// of FedDF and FedBE, FedHeNN's representation probes): a seeded random subset. The rest is
+    /// read by no one, e.g. the held-out non-members of `fedkit attack membership` on a
+    /// distilled model. 1 = all of them.
+    pub unlabeled_share: f64,
 }
 
 impl Default for DataConfig {
@@ -88,6 +94,7 @@ impl Default for DataConfig {
             fortunes: fortunes::FortunesParams::default(),
             label_noise: LabelNoise::default(),
             subsample: 1.0,
+            unlabeled_share: 1.0,
         }
     }
 }
@@ -195,6 +202,9 @@ pub fn build_federation(cfg: &DataConfig, seed: u64) -> Result<Federation> {
     }
     if !(cfg.subsample > 0.0 && cfg.subsample <= 1.0) {
         return Err(Error::config("data.subsample", format!("must be in (0, 1], got {}", cfg.subsample)));
+    }
+    if !(cfg.unlabeled_share > 0.0 && cfg.unlabeled_share <= 1.0) {
+        return Err(Error::config("data.unlabeled_share", format!("must be in (0, 1], got {}", cfg.unlabeled_share)));
     }
     if cfg.subsample < 1.0 {
         for (c, d) in clients.iter_mut().enumerate() {

@@ -100,7 +100,8 @@ pub struct Engine {
     pub downlink: Option<crate::downlink::DownlinkState>,
     /// The round's model bytes to all its clients under `[downlink]`.
     downlink_bytes: Option<usize>,
-    /// The training samples no client holds (`ServerView::unlabeled`).
+    /// The server's unlabeled pool, `[data] unlabeled_share` of the training samples no client
+    /// holds (`ServerView::unlabeled`).
     unlabeled: ClientData,
     workers: Workers,
     /// Each client's held-out local test split (with `eval.clients`; empty otherwise).
@@ -354,12 +355,12 @@ impl Engine {
             }
         }
         let server_data = ClientData::whole(fed.train.clone());
-        let unlabeled = unheld(&fed);
+        let unlabeled = unheld(&fed, cfg.data.unlabeled_share, cfg.seed);
         if unlabeled.is_empty() && algorithm.needs_unlabeled_data() {
             return Err(in_file(Error::config(
                 "data.subsample",
                 format!(
-                    "`{}` uses the training samples no client holds (its distillation or proxy set), and there are none: set data.subsample below 1 (e.g. 0.8) to leave the rest to the server",
+                    "`{}` uses the training samples no client holds (its distillation or proxy set), and there are none: set data.subsample below 1 (e.g. 0.8) to leave the rest to the server (and data.unlabeled_share, 1 by default, above 0)",
                     info.algorithm
                 ),
             )));
@@ -452,6 +453,35 @@ impl Engine {
         self.server_model.clone_box()
     }
 
+    /// The model client `c` would use now, as per-client evaluation defines it: the algorithm's
+    /// personalised model from the client's state (`Algorithm::adapt`), else the global model.
+    /// Refused for clients of another architecture; `eval.finetune_steps` is not applied.
+    pub fn client_model(&self, c: u32) -> Result<Params> {
+        if self.architecture_of(c) != 0 {
+            return Err(Error::config(
+                "model.per_client",
+                format!("client {c} trains another architecture; its model is not the [model] one"),
+            ));
+        }
+        let slot = self.clients.get(c as usize).ok_or_else(|| Error::config("client", format!("no client {c}")))?;
+        let a = fedkit_core::AdaptCtx {
+            round: self.round,
+            client: c,
+            seed: self.cfg.seed,
+            global: &self.global,
+            train: &self.cfg.client,
+        };
+        let mut model = self.architecture();
+        let own = self.algorithm.adapt(
+            &a,
+            self.server.as_ref(),
+            slot.state.as_deref(),
+            model.as_mut(),
+            &self.fed.clients[c as usize],
+        )?;
+        Ok(own.unwrap_or_else(|| self.global.clone()))
+    }
+
     /// The worker threads (each with its own model object).
     pub(crate) fn workers_mut(&mut self) -> &mut Workers {
         &mut self.workers
@@ -459,6 +489,17 @@ impl Engine {
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The server's unlabeled pool (`[data] unlabeled_share` of the samples no client holds).
+    pub fn unlabeled(&self) -> &ClientData {
+        &self.unlabeled
+    }
+
+    /// Replace the server's unlabeled pool before the first round (membership shadows keep the
+    /// target run's).
+    pub fn set_unlabeled(&mut self, pool: ClientData) {
+        self.unlabeled = pool;
     }
 
     /// Clients in the federation.
@@ -1206,15 +1247,23 @@ fn initial_model(dir: &std::path::Path, fresh: &Params, key: &str) -> Result<Par
     Params::from_vec(fresh.layout().clone(), p.as_slice().to_vec())
 }
 
-/// The training samples that no client holds (the rest of a subsampled data set), in index
-/// order: the server's unlabeled pool (their labels are never read).
-fn unheld(fed: &Federation) -> ClientData {
+/// The server's unlabeled pool (their labels are never read): `share` of the training samples
+/// that no client trains on (the rest of a subsampled data set, and the clients' held-out test
+/// and validation splits: a known gap, see docs/design.md), a seeded random subset, in index
+/// order.
+fn unheld(fed: &Federation, share: f64, seed: u64) -> ClientData {
     let mut held = vec![false; fed.train.len()];
     for c in &fed.clients {
         c.idx.iter().for_each(|&i| held[i as usize] = true);
     }
-    let idx: std::sync::Arc<[u32]> = (0..fed.train.len() as u32).filter(|&i| !held[i as usize]).collect();
-    ClientData { idx, ..ClientData::whole(fed.train.clone()) }
+    let mut idx: Vec<u32> = (0..fed.train.len() as u32).filter(|&i| !held[i as usize]).collect();
+    if share < 1.0 && !idx.is_empty() {
+        let k = ((idx.len() as f64 * share).round() as usize).clamp(1, idx.len());
+        let mut keep = RngStream::derive(seed, "unlabeled_share", 0, 0).choose(idx.len(), k);
+        keep.sort_unstable();
+        idx = keep.into_iter().map(|j| idx[j]).collect();
+    }
+    ClientData { idx: idx.into(), ..ClientData::whole(fed.train.clone()) }
 }
 
 /// What the loss may know before training: the federation's training samples per class and a

@@ -387,3 +387,28 @@ fn a_run_can_start_from_another_runs_model() {
     let err = Engine::new(cfg(&["init_from=\"/nonexistent\""])).err().unwrap().to_string();
     assert!(err.contains("init_from") && err.contains("/nonexistent"), "{err}");
 }
+
+// `[data] unlabeled_share`: the server's unlabeled pool is that share of the samples no client
+// holds (a seeded subset, so the same for every run of the config); share 1 is all of them, and
+// a share outside (0, 1] is refused naming the key.
+#[test]
+fn the_unlabeled_pool_is_the_share_of_the_samples_no_client_holds() {
+    let held = |e: &Engine| {
+        let mut h = vec![false; e.fed.train.len()];
+        e.fed.clients.iter().flat_map(|c| c.idx.iter()).for_each(|&i| h[i as usize] = true);
+        h
+    };
+    let base = ["data.subsample=0.2", "algorithm.use=\"feddf\"", "algorithm.steps=2"];
+    let all = Engine::new(cfg(&base)).unwrap();
+    let h = held(&all);
+    let unheld: Vec<u32> = (0..h.len() as u32).filter(|&i| !h[i as usize]).collect();
+    assert_eq!(&all.unlabeled().idx[..], &unheld[..], "share 1: every sample no client holds");
+    let half = Engine::new(cfg(&[&base[..], &["data.unlabeled_share=0.5"]].concat())).unwrap();
+    let pool = &half.unlabeled().idx;
+    assert_eq!(pool.len(), (unheld.len() as f64 * 0.5).round() as usize);
+    assert!(pool.windows(2).all(|w| w[0] < w[1]) && pool.iter().all(|&i| !h[i as usize]), "a subset, in order");
+    let again = Engine::new(cfg(&[&base[..], &["data.unlabeled_share=0.5"]].concat())).unwrap();
+    assert_eq!(pool, &again.unlabeled().idx, "seeded");
+    let err = Engine::new(cfg(&[&base[..], &["data.unlabeled_share=0"]].concat())).err().unwrap().to_string();
+    assert!(err.contains("data.unlabeled_share"), "{err}");
+}

@@ -10,7 +10,8 @@
 //! It samples M models from it (streams (seed, "fedbe_sample", round, m)) and builds the Bayesian
 //! model ensemble {w_bar} + {w_i} + {M samples}, whose teacher on a batch is the average of the
 //! members' softmax outputs (Bayesian model averaging). The ensemble is distilled into w_bar on
-//! the server's unlabeled data (the training samples no client holds, as FedDF) with
+//! the server's unlabeled data (the training samples no client holds, `data.unlabeled_share` of
+//! them, as FedDF) with
 //! stochastic weight averaging: `steps` Adam steps (lr `lr`) on the KL to the ensemble, and the
 //! result is the average of the student's iterates every `swa_every` steps over the second half.
 //! The paper uses SGD with a cyclic SWA schedule; Adam with plain iterate averaging here shares

@@ -9,7 +9,7 @@
 //!   T^2 KL(p || softmax(f(x, d) / T)),
 //! the mean over the batch. The unlabeled data are the training samples that no client holds (a
 //! run with `data.subsample < 1` leaves the rest of the data set to the server, whose labels are
-//! never read), as the paper distils on unlabeled data from the same or another domain. The
+//! never read; `data.unlabeled_share` of them), as the paper distils on unlabeled data from the same or another domain. The
 //! paper early-stops on a validation set; here the number of steps is fixed. Batches come from
 //! the server's stream (seed, "feddf_batch", round). Round metrics: `feddf_kl_start` and
 //! `feddf_kl_end` (the mean KL of the first and last ten steps). Clients whose updates the

@@ -5,7 +5,7 @@
 //! clients' (`[[model.per_client]]`): mlp, cnn and lenet in one federation. No parameters are
 //! shared. What travels is each model's representation of a common proxy set X_p: the server
 //! holds `proxy_samples` unlabeled samples (drawn once, in round 1, from the training samples no
-//! client holds: `data.subsample < 1`) and sends them once to every client (which keeps them),
+//! client holds: `data.subsample < 1`, `data.unlabeled_share` of them) and sends them once to every client (which keeps them),
 //! and broadcasts the global representation kernel K̄ every round. Client j trains its model W_j on
 //!   f_j(W_j) + eta_t (1 - CKA(K(W_j; X_p), K̄)),
 //! the cross-entropy on a local batch plus the alignment term on the whole proxy set at every
@@ -433,7 +433,7 @@ impl Algorithm for FedHenn {
             let data = view.unlabeled.filter(|d| d.len() >= 2).ok_or_else(|| {
                 Error::config(
                     "data.subsample",
-                    "fedhenn's proxy set is drawn from the training samples no client holds, and there are fewer than 2: set data.subsample below 1",
+                    "fedhenn's proxy set is drawn from the training samples no client holds, and there are fewer than 2: set data.subsample below 1 (or data.unlabeled_share higher)",
                 )
             })?;
             let mut rng = r.rng("fedhenn_proxy");

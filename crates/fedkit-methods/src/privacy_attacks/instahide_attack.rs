@@ -18,10 +18,11 @@
 //! corrected. Here, at the scale of 2 cores and without a trained similarity network:
 //! - Steps 1-4 become an alternating minimisation (dictionary learning with k-sparse convex
 //!   codes, k <= 2): given the current images, each encoding gets the image (k = 1) or the pair
-//!   and weight lambda in [1 - upper, upper] (k = 2) that explain it best, exhaustively over all
-//!   pairs by the closed form through the Gram matrix on the signed estimate s o |z|; under the
-//!   mask, from the 6th alternation on, the `candidates` best pairs are re-scored exactly on |z|
-//!   over 13 weights. An image that explains fewer than a quarter of its expected k M / N
+//!   and weight lambda in [1 - upper, upper] (k = 2; or one image alone, which the stage's random
+//!   permutations sometimes give) that explain it best, exhaustively over all pairs by the
+//!   closed form through the Gram matrix on the signed estimate s o |z|; under the mask, from
+//!   the 6th alternation on, the `candidates` best are re-scored exactly on |z| over 13 weights
+//!   (for k = 1, every image on |z| from the start). An image that explains fewer than a quarter of its expected k M / N
 //!   encodings is re-seeded with the worst-explained encoding (as K-SVD replaces unused atoms).
 //! - Step 5 is alternating sign retrieval instead of Adam: least squares X = argmin
 //!   ||s o |z| - L X||^2 (normal equations, Cholesky), clipped to the box, then s = sign(L X),
@@ -38,7 +39,7 @@
 //! demonstration that mixing without the mask is invertible. k > 2 without the key is not built.
 //!
 //! Parameters: `images` (N), `k`, `upper`, `center` (c), `lo`, `hi`, `masked`, `iterations`
-//! (alternations, 30), `restarts` (2), `candidates` (8), `sign_rounds` (10).
+//! (alternations of assignment and reconstruction, 30), `restarts` (2), `candidates` (8), `sign_rounds` (10).
 //!
 //! ```text
 //! fedkit attack instahide --run runs/instahide --client 0 --images 50 --epochs 20
@@ -91,6 +92,12 @@ impl Unmix {
     fn check(&self, encodings: usize, d: usize, keyless: bool) -> Result<()> {
         if self.images < 2 {
             return Err(Error::config("images", format!("needs at least 2 private images, got {}", self.images)));
+        }
+        if !(self.k >= 1 && self.upper >= 1.0 / self.k as f32 - 1e-6 && self.upper <= 1.0) {
+            return Err(Error::config(
+                "upper",
+                format!("must be in [1/k, 1] for k = {} images per encoding, got {}", self.k, self.upper),
+            ));
         }
         if encodings < self.images || d == 0 {
             return Err(Error::config(
@@ -221,62 +228,68 @@ impl Unmix {
             .collect()
     }
 
-    /// Steps 1-4: each encoding's best image (k = 1) or pair and weight (k = 2) under images `x`.
+    /// Steps 1-4: each encoding's best image alone or (k = 2) pair and weight under images `x`
+    /// (an image alone too for k = 2: the stage's random permutation can pair an image with itself).
     fn assign(&self, x: &[f32], t: &[f32], obs: &[f32], d: usize, exact: bool) -> Vec<Mixing> {
         let n = self.images;
         let gram: Vec<f64> =
             (0..n * n).map(|ij| dot(&x[(ij / n) * d..(ij / n + 1) * d], &x[(ij % n) * d..(ij % n + 1) * d])).collect();
         let (l_lo, l_hi) = (1.0 - self.upper as f64, self.upper as f64);
+        let image = |a: usize| &x[a * d..(a + 1) * d];
+        let by_residual = |u: &(f64, usize, usize, f64), v: &(f64, usize, usize, f64)| {
+            u.0.total_cmp(&v.0).then((u.1, u.2).cmp(&(v.1, v.2)))
+        };
         t.chunks(d)
             .zip(obs.chunks(d))
             .map(|(tm, om)| {
-                let p: Vec<f64> = (0..n).map(|j| dot(tm, &x[j * d..(j + 1) * d])).collect();
+                let p: Vec<f64> = (0..n).map(|j| dot(tm, image(j))).collect();
                 let tt = dot(tm, tm);
-                if self.k == 1 {
-                    let score = |a: usize| {
-                        if self.masked {
-                            abs_residual(om, &x[a * d..(a + 1) * d], None, 1.0)
-                        } else {
-                            tt - 2.0 * p[a] + gram[a * n + a]
+                // Candidates (residual on the signed estimate, a, b, lambda on a); a == b: a alone.
+                let mut cands: Vec<(f64, usize, usize, f64)> =
+                    (0..n).map(|a| (tt - 2.0 * p[a] + gram[a * n + a], a, a, 1.0)).collect();
+                if self.k == 2 {
+                    // The closed form of min_lambda ||t - lambda x_a - (1 - lambda) x_b||^2.
+                    for a in 0..n {
+                        for b in a + 1..n {
+                            let dd = gram[a * n + a] - 2.0 * gram[a * n + b] + gram[b * n + b];
+                            let c1 = p[a] - p[b] - gram[a * n + b] + gram[b * n + b];
+                            let lam = if dd > 1e-12 { (c1 / dd).clamp(l_lo, l_hi) } else { 0.5 };
+                            let r = tt - 2.0 * p[b] + gram[b * n + b] - 2.0 * lam * c1 + lam * lam * dd;
+                            cands.push((r, a, b, lam));
                         }
-                    };
-                    let best =
-                        (0..n).map(|a| (score(a), a)).fold((f64::INFINITY, 0), |b, c| if c.0 < b.0 { c } else { b });
-                    return vec![(best.1, 1.0)];
-                }
-                // The closed form of min_lambda ||t - lambda x_a - (1 - lambda) x_b||^2.
-                let mut pairs: Vec<(f64, usize, usize, f64)> = Vec::with_capacity(n * (n - 1) / 2);
-                for a in 0..n {
-                    for b in a + 1..n {
-                        let dd = gram[a * n + a] - 2.0 * gram[a * n + b] + gram[b * n + b];
-                        let c1 = p[a] - p[b] - gram[a * n + b] + gram[b * n + b];
-                        let lam = if dd > 1e-12 { (c1 / dd).clamp(l_lo, l_hi) } else { 0.5 };
-                        let r = tt - 2.0 * p[b] + gram[b * n + b] - 2.0 * lam * c1 + lam * lam * dd;
-                        pairs.push((r, a, b, lam));
                     }
                 }
-                let by_residual = |u: &(f64, usize, usize, f64), v: &(f64, usize, usize, f64)| {
-                    u.0.total_cmp(&v.0).then((u.1, u.2).cmp(&(v.1, v.2)))
+                let best = if self.masked && (exact || self.k == 1) {
+                    let keep = if self.k == 1 { n } else { self.candidates.clamp(1, cands.len()) };
+                    cands.select_nth_unstable_by(keep - 1, by_residual);
+                    cands.truncate(keep);
+                    cands.sort_by(by_residual);
+                    let mut best = (f64::INFINITY, 0, 0, 1.0);
+                    for &(_, a, b, _) in &cands {
+                        if a == b {
+                            let r = abs_residual(om, image(a), None, 1.0);
+                            if r < best.0 {
+                                best = (r, a, a, 1.0);
+                            }
+                            continue;
+                        }
+                        for g in 0..GRID {
+                            let lam = l_lo + (l_hi - l_lo) * g as f64 / (GRID - 1) as f64;
+                            let r = abs_residual(om, image(a), Some(image(b)), lam as f32);
+                            if r < best.0 {
+                                best = (r, a, b, lam);
+                            }
+                        }
+                    }
+                    best
+                } else {
+                    *cands.iter().min_by(|u, v| by_residual(u, v)).expect("n >= 2 candidates")
                 };
-                if !(self.masked && exact) {
-                    let best = pairs.iter().min_by(|u, v| by_residual(u, v)).expect("n >= 2 gives a pair");
-                    return vec![(best.1, best.3 as f32), (best.2, (1.0 - best.3) as f32)];
+                if best.1 == best.2 {
+                    vec![(best.1, 1.0)]
+                } else {
+                    vec![(best.1, best.3 as f32), (best.2, (1.0 - best.3) as f32)]
                 }
-                let keep = self.candidates.clamp(1, pairs.len());
-                pairs.select_nth_unstable_by(keep - 1, by_residual);
-                pairs.truncate(keep);
-                pairs.sort_by(by_residual);
-                let mut best = (f64::INFINITY, 0, 1, 0.5);
-                for &(_, a, b, _) in &pairs {
-                    for g in 0..GRID {
-                        let lam = l_lo + (l_hi - l_lo) * g as f64 / (GRID - 1) as f64;
-                        let r = abs_residual(om, &x[a * d..(a + 1) * d], Some(&x[b * d..(b + 1) * d]), lam as f32);
-                        if r < best.0 {
-                            best = (r, a, b, lam);
-                        }
-                    }
-                }
-                vec![(best.1, best.3 as f32), (best.2, (1.0 - best.3) as f32)]
             })
             .collect()
     }
@@ -318,6 +331,7 @@ impl Unmix {
 
     /// The key-less attack on `enc` (M encodings of `d` pixels each).
     pub fn recover(&self, enc: &[f32], d: usize, rng: &mut RngStream) -> Result<Recovered> {
+        ragged(enc, d)?;
         self.check(enc.len() / d.max(1), d, true)?;
         let obs = self.observed(enc);
         let mut best: Option<(Vec<f32>, Vec<Mixing>, f64)> = None;
@@ -325,10 +339,10 @@ impl Unmix {
             let mut t = self.signed(&obs, None);
             let mut x = self.farthest_points(&t, d, rng);
             let mut mixing = Vec::new();
-            for it in 0..=self.iterations {
+            for it in 0..self.iterations {
                 mixing = self.assign(&x, &t, &obs, d, it >= PROXY_ONLY);
                 (x, t) = self.solve(&mixing, &obs, Some(t), d);
-                if it < self.iterations {
+                if it + 1 < self.iterations {
                     let un = self.unexplained(&mixing, &x, &obs, d);
                     self.reseed(&mut x, &mixing, &un, &t, d);
                 }
@@ -344,6 +358,7 @@ impl Unmix {
 
     /// Step 5 alone: the images given each encoding's mixing (not its signs).
     pub fn with_mixing(&self, enc: &[f32], mixing: &[Mixing], d: usize) -> Result<Recovered> {
+        ragged(enc, d)?;
         self.check(enc.len() / d.max(1), d, false)?;
         if mixing.len() * d != enc.len() || mixing.iter().flatten().any(|&(j, _)| j >= self.images) {
             return Err(Error::Shape(format!(
@@ -358,6 +373,13 @@ impl Unmix {
         let total = self.unexplained(mixing, &x, &obs, d).iter().sum();
         Ok(self.finish(x, mixing.to_vec(), total))
     }
+}
+
+fn ragged(enc: &[f32], d: usize) -> Result<()> {
+    if d == 0 || enc.len() % d != 0 {
+        return Err(Error::Shape(format!("{} encoded values are not whole encodings of {d} pixels", enc.len())));
+    }
+    Ok(())
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -506,6 +528,46 @@ mod tests {
     }
 
     #[test]
+    fn the_assignment_finds_the_exact_pair_weight_or_single_image() {
+        let (n, d) = (8, 30);
+        let x: Vec<f32> = private(n, d, 4).iter().map(|v| v - 0.15).collect();
+        let un = Unmix::new(n, 2, 0.65, 0.15, false, (0.0, 1.0));
+        let row = |j: usize| &x[j * d..(j + 1) * d];
+        let mut t: Vec<f32> = row(2).iter().zip(row(5)).map(|(a, b)| 0.6 * a + 0.4 * b).collect();
+        t.extend_from_slice(row(3));
+        let got = un.assign(&x, &t, &t, d, false);
+        assert_eq!(got[0].iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 5], "{got:?}");
+        assert!((got[0][0].1 - 0.6).abs() < 1e-4 && (got[0][1].1 - 0.4).abs() < 1e-4, "{got:?}");
+        assert_eq!(got[1], vec![(3, 1.0)], "an image alone");
+        // Under the mask the exact re-scoring on |t| finds the pair too (0.6 is on the grid).
+        let masked = Unmix { masked: true, ..un };
+        let abs: Vec<f32> = t.iter().map(|v| v.abs()).collect();
+        let signed = masked.signed(&abs, Some(&t));
+        let got = masked.assign(&x, &signed, &abs, d, true);
+        assert_eq!(got[0].iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 5], "{got:?}");
+        assert_eq!(got[1], vec![(3, 1.0)]);
+    }
+
+    #[test]
+    fn the_sign_mask_alone_is_assigned_exactly_but_leaves_dark_signs_open() {
+        let (n, d) = (10, 60);
+        let x = private(n, d, 6);
+        let ih = InstaHide { k: 1, upper: 1.0, mask: true, center: 0.15 };
+        let (enc, mixing) = encode(&ih, &x, n, 10);
+        let rec = Unmix::new(n, 1, 1.0, 0.15, true, (0.0, 1.0)).recover(&enc, d, &mut RngStream::new(3)).unwrap();
+        let of = crate::privacy_attacks::image_metrics::match_by_mse(&x, &rec.images, d);
+        assert!(mixing.iter().zip(&rec.mixing).all(|(t, r)| of[t[0].0] == r[0].0), "every encoding's image found");
+        // Pixels brighter than twice the centre come back exactly; darker ones may be reflected.
+        for (i, &j) in of.iter().enumerate() {
+            for p in 0..d {
+                let (v, r) = (x[i * d + p], rec.images[j * d + p]);
+                let ok = (v - r).abs() < 1e-4 || (v <= 0.3 + 1e-6 && (0.3 - v - r).abs() < 1e-4);
+                assert!(ok, "image {i} pixel {p}: {v} recovered as {r}");
+            }
+        }
+    }
+
+    #[test]
     fn bad_inputs_are_refused() {
         let un = Unmix::new(4, 4, 0.65, 0.15, true, (0.0, 1.0));
         let enc = vec![0.0f32; 8 * 10];
@@ -518,6 +580,10 @@ mod tests {
         let un = Unmix::new(4, 2, 0.65, 0.15, true, (0.0, 1.0));
         let bad = vec![vec![(9usize, 1.0f32)]; 8];
         assert!(un.with_mixing(&enc, &bad, 10).is_err());
+        let low = Unmix::new(4, 2, 0.4, 0.15, true, (0.0, 1.0));
+        assert!(low.recover(&enc, 10, &mut RngStream::new(0)).unwrap_err().to_string().contains("[1/k, 1]"));
+        let ragged = vec![0.0f32; 8 * 10 + 3];
+        assert!(un.recover(&ragged, 10, &mut RngStream::new(0)).unwrap_err().to_string().contains("whole encodings"));
     }
 
     #[test]

@@ -22,10 +22,19 @@
 //! samples no client holds (the non-members), each kept with probability 1/2 by the client that
 //! holds it (a non-member by a client drawn at random, which makes the shadows' clients more
 //! alike than a non-iid target's). The shadows are thus trained as the target was, on the run's
-//! own data. Refused: algorithms or aggregators that read the samples no client holds (FedDF,
-//! FLTrust, DeepSight), a `[threat]`, per-client models and losses prepared from the data.
+//! own data. A distilled student (FedDF, FedBE: the server distils the client models'
+//! ensemble on unlabeled data) is attacked as the run's final model: the server's unlabeled
+//! pool (`[data] unlabeled_share` < 1 of the samples no client holds) is neither member nor
+//! non-member, the non-members come from the rest, and every shadow distils on the target's
+//! pool. `--personalised` scores each sample on the model of the client that holds it (a
+//! non-member: the client it is given to in the population) in the run and in every shadow:
+//! the algorithm's personalised model (`Engine::client_model`: standalone `local` training,
+//! pFedMe, FedFomo, Per-FedAvg's adaptation step, ...), the global model where it has none.
+//! Refused: a distilling run whose pool is every unheld sample (no non-member left),
+//! aggregators that read server-side training samples (FLTrust, DeepSight), a `[threat]`,
+//! per-client models and losses prepared from the data.
 //!
-//! Parameters (`fedkit attack membership` flags): `shadows` (K, 16).
+//! Parameters (`fedkit attack membership` flags): `shadows` (K, 16), `personalised`.
 //!
 //! Example:
 //! ```text
