@@ -764,21 +764,21 @@ fn attack_membership_reports_roc_and_lira_beats_the_loss_threshold() {
     let cfg = write(&d, "mia.toml", base);
     let run = d.join("run");
     assert!(fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
-    let attack = |run: &Path, shadows: &str, out: &Path| {
-        fedkit(
-            &[
-                "attack",
-                "membership",
-                "--run",
-                run.to_str().unwrap(),
-                "--shadows",
-                shadows,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        )
+    let attack_with = |run: &Path, shadows: &str, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "attack",
+            "membership",
+            "--run",
+            run.to_str().unwrap(),
+            "--shadows",
+            shadows,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        fedkit(&args, &[])
     };
+    let attack = |run: &Path, shadows: &str, out: &Path| attack_with(run, shadows, out, &[]);
     let report = |out: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
     };
@@ -796,22 +796,7 @@ fn attack_membership_reports_roc_and_lira_beats_the_loss_threshold() {
     fails_with(attack(&run2, "2", &d.join("x")), &["data.subsample < 1", "non-members"]);
     fails_with(attack(&run, "1", &d.join("x")), &["at least 2"]);
     // --personalised on FedAvg scores every sample on the global model again: the same numbers.
-    let pers = |run: &Path, out: &Path| {
-        fedkit(
-            &[
-                "attack",
-                "membership",
-                "--run",
-                run.to_str().unwrap(),
-                "--shadows",
-                "2",
-                "--personalised",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        )
-    };
+    let pers = |run: &Path, out: &Path| attack_with(run, "2", out, &["--personalised"]);
     let o = pers(&run, &d.join("mia-pers"));
     assert!(o.status.success(), "{}", stderr(&o));
     let p = report(&d.join("mia-pers"));
