@@ -108,9 +108,21 @@ pub struct AuditArgs {
     /// Numbers of guesses k to try, comma-separated (default: m/10, m/4, m/2 and m).
     #[arg(long, value_delimiter = ',')]
     guesses: Vec<usize>,
+    /// How canaries are scored: `final` (the final model's movement along each direction) or
+    /// `rounds` (every intermediate model: a per-round likelihood ratio; needs `[output]
+    /// keep_models = "every:1"`).
+    #[arg(long, value_enum, default_value_t = AuditScore::Final)]
+    score: AuditScore,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// What `fedkit attack audit` scores canaries by.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum AuditScore {
+    Final,
+    Rounds,
 }
 
 /// `fedkit attack membership`.
@@ -1537,7 +1549,7 @@ fn instahide(a: &InstahideArgs) -> Result<()> {
 }
 
 fn audit(a: &AuditArgs) -> Result<()> {
-    use fedkit_methods::privacy_attacks::audit::{direction, epsilon_lower_bound, guesses, included};
+    use fedkit_methods::privacy_attacks::audit::{direction, epsilon_lower_bound, guesses, included, round_scores};
     if !a.run.join("resolved.toml").is_file() {
         bail!("{}: not a fedkit run directory (no resolved.toml)", a.run.display());
     }
@@ -1589,8 +1601,42 @@ fn audit(a: &AuditArgs) -> Result<()> {
     };
     // The run's own initial model when the store kept it, else the one the config builds.
     let start = model_store::read_global(&a.run, 0, engine.global.layout()).unwrap_or_else(|_| engine.global.clone());
-    let moved = last.sub(&start);
-    let scores: Vec<f64> = canaries.iter().map(|&c| moved.dot(&direction(cfg.seed, c, &start))).collect();
+    let dirs: Vec<fedkit_core::Params> = canaries.iter().map(|&c| direction(cfg.seed, c, &start)).collect();
+    let scores: Vec<f64> = match a.score {
+        AuditScore::Final => {
+            let moved = last.sub(&start);
+            dirs.iter().map(|u| moved.dot(u)).collect()
+        }
+        AuditScore::Rounds => {
+            if cfg.output.keep_models != fedkit_engine::config::KeepModels::Every(1) {
+                bail!(
+                    "--score rounds reads every intermediate model: run with [output] keep_models = \"every:1\" (this run has {:?})",
+                    cfg.output.keep_models
+                );
+            }
+            let z = dp.and_then(|t| t.get("noise_multiplier")).and_then(|v| v.as_float()).unwrap_or(0.0);
+            if z <= 0.0 {
+                bail!(
+                    "--score rounds weighs each round by the DP noise: the run needs a DP stage with noise_multiplier > 0"
+                );
+            }
+            let q = match cfg.sampling.scheme {
+                fedkit_engine::config::SamplingScheme::Poisson => cfg.sampling.rate,
+                fedkit_engine::config::SamplingScheme::Uniform => {
+                    cfg.sampling.per_round as f64 / engine.population().max(1) as f64
+                }
+            };
+            let mut x = Vec::with_capacity(round as usize);
+            let mut prev = start.clone();
+            for t in 1..=round {
+                let w = model_store::read_global(&a.run, t, engine.global.layout())?;
+                let step = w.sub(&prev);
+                x.push(dirs.iter().map(|u| step.dot(u)).collect::<Vec<f64>>());
+                prev = w;
+            }
+            round_scores(&x, q.clamp(1e-9, 1.0), z)
+        }
+    };
     let truth: Vec<bool> = canaries.iter().map(|&c| included(cfg.seed, c)).collect();
     let mut ks: Vec<usize> = if a.guesses.is_empty() { vec![m / 10, m / 4, m / 2, m] } else { a.guesses.clone() };
     ks.iter_mut().for_each(|k| *k = (*k).clamp(2, m));
@@ -1613,6 +1659,7 @@ fn audit(a: &AuditArgs) -> Result<()> {
         .next_back();
     let report = serde_json::json!({
         "attack": "audit", "run": a.run.display().to_string(), "round": round, "canaries": m,
+        "score": if a.score == AuditScore::Rounds { "rounds" } else { "final" },
         "included": truth.iter().filter(|&&t| t).count(), "delta": delta, "confidence": a.confidence,
         "epsilon_lower_bound": best, "accountant_epsilon": accountant,
         "guesses": rows.iter().map(|&(k, r, v, e)| serde_json::json!({"k": k, "guesses": r, "correct": v, "epsilon_lower_bound": e})).collect::<Vec<_>>(),

@@ -861,22 +861,42 @@ fn attack_audit_bounds_epsilon_below_the_accountant() {
     let base = "rounds = 10\n[data.synthetic]\nusers = 200\n[model]\nuse = \"logreg\"\n[sampling]\nscheme = \"poisson\"\nrate = 0.2\n\
                 [eval]\nevery = 10\n[threat]\nmalicious_fraction = 0.5\n\
                 [[pipeline]]\nuse = \"audit_canary\"\non = \"malicious\"\nnorm = NORM\n\
-                [[pipeline]]\nuse = \"dp_fixed_clip\"\nclip = 1.0\nnoise_multiplier = 0.5\ndelta = 1e-5\n";
-    let bound = |norm: &str| -> serde_json::Value {
+                [[pipeline]]\nuse = \"dp_fixed_clip\"\nclip = 1.0\nnoise_multiplier = 0.5\ndelta = 1e-5\n\
+                [output]\nkeep_models = \"every:1\"\n";
+    let bound = |norm: &str, score: &str| -> serde_json::Value {
         let run = d.join(format!("run{norm}"));
-        let cfg = write(&d, &format!("{norm}.toml"), &base.replace("NORM", norm));
-        let o = fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let o = fedkit(&["attack", "audit", "--run", run.to_str().unwrap()], &[]);
+        if !run.join("checkpoint.bin").exists() {
+            let cfg = write(&d, &format!("{norm}.toml"), &base.replace("NORM", norm));
+            let o = fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = fedkit(&["attack", "audit", "--run", run.to_str().unwrap(), "--score", score], &[]);
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_str(&std::fs::read_to_string(run.join("attack-audit/report.json")).unwrap()).unwrap()
     };
-    let null = bound("0.0");
+    let null = bound("0.0", "final");
     assert_eq!(null["epsilon_lower_bound"].as_f64(), Some(0.0), "{null}");
-    let dp = bound("1.0");
+    let dp = bound("1.0", "final");
     let (lb, acc) = (dp["epsilon_lower_bound"].as_f64().unwrap(), dp["accountant_epsilon"].as_f64().unwrap());
     assert!(lb > 0.0 && lb < acc, "{dp}");
     assert_eq!(dp["canaries"].as_u64(), Some(100));
+    // Scored on every intermediate model: still 0 without canaries, still below the accountant.
+    let null = bound("0.0", "rounds");
+    assert_eq!((null["score"].as_str(), null["epsilon_lower_bound"].as_f64()), (Some("rounds"), Some(0.0)), "{null}");
+    let dp = bound("1.0", "rounds");
+    let lb = dp["epsilon_lower_bound"].as_f64().unwrap();
+    assert!(lb > 0.0 && lb < acc, "{dp}");
+    let unkept = write(
+        &d,
+        "unkept.toml",
+        &base.replace("NORM", "1.0").replace("keep_models = \"every:1\"", "keep_models = \"last\""),
+    );
+    let run_u = d.join("unkept");
+    assert!(fedkit(&["run", &unkept, "--out", run_u.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(
+        fedkit(&["attack", "audit", "--run", run_u.to_str().unwrap(), "--score", "rounds"], &[]),
+        &["keep_models = \"every:1\""],
+    );
     let plain = write(&d, "plain.toml", "rounds = 2\n[data.synthetic]\nusers = 8\n[sampling]\nper_round = 4\n");
     let run = d.join("plain");
     assert!(fedkit(&["run", &plain, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());

@@ -355,7 +355,7 @@ fn the_gan_insider_drops_the_target_class_and_injects_samples_labelled_fake() {
 
 #[test]
 fn instahide_with_one_image_and_no_mask_is_the_plain_step() {
-    use fedkit_core::{ClientCtx, Extras, LocalStep, LocalTrain, PlainStep, Stage, StepCtx};
+    use fedkit_core::{ClientCtx, Extras, LocalTrain, PlainStep, Stage, StepCtx};
     use fedkit_methods::privacy_attacks::instahide::InstaHide;
     let mut m = model("use = \"lenet\"", &[1, 28, 28], 10);
     let mut w = m.init(&mut RngStream::new(2));

@@ -9,7 +9,15 @@
 //!   zero, which under DP-FedAvg's fixed-denominator estimator is the same as not being there
 //!   (the paper's gradient-space "Dirac" canaries, one per user).
 //! - **Scores** (`fedkit attack audit --run DIR`): s_c = <w_T - w_0, u_c>, the final model's
-//!   movement along each canary's direction. The auditor guesses "included" for the k+ highest
+//!   movement along each canary's direction. With `--score rounds` (the paper's white-box
+//!   auditor, which sees every intermediate model; `[output] keep_models = "every:1"`):
+//!   x_tc = <w_t - w_{t-1}, u_c> per round, standardised by the round's median and MAD over
+//!   the canaries (x~ = (x - med) / (1.4826 MAD): the DP noise and the benign clients'
+//!   movement along a random direction), and s_c = sum_t log(1 - q + q exp(x~_tc / z -
+//!   1 / (2 z^2))): the log-likelihood ratio of "included" (sampled with probability q, then
+//!   a shift of C along u_c against noise of std z C: signal-to-noise 1 / z) against
+//!   "excluded". It is a function of the released models, so the bound stays valid whatever
+//!   the model's misspecification (the benign movement, an adaptive clip) costs in power. The auditor guesses "included" for the k+ highest
 //!   scores and "excluded" for the k- lowest (k+ = k- = k/2), abstaining on the rest.
 //! - **The bound** (the paper's Theorem 5.2 and its Appendix D algorithm): if the run is
 //!   (eps, delta)-DP, the number of correct guesses W among r satisfies
@@ -26,7 +34,7 @@
 //!
 //! Parameters: stage `audit_canary`: `norm` (the canaries' L2 norm, 1.0; set it to the DP clip
 //! C); `fedkit attack audit`: `--confidence` (0.95), `--guesses` (numbers of guesses k, default
-//! m/10, m/4, m/2 and m).
+//! m/10, m/4, m/2 and m), `--score` (`final` or `rounds`).
 //!
 //! Example:
 //! ```toml
@@ -147,6 +155,38 @@ pub fn epsilon_lower_bound(m: usize, r: usize, v: usize, delta: f64, p: f64) -> 
     lo
 }
 
+/// The `--score rounds` scores: per canary, the sum over rounds of the log-likelihood ratio of
+/// its standardised movement `x[t][c]` for sampling rate `q` and noise multiplier `z` (module
+/// docs).
+pub fn round_scores(x: &[Vec<f64>], q: f64, z: f64) -> Vec<f64> {
+    let m = x.first().map_or(0, Vec::len);
+    let s = 1.0 / z.max(1e-6);
+    let mut scores = vec![0.0; m];
+    for row in x {
+        let med = median(row);
+        let mad = 1.4826 * median(&row.iter().map(|v| (v - med).abs()).collect::<Vec<_>>());
+        if mad <= 0.0 || !mad.is_finite() {
+            continue;
+        }
+        for (sc, &v) in scores.iter_mut().zip(row) {
+            let a = s * (v - med) / mad - s * s / 2.0;
+            // log(1 - q + q e^a), stable for large a.
+            *sc += if a > 0.0 { a + ((1.0 - q) * (-a).exp() + q).ln() } else { (1.0 - q + q * a.exp()).ln() };
+        }
+    }
+    scores
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut w = v.to_vec();
+    w.sort_by(f64::total_cmp);
+    match w.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => w[n / 2],
+        n => (w[n / 2 - 1] + w[n / 2]) / 2.0,
+    }
+}
+
 /// Correct guesses when the `k / 2` highest scores are guessed included and the `k / 2` lowest
 /// excluded: (guesses r, correct v).
 pub fn guesses(scores: &[f64], truth: &[bool], k: usize) -> (usize, usize) {
@@ -161,6 +201,35 @@ pub fn guesses(scores: &[f64], truth: &[bool], k: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Included canaries get a shift of 3 noise std in the rounds they are sampled (q = 0.1):
+    // the per-round likelihood ratio finds them, the final model's sum (drowned by the drift)
+    // much less; with no shifts at all the scores carry no information about the coins.
+    #[test]
+    fn round_scores_find_sampled_shifts_the_sum_hides() {
+        let (m, t, q, z) = (400usize, 50usize, 0.1, 1.0 / 3.0);
+        let mut rng = fedkit_core::RngStream::new(9);
+        let truth: Vec<bool> = (0..m).map(|_| rng.uniform() < 0.5).collect();
+        // Each canary's direction also sees a steady drift (the model's own movement projected on
+        // it), which piles up in the sum over rounds; the noise has std 2 (the scale the
+        // standardisation removes).
+        let drift: Vec<f64> = (0..m).map(|_| rng.normal()).collect();
+        let mut x = vec![vec![0.0; m]; t];
+        for row in x.iter_mut() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = 2.0 * rng.normal() + drift[c] + if truth[c] && rng.uniform() < q { 2.0 / z } else { 0.0 };
+            }
+        }
+        let llr = round_scores(&x, q, z);
+        let sum: Vec<f64> = (0..m).map(|c| x.iter().map(|r| r[c]).sum()).collect();
+        let (r, right_llr) = guesses(&llr, &truth, 100);
+        let (_, right_sum) = guesses(&sum, &truth, 100);
+        assert_eq!(r, 100);
+        assert!(right_llr >= 95 && right_llr > right_sum, "llr {right_llr}, sum {right_sum} of 100");
+        let null: Vec<Vec<f64>> = (0..t).map(|_| (0..m).map(|_| rng.normal()).collect()).collect();
+        let (_, right_null) = guesses(&round_scores(&null, q, z), &truth, 100);
+        assert!((35..=65).contains(&right_null), "no signal: {right_null} of 100");
+    }
 
     // All r guesses right, delta = 0: P[Bin(r, q) >= r] = q^r < p gives q < p^(1/r), so the
     // bound is ln(q / (1 - q)) at q = p^(1/r): for r = 100, p = 0.05, q = 0.970487 and the bound

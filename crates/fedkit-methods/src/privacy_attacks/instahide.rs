@@ -321,7 +321,7 @@ mod tests {
         assert!((v as f64 - want).abs() < 1e-6, "{v} vs {want}");
         for (t, &gt) in g.logits.iter().enumerate() {
             let eps = 1e-3f32;
-            let mut at = |s: f32| {
+            let at = |s: f32| {
                 let mut o = out.clone();
                 o.logits[t] += s;
                 MixedCrossEntropy { keys: &keys, labels: &labels }
