@@ -1601,17 +1601,16 @@ fn audit(a: &AuditArgs) -> Result<()> {
     };
     // The run's own initial model when the store kept it, else the one the config builds.
     let start = model_store::read_global(&a.run, 0, engine.global.layout()).unwrap_or_else(|_| engine.global.clone());
-    let dirs: Vec<fedkit_core::Params> = canaries.iter().map(|&c| direction(cfg.seed, c, &start)).collect();
     let scores: Vec<f64> = match a.score {
         AuditScore::Final => {
             let moved = last.sub(&start);
-            dirs.iter().map(|u| moved.dot(u)).collect()
+            canaries.iter().map(|&c| moved.dot(&direction(cfg.seed, c, &start))).collect()
         }
         AuditScore::Rounds => {
             if cfg.output.keep_models != fedkit_engine::config::KeepModels::Every(1) {
                 bail!(
-                    "--score rounds reads every intermediate model: run with [output] keep_models = \"every:1\" (this run has {:?})",
-                    cfg.output.keep_models
+                    "--score rounds reads every intermediate model: run with [output] keep_models = \"every:1\" (this run has \"{}\")",
+                    String::from(cfg.output.keep_models.clone())
                 );
             }
             let z = dp.and_then(|t| t.get("noise_multiplier")).and_then(|v| v.as_float()).unwrap_or(0.0);
@@ -1626,13 +1625,22 @@ fn audit(a: &AuditArgs) -> Result<()> {
                     cfg.sampling.per_round as f64 / engine.population().max(1) as f64
                 }
             };
-            let mut x = Vec::with_capacity(round as usize);
+            // Every round's step in memory (R models' worth), each direction generated once.
+            let mut steps = Vec::with_capacity(round as usize);
             let mut prev = start.clone();
             for t in 1..=round {
-                let w = model_store::read_global(&a.run, t, engine.global.layout())?;
-                let step = w.sub(&prev);
-                x.push(dirs.iter().map(|u| step.dot(u)).collect::<Vec<f64>>());
+                let w = model_store::read_global(&a.run, t, engine.global.layout()).with_context(|| {
+                    format!("--score rounds needs the stored global model of every round 0..={round}")
+                })?;
+                steps.push(w.sub(&prev));
                 prev = w;
+            }
+            let mut x = vec![vec![0.0; m]; steps.len()];
+            for (k, &c) in canaries.iter().enumerate() {
+                let u = direction(cfg.seed, c, &start);
+                for (row, step) in x.iter_mut().zip(&steps) {
+                    row[k] = step.dot(&u);
+                }
             }
             round_scores(&x, q.clamp(1e-9, 1.0), z)
         }

@@ -171,10 +171,21 @@ pub fn round_scores(x: &[Vec<f64>], q: f64, z: f64) -> Vec<f64> {
         for (sc, &v) in scores.iter_mut().zip(row) {
             let a = s * (v - med) / mad - s * s / 2.0;
             // log(1 - q + q e^a), stable for large a.
-            *sc += if a > 0.0 { a + ((1.0 - q) * (-a).exp() + q).ln() } else { (1.0 - q + q * a.exp()).ln() };
+            *sc += llr(a, q);
         }
     }
     scores
+}
+
+/// log(1 - q + q e^a), stable for large |a| (q = 1: a).
+fn llr(a: f64, q: f64) -> f64 {
+    if q >= 1.0 {
+        a
+    } else if a > 0.0 {
+        a + ((1.0 - q) * (-a).exp() + q).ln()
+    } else {
+        (1.0 - q + q * a.exp()).ln()
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -205,6 +216,20 @@ mod tests {
     // Included canaries get a shift of 3 noise std in the rounds they are sampled (q = 0.1):
     // the per-round likelihood ratio finds them, the final model's sum (drowned by the drift)
     // much less; with no shifts at all the scores carry no information about the coins.
+    #[test]
+    fn the_round_likelihood_ratio_is_stable_and_skips_flat_rounds() {
+        for &q in &[0.1, 0.5, 0.9] {
+            for a in [-5.0, -1.0, 0.0, 0.3, 2.0, 5.0] {
+                let naive = (1.0 - q + q * f64::exp(a)).ln();
+                assert!((llr(a, q) - naive).abs() < 1e-12, "a {a}, q {q}");
+            }
+            assert!(llr(800.0, q).is_finite() && llr(-800.0, q).is_finite());
+        }
+        assert_eq!(llr(-900.0, 1.0), -900.0);
+        // A round where every canary moved alike (MAD 0) carries nothing.
+        assert_eq!(round_scores(&[vec![1.0; 5]], 0.1, 1.0), vec![0.0; 5]);
+    }
+
     #[test]
     fn round_scores_find_sampled_shifts_the_sum_hides() {
         let (m, t, q, z) = (400usize, 50usize, 0.1, 1.0 / 3.0);
