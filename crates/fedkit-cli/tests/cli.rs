@@ -886,6 +886,20 @@ fn attack_audit_bounds_epsilon_below_the_accountant() {
     let dp = bound("1.0", "rounds");
     let lb = dp["epsilon_lower_bound"].as_f64().unwrap();
     assert!(lb > 0.0 && lb < acc, "{dp}");
+    let nodp = write(
+        &d,
+        "nodp.toml",
+        &base
+            .replace("NORM", "1.0")
+            .replace("[[pipeline]]\nuse = \"dp_fixed_clip\"\nclip = 1.0\nnoise_multiplier = 0.5\ndelta = 1e-5\n", ""),
+    );
+    let run_n = d.join("nodp");
+    let o = fedkit(&["run", &nodp, "--out", run_n.to_str().unwrap(), "-q"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    fails_with(
+        fedkit(&["attack", "audit", "--run", run_n.to_str().unwrap(), "--score", "rounds"], &[]),
+        &["noise_multiplier > 0"],
+    );
     let unkept = write(
         &d,
         "unkept.toml",
@@ -1023,20 +1037,6 @@ fn attack_gan_replays_the_insiders_generator_when_fashion_mnist_is_installed() {
     let run2 = d.join("plain");
     assert!(fedkit(&["run", &plain, "--out", run2.to_str().unwrap(), "-q"], &[]).status.success());
     fails_with(attack(&["--run", run2.to_str().unwrap()]), &["has no insider", "gan_leakage"]);
-    let nodp = write(
-        &d,
-        "nodp.toml",
-        &base
-            .replace("NORM", "1.0")
-            .replace("[[pipeline]]\nuse = \"dp_fixed_clip\"\nclip = 1.0\nnoise_multiplier = 0.5\ndelta = 1e-5\n", ""),
-    );
-    let run_n = d.join("nodp");
-    let o = fedkit(&["run", &nodp, "--out", run_n.to_str().unwrap(), "-q"], &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    fails_with(
-        fedkit(&["attack", "audit", "--run", run_n.to_str().unwrap(), "--score", "rounds"], &[]),
-        &["noise_multiplier > 0"],
-    );
     let unkept = write(&d, "unkept.toml", &format!("{base}{stage}[output]\nkeep_models = \"last\"\n"));
     let run3 = d.join("unkept");
     assert!(fedkit(&["run", &unkept, "--out", run3.to_str().unwrap(), "-q"], &[]).status.success());
