@@ -263,7 +263,10 @@ struct Victim {
 /// that start from the global model: refuses IFCA and `[downlink]` compression, whose clients
 /// start elsewhere, and does not read the starting point (`init_from`, `[model] init`) again,
 /// since the store holds the models.
-fn rebuilt(run: &Path, check: impl FnOnce(&fedkit_engine::config::RunConfig) -> Result<()>) -> Result<Engine> {
+pub(crate) fn rebuilt(
+    run: &Path,
+    check: impl FnOnce(&fedkit_engine::config::RunConfig) -> Result<()>,
+) -> Result<Engine> {
     if !run.join("resolved.toml").is_file() {
         bail!("{}: not a fedkit run directory (no resolved.toml)", run.display());
     }

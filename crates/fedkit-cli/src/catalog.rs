@@ -29,6 +29,11 @@ fn all() -> Vec<Item> {
         name,
         doc: module_doc(src),
     }));
+    v.extend(fedkit_methods::analysis::analyses().iter().map(|(name, src)| Item {
+        kind: "analysis method",
+        name,
+        doc: module_doc(src),
+    }));
     v.extend(fedkit_data::datasets().iter().map(|(name, src)| Item { kind: "dataset", name, doc: module_doc(src) }));
     v.extend(fedkit_data::transforms().iter().map(|(name, src)| Item {
         kind: "data transform",

@@ -1,5 +1,6 @@
 //! `fedkit`: run federated-learning experiments from one config file.
 
+mod analyze;
 mod attack;
 mod bench;
 mod catalog;
@@ -206,6 +207,12 @@ enum Command {
         #[command(subcommand)]
         command: attack::AttackCommand,
     },
+    /// Analyses of a finished run's kept models (report.json, report.md, pictures): `cka`
+    /// compares representations across runs or clients.
+    Analyze {
+        #[command(subcommand)]
+        command: analyze::AnalyzeCommand,
+    },
     /// List every registered method, model, dataset and partitioner.
     List {
         /// One markdown line per kind (the README's "What exists" block is this output).
@@ -391,6 +398,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Attack { command } => attack::run(command),
+        Command::Analyze { command } => analyze::run(command),
         Command::Certify { run, sigma, samples, alpha, limit, radii } => {
             let (mut engine, _out) = fedkit_engine::resume(&run, None)?;
             let s = fedkit_engine::certify::Smoothing { sigma, samples, alpha, limit };

@@ -1065,3 +1065,79 @@ fn attack_gan_replays_the_insiders_generator_when_fashion_mnist_is_installed() {
     assert!(o.status.success(), "{}", stderr(&o));
     fails_with(attack(&["--run", run5.to_str().unwrap()]), &["[compress]"]);
 }
+
+#[test]
+fn analyze_cka_compares_layers_across_runs_and_clients() {
+    let d = tmp("cka");
+    let base = "rounds = 3\n[data]\nclients = 4\n[data.synthetic]\nusers = 4\n[model]\nuse = \"mlp\"\nhidden = [16, 12, 8]\n[sampling]\nper_round = 4\n\
+                [eval]\nevery = 3\n[output]\nkeep_models = \"every:1\"\nkeep_clients = [0, 1]\n";
+    let cfg = write(&d, "cka.toml", base);
+    // synthetic data comes from the run's seed: the two models differ in their learning rate
+    let runs: Vec<PathBuf> = (0..2).map(|s| d.join(format!("lr{s}"))).collect();
+    for (lr, run) in ["client.lr=0.05", "client.lr=0.2"].iter().zip(&runs) {
+        assert!(fedkit(&["run", &cfg, "--set", lr, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
+    }
+    let (a, b) = (runs[0].to_str().unwrap(), runs[1].to_str().unwrap());
+    let analyze = |extra: &[&str], out: &Path| {
+        let mut args = vec!["analyze", "cka", "--samples", "200", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        fedkit(&args, &[])
+    };
+    let report = |out: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    };
+    let out = d.join("seeds");
+    let o = analyze(&["--run", a, "--run", b], &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&out);
+    let layers: Vec<&str> = r["models"][0]["layers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(layers, ["fc1", "fc2", "features", "logits"]);
+    for m in ["cka", "rbf_cka", "cca", "cca_r2", "svcca", "pwcca", "procrustes"] {
+        let mm = &r["model_matrix"][m];
+        assert!((mm[0][0].as_f64().unwrap() - 1.0).abs() < 1e-6, "{m}: a model's features match themselves");
+        assert!(mm[0][1].as_f64().unwrap() <= 1.0 + 1e-9, "{m}");
+        assert_eq!(r["layer_identification"][m]["of"], 8, "{m}: 4 layers x 2 ordered pairs");
+        assert!(out.join(format!("layers-{m}.png")).metadata().unwrap().len() > 500);
+    }
+    assert!(r["grounding"]["metrics"].as_array().unwrap().len() == 7);
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("Layer identification"));
+    // deterministic: the same numbers again
+    let again = d.join("again");
+    assert!(analyze(&["--run", a, "--run", b], &again).status.success());
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(strip(report(&again)), strip(r));
+    // a model against itself: linear CKA finds every layer (its diagonal is 1, the rest less)
+    let own = d.join("own");
+    assert!(analyze(&["--run", a, "--run", a, "--metric", "cka,procrustes"], &own).status.success());
+    let r = report(&own);
+    assert_eq!(r["layer_identification"]["cka"]["share"], 1.0);
+    assert_eq!(r["metrics"].as_array().unwrap().len(), 2);
+    // two clients' models of round 3 at the first hidden layer
+    let cl = d.join("clients");
+    let o = analyze(&["--run", a, "--clients", "0,1", "--round", "3", "--layer", "fc1"], &cl);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&cl);
+    assert_eq!((r["models"][1]["label"].as_str(), r["models"][1]["client"].as_u64()), (Some("client 1"), Some(1)));
+    assert!(r["grounding"].is_null(), "the grounding test reads the features only");
+    // errors name the flag and what is allowed
+    let x = d.join("x");
+    fails_with(analyze(&["--run", a, "--run", b, "--metric", "ckaa"], &x), &["--metric", "rbf_cka"]);
+    fails_with(
+        analyze(&["--run", a, "--run", b, "--layer", "fc9"], &x),
+        &["--layer fc9", "fc1, fc2, features, logits"],
+    );
+    fails_with(analyze(&["--run", a], &x), &["at least two"]);
+    fails_with(analyze(&["--run", a, "--clients", "0,1"], &x), &["--round"]);
+    fails_with(analyze(&["--run", a, "--clients", "0,9", "--round", "3"], &x), &["--clients 9"]);
+    fails_with(analyze(&["--run", a, "--run", b, "--round", "7"], &x), &["--round 7", "keeps"]);
+    let bare = d.join("bare");
+    let plain = write(&d, "plain.toml", &base.replace("keep_models = \"every:1\"\nkeep_clients = [0, 1]\n", ""));
+    assert!(fedkit(&["run", &plain, "--out", bare.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(analyze(&["--run", bare.to_str().unwrap(), "--run", a], &x), &["keep_models"]);
+    let other = d.join("other");
+    assert!(fedkit(&["run", &cfg, "--set", "seed=5", "--out", other.to_str().unwrap(), "-q"], &[]).status.success());
+    fails_with(analyze(&["--run", a, "--run", other.to_str().unwrap()], &x), &["different test sets", "seed"]);
+}

@@ -32,8 +32,9 @@ pub use loss::{
 };
 pub use mask::{Compress, CompressCtx, Mask, MaskHook, PruneScope};
 pub use model::{
-    CrossEntropy, EvalStats, GradHook, Head, LocalStep, Mode, Model, ModelSpec, NoHook, OutputGrads, Outputs,
-    PlainStep, StepCtx, TrainStats, argmax, evaluate_in_domain, evaluate_range, forward_head, local_train,
+    Activation, CrossEntropy, EvalStats, GradHook, Head, LocalStep, Mode, Model, ModelSpec, NoHook, OutputGrads,
+    Outputs, PlainStep, StepCtx, TrainStats, argmax, evaluate_in_domain, evaluate_range, forward_head, local_train,
+    output_activations,
 };
 pub use optim::{LocalTrain, OptimizerKind};
 pub use params::{Layout, ParamKind, Params};

@@ -56,6 +56,33 @@ impl Outputs {
     }
 }
 
+/// One layer's activations for a batch, as [`Model::activations`] returns them: `values` holds
+/// `rows x dim` values row-major (rows is the batch size, or batch x T positions for a sequence
+/// model on per-position data).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Activation {
+    /// The layer, named after its parameters (`fc1`, `conv2`) or `features` / `logits`.
+    pub name: String,
+    pub dim: usize,
+    pub values: Vec<f32>,
+}
+
+impl Activation {
+    /// Rows (samples or positions).
+    pub fn rows(&self) -> usize {
+        self.values.len() / self.dim.max(1)
+    }
+}
+
+/// The two activations every model has, from its [`Outputs`]: `features` (the output layer's
+/// input) and `logits`.
+pub fn output_activations(out: Outputs) -> Vec<Activation> {
+    vec![
+        Activation { name: "features".into(), dim: out.feature_dim, values: out.features },
+        Activation { name: "logits".into(), dim: out.classes, values: out.logits },
+    ]
+}
+
 /// The gradient of a scalar objective with respect to a batch's [`Outputs`]: `logits` has the
 /// logits' length; `features` is either empty (no dependence on the features) or has theirs.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -240,6 +267,15 @@ pub trait Model: Send {
         _rng: &mut RngStream,
     ) -> Result<f32> {
         Err(crate::Error::Method("this model does not back-propagate other losses (vjp)".into()))
+    }
+    /// Every layer's activations for `batch` in evaluation mode, input side first, ending with
+    /// the logits (representation analyses: CKA, sparsity). Default: the features and the
+    /// logits ([`output_activations`]); models with hidden layers return each of them (after
+    /// its nonlinearity and pooling), the last hidden one under the name `features`.
+    fn activations(&mut self, params: &Params, batch: &Batch) -> Result<Vec<Activation>> {
+        let mut out = Outputs::default();
+        self.forward(params, batch, Mode::Eval, &mut out)?;
+        Ok(output_activations(out))
     }
     /// The same architecture with every hidden width scaled by `rate` (in (0, 1]): each tensor
     /// is the leading block of this model's tensor of the same name ([`crate::SubModel`]), and

@@ -8,6 +8,7 @@
 
 pub mod aggregators;
 pub mod algorithms;
+pub mod analysis;
 pub mod attacks;
 pub mod compression;
 pub mod defenses;

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData, activation};
-use fedkit_core::{Batch, Error, Head, Layout, Mode, Model, OutputGrads, Outputs, Params, Result, RngStream};
+use fedkit_core::{
+    Activation, Batch, Error, Head, Layout, Mode, Model, OutputGrads, Outputs, Params, Result, RngStream,
+};
 
 /// The device models run on: burn's pure-Rust `flex` CPU backend unless another backend feature
 /// is compiled in and selected by `FEDKIT_DEVICE` (`cpu` for CubeCL's CPU backend, `cuda`).
@@ -37,6 +39,9 @@ pub struct Leaves<'a> {
     per_position: bool,
     made: Vec<(usize, Leaf)>,
     buffer_writes: Vec<(usize, Tensor<1>)>,
+    /// Hidden activations a network recorded with [`Leaves::probe`], when asked for
+    /// ([`Model::activations`]); `None` otherwise, and probing costs nothing.
+    probes: Option<Vec<(String, Tensor<2>)>>,
 }
 
 enum Leaf {
@@ -58,6 +63,7 @@ impl<'a> Leaves<'a> {
             per_position: false,
             made: Vec::new(),
             buffer_writes: Vec::new(),
+            probes: None,
         }
     }
     /// The same leaves for a batch of `batch`'s kind (per-position targets or not).
@@ -95,6 +101,21 @@ impl<'a> Leaves<'a> {
     /// parameters after the backward pass (evaluation discards it).
     pub fn write_buffer(&mut self, i: usize, value: Tensor<1>) {
         self.buffer_writes.push((i, value.detach()));
+    }
+    /// Record hidden activation `h` (`[rows, width]`) under the name `name()` for
+    /// [`Model::activations`]; a no-op in every other pass. Networks probe each hidden layer
+    /// except the last (their features).
+    pub fn probe(&mut self, name: impl FnOnce() -> String, h: &Tensor<2>) {
+        if let Some(p) = &mut self.probes {
+            p.push((name(), h.clone()));
+        }
+    }
+    /// [`Leaves::probe`] for a rank-4 map `[n, c, h, w]`, flattened per sample to `[n, c h w]`.
+    pub fn probe_map(&mut self, name: impl FnOnce() -> String, h: &Tensor<4>) {
+        if self.probes.is_some() {
+            let [n, c, hh, ww] = h.dims();
+            self.probe(name, &h.clone().reshape([n, c * hh * ww]));
+        }
     }
     /// Layout entry `i` as a rank-1 tensor.
     pub fn r1(&mut self, i: usize) -> Tensor<1> {
@@ -298,6 +319,25 @@ impl<N: Net> Model for BurnModel<N> {
         out.logits = to_vec(logits)?;
         out.features = to_vec(features)?;
         Ok(())
+    }
+    fn activations(&mut self, params: &Params, batch: &Batch) -> Result<Vec<Activation>> {
+        let device = device();
+        let (x, _) = self.input(batch, &device)?;
+        let mut leaves = Leaves::new(&self.layout, params.as_slice(), &device, false, false).for_batch(batch);
+        leaves.probes = Some(Vec::new());
+        let (features, logits) = self.net.forward(&mut leaves, x);
+        let mut out: Vec<Activation> = Vec::new();
+        for (name, t) in leaves.probes.take().unwrap_or_default() {
+            out.push(Activation { name, dim: t.dims()[1], values: to_vec(t)? });
+        }
+        let feature_dim = features.dims()[1];
+        out.extend(fedkit_core::output_activations(Outputs {
+            logits: to_vec(logits)?,
+            classes: self.classes,
+            features: to_vec(features)?,
+            feature_dim,
+        }));
+        Ok(out)
     }
     /// The objective `sum(G * logits) + sum(Gf * features)` with the head's gradients G, Gf as
     /// constants has the head's gradient: one backward pass gives the vector-Jacobian products.

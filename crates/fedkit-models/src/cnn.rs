@@ -112,12 +112,13 @@ impl Net for Cnn {
     }
     fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let mut h = x;
-        for (w, norm) in self.convs {
+        for (k, (w, norm)) in self.convs.into_iter().enumerate() {
             h = conv(p, w, h, 2);
             if let Some(bn) = norm {
                 h = batch_norm(p, bn, h);
             }
             h = relu_pool(h);
+            p.probe_map(|| format!("conv{}", k + 1), &h);
         }
         let h = activation::relu(linear(p, self.fc, flatten(h)));
         let logits = linear(p, self.fc + 2, h.clone());

@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use fedkit_core::model::{logits_to_grad, softmax_cross_entropy};
-use fedkit_core::{Batch, Error, Head, Layout, Mode, Model, Outputs, Params, Result, RngStream};
+use fedkit_core::{Activation, Batch, Error, Head, Layout, Mode, Model, Outputs, Params, Result, RngStream};
 
 use crate::conv_kernels::{
     ConvGeom, MatRef, add_bias, add_column_sums, bias_relu_maxpool, bias_relu_maxpool_backward, col2im, im2col, matmul,
@@ -476,6 +476,34 @@ impl Model for ConvNetNative {
         out.features.extend_from_slice(f);
         out.feature_dim = dim;
         Ok(())
+    }
+    /// `conv1` and `conv2` (each convolution after ReLU and pooling, flattened channels-first),
+    /// the hidden layers `fc1` ... (the last one as `features`) and the logits.
+    fn activations(&mut self, params: &Params, batch: &Batch) -> Result<Vec<Activation>> {
+        let mut o = Outputs::default();
+        self.forward(params, batch, Mode::Eval, &mut o)?;
+        let (n, d, s) = (batch.len(), &self.dims, &self.scratch);
+        let (p1, f) = (d.pool1_len(), d.flat_len());
+        // channels-first per sample, PyTorch's flattening order (as `flat` already is)
+        let mut conv1 = vec![0.0f32; n * p1];
+        for (src, dst) in s.pool1[..n * p1].chunks_exact(p1).zip(conv1.chunks_exact_mut(p1)) {
+            transpose(src, p1 / d.c1(), d.c1(), dst);
+        }
+        let mut out = vec![
+            Activation { name: "conv1".into(), dim: p1, values: conv1 },
+            Activation { name: "conv2".into(), dim: f, values: s.flat[..n * f].to_vec() },
+        ];
+        let nh = d.hidden.len();
+        for k in 0..nh.saturating_sub(1) {
+            let (_, w) = d.fc_widths(k);
+            out.push(Activation { name: format!("fc{}", k + 1), dim: w, values: s.hidden[k][..n * w].to_vec() });
+        }
+        if nh == 0 {
+            // the flattened second convolution is the output layer's input
+            out.pop();
+        }
+        out.extend(fedkit_core::output_activations(o));
+        Ok(out)
     }
     fn vjp(
         &mut self,

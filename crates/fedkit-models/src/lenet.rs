@@ -91,8 +91,11 @@ impl Net for LeNet {
     }
     fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let h = relu_pool(conv(p, 0, x, 0));
+        p.probe_map(|| "conv1".into(), &h);
         let h = relu_pool(conv(p, 2, h, 0));
+        p.probe_map(|| "conv2".into(), &h);
         let h = activation::relu(linear(p, 4, flatten(h)));
+        p.probe(|| "fc1".into(), &h);
         let h = activation::relu(linear(p, 6, h));
         let logits = linear(p, 8, h.clone());
         (h, logits)

@@ -104,7 +104,10 @@ impl Net for Mlp {
         let mut h = crate::nets::flatten(x);
         let last = self.layers.len() - 1;
         let scaler = p.training() && self.rate < 1.0;
-        for layer in &self.layers[..last] {
+        for (k, layer) in self.layers[..last].iter().enumerate() {
+            if k > 0 {
+                p.probe(|| format!("fc{k}"), &h);
+            }
             h = linear(p, layer.linear, h);
             if scaler {
                 h = h.div_scalar(self.rate as f32);

@@ -161,6 +161,10 @@ impl Model for QuantizedModel {
         let (wq, _) = self.quantise(params, None);
         self.inner.forward(&wq, batch, mode, out)
     }
+    fn activations(&mut self, params: &Params, batch: &Batch) -> Result<Vec<fedkit_core::Activation>> {
+        let (wq, _) = self.quantise(params, None);
+        self.inner.activations(&wq, batch)
+    }
     fn vjp(
         &mut self,
         params: &mut Params,

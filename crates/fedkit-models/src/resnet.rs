@@ -200,7 +200,11 @@ impl Net for ResNet {
     }
     fn forward(&self, p: &mut Leaves, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let mut h = activation::relu(self.conv_norm(p, self.stem, x));
-        for blk in &self.blocks {
+        p.probe_map(|| "stem".into(), &h);
+        for (k, blk) in self.blocks.iter().enumerate() {
+            if k > 0 {
+                p.probe_map(|| format!("block{k}"), &h);
+            }
             let y = activation::relu(self.conv_norm(p, blk.a, h.clone()));
             let y = self.conv_norm(p, blk.b, y);
             h = activation::relu(y + shortcut(h, blk.c_in, blk.c_out));

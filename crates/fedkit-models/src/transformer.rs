@@ -269,7 +269,16 @@ impl Net for Transformer {
         };
         let pos = p.r2(if self.spec.input == Input::Tokens { 1 } else { 2 });
         let mut h = embedded.reshape([n, t, d]).add(pos.unsqueeze::<3>()).reshape([n * t, d]);
-        for b in &self.blocks {
+        for (k, b) in self.blocks.iter().enumerate() {
+            if k > 0 {
+                // the residual stream after block k, at the rows the features have
+                let rows = if p.per_position() {
+                    h.clone()
+                } else {
+                    h.clone().reshape([n, t, d]).narrow(1, t - 1, 1).reshape([n, d])
+                };
+                p.probe(|| format!("block{k}"), &rows);
+            }
             let a = layer_norm(p, b.ln1, h.clone());
             h = h.add(self.attention(p, b, a, n));
             let m = layer_norm(p, b.ln2, h.clone());

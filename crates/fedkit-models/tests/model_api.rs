@@ -287,3 +287,52 @@ fn vjp_without_gradients_only_records_statistics() {
         assert_eq!(with, without, "{name}");
     }
 }
+
+#[test]
+fn activations_end_with_the_features_and_logits_and_name_every_hidden_layer() {
+    let mut rng = RngStream::new(11);
+    for (name, table, shape, classes) in MODELS {
+        let mut model = build(table, shape, classes);
+        let p = model.init(&mut rng);
+        let b = batch(shape, classes, 5, &mut rng);
+        let acts = model.activations(&p, &b).unwrap();
+        let mut out = Outputs::default();
+        model.forward(&p, &b, Mode::Eval, &mut out).unwrap();
+        let [.., f, l] = acts.as_slice() else { panic!("{name}: fewer than two activations") };
+        assert_eq!((f.name.as_str(), l.name.as_str()), ("features", "logits"), "{name}");
+        assert_eq!((&f.values, f.dim), (&out.features, out.feature_dim), "{name}: features");
+        assert_eq!((&l.values, l.dim), (&out.logits, out.classes), "{name}: logits");
+        for a in &acts {
+            assert_eq!(a.rows() * a.dim, a.values.len(), "{name}: {}", a.name);
+            assert_eq!(a.rows(), 5, "{name}: {} has one row per sample", a.name);
+        }
+        let names: Vec<&str> = acts.iter().map(|a| a.name.as_str()).collect();
+        let expected: &[&str] = match name {
+            "mlp" | "mlp-bn" => &["fc1", "features", "logits"],
+            "lenet" | "lenet-burn" => &["conv1", "conv2", "fc1", "features", "logits"],
+            "cnn" | "cnn-burn" | "cnn-bn" => &["conv1", "conv2", "features", "logits"],
+            "resnet-bn" | "resnet-gn" => &["stem", "block1", "block2", "features", "logits"],
+            "transformer" => &["block1", "features", "logits"],
+            _ => &["features", "logits"],
+        };
+        assert_eq!(names, expected, "{name}");
+    }
+}
+
+#[test]
+fn native_and_burn_convolutions_give_the_same_activations() {
+    let mut rng = RngStream::new(12);
+    for (native, burn) in [("cnn", "cnn-burn"), ("lenet", "lenet-burn")] {
+        let spec = |n: &str| MODELS.iter().find(|m| m.0 == n).copied().unwrap();
+        let (_, tn, shape, classes) = spec(native);
+        let (_, tb, _, _) = spec(burn);
+        let (mut a, mut b) = (build(tn, shape, classes), build(tb, shape, classes));
+        let p = a.init(&mut rng);
+        let x = batch(shape, classes, 3, &mut rng);
+        for (u, v) in a.activations(&p, &x).unwrap().iter().zip(b.activations(&p, &x).unwrap().iter()) {
+            assert_eq!((&u.name, u.dim), (&v.name, v.dim), "{native}");
+            let gap = u.values.iter().zip(&v.values).map(|(s, t)| (s - t).abs()).fold(0.0f32, f32::max);
+            assert!(gap < 1e-4, "{native} {}: native and burn differ by {gap}", u.name);
+        }
+    }
+}
