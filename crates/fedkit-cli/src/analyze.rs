@@ -27,6 +27,44 @@ pub enum AnalyzeCommand {
     /// and Procrustes; layer x layer and model x model heat maps, the layer-identification
     /// test across seeds, and the principal-component deletion (grounding) test.
     Cka(CkaArgs),
+    /// Loss curvature of each run's global model (PyHessian): the top Hessian eigenvalues,
+    /// the trace (Hutchinson) and the spectral density (stochastic Lanczos quadrature).
+    Hessian(HessianArgs),
+}
+
+/// `fedkit analyze hessian`.
+#[derive(clap::Args)]
+pub struct HessianArgs {
+    /// A run directory (repeatable): each contributes its global model.
+    #[arg(long = "run", required = true)]
+    runs: Vec<PathBuf>,
+    /// The round of the models (default: each run's last stored global model).
+    #[arg(long)]
+    round: Option<u32>,
+    /// Training samples the loss is averaged over (drawn once per run, with --seed).
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+    /// Top eigenvalues to find.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Power iterations per eigenvalue, and Hutchinson probes, at most.
+    #[arg(long, default_value_t = 100)]
+    iters: usize,
+    /// Relative change at which the power iteration and Hutchinson's mean stop.
+    #[arg(long, default_value_t = 1e-3)]
+    tol: f64,
+    /// Lanczos steps per spectral-density run (0: no density).
+    #[arg(long, default_value_t = 50)]
+    slq_steps: usize,
+    /// Spectral-density runs averaged.
+    #[arg(long, default_value_t = 1)]
+    slq_runs: usize,
+    /// Seed of the sample draw and the random vectors.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory (default: `analyze-hessian` in the first run's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `fedkit analyze cka`.
@@ -71,6 +109,7 @@ pub struct CkaArgs {
 pub fn run(cmd: AnalyzeCommand) -> Result<()> {
     match cmd {
         AnalyzeCommand::Cka(a) => cka(&a),
+        AnalyzeCommand::Hessian(a) => hessian(&a),
     }
 }
 
@@ -446,4 +485,73 @@ fn grounding(
         md.push_str(&format!("| {} | {:.3} | {:.3} |\n", r.metric.name(), r.spearman, r.bad_share));
     }
     Ok(Some(Grounding { json, md }))
+}
+
+fn hessian(a: &HessianArgs) -> Result<()> {
+    use fedkit_methods::analysis::pyhessian::{density, spectrum, top_eigenvalues, trace};
+    let started = Instant::now();
+    if a.samples == 0 || a.top == 0 || a.iters == 0 || a.slq_runs == 0 {
+        bail!("--samples, --top, --iters and --slq-runs must be at least 1");
+    }
+    if !(a.tol >= 0.0 && a.tol.is_finite()) {
+        bail!("--tol {}: must be >= 0", a.tol);
+    }
+    let out = a.out.clone().unwrap_or_else(|| a.runs[0].join("analyze-hessian"));
+    let (mut rows, mut curves, mut md_rows) = (Vec::new(), Vec::new(), String::new());
+    for (i, dir) in a.runs.iter().enumerate() {
+        let engine = rebuilt(dir)?;
+        let (round, params) = global_model(dir, &engine, a.round)?;
+        let label = dir.file_name().map_or(format!("run {i}"), |n| n.to_string_lossy().into_owned());
+        let train = fedkit_core::ClientData::whole(engine.fed.train.clone());
+        let mut model = engine.architecture();
+        let mut rng = RngStream::derive(a.seed, "analyze.hessian", 0, 0);
+        let mut h = fedkit_core::HessianVectorProduct::new(model.as_mut(), &params, &train, a.samples, &mut rng)?;
+        eprintln!("[{}/{}] {label}: top {} eigenvalues", i + 1, a.runs.len(), a.top);
+        let top = top_eigenvalues(&mut h, a.top, a.iters, a.tol, &mut rng)?;
+        eprintln!("[{}/{}] {label}: trace", i + 1, a.runs.len());
+        let (tr, probes) = trace(&mut h, a.iters, a.tol, &mut rng)?;
+        let spec = if a.slq_steps > 0 {
+            eprintln!("[{}/{}] {label}: spectral density ({} Lanczos steps)", i + 1, a.runs.len(), a.slq_steps);
+            Some(spectrum(&mut h, a.slq_steps, a.slq_runs, &mut rng)?)
+        } else {
+            None
+        };
+        if let Some(s) = &spec {
+            let (grid, dens) = density(s, 2000);
+            let points = grid.iter().zip(&dens).map(|(&x, &y)| (x, (y.max(1e-12)).log10(), 0.0)).collect();
+            curves.push(crate::plot::Curve { label: label.clone(), points });
+        }
+        md_rows.push_str(&format!(
+            "| {label} | {round} | {} | {tr:.4} ({probes} probes) |\n",
+            top.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", ")
+        ));
+        rows.push(json!({"label": label, "run": dir.display().to_string(), "round": round, "top_eigenvalues": top,
+            "trace": tr, "trace_probes": probes, "spectrum": spec}));
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    if !curves.is_empty() {
+        for ext in ["png", "svg"] {
+            crate::plot::write(
+                &out.join(format!("density.{ext}")),
+                &curves,
+                "Hessian spectral density (SLQ)",
+                "eigenvalue",
+                "log10 density",
+            )?;
+        }
+    }
+    let report = json!({"analysis": "hessian", "samples": a.samples, "seed": a.seed, "iters": a.iters, "tol": a.tol,
+        "slq_steps": a.slq_steps, "slq_runs": a.slq_runs, "models": rows, "seconds": started.elapsed().as_secs_f64()});
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let md = format!(
+        "# Loss curvature (PyHessian)\n\nThe Hessian of the mean training loss over {} training samples (seed {}), by \
+         finite-difference Hessian-vector products.\n\n| model | round | top eigenvalues | trace |\n|---|---|---|---|\n{md_rows}{}",
+        a.samples,
+        a.seed,
+        if curves.is_empty() { String::new() } else { "\n![spectral density](density.png)\n".into() }
+    );
+    std::fs::write(out.join("report.md"), md).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
 }

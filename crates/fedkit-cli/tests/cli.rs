@@ -1141,3 +1141,53 @@ fn analyze_cka_compares_layers_across_runs_and_clients() {
     assert!(fedkit(&["run", &cfg, "--set", "seed=5", "--out", other.to_str().unwrap(), "-q"], &[]).status.success());
     fails_with(analyze(&["--run", a, "--run", other.to_str().unwrap()], &x), &["different test sets", "seed"]);
 }
+
+#[test]
+fn analyze_hessian_reports_eigenvalues_trace_and_density() {
+    let d = tmp("hessian");
+    let cfg = write(
+        &d,
+        "h.toml",
+        "rounds = 2\n[data]\nclients = 4\n[data.synthetic]\nusers = 4\n[model]\nuse = \"mlp\"\nhidden = [8]\n\
+         [sampling]\nper_round = 4\n[eval]\nevery = 2\n[output]\nkeep_models = \"last\"\n",
+    );
+    let run = d.join("run");
+    assert!(fedkit(&["run", &cfg, "--out", run.to_str().unwrap(), "-q"], &[]).status.success());
+    let r = run.to_str().unwrap();
+    let analyze = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "analyze",
+            "hessian",
+            "--run",
+            r,
+            "--samples",
+            "60",
+            "--slq-steps",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        fedkit(&args, &[])
+    };
+    let out = d.join("h");
+    let o = analyze(&["--top", "2"], &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let m = &rep["models"][0];
+    let top: Vec<f64> = m["top_eigenvalues"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(top.len(), 2);
+    assert!(top.iter().all(|v| v.is_finite() && *v != 0.0), "{top:?}");
+    assert!(m["trace"].as_f64().unwrap().is_finite());
+    let w: f64 = m["spectrum"]["weights"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((w - 1.0).abs() < 1e-9, "SLQ weights sum to 1: {w}");
+    assert!(out.join("density.png").metadata().unwrap().len() > 1000);
+    let again = d.join("again");
+    assert!(analyze(&["--top", "2"], &again).status.success());
+    let rep2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(again.join("report.json")).unwrap()).unwrap();
+    assert_eq!(rep2["models"], rep["models"], "deterministic");
+    fails_with(analyze(&["--top", "0"], &d.join("x")), &["--top"]);
+    fails_with(analyze(&["--round", "1"], &d.join("x")), &["--round 1", "keeps"]);
+}

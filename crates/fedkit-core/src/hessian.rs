@@ -29,46 +29,15 @@ pub fn hessian_top_eigenvalue(
     iters: usize,
     rng: &mut RngStream,
 ) -> Result<f64> {
-    if data.is_empty() || samples == 0 || iters == 0 {
-        return Err(Error::Method(format!(
-            "hessian_top_eigenvalue needs data, samples > 0 and iters > 0 (got {} samples available, samples \
-             {samples}, iters {iters})",
-            data.len()
-        )));
+    if iters == 0 {
+        return Err(Error::Method("hessian_top_eigenvalue needs iters > 0".into()));
     }
-    let mut ids = rng.choose(data.len(), samples);
-    ids.sort_unstable();
-    // The loss surface is that of the clean features: per-client transforms are dropped.
-    let clean = data.without_transforms();
-    let mut unused = RngStream::new(0);
-    let batches: Vec<Batch> = ids
-        .chunks(CHUNK)
-        .map(|c| {
-            let mut b = Batch::default();
-            b.fill(&clean, c, &mut unused);
-            b
-        })
-        .collect();
-    let mut loss = SubsetLoss { model, batches, forward_rng: rng.fork("hessian.forward"), total: ids.len() };
-
-    let ranges: Vec<_> = params.layout().trainable_ranges().collect();
-    let mut v = vec![0.0f64; params.len()];
-    ranges.iter().flat_map(|r| r.clone()).for_each(|i| v[i] = rng.normal());
+    let mut h = HessianVectorProduct::new(model, params, data, samples, rng)?;
+    let mut v = h.gaussian(rng);
     normalise(&mut v);
-    let w_norm = ranges.iter().flat_map(|r| &params.as_slice()[r.clone()]).map(|&x| x as f64 * x as f64).sum::<f64>();
-    let eps = (f32::EPSILON as f64).sqrt() * (1.0 + w_norm.sqrt());
-
-    let (mut lambda, mut shifted) = (f64::NAN, params.clone());
-    let (mut g_hi, mut g_lo) = (vec![0.0f64; params.len()], vec![0.0f64; params.len()]);
+    let mut lambda = f64::NAN;
     for _ in 0..iters {
-        for (sign, g) in [(1.0, &mut g_hi), (-1.0, &mut g_lo)] {
-            let s = shifted.as_mut_slice();
-            for i in ranges.iter().flat_map(|r| r.clone()) {
-                s[i] = (params.as_slice()[i] as f64 + sign * eps * v[i]) as f32;
-            }
-            loss.mean_grad(&shifted, g)?;
-        }
-        let hv: Vec<f64> = g_hi.iter().zip(&g_lo).map(|(a, b)| (a - b) / (2.0 * eps)).collect();
+        let hv = h.apply(&v)?;
         let next: f64 = hv.iter().zip(&v).map(|(a, b)| a * b).sum();
         if !next.is_finite() {
             return Err(Error::Method("hessian_top_eigenvalue: non-finite Hessian-vector product".into()));
@@ -83,8 +52,109 @@ pub fn hessian_top_eigenvalue(
     Ok(lambda)
 }
 
+/// Hessian-vector products of the mean training loss of a model at fixed parameters over a
+/// fixed random subset of the data, by central differences of gradients (module docs): the
+/// operator PyHessian's analyses (top eigenvalues, trace, spectral density) are built on.
+/// Vectors have the parameters' length and are zero on buffer entries.
+pub struct HessianVectorProduct<'a> {
+    loss: SubsetLoss<'a>,
+    params: &'a Params,
+    ranges: Vec<std::ops::Range<usize>>,
+    eps: f64,
+    shifted: Params,
+    g_hi: Vec<f64>,
+    g_lo: Vec<f64>,
+}
+
+impl<'a> HessianVectorProduct<'a> {
+    /// The operator at `params` over `samples` samples of `data` drawn from `rng` (all of them
+    /// when there are fewer).
+    pub fn new(
+        model: &'a mut dyn Model,
+        params: &'a Params,
+        data: &ClientData,
+        samples: usize,
+        rng: &mut RngStream,
+    ) -> Result<Self> {
+        if data.is_empty() || samples == 0 {
+            return Err(Error::Method(format!(
+                "Hessian-vector products need data and samples > 0 (got {} samples available, samples {samples})",
+                data.len()
+            )));
+        }
+        let mut ids = rng.choose(data.len(), samples);
+        ids.sort_unstable();
+        // The loss surface is that of the clean features: per-client transforms are dropped.
+        let clean = data.without_transforms();
+        let mut unused = RngStream::new(0);
+        let batches: Vec<Batch> = ids
+            .chunks(CHUNK)
+            .map(|c| {
+                let mut b = Batch::default();
+                b.fill(&clean, c, &mut unused);
+                b
+            })
+            .collect();
+        let loss = SubsetLoss { model, batches, forward_rng: rng.fork("hessian.forward"), total: ids.len() };
+        let ranges: Vec<_> = params.layout().trainable_ranges().collect();
+        let w_norm =
+            ranges.iter().flat_map(|r| &params.as_slice()[r.clone()]).map(|&x| x as f64 * x as f64).sum::<f64>();
+        let eps = (f32::EPSILON as f64).sqrt() * (1.0 + w_norm.sqrt());
+        let n = params.len();
+        Ok(HessianVectorProduct {
+            loss,
+            params,
+            ranges,
+            eps,
+            shifted: params.clone(),
+            g_hi: vec![0.0; n],
+            g_lo: vec![0.0; n],
+        })
+    }
+
+    /// The vectors' length (the parameters').
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    /// True for a model without parameters.
+    pub fn is_empty(&self) -> bool {
+        self.params.len() == 0
+    }
+
+    /// The trainable entries' index ranges (the support of every vector).
+    pub fn trainable(&self) -> &[std::ops::Range<usize>] {
+        &self.ranges
+    }
+
+    /// A standard normal vector on the trainable entries.
+    pub fn gaussian(&self, rng: &mut RngStream) -> Vec<f64> {
+        let mut v = vec![0.0f64; self.len()];
+        self.ranges.iter().flat_map(|r| r.clone()).for_each(|i| v[i] = rng.normal());
+        v
+    }
+
+    /// H v (two gradient passes over the subset).
+    pub fn apply(&mut self, v: &[f64]) -> Result<Vec<f64>> {
+        let (eps, params) = (self.eps, self.params);
+        for sign in [1.0, -1.0] {
+            let s = self.shifted.as_mut_slice();
+            for i in self.ranges.iter().flat_map(|r| r.clone()) {
+                s[i] = (params.as_slice()[i] as f64 + sign * eps * v[i]) as f32;
+            }
+            let g = if sign > 0.0 { &mut self.g_hi } else { &mut self.g_lo };
+            self.loss.mean_grad(&self.shifted, g)?;
+        }
+        let hv: Vec<f64> = self.g_hi.iter().zip(&self.g_lo).map(|(a, b)| (a - b) / (2.0 * eps)).collect();
+        if hv.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Method("non-finite Hessian-vector product".into()));
+        }
+        Ok(hv)
+    }
+}
+
 /// Scale `v` to unit norm (unless it is zero); returns its former norm.
-fn normalise(v: &mut [f64]) -> f64 {
+pub fn normalise(v: &mut [f64]) -> f64 {
     let n = v.iter().map(|a| a * a).sum::<f64>().sqrt();
     if n > 0.0 {
         v.iter_mut().for_each(|a| *a /= n);

@@ -26,7 +26,7 @@ pub mod wire;
 pub use critical::critical_sample_ratio;
 pub use data::{Batch, ClientData, Dataset, FeatureAffine, Stamp};
 pub use error::{Error, Result};
-pub use hessian::hessian_top_eigenvalue;
+pub use hessian::{HessianVectorProduct, hessian_top_eigenvalue};
 pub use loss::{
     AdjustedPrediction, CrossEntropyLoss, Loss, LossData, LossRun, WithHead, balanced_accuracy, class_accuracy,
 };

@@ -7,6 +7,7 @@ pub mod cka;
 pub mod grounding;
 pub mod linalg;
 pub mod procrustes;
+pub mod pyhessian;
 pub mod representation;
 pub mod similarity;
 
@@ -20,5 +21,6 @@ pub fn analyses() -> &'static [(&'static str, &'static str)] {
         ("cca", include_str!("cca.rs")),
         ("procrustes", include_str!("procrustes.rs")),
         ("grounding", include_str!("grounding.rs")),
+        ("pyhessian", include_str!("pyhessian.rs")),
     ]
 }

@@ -5,7 +5,7 @@ pub mod fednar;
 pub mod plain;
 pub mod sam;
 #[cfg(test)]
-mod test_model;
+pub(crate) mod test_model;
 pub mod wrm;
 
 use fedkit_core::registry::{Entry, params_resolved};
