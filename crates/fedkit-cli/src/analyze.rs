@@ -30,6 +30,26 @@ pub enum AnalyzeCommand {
     /// Loss curvature of each run's global model (PyHessian): the top Hessian eigenvalues,
     /// the trace (Hutchinson) and the spectral density (stochastic Lanczos quadrature).
     Hessian(HessianArgs),
+    /// Activation sparsity over training (lazy_neuron): each ReLU layer's share of zero
+    /// activations and of dead units on every global model the run kept.
+    Sparsity(SparsityArgs),
+}
+
+/// `fedkit analyze sparsity`.
+#[derive(clap::Args)]
+pub struct SparsityArgs {
+    /// The run directory (its store should keep several rounds: keep_models = "every:k").
+    #[arg(long)]
+    run: PathBuf,
+    /// Probe samples, drawn from the test data.
+    #[arg(long, default_value_t = 500)]
+    samples: usize,
+    /// Seed of the probe draw.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory (default: `analyze-sparsity` in the run's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `fedkit analyze hessian`.
@@ -110,6 +130,7 @@ pub fn run(cmd: AnalyzeCommand) -> Result<()> {
     match cmd {
         AnalyzeCommand::Cka(a) => cka(&a),
         AnalyzeCommand::Hessian(a) => hessian(&a),
+        AnalyzeCommand::Sparsity(a) => sparsity(&a),
     }
 }
 
@@ -551,6 +572,73 @@ fn hessian(a: &HessianArgs) -> Result<()> {
         a.seed,
         if curves.is_empty() { String::new() } else { "\n![spectral density](density.png)\n".into() }
     );
+    std::fs::write(out.join("report.md"), md).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn sparsity(a: &SparsityArgs) -> Result<()> {
+    use fedkit_methods::analysis::lazy_neuron::{dead_share, zero_share};
+    let out = a.out.clone().unwrap_or_else(|| a.run.join("analyze-sparsity"));
+    let engine = rebuilt(&a.run)?;
+    let rounds = model_store::stored_rounds(&a.run);
+    if rounds.is_empty() {
+        bail!("{}: the run kept no models (set [output] keep_models = \"every:k\" and rerun)", a.run.display());
+    }
+    let engines = [engine];
+    let batch = probe(&engines, a.samples, a.seed, std::slice::from_ref(&a.run))?;
+    let engine = &engines[0];
+    let layout = engine.global.layout().clone();
+    let mut model = engine.architecture();
+    let (mut layers, mut zeros, mut dead, mut acc) = (Vec::<String>::new(), Vec::new(), Vec::new(), Vec::new());
+    for &r in &rounds {
+        let params = model_store::read_global(&a.run, r, &layout)?;
+        let acts = model.activations(&params, &batch)?;
+        let hidden = &acts[..acts.len() - 1];
+        layers = hidden.iter().map(|x| x.name.clone()).collect();
+        zeros.push(hidden.iter().map(|x| zero_share(&x.values)).collect::<Vec<_>>());
+        dead.push(hidden.iter().map(|x| dead_share(&x.values, x.dim)).collect::<Vec<_>>());
+        let l = acts.last().expect("activations end with the logits");
+        let right = (0..batch.len())
+            .filter(|&k| fedkit_core::argmax(&l.values[k * l.dim..(k + 1) * l.dim]) as u32 == batch.labels()[k])
+            .count();
+        acc.push(right as f64 / batch.len() as f64);
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let curves: Vec<crate::plot::Curve> = layers
+        .iter()
+        .enumerate()
+        .map(|(j, name)| crate::plot::Curve {
+            label: name.clone(),
+            points: rounds.iter().zip(&zeros).map(|(&r, z)| (r as f64, z[j], 0.0)).collect(),
+        })
+        .collect();
+    for ext in ["png", "svg"] {
+        crate::plot::write(
+            &out.join(format!("sparsity.{ext}")),
+            &curves,
+            "Share of zero activations",
+            "round",
+            "share of zeros",
+        )?;
+    }
+    let report = json!({"analysis": "sparsity", "run": a.run.display().to_string(), "samples": batch.len(), "seed": a.seed,
+        "rounds": rounds, "layers": layers, "zero_share": zeros, "dead_share": dead, "probe_accuracy": acc});
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let mut md = format!(
+        "# Activation sparsity of {}\n\nShare of exactly-zero activations per layer on {} test samples (dead units in \
+         brackets: zero on every sample).\n\n| round | probe accuracy | {} |\n|---|---|{}\n",
+        a.run.display(),
+        batch.len(),
+        layers.join(" | "),
+        "---|".repeat(layers.len())
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        let cells: Vec<String> = zeros[i].iter().zip(&dead[i]).map(|(z, d)| format!("{z:.3} ({d:.3})")).collect();
+        md.push_str(&format!("| {r} | {:.3} | {} |\n", acc[i], cells.join(" | ")));
+    }
+    md.push_str("\n![share of zero activations](sparsity.png)\n");
     std::fs::write(out.join("report.md"), md).with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())

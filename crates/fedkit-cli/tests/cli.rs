@@ -1189,5 +1189,15 @@ fn analyze_hessian_reports_eigenvalues_trace_and_density() {
         serde_json::from_str(&std::fs::read_to_string(again.join("report.json")).unwrap()).unwrap();
     assert_eq!(rep2["models"], rep["models"], "deterministic");
     fails_with(analyze(&["--top", "0"], &d.join("x")), &["--top"]);
+    // sparsity over the kept rounds: a share in [0, 1] per round and layer
+    let sp = d.join("sparsity");
+    let o = fedkit(&["analyze", "sparsity", "--run", r, "--samples", "40", "--out", sp.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sp.join("report.json")).unwrap()).unwrap();
+    assert_eq!(s["layers"], serde_json::json!(["features"]));
+    assert_eq!(s["rounds"], serde_json::json!([2]));
+    let z = s["zero_share"][0][0].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&z) && s["dead_share"][0][0].as_f64().unwrap() <= z);
+    assert!(sp.join("sparsity.png").is_file());
     fails_with(analyze(&["--round", "1"], &d.join("x")), &["--round 1", "keeps"]);
 }

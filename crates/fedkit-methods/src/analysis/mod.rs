@@ -5,6 +5,7 @@
 pub mod cca;
 pub mod cka;
 pub mod grounding;
+pub mod lazy_neuron;
 pub mod linalg;
 pub mod procrustes;
 pub mod pyhessian;
@@ -22,5 +23,6 @@ pub fn analyses() -> &'static [(&'static str, &'static str)] {
         ("procrustes", include_str!("procrustes.rs")),
         ("grounding", include_str!("grounding.rs")),
         ("pyhessian", include_str!("pyhessian.rs")),
+        ("lazy_neuron", include_str!("lazy_neuron.rs")),
     ]
 }
