@@ -174,7 +174,17 @@ fn subjects(a: &CkaArgs) -> Result<(Vec<Engine>, Vec<Subject>)> {
     if !a.clients.is_empty() {
         let [dir] = a.runs.as_slice() else { bail!("--clients compares the clients of one run: give one --run") };
         let Some(round) = a.round else { bail!("--clients needs --round (the round of the clients' updates)") };
-        let engine = crate::attack::rebuilt(dir, |_| Ok(()))?;
+        // a client's model is the global model it started from plus the update the server
+        // received (after the client's stages); [compress] changes the global model after the
+        // store kept it, so the sum would not be the model the client trained
+        let engine = crate::attack::rebuilt(dir, |cfg| {
+            if cfg.compress.is_some() {
+                bail!(
+                    "--clients: with [compress] the clients start from the pruned global model, which the store does not keep"
+                );
+            }
+            Ok(())
+        })?;
         if round == 0 {
             bail!("--round 0: clients send updates from round 1 on");
         }
@@ -183,6 +193,11 @@ fn subjects(a: &CkaArgs) -> Result<(Vec<Engine>, Vec<Subject>)> {
         for &c in &a.clients {
             if c as usize >= engine.population() {
                 bail!("--clients {c}: the run has clients 0..{}", engine.population());
+            }
+            if engine.architecture_of(c) != 0 {
+                bail!(
+                    "--clients {c}: the client trains another architecture (model.per_client); compare clients of [model]"
+                );
             }
             let mut params = start.clone();
             let update = model_store::read_update(dir, c, round, &layout)?;
@@ -294,6 +309,11 @@ fn cka(a: &CkaArgs) -> Result<()> {
     let (engines, subjects) = subjects(a)?;
     let batch = probe(&engines, a.samples, a.seed, &a.runs)?;
     let n = batch.len();
+    if n > 4000 {
+        eprintln!(
+            "note: {n} probe samples: every layer keeps an n x n Gram matrix and eigendecomposition; expect minutes and GBs"
+        );
+    }
     if batch.positions() > 0 {
         bail!("cka compares one representation per sample; {} has a target per position", engines[0].fed.train.name);
     }
@@ -306,13 +326,28 @@ fn cka(a: &CkaArgs) -> Result<()> {
         eprintln!("[{}/{}] {}: activations of {n} probe samples", i + 1, subjects.len(), s.label);
         let mut model = engines[s.engine].architecture();
         let acts: Vec<Activation> = model.activations(&s.params, &batch)?;
+        if let Some(bad) = acts.iter().find(|x| x.rows() != n || x.rows() * x.dim != x.values.len()) {
+            bail!(
+                "{}: layer {} gave {} values for {n} samples of {} units",
+                s.label,
+                bad.name,
+                bad.values.len(),
+                bad.dim
+            );
+        }
         let logits = acts.last().expect("activations end with the logits");
         let right = (0..n)
             .filter(|&k| fedkit_core::argmax(&logits.values[k * logits.dim..(k + 1) * logits.dim]) as u32 == batch.y[k])
             .count();
         accuracy.push(right as f64 / n as f64);
         layers.push(acts.iter().map(|x| x.name.clone()).collect());
-        reps.push(acts.iter().map(|x| Representation::new(&x.values, n, x.dim)).collect::<fedkit_core::Result<_>>()?);
+        let mut layer_reps = Vec::with_capacity(acts.len());
+        for x in &acts {
+            layer_reps.push(
+                Representation::new(&x.values, n, x.dim).with_context(|| format!("{}, layer {}", s.label, x.name))?,
+            );
+        }
+        reps.push(layer_reps);
     }
     let layer_at: Vec<usize> = layers
         .iter()
@@ -393,7 +428,13 @@ fn cka(a: &CkaArgs) -> Result<()> {
     }
 
     // Ding et al.'s principal-component deletion test on the features
-    let grounding = if a.layer == "features" {
+    let quantised = engines.iter().any(|e| e.cfg.model.contains_key("quant"));
+    if quantised && a.layer == "features" {
+        eprintln!(
+            "note: [model] quant: the output layer's real-valued weights are not the ones the model uses; no grounding test"
+        );
+    }
+    let grounding = if a.layer == "features" && !quantised {
         grounding(&subjects, &reps, &layer_at, &batch, &accuracy, &metrics, &o)?
     } else {
         None

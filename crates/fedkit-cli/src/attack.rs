@@ -274,7 +274,7 @@ pub(crate) fn rebuilt(
     check(&cfg)?;
     if cfg.algorithm.get("use").and_then(|v| v.as_str()) == Some("ifca") {
         bail!(
-            "ifca clients start from the cluster model they chose, not the global model; the attacks read only global starts"
+            "ifca clients start from the cluster model they chose, not the global model; the attacks and analyses read only global starts"
         );
     }
     if cfg.downlink.kind != fedkit_engine::config::DownlinkKind::None {

@@ -1095,7 +1095,6 @@ fn analyze_cka_compares_layers_across_runs_and_clients() {
     for m in ["cka", "rbf_cka", "cca", "cca_r2", "svcca", "pwcca", "procrustes"] {
         let mm = &r["model_matrix"][m];
         assert!((mm[0][0].as_f64().unwrap() - 1.0).abs() < 1e-6, "{m}: a model's features match themselves");
-        assert!(mm[0][1].as_f64().unwrap() <= 1.0 + 1e-9, "{m}");
         assert_eq!(r["layer_identification"][m]["of"], 8, "{m}: 4 layers x 2 ordered pairs");
         assert!(out.join(format!("layers-{m}.png")).metadata().unwrap().len() > 500);
     }

@@ -329,7 +329,9 @@ fn native_and_burn_convolutions_give_the_same_activations() {
         let (mut a, mut b) = (build(tn, shape, classes), build(tb, shape, classes));
         let p = a.init(&mut rng);
         let x = batch(shape, classes, 3, &mut rng);
-        for (u, v) in a.activations(&p, &x).unwrap().iter().zip(b.activations(&p, &x).unwrap().iter()) {
+        let (ua, ub) = (a.activations(&p, &x).unwrap(), b.activations(&p, &x).unwrap());
+        assert_eq!(ua.len(), ub.len(), "{native}");
+        for (u, v) in ua.iter().zip(&ub) {
             assert_eq!((&u.name, u.dim), (&v.name, v.dim), "{native}");
             let gap = u.values.iter().zip(&v.values).map(|(s, t)| (s - t).abs()).fold(0.0f32, f32::max);
             assert!(gap < 1e-4, "{native} {}: native and burn differ by {gap}", u.name);

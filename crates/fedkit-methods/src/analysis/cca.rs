@@ -12,7 +12,9 @@
 //! - **PWCCA** (Morcos, Raghu, Bengio, NeurIPS 2018): the correlations weighted by how much of
 //!   X's units each canonical variate accounts for: h_i = Q_X a_i (a_i the left singular vectors
 //!   of Q_X^T Q_Y), alpha_i = sum_j |<h_i, x_j>| over X's centred units x_j, normalised to sum
-//!   1; PWCCA = sum alpha_i rho_i. Not symmetric: the weights come from the first argument.
+//!   1; PWCCA = sum alpha_i rho_i. Not symmetric: the weights come from the first argument
+//!   (as in Ding et al.'s `scoring.py`; Morcos et al.'s `compute_pwcca` takes the side with
+//!   fewer units).
 //!
 //! Every one is invariant to invertible linear transforms of either representation, so a
 //! representation wider than the probe set has all correlations 1 with anything of full rank:
@@ -35,9 +37,22 @@ fn canonical(qa: &Mat, qb: &Mat) -> Result<(Vec<f64>, Mat)> {
         return Ok((Vec::new(), Mat::zeros(qa.cols, 0)));
     }
     let m = qa.t_mul(qb);
-    let e = sym_eigen(&m.mul_t(&m))?;
-    let rho = e.values[..k].iter().map(|v| v.max(0.0).sqrt().min(1.0)).collect();
-    Ok((rho, e.vectors.first_cols(k)))
+    if qa.cols <= qb.cols {
+        let e = sym_eigen(&m.mul_t(&m))?;
+        let rho = e.values[..k].iter().map(|v| v.max(0.0).sqrt().min(1.0)).collect();
+        return Ok((rho, e.vectors.first_cols(k)));
+    }
+    // the smaller side: M^T M = B S^2 B^T, then the left vectors a_i = M b_i / s_i
+    let e = sym_eigen(&m.t_mul(&m))?;
+    let s: Vec<f64> = e.values[..k].iter().map(|v| v.max(0.0).sqrt()).collect();
+    let inv: Vec<f64> = s.iter().map(|&v| if v > 0.0 { 1.0 / v } else { 0.0 }).collect();
+    let left = m.mul_t(&Mat { rows: k, cols: m.cols, data: transposed(&e.vectors.first_cols(k)) }).scale_cols(&inv);
+    Ok((s.into_iter().map(|v| v.min(1.0)).collect(), left))
+}
+
+/// The row-major data of `m^T`.
+fn transposed(m: &Mat) -> Vec<f64> {
+    (0..m.cols).flat_map(|j| (0..m.rows).map(move |i| m.data[i * m.cols + j])).collect()
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -129,6 +144,24 @@ mod tests {
         assert!((rho[0] - 1.0).abs() < 1e-9 && rho[1] < 0.95, "{rho:?}");
         let (m, pw) = (mean_cca(&a, &b).unwrap(), pwcca(&a, &b).unwrap());
         assert!(pw > m && pw > 0.99, "pwcca {pw} mean {m}");
+    }
+
+    #[test]
+    fn both_sides_give_the_same_correlations() {
+        // ranks 3 and 2: one call eigendecomposes M M^T, the other M^T M
+        let mut rng = fedkit_core::RngStream::new(10);
+        let n = 12;
+        let (x, y): (Vec<f64>, Vec<f64>) =
+            ((0..n * 3).map(|_| rng.normal()).collect(), (0..n * 2).map(|_| rng.normal()).collect());
+        let (a, b) = (rep(&x, n, 3), rep(&y, n, 2));
+        let (ab, ba) = (correlations(&a, &b).unwrap(), correlations(&b, &a).unwrap());
+        assert_eq!(ab.len(), 2);
+        assert!(ab.iter().zip(&ba).all(|(u, v)| (u - v).abs() < 1e-9), "{ab:?} {ba:?}");
+        // PWCCA's weights need left vectors of unit norm on the wider side too
+        let (qa, qb) = (a.basis(), b.basis());
+        let (_, left) = canonical(&qa, &qb).unwrap();
+        let gram = left.t_mul(&left);
+        assert!((gram.at(0, 0) - 1.0).abs() < 1e-9 && gram.at(0, 1).abs() < 1e-9);
     }
 
     #[test]

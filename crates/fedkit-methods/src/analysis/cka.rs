@@ -9,7 +9,7 @@
 //! ||Y^T Y||_F)); RBF CKA takes K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)) with sigma a fraction
 //! (`sigma`, 0.5 in the demo) of the median distance: sigma^2 = fraction^2 x the median of the
 //! n^2 squared distances (diagonal included, as the demo's `gram_rbf` computes it, with numpy's
-//! median).
+//! median; the median of the non-zero ones when that is 0).
 //!
 //! CKA is invariant to orthogonal transforms and isotropic scaling of either representation,
 //! not to arbitrary invertible linear maps, which is what lets it find corresponding layers of
@@ -45,7 +45,13 @@ fn centred_rbf(r: &Representation, sigma: f64) -> Mat {
     let g = &r.gram;
     let mut d2: Vec<f64> =
         (0..n * n).map(|i| (g.at(i / n, i / n) + g.at(i % n, i % n) - 2.0 * g.data[i]).max(0.0)).collect();
-    let median = median(d2.clone());
+    // a median of 0 (most samples at one point, e.g. a mostly dead ReLU layer): the median of
+    // the non-zero distances instead, so the kernel still separates the rest
+    let mut median = median(d2.clone());
+    if median == 0.0 {
+        let nonzero: Vec<f64> = d2.iter().copied().filter(|&v| v > 0.0).collect();
+        median = if nonzero.is_empty() { 0.0 } else { self::median(nonzero) };
+    }
     let scale = 2.0 * sigma * sigma * median;
     for v in &mut d2 {
         *v = if scale > 0.0 { (-*v / scale).exp() } else { 1.0 };
@@ -122,6 +128,14 @@ mod tests {
         assert!(linear_cka(&a, &c) < 0.6, "{}", linear_cka(&a, &c));
         let stretched: Vec<f64> = x.iter().enumerate().map(|(i, v)| if i % p == 0 { 10.0 * v } else { *v }).collect();
         assert!(linear_cka(&a, &rep(&stretched, n, p)) < 0.9);
+    }
+
+    #[test]
+    fn rbf_cka_survives_a_zero_median_distance() {
+        // 20 samples, 15 of them at one point: the median squared distance is 0
+        let v: Vec<f64> = (0..20).map(|i| if i < 15 { 0.0 } else { i as f64 }).collect();
+        let a = rep(&v, 20, 1);
+        assert!((rbf_cka(&a, &a, 0.5) - 1.0).abs() < 1e-9, "{}", rbf_cka(&a, &a, 0.5));
     }
 
     #[test]

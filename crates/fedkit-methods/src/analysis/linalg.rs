@@ -334,8 +334,15 @@ mod tests {
         let mut rng = RngStream::new(1);
         let (a, b) = (random(5, 3, &mut rng), random(5, 4, &mut rng));
         let p = a.t_mul(&b);
-        let q = a.first_cols(3).mul_t(&random(2, 3, &mut rng));
+        let c = random(2, 3, &mut rng);
+        let q = a.first_cols(3).mul_t(&c);
         assert_eq!((p.rows, p.cols, q.rows, q.cols), (3, 4, 5, 2));
+        for i in 0..5 {
+            for j in 0..2 {
+                let want: f64 = (0..3).map(|k| a.at(i, k) * c.at(j, k)).sum();
+                assert!((q.at(i, j) - want).abs() < 1e-12);
+            }
+        }
         for i in 0..3 {
             for j in 0..4 {
                 let want: f64 = (0..5).map(|k| a.at(k, i) * b.at(k, j)).sum();
