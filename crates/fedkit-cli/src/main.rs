@@ -208,7 +208,8 @@ enum Command {
         command: attack::AttackCommand,
     },
     /// Analyses of a finished run's kept models (report.json, report.md, pictures): `cka`
-    /// compares representations across runs or clients.
+    /// compares representations across runs or clients, `hessian` measures the loss curvature,
+    /// `sparsity` the share of zero activations over training.
     Analyze {
         #[command(subcommand)]
         command: analyze::AnalyzeCommand,
