@@ -33,6 +33,27 @@ pub enum AnalyzeCommand {
     /// Activation sparsity over training (lazy_neuron): each ReLU layer's share of zero
     /// activations and of dead units on every global model the run kept.
     Sparsity(SparsityArgs),
+    /// Linear regions of an mlp along lines between test samples (linear_regions), on every
+    /// global model the run kept.
+    #[command(name = "linear_regions", alias = "linear-regions")]
+    LinearRegions(RegionArgs),
+}
+
+/// `fedkit analyze linear_regions`.
+#[derive(clap::Args)]
+pub struct RegionArgs {
+    /// The run directory (an mlp without normalisation; keep_models = "every:k" for a curve).
+    #[arg(long)]
+    run: PathBuf,
+    /// Lines, each between two test samples drawn with --seed.
+    #[arg(long, default_value_t = 20)]
+    lines: usize,
+    /// Seed of the line draw.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory (default: `analyze-linear-regions` in the run's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `fedkit analyze sparsity`.
@@ -131,6 +152,7 @@ pub fn run(cmd: AnalyzeCommand) -> Result<()> {
         AnalyzeCommand::Cka(a) => cka(&a),
         AnalyzeCommand::Hessian(a) => hessian(&a),
         AnalyzeCommand::Sparsity(a) => sparsity(&a),
+        AnalyzeCommand::LinearRegions(a) => linear_regions(&a),
     }
 }
 
@@ -680,6 +702,82 @@ fn sparsity(a: &SparsityArgs) -> Result<()> {
         md.push_str(&format!("| {r} | {:.3} | {} |\n", acc[i], cells.join(" | ")));
     }
     md.push_str("\n![share of zero activations](sparsity.png)\n");
+    std::fs::write(out.join("report.md"), md).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn linear_regions(a: &RegionArgs) -> Result<()> {
+    use fedkit_methods::analysis::linear_regions::ReluMlp;
+    if a.lines == 0 {
+        bail!("--lines must be at least 1");
+    }
+    let out = a.out.clone().unwrap_or_else(|| a.run.join("analyze-linear-regions"));
+    let engine = rebuilt(&a.run)?;
+    let rounds = model_store::stored_rounds(&a.run);
+    if rounds.is_empty() {
+        bail!("{}: the run kept no models (set [output] keep_models = \"every:k\" and rerun)", a.run.display());
+    }
+    let test = engine.test.without_transforms();
+    if test.len() < 2 {
+        bail!("{}: linear regions need at least 2 test samples", a.run.display());
+    }
+    let mut rng = RngStream::derive(a.seed, "analyze.linear_regions", 0, 0);
+    let ends: Vec<(Vec<f64>, Vec<f64>)> = (0..a.lines)
+        .map(|_| {
+            let p = rng.choose(test.len(), 2);
+            let f = |i: usize| test.data.features(test.idx[i] as usize).iter().map(|&v| v as f64).collect::<Vec<f64>>();
+            (f(p[0]), f(p[1]))
+        })
+        .collect();
+    let layout = engine.global.layout().clone();
+    let (mut mean, mut spread, mut per_line) = (Vec::new(), Vec::new(), Vec::new());
+    for &r in &rounds {
+        let net = ReluMlp::from_params(&model_store::read_global(&a.run, r, &layout)?).with_context(|| {
+            format!(
+                "{} ([model] {})",
+                a.run.display(),
+                engine.cfg.model.get("use").map_or("?".into(), |v| v.to_string())
+            )
+        })?;
+        if net.inputs() != ends[0].0.len() {
+            bail!("the model reads {} inputs and the test samples have {}", net.inputs(), ends[0].0.len());
+        }
+        let counts: Vec<f64> = ends.iter().map(|(x, y)| net.regions_on_segment(x, y) as f64).collect();
+        let (m, s) = mean_std(&counts);
+        eprintln!("round {r}: {m:.1} regions a line");
+        mean.push(m);
+        spread.push(s);
+        per_line.push(counts);
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let curve = crate::plot::Curve {
+        label: "regions a line (mean, band: std over lines)".into(),
+        points: rounds.iter().zip(mean.iter().zip(&spread)).map(|(&r, (&m, &s))| (r as f64, m, s)).collect(),
+    };
+    for ext in ["png", "svg"] {
+        crate::plot::write(
+            &out.join(format!("regions.{ext}")),
+            std::slice::from_ref(&curve),
+            "Linear regions along lines between test samples",
+            "round",
+            "regions",
+        )?;
+    }
+    let report = json!({"analysis": "linear_regions", "run": a.run.display().to_string(), "lines": a.lines, "seed": a.seed,
+        "rounds": rounds, "regions_mean": mean, "regions_std": spread, "regions": per_line});
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let mut md = format!(
+        "# Linear regions of {}\n\nExact counts along {} lines, each between two test samples (seed {}).\n\n| round | regions a line |\n|---|---|\n",
+        a.run.display(),
+        a.lines,
+        a.seed
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        md.push_str(&format!("| {r} | {:.1} ± {:.1} |\n", mean[i], spread[i]));
+    }
+    md.push_str("\n![regions](regions.png)\n");
     std::fs::write(out.join("report.md"), md).with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())

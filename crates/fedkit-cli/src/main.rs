@@ -209,7 +209,8 @@ enum Command {
     },
     /// Analyses of a finished run's kept models (report.json, report.md, pictures): `cka`
     /// compares representations across runs or clients, `hessian` measures the loss curvature,
-    /// `sparsity` the share of zero activations over training.
+    /// `sparsity` the share of zero activations over training, `linear_regions` an mlp's
+    /// linear regions along lines.
     Analyze {
         #[command(subcommand)]
         command: analyze::AnalyzeCommand,

@@ -1198,5 +1198,25 @@ fn analyze_hessian_reports_eigenvalues_trace_and_density() {
     let z = s["zero_share"][0][0].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&z) && s["dead_share"][0][0].as_f64().unwrap() <= z);
     assert!(sp.join("sparsity.png").is_file());
+    // linear regions: one hidden layer of 8 units has at most 9 on a line
+    let lr = d.join("regions");
+    let o = fedkit(&["analyze", "linear_regions", "--run", r, "--lines", "5", "--out", lr.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lr.join("report.json")).unwrap()).unwrap();
+    for c in g["regions"][0].as_array().unwrap() {
+        assert!((1.0..=9.0).contains(&c.as_f64().unwrap()), "{c}");
+    }
+    let lg = d.join("logreg");
+    let cfg_lr = write(
+        &d,
+        "lr.toml",
+        "rounds = 1\n[data]\nclients = 4\n[data.synthetic]\nusers = 4\n[model]\nuse = \"logreg\"\n[output]\nkeep_models = \"last\"\n",
+    );
+    assert!(fedkit(&["run", &cfg_lr, "--out", lg.to_str().unwrap(), "-q"], &[]).status.success());
+    let o = fedkit(
+        &["analyze", "linear_regions", "--run", lg.to_str().unwrap(), "--out", d.join("y").to_str().unwrap()],
+        &[],
+    );
+    fails_with(o, &["mlp without normalisation"]);
     fails_with(analyze(&["--round", "1"], &d.join("x")), &["--round 1", "keeps"]);
 }

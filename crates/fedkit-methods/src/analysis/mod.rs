@@ -7,6 +7,7 @@ pub mod cka;
 pub mod grounding;
 pub mod lazy_neuron;
 pub mod linalg;
+pub mod linear_regions;
 pub mod procrustes;
 pub mod pyhessian;
 pub mod representation;
@@ -24,5 +25,6 @@ pub fn analyses() -> &'static [(&'static str, &'static str)] {
         ("grounding", include_str!("grounding.rs")),
         ("pyhessian", include_str!("pyhessian.rs")),
         ("lazy_neuron", include_str!("lazy_neuron.rs")),
+        ("linear_regions", include_str!("linear_regions.rs")),
     ]
 }
